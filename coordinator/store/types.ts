@@ -1,0 +1,156 @@
+/**
+ * The store contract. The coordinator talks to its database only through
+ * this interface, so SQLite (embedded default) and PostgreSQL (issue 3) are
+ * interchangeable and one contract test suite covers both.
+ *
+ * Every state change is a single conditional write (compare-and-set on the
+ * job's state, attempt number and fencing token). When it matches zero rows
+ * the caller lost a race and gets a typed error:
+ * - {@link ConflictError} when the job is not in the state the change needs,
+ * - {@link StaleAttemptError} when a report names an attempt or token that is
+ *   no longer the job's current one (fencing).
+ */
+import type { JobSpec, NodeCapacity, JobError } from '../../protocol/schemas.js'
+
+export type JobState = 'announced' | 'claimed' | 'running' | 'succeeded' | 'failed' | 'cancelled'
+export const TERMINAL_JOB_STATES: ReadonlySet<JobState> = new Set(['succeeded', 'failed', 'cancelled'])
+export type AttemptState = 'claimed' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'lost'
+
+export interface AttemptRecord {
+  jobId: string
+  number: number
+  /** Peer id of the claimant. */
+  node: string
+  token: string
+  state: AttemptState
+  awardedAt: number
+  startedAt: number | null
+  finishedAt: number | null
+  leaseExpiresAt: number
+}
+
+export interface ResultRecord {
+  attempt: number
+  outcome: 'succeeded' | 'failed' | 'cancelled'
+  exitCode: number | null
+  stdout: string
+  stderr: string
+  stdoutTruncated: boolean
+  stderrTruncated: boolean
+  startedAt: number | null
+  finishedAt: number
+  error: JobError | null
+}
+
+export interface JobRecord {
+  id: string
+  state: JobState
+  spec: JobSpec
+  /** Number of the current (latest) attempt; attempt 1 exists from submission. */
+  attempt: number
+  createdAt: number
+  updatedAt: number
+  attempts: AttemptRecord[]
+  result: ResultRecord | null
+}
+
+/** A job row without its attempts and result, for listings. */
+export type JobSummary = Omit<JobRecord, 'attempts' | 'result'>
+
+export interface NodeRecord {
+  peerId: string
+  capacity: NodeCapacity
+  firstSeenAt: number
+  lastSeenAt: number
+}
+
+export type JobEventType =
+  | 'submitted' | 'announced' | 'awarded' | 'started' | 'finished' | 'cancelled' | 'stale-report' | 'cancel-requested'
+
+export interface JobEvent {
+  seq: number
+  jobId: string
+  at: number
+  type: JobEventType
+  /** Who caused it: `http`, `coordinator`, or a node's peer id. */
+  actor: string
+  attempt: number | null
+  detail: Record<string, unknown>
+}
+
+export interface AwardInput {
+  jobId: string
+  attempt: number
+  node: string
+  token: string
+  now: number
+  leaseMs: number
+  /** Recorded in the event log: how many bids were considered, why this one won. */
+  detail: Record<string, unknown>
+}
+
+export interface ResultInput {
+  jobId: string
+  attempt: number
+  token: string
+  node: string
+  now: number
+  result: ResultRecord
+}
+
+export interface ListJobsQuery {
+  state?: JobState
+  /** @default 50 */
+  limit?: number
+}
+
+export interface OpenJob {
+  jobId: string
+  attempt: number
+  spec: JobSpec
+  createdAt: number
+}
+
+export interface CancelOutcome {
+  job: JobSummary
+  /** The attempt that was running or claimed, which its node must stop. */
+  stopped: AttemptRecord | null
+}
+
+export interface Store {
+  /** Applies pending migrations. Idempotent. */
+  migrate: () => Promise<void>
+  /** Inserts a job in state `announced` with attempt 1 and a `submitted` event. */
+  createJob: (input: { id: string, spec: JobSpec, now: number }) => Promise<JobSummary>
+  getJob: (id: string) => Promise<JobRecord | null>
+  /** Newest first. */
+  listJobs: (query: ListJobsQuery) => Promise<JobSummary[]>
+  /** Jobs in state `announced`, oldest first. */
+  openJobs: (limit: number) => Promise<OpenJob[]>
+  /**
+   * Awards the job's current attempt to a node: `announced` -> `claimed`, one
+   * conditional write. Throws ConflictError when the job is no longer
+   * announced with this attempt number (someone else won, or it was cancelled).
+   */
+  award: (input: AwardInput) => Promise<AttemptRecord>
+  /** `claimed` -> `running` for the holder of the current token. Throws StaleAttemptError. */
+  markStarted: (input: { jobId: string, attempt: number, token: string, node: string, startedAt: number, now: number }) => Promise<void>
+  /**
+   * Records the attempt's result and ends the job, for the holder of the
+   * current token only. Reporting the same result again (a retry after a lost
+   * ack) returns `duplicate` and changes nothing. Throws StaleAttemptError.
+   */
+  recordResult: (input: ResultInput) => Promise<'recorded' | 'duplicate'>
+  /**
+   * Cancels a job that is not yet finished. Throws NotFoundError, or
+   * ConflictError when it already ended.
+   */
+  cancel: (input: { jobId: string, now: number, actor: string, reason: string }) => Promise<CancelOutcome>
+  /** Inserts or refreshes a node's capacity and last-seen time. */
+  upsertNode: (input: { peerId: string, capacity: NodeCapacity, now: number }) => Promise<void>
+  listNodes: () => Promise<NodeRecord[]>
+  appendEvent: (event: Omit<JobEvent, 'seq'>) => Promise<void>
+  /** Oldest first. */
+  listEvents: (jobId: string) => Promise<JobEvent[]>
+  close: () => Promise<void>
+}

@@ -1,0 +1,46 @@
+/**
+ * What a node's runtime does: run one attempt of a job to completion and
+ * describe how it ended. Runtimes never throw for a job's own failure; they
+ * return an outcome with a typed error saying whether a retry could help.
+ */
+import type { JobSpec, JobError } from '../../protocol/schemas.js'
+
+export type RuntimeName = 'docker' | 'process'
+
+export interface RunRequest {
+  jobId: string
+  attempt: number
+  spec: JobSpec
+  /** Per-attempt scratch directory, created by the caller, mounted/cwd for the job. */
+  workDir: string
+  /** Aborting stops the job (cancel or node shutdown); the outcome is `cancelled`. */
+  signal: AbortSignal
+  /** Called once the job's process or container has actually started. */
+  onStarted?: (startedAt: number) => void
+}
+
+export interface RunOutcome {
+  outcome: 'succeeded' | 'failed' | 'cancelled'
+  /** Process exit code; null when it never ran or was killed by a signal we sent. */
+  exitCode: number | null
+  stdout: string
+  stderr: string
+  stdoutTruncated: boolean
+  stderrTruncated: boolean
+  startedAt: number | null
+  finishedAt: number
+  /**
+   * Why it did not succeed. Codes: `exit-nonzero`, `timeout`, `oom-killed`,
+   * `image-missing`, `spawn-failed`, `daemon-error`, `cancelled`.
+   */
+  error: JobError | null
+}
+
+export interface Runtime {
+  readonly name: RuntimeName
+  /** Checks the runtime is usable (e.g. the Docker daemon answers). Idempotent. */
+  start: (signal?: AbortSignal) => Promise<void>
+  /** Idempotent. Does not stop running jobs: abort their signals for that. */
+  stop: () => Promise<void>
+  run: (request: RunRequest) => Promise<RunOutcome>
+}

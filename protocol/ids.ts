@@ -1,0 +1,22 @@
+/**
+ * Versioned identifiers of everything RGrid puts on the wire.
+ *
+ * A breaking change to a message bumps the major version of the topic or
+ * protocol that carries it, so old and new peers never misread each other:
+ * they simply do not hear each other.
+ */
+
+/** Gossipsub topic carrying batches of job announcements from coordinators. */
+export const ANNOUNCE_TOPIC = '/rgrid/announce/1.0.0'
+
+/** Gossipsub topic carrying node heartbeats and coordinator beacons. */
+export const HEARTBEAT_TOPIC = '/rgrid/heartbeat/1.0.0'
+
+/**
+ * Request/response stream protocol between a node and a coordinator.
+ * The node opens one long-lived stream and multiplexes requests on it.
+ */
+export const SESSION_PROTOCOL = '/rgrid/session/1.0.0'
+
+/** Version number carried inside every message body. */
+export const WIRE_VERSION = 1

@@ -1,0 +1,4 @@
+export * from './ids.js'
+export * from './limits.js'
+export * from './schemas.js'
+export * from './codec.js'

@@ -1,0 +1,30 @@
+/**
+ * Size limits for every decoder. A message over its limit is rejected before
+ * it is parsed, so an attacker cannot make us allocate a huge JSON tree.
+ */
+export const LIMITS = {
+  /** Largest job spec accepted over HTTP or inside an award, in bytes. */
+  jobSpecBytes: 64 * 1024,
+  /** Largest announcement batch message, in bytes. */
+  announcementBytes: 256 * 1024,
+  /** Most jobs carried by one announcement message. */
+  announcementJobs: 256,
+  /** Largest heartbeat or beacon, in bytes. */
+  heartbeatBytes: 16 * 1024,
+  /** Largest session frame (any request or reply), in bytes. */
+  sessionFrameBytes: 512 * 1024,
+  /** stdout and stderr are each truncated to this many bytes in a result. */
+  outputBytes: 64 * 1024,
+  /** Most command arguments. */
+  commandArgs: 256,
+  /** Longest single command argument or env value, in characters. */
+  argChars: 8 * 1024,
+  /** Most env variables. */
+  envVars: 128,
+  /** Most labels on a job or node. */
+  labels: 32,
+  /** Most running attempts listed in one heartbeat. */
+  heartbeatRunning: 256,
+  /** Most open jobs returned by one pull. */
+  pullJobs: 256
+} as const

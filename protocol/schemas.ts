@@ -1,0 +1,223 @@
+/**
+ * One schema per message. The HTTP boundary and the mesh decoders both use
+ * these, so a job spec means the same thing wherever it enters.
+ *
+ * Objects are strict: an unknown field is an error, because a typo such as
+ * `timeoutSecond` silently ignored would be worse than a clear 400.
+ */
+import { z } from 'zod'
+import { LIMITS } from './limits.js'
+
+const shortText = z.string().min(1).max(256)
+const peerIdText = z.string().min(16).max(128).regex(/^[1-9A-HJ-NP-Za-km-z]+$/, 'must be a base58 peer id')
+const jobId = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a job id (UUID)')
+const attemptNumber = z.number().int().min(1).max(1000)
+const fencingToken = z.string().regex(/^[0-9a-f]{32}$/, 'must be a 32-hex-digit fencing token')
+const epochMs = z.number().int().min(0).max(8.64e15)
+const requestId = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)
+
+const labelKey = z.string().min(1).max(63).regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, 'must be a label key (letters, digits, . _ / -)')
+const labelValue = z.string().max(63)
+export const labelsSchema = z.record(labelKey, labelValue).refine(l => Object.keys(l).length <= LIMITS.labels, `at most ${LIMITS.labels} labels`)
+
+const envKey = z.string().min(1).max(256).regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name')
+
+/** Resources a job needs; a node bids only if it has them free. */
+export const resourcesSchema = z.strictObject({
+  /** CPU cores, fractions allowed. */
+  cpus: z.number().positive().max(256).default(1),
+  /** Memory limit in MiB; the container is killed beyond it. */
+  memoryMb: z.number().int().min(4).max(1024 * 1024).default(256)
+})
+
+/**
+ * The job spec a submitter sends to `POST /v1/jobs`.
+ */
+export const jobSpecSchema = z.strictObject({
+  /** Container image; the docker runtime uses its configured default when absent. */
+  image: z.string().min(1).max(512).regex(/^[^\s]+$/, 'must not contain whitespace').optional(),
+  /** argv of the job, executed without a shell. */
+  command: z.array(z.string().max(LIMITS.argChars)).min(1).max(LIMITS.commandArgs)
+    .refine(c => (c[0] ?? '').length > 0, 'command[0] must be a non-empty program name'),
+  env: z.record(envKey, z.string().max(LIMITS.argChars))
+    .refine(e => Object.keys(e).length <= LIMITS.envVars, `at most ${LIMITS.envVars} variables`).default({}),
+  resources: resourcesSchema.default({ cpus: 1, memoryMb: 256 }),
+  /** Wall-clock limit of one attempt, in seconds. Image pulls do not count. */
+  timeoutSeconds: z.number().int().min(1).max(7 * 24 * 3600).default(3600),
+  /** Labels a node must carry (all of them, equal values) to run the job. */
+  labels: labelsSchema.default({}),
+  /** Attempts before the job ends failed. */
+  maxAttempts: z.number().int().min(1).max(10).default(3)
+})
+export type JobSpec = z.output<typeof jobSpecSchema>
+export type JobSpecInput = z.input<typeof jobSpecSchema>
+
+/** What a node needs to decide whether to bid: requirements, not the command. */
+export const announcedJobSchema = z.strictObject({
+  jobId,
+  attempt: attemptNumber,
+  image: z.string().min(1).max(512).optional(),
+  resources: z.strictObject({ cpus: z.number().positive().max(256), memoryMb: z.number().int().min(4).max(1024 * 1024) }),
+  labels: labelsSchema,
+  timeoutSeconds: z.number().int().min(1).max(7 * 24 * 3600)
+})
+export type AnnouncedJob = z.output<typeof announcedJobSchema>
+
+/** Gossip: a batch of jobs open for bids, published by a coordinator. */
+export const announcementSchema = z.strictObject({
+  v: z.literal(1),
+  type: z.literal('announce'),
+  sentAt: epochMs,
+  jobs: z.array(announcedJobSchema).min(1).max(LIMITS.announcementJobs)
+})
+export type Announcement = z.output<typeof announcementSchema>
+
+const runtimeName = z.enum(['docker', 'process'])
+
+/** Capacity a node advertises. */
+export const nodeCapacitySchema = z.strictObject({
+  slots: z.number().int().min(0).max(1024),
+  freeSlots: z.number().int().min(0).max(1024),
+  cpus: z.number().positive().max(1024),
+  memoryMb: z.number().int().min(1).max(64 * 1024 * 1024),
+  labels: labelsSchema,
+  runtime: runtimeName,
+  version: shortText
+})
+export type NodeCapacity = z.output<typeof nodeCapacitySchema>
+
+const runningRef = z.strictObject({ jobId, attempt: attemptNumber })
+
+/** Gossip: a node's liveness and load, every heartbeat interval. */
+export const nodeHeartbeatSchema = z.strictObject({
+  v: z.literal(1),
+  type: z.literal('node-heartbeat'),
+  seq: z.number().int().min(0),
+  sentAt: epochMs,
+  capacity: nodeCapacitySchema,
+  running: z.array(runningRef).max(LIMITS.heartbeatRunning)
+})
+export type NodeHeartbeat = z.output<typeof nodeHeartbeatSchema>
+
+/** Gossip: a coordinator's presence and where to open a session to it. */
+export const coordinatorBeaconSchema = z.strictObject({
+  v: z.literal(1),
+  type: z.literal('coordinator-beacon'),
+  seq: z.number().int().min(0),
+  sentAt: epochMs,
+  addrs: z.array(z.string().min(1).max(512)).max(32)
+})
+export type CoordinatorBeacon = z.output<typeof coordinatorBeaconSchema>
+
+export const heartbeatTopicSchema = z.discriminatedUnion('type', [nodeHeartbeatSchema, coordinatorBeaconSchema])
+export type HeartbeatTopicMessage = z.output<typeof heartbeatTopicSchema>
+
+// ---- session stream: node -> coordinator requests ----
+
+export const helloSchema = z.strictObject({
+  type: z.literal('hello'), rid: requestId,
+  capacity: nodeCapacitySchema,
+  running: z.array(z.strictObject({ jobId, attempt: attemptNumber, token: fencingToken })).max(LIMITS.heartbeatRunning)
+})
+
+/** A node's offer to run one announced attempt. */
+export const bidSchema = z.strictObject({
+  type: z.literal('bid'), rid: requestId,
+  jobId, attempt: attemptNumber,
+  /** Free slots at the time of the bid, this one still counted as free. */
+  freeSlots: z.number().int().min(0).max(1024),
+  slots: z.number().int().min(1).max(1024)
+})
+export type Bid = z.output<typeof bidSchema>
+
+export const startedSchema = z.strictObject({
+  type: z.literal('started'), rid: requestId,
+  jobId, attempt: attemptNumber, token: fencingToken, startedAt: epochMs
+})
+
+const jobErrorSchema = z.strictObject({
+  code: shortText,
+  message: z.string().max(4096),
+  retryable: z.boolean()
+})
+export type JobError = z.output<typeof jobErrorSchema>
+
+/** The outcome of one attempt, reported by the node that holds it. */
+export const resultSchema = z.strictObject({
+  type: z.literal('result'), rid: requestId,
+  jobId, attempt: attemptNumber, token: fencingToken,
+  outcome: z.enum(['succeeded', 'failed', 'cancelled']),
+  exitCode: z.number().int().min(-1).max(1024).nullable(),
+  stdout: z.string().max(LIMITS.outputBytes * 4),
+  stderr: z.string().max(LIMITS.outputBytes * 4),
+  stdoutTruncated: z.boolean(),
+  stderrTruncated: z.boolean(),
+  startedAt: epochMs.nullable(),
+  finishedAt: epochMs,
+  error: jobErrorSchema.nullable()
+})
+export type ResultReport = z.output<typeof resultSchema>
+
+export const pullSchema = z.strictObject({
+  type: z.literal('pull'), rid: requestId,
+  max: z.number().int().min(1).max(LIMITS.pullJobs)
+})
+
+export const nodeFrameSchema = z.discriminatedUnion('type', [helloSchema, bidSchema, startedSchema, resultSchema, pullSchema])
+export type NodeFrame = z.output<typeof nodeFrameSchema>
+
+// ---- session stream: coordinator -> node ----
+
+export const welcomeSchema = z.strictObject({
+  type: z.literal('welcome'), rid: requestId,
+  /** Announced jobs this node could run, so a late joiner never misses work. */
+  open: z.array(announcedJobSchema).max(LIMITS.pullJobs),
+  /** Attempts from `hello.running` that are no longer this node's: stop them. */
+  revoked: z.array(runningRef).max(LIMITS.heartbeatRunning)
+})
+
+export const awardSchema = z.strictObject({
+  type: z.literal('award'), rid: requestId,
+  jobId, attempt: attemptNumber, token: fencingToken,
+  spec: jobSpecSchema
+})
+export type Award = z.output<typeof awardSchema>
+
+export const refuseReason = z.enum(['taken', 'not-open', 'cancelled', 'unknown-job', 'requirements', 'overloaded'])
+export const refuseSchema = z.strictObject({
+  type: z.literal('refuse'), rid: requestId,
+  jobId, attempt: attemptNumber,
+  reason: refuseReason
+})
+
+export const ackSchema = z.strictObject({ type: z.literal('ack'), rid: requestId })
+
+/** The report carried a fencing token that is no longer current: stop that attempt. */
+export const staleSchema = z.strictObject({
+  type: z.literal('stale'), rid: requestId,
+  jobId, attempt: attemptNumber,
+  reason: z.string().max(512)
+})
+
+export const openJobsSchema = z.strictObject({
+  type: z.literal('open'), rid: requestId,
+  jobs: z.array(announcedJobSchema).max(LIMITS.pullJobs)
+})
+
+export const errorFrameSchema = z.strictObject({
+  type: z.literal('error'), rid: requestId.nullable(),
+  code: shortText,
+  message: z.string().max(4096)
+})
+
+/** Pushed by the coordinator without a request: stop this attempt. */
+export const cancelSchema = z.strictObject({
+  type: z.literal('cancel'),
+  jobId, attempt: attemptNumber, token: fencingToken,
+  reason: z.string().max(512)
+})
+
+export const coordinatorFrameSchema = z.discriminatedUnion('type', [
+  welcomeSchema, awardSchema, refuseSchema, ackSchema, staleSchema, openJobsSchema, errorFrameSchema, cancelSchema
+])
+export type CoordinatorFrame = z.output<typeof coordinatorFrameSchema>
