@@ -163,7 +163,17 @@ export const pullSchema = z.strictObject({
   max: z.number().int().min(1).max(LIMITS.pullJobs)
 })
 
-export const nodeFrameSchema = z.discriminatedUnion('type', [helloSchema, bidSchema, startedSchema, resultSchema, pullSchema])
+/**
+ * Sent every few seconds on the session: keeps the stream alive and renews
+ * the leases of the listed attempts directly, whatever gossip does.
+ */
+export const renewSchema = z.strictObject({
+  type: z.literal('renew'), rid: requestId,
+  capacity: nodeCapacitySchema,
+  running: z.array(z.strictObject({ jobId, attempt: attemptNumber, token: fencingToken })).max(LIMITS.heartbeatRunning)
+})
+
+export const nodeFrameSchema = z.discriminatedUnion('type', [helloSchema, bidSchema, startedSchema, resultSchema, pullSchema, renewSchema])
 export type NodeFrame = z.output<typeof nodeFrameSchema>
 
 // ---- session stream: coordinator -> node ----
@@ -199,6 +209,12 @@ export const staleSchema = z.strictObject({
   reason: z.string().max(512)
 })
 
+/** Reply to `renew`: attempts the node listed that are no longer its own. */
+export const renewedSchema = z.strictObject({
+  type: z.literal('renewed'), rid: requestId,
+  revoked: z.array(runningRef).max(LIMITS.heartbeatRunning)
+})
+
 export const openJobsSchema = z.strictObject({
   type: z.literal('open'), rid: requestId,
   jobs: z.array(announcedJobSchema).max(LIMITS.pullJobs)
@@ -218,6 +234,6 @@ export const cancelSchema = z.strictObject({
 })
 
 export const coordinatorFrameSchema = z.discriminatedUnion('type', [
-  welcomeSchema, awardSchema, refuseSchema, ackSchema, staleSchema, openJobsSchema, errorFrameSchema, cancelSchema
+  welcomeSchema, awardSchema, refuseSchema, ackSchema, staleSchema, renewedSchema, openJobsSchema, errorFrameSchema, cancelSchema
 ])
 export type CoordinatorFrame = z.output<typeof coordinatorFrameSchema>

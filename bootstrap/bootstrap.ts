@@ -1,0 +1,65 @@
+/**
+ * A bootstrap peer: a long-lived, well-known member of the mesh that new
+ * peers dial first. It serves the DHT and relays gossip on RGrid's topics
+ * (gossipsub only forwards topics a peer subscribes to), validating every
+ * message so it never spreads garbage.
+ */
+import type { PrivateKey } from '@libp2p/interface'
+import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC } from '../protocol/ids.js'
+import { decodeAnnouncement, decodeHeartbeatTopic } from '../protocol/codec.js'
+import { createHost, fullAddrs, installValidator, type RGridHost } from '../common/p2p.js'
+import type { Logger } from '../common/log.js'
+
+export interface BootstrapPeerOptions {
+  privateKey: PrivateKey
+  /** @default ['/ip4/0.0.0.0/tcp/4001'] */
+  listen?: string[]
+  /** Other bootstrap peers to stay connected to. @default [] */
+  peers?: string[]
+  log: Logger
+}
+
+export class BootstrapPeer {
+  private host: RGridHost | null = null
+  private starting: Promise<void> | null = null
+
+  constructor (private readonly options: BootstrapPeerOptions) {}
+
+  async start (): Promise<void> {
+    this.starting ??= this.doStart()
+    await this.starting
+  }
+
+  private async doStart (): Promise<void> {
+    const host = await createHost({
+      privateKey: this.options.privateKey,
+      listen: this.options.listen ?? ['/ip4/0.0.0.0/tcp/4001'],
+      bootstrap: this.options.peers ?? [],
+      dhtServer: true
+    })
+    const log = this.options.log
+    installValidator(host, ANNOUNCE_TOPIC, decodeAnnouncement, () => true, log)
+    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, () => true, log)
+    await host.start()
+    host.services.pubsub.subscribe(ANNOUNCE_TOPIC)
+    host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
+    this.host = host
+    log.info('bootstrap peer started', { peerId: host.peerId.toString(), addrs: fullAddrs(host) })
+  }
+
+  /** Full multiaddrs (with /p2p/) this peer listens on. */
+  addrs (): string[] {
+    if (this.host == null) throw new Error('bootstrap peer not started')
+    return fullAddrs(this.host)
+  }
+
+  async stop (): Promise<void> {
+    const starting = this.starting
+    if (starting == null) return
+    await starting.catch(() => undefined)
+    const host = this.host
+    this.host = null
+    this.starting = null
+    await host?.stop()
+  }
+}

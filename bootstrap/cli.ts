@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+/**
+ * rgrid-bootstrap: runs a bootstrap peer. Prints its full multiaddr (with
+ * /p2p/<peer id>) as the first line of stdout, for scripts to capture.
+ */
+import { parseArgs } from 'node:util'
+import { join } from 'node:path'
+import { BootstrapPeer } from './bootstrap.js'
+import { loadOrCreateIdentity } from '../common/identity.js'
+import { createLogger, type LogLevel } from '../common/log.js'
+import { stopOnSignals, usageError } from '../common/lifecycle.js'
+import { preferredAddr } from '../common/addrs.js'
+
+const HELP = `Usage: rgrid-bootstrap [--listen MULTIADDR]... [--peer MULTIADDR]... [--data-dir DIR]
+
+A long-lived libp2p peer that new coordinators and nodes dial first. It serves
+the DHT and relays RGrid gossip. Its identity is kept in DIR/peer.key, so its
+address stays the same across restarts.
+
+  --listen MULTIADDR  address to listen on (repeatable)   [/ip4/0.0.0.0/tcp/4001]
+  --peer MULTIADDR    another bootstrap peer to stay connected to (repeatable)
+  --data-dir DIR      where the identity is kept         [./.rgrid/bootstrap]
+  --log-level LEVEL   debug|info|warn|error              [info]
+`
+
+async function main (): Promise<void> {
+  let args
+  try {
+    args = parseArgs({
+      options: {
+        listen: { type: 'string', multiple: true },
+        peer: { type: 'string', multiple: true },
+        'data-dir': { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' }
+      },
+      strict: true
+    }).values
+  } catch (err) {
+    usageError('rgrid-bootstrap', (err as Error).message)
+  }
+  if (args.help === true) { process.stdout.write(HELP); return }
+  const log = createLogger('bootstrap', { level: (args['log-level'] ?? 'info') as LogLevel })
+  const dataDir = args['data-dir'] ?? join('.rgrid', 'bootstrap')
+  const peer = new BootstrapPeer({
+    privateKey: await loadOrCreateIdentity(dataDir),
+    listen: args.listen ?? ['/ip4/0.0.0.0/tcp/4001'],
+    peers: args.peer ?? [],
+    log
+  })
+  await peer.start()
+  process.stdout.write(preferredAddr(peer.addrs()) + '\n')
+  stopOnSignals(peer, log)
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`rgrid-bootstrap: ${(err as Error).message}\n`)
+  process.exit(1)
+})

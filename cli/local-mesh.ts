@@ -1,0 +1,146 @@
+/**
+ * Starts a whole mesh on loopback as separate processes: one bootstrap
+ * peer, one coordinator and N nodes, each its own program exactly as an
+ * operator would run it. Used by `rgrid dev`, the integration tests and the
+ * benchmarks.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createWriteStream } from 'node:fs'
+import { mkdir } from 'node:fs/promises'
+import { join, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createInterface } from 'node:readline'
+
+const DIST = dirname(dirname(fileURLToPath(import.meta.url)))
+
+/** Paths of the compiled programs. */
+export const BINS = {
+  bootstrap: join(DIST, 'bootstrap', 'cli.js'),
+  coordinator: join(DIST, 'coordinator', 'cli.js'),
+  node: join(DIST, 'node', 'cli.js')
+}
+
+export interface LocalMeshOptions {
+  /** Where identities, databases and logs go. */
+  dataDir: string
+  /** @default 3 */
+  nodes?: number
+  /** @default 'process' */
+  runtime?: 'process' | 'docker'
+  /** @default '127.0.0.1:0' */
+  http?: string
+  /** Slots per node. @default 4 */
+  slots?: number
+  /** Extra arguments per node index. */
+  nodeArgs?: (index: number) => string[]
+  /** Extra coordinator arguments. */
+  coordinatorArgs?: string[]
+  /** @default 'info' */
+  logLevel?: string
+  /** How long a program may take to print its address, in ms. @default 20000 */
+  startTimeoutMs?: number
+  /** How long stop() waits after SIGTERM before SIGKILL, in ms. @default 10000 */
+  stopTimeoutMs?: number
+}
+
+export interface MeshProcess {
+  name: string
+  child: ChildProcess
+  /** Lines the program printed on stdout at start. */
+  lines: string[]
+  logFile: string
+}
+
+export class LocalMesh {
+  readonly processes: MeshProcess[] = []
+  bootstrapAddr = ''
+  coordinatorAddr = ''
+  coordinatorPeerId = ''
+  httpUrl = ''
+  nodePeerIds: string[] = []
+
+  constructor (readonly options: LocalMeshOptions) {}
+
+  private async launch (name: string, bin: string, args: string[], lines: number): Promise<MeshProcess> {
+    const logDir = join(this.options.dataDir, 'logs')
+    await mkdir(logDir, { recursive: true })
+    const logFile = join(logDir, `${name}.log`)
+    const log = createWriteStream(logFile, { flags: 'a' })
+    const child = spawn(process.execPath, [bin, ...args, '--log-level', this.options.logLevel ?? 'info'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    child.stderr.pipe(log)
+    const proc: MeshProcess = { name, child, lines: [], logFile }
+    this.processes.push(proc)
+    const timeoutMs = this.options.startTimeoutMs ?? 20_000
+    await new Promise<void>((resolve, reject) => {
+      const rl = createInterface({ input: child.stdout })
+      const timer = setTimeout(() => { reject(new Error(`${name} printed no address within ${timeoutMs} ms; see ${logFile}`)) }, timeoutMs)
+      const onExit = (code: number | null): void => { clearTimeout(timer); reject(new Error(`${name} exited with ${code} before starting; see ${logFile}`)) }
+      child.once('exit', onExit)
+      rl.on('line', line => {
+        proc.lines.push(line)
+        if (proc.lines.length === lines) {
+          clearTimeout(timer)
+          child.off('exit', onExit)
+          resolve()
+        }
+      })
+    })
+    return proc
+  }
+
+  async start (): Promise<void> {
+    const dir = this.options.dataDir
+    const bs = await this.launch('bootstrap', BINS.bootstrap, ['--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', join(dir, 'bootstrap')], 1)
+    this.bootstrapAddr = bs.lines[0] ?? ''
+    const co = await this.launch('coordinator', BINS.coordinator, [
+      '--listen', '/ip4/127.0.0.1/tcp/0', '--http', this.options.http ?? '127.0.0.1:0', '--bootstrap', this.bootstrapAddr,
+      '--data-dir', join(dir, 'coordinator'), ...(this.options.coordinatorArgs ?? [])
+    ], 2)
+    this.coordinatorAddr = co.lines[0] ?? ''
+    this.coordinatorPeerId = this.coordinatorAddr.split('/p2p/')[1] ?? ''
+    this.httpUrl = co.lines[1] ?? ''
+    const n = this.options.nodes ?? 3
+    const nodes = await Promise.all(Array.from({ length: n }, async (_, i) => await this.launch(`node-${i}`, BINS.node, [
+      'join', this.bootstrapAddr, '--coordinator', this.coordinatorPeerId, '--listen', '/ip4/127.0.0.1/tcp/0',
+      '--runtime', this.options.runtime ?? 'process', '--slots', String(this.options.slots ?? 4),
+      '--data-dir', join(dir, `node-${i}`), ...(this.options.nodeArgs?.(i) ?? [])
+    ], 1)))
+    this.nodePeerIds = nodes.map(p => p.lines[0] ?? '')
+  }
+
+  /** Polls `GET /v1/nodes` until `count` nodes have an open session. */
+  async waitForNodes (count: number, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    let seen = 0
+    while (Date.now() < deadline) {
+      try {
+        const res = await fetch(`${this.httpUrl}/v1/nodes`)
+        const body = await res.json() as { nodes: Array<{ session: boolean }> }
+        seen = body.nodes.filter(n => n.session).length
+        if (seen >= count) return
+      } catch (err) {
+        // The coordinator may still be starting; keep polling until the deadline.
+        seen = -1
+        if (Date.now() + 200 >= deadline) throw err
+      }
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+    throw new Error(`only ${seen} of ${count} nodes connected within ${timeoutMs} ms`)
+  }
+
+  /** SIGTERM everything (nodes first, so they drain), then SIGKILL stragglers. */
+  async stop (): Promise<void> {
+    const order = [...this.processes].reverse()
+    for (const p of order) {
+      if (p.child.exitCode == null && p.child.signalCode == null) p.child.kill('SIGTERM')
+    }
+    const timeoutMs = this.options.stopTimeoutMs ?? 10_000
+    await Promise.all(order.map(async p => {
+      if (p.child.exitCode != null || p.child.signalCode != null) return
+      await new Promise<void>(resolve => {
+        const timer = setTimeout(() => { p.child.kill('SIGKILL'); resolve() }, timeoutMs)
+        p.child.once('exit', () => { clearTimeout(timer); resolve() })
+      })
+    }))
+  }
+}

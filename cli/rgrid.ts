@@ -1,0 +1,124 @@
+#!/usr/bin/env node
+/**
+ * rgrid: the submitter's and researcher's command line.
+ * This build has `rgrid dev`; submitter commands arrive with issue 6.
+ */
+import { parseArgs } from 'node:util'
+import { join, resolve } from 'node:path'
+import { mkdir, rm } from 'node:fs/promises'
+import { LocalMesh } from './local-mesh.js'
+import { usageError } from '../common/lifecycle.js'
+import { errorMessage } from '../common/errors.js'
+
+const HELP = `Usage: rgrid dev [--nodes 3] [--http 127.0.0.1:8080] [--runtime process|docker] [--slots 4] [--samples]
+
+Starts a bootstrap peer, a coordinator and N nodes on loopback, each its own
+process, with embedded defaults (SQLite store). Prints the HTTP endpoint and
+runs until Ctrl-C, then stops them all.
+
+  --nodes N          nodes to start                             [3]
+  --http HOST:PORT   coordinator HTTP address                   [127.0.0.1:8080]
+  --runtime R        process (no Docker needed) or docker       [process]
+  --slots N          slots per node                             [4]
+  --data-dir DIR     state and logs                             [./.rgrid/dev]
+  --fresh            delete DIR first
+  --samples          submit a few sample jobs and print their results
+`
+
+interface JobView { id: string, state: string, result: { exitCode: number | null, stdout: string, stderr: string, error: { message: string } | null } | null, attempts: Array<{ node: string }> }
+
+async function samples (url: string): Promise<void> {
+  const jobs = [
+    { command: ['echo', 'hello from an rgrid node'] },
+    { command: ['sh', '-c', 'echo "running as pid $$ on $(uname -s)"; echo "to stderr" >&2'] },
+    { command: [process.execPath, '-e', 'console.log("6 * 7 =", 6 * 7)'] },
+    { command: ['sh', '-c', 'echo failing on purpose; exit 3'] }
+  ]
+  const ids: string[] = []
+  for (const spec of jobs) {
+    const res = await fetch(`${url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(spec) })
+    const body = await res.json() as { id: string }
+    if (res.status !== 201) throw new Error(`submit failed: ${res.status} ${JSON.stringify(body)}`)
+    ids.push(body.id)
+    process.stdout.write(`submitted ${body.id}: ${spec.command.join(' ')}\n`)
+  }
+  const deadline = Date.now() + 60_000
+  const pending = new Set(ids)
+  while (pending.size > 0 && Date.now() < deadline) {
+    for (const id of [...pending]) {
+      const job = await (await fetch(`${url}/v1/jobs/${id}`)).json() as JobView
+      if (!['succeeded', 'failed', 'cancelled'].includes(job.state)) continue
+      pending.delete(id)
+      const node = job.attempts.at(-1)?.node.slice(-8) ?? '?'
+      process.stdout.write(`\n${id} ${job.state} on node …${node} (exit ${job.result?.exitCode ?? '-'})\n`)
+      if (job.result?.stdout) process.stdout.write(`  stdout: ${job.result.stdout.trimEnd()}\n`)
+      if (job.result?.stderr) process.stdout.write(`  stderr: ${job.result.stderr.trimEnd()}\n`)
+      if (job.result?.error) process.stdout.write(`  error:  ${job.result.error.message}\n`)
+    }
+    if (pending.size > 0) await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  if (pending.size > 0) process.stdout.write(`\n${pending.size} sample jobs did not finish within 60 s\n`)
+}
+
+async function dev (argv: string[]): Promise<void> {
+  let args
+  try {
+    args = parseArgs({
+      args: argv,
+      options: {
+        nodes: { type: 'string' }, http: { type: 'string' }, runtime: { type: 'string' }, slots: { type: 'string' },
+        'data-dir': { type: 'string' }, fresh: { type: 'boolean' }, samples: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }
+      },
+      strict: true
+    }).values
+  } catch (err) {
+    usageError('rgrid dev', (err as Error).message)
+  }
+  if (args.help === true) { process.stdout.write(HELP); return }
+  const nodes = Number(args.nodes ?? 3)
+  const slots = Number(args.slots ?? 4)
+  if (!Number.isInteger(nodes) || nodes < 1 || nodes > 200) usageError('rgrid dev', '--nodes must be an integer from 1 to 200')
+  if (!Number.isInteger(slots) || slots < 1) usageError('rgrid dev', '--slots must be a positive integer')
+  const runtime = args.runtime ?? 'process'
+  if (runtime !== 'process' && runtime !== 'docker') usageError('rgrid dev', '--runtime must be process or docker')
+  const dataDir = resolve(args['data-dir'] ?? join('.rgrid', 'dev'))
+  if (args.fresh === true) await rm(dataDir, { recursive: true, force: true })
+  await mkdir(dataDir, { recursive: true })
+  const mesh = new LocalMesh({ dataDir, nodes, slots, runtime, http: args.http ?? '127.0.0.1:8080' })
+  let stopping = false
+  const stop = async (): Promise<void> => {
+    if (stopping) return
+    stopping = true
+    process.stdout.write('\nstopping the mesh…\n')
+    await mesh.stop()
+    process.stdout.write('stopped\n')
+    process.exit(0)
+  }
+  process.on('SIGINT', () => { void stop() })
+  process.on('SIGTERM', () => { void stop() })
+  try {
+    await mesh.start()
+    await mesh.waitForNodes(nodes)
+  } catch (err) {
+    process.stderr.write(`rgrid dev: ${errorMessage(err)}\n`)
+    await mesh.stop()
+    process.exit(1)
+  }
+  process.stdout.write(`RGrid dev mesh: ${nodes} nodes (${runtime} runtime), logs in ${join(dataDir, 'logs')}\n`)
+  process.stdout.write(`coordinator HTTP API: ${mesh.httpUrl}\n`)
+  process.stdout.write(`  try: curl -s -XPOST ${mesh.httpUrl}/v1/jobs -H 'content-type: application/json' -d '{"command":["echo","hi"]}'\n`)
+  if (args.samples === true) await samples(mesh.httpUrl)
+  process.stdout.write('\nmesh running; press Ctrl-C to stop\n')
+}
+
+async function main (): Promise<void> {
+  const [command, ...rest] = process.argv.slice(2)
+  if (command === 'dev') return await dev(rest)
+  if (command == null || command === '--help' || command === '-h' || command === 'help') { process.stdout.write(HELP); return }
+  usageError('rgrid', `unknown command ${JSON.stringify(command)} (this build has: dev)`)
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`rgrid: ${errorMessage(err)}\n`)
+  process.exit(1)
+})

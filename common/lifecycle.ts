@@ -1,0 +1,48 @@
+/**
+ * Process lifecycle for the CLI entry points: the first SIGINT/SIGTERM starts
+ * a graceful stop bounded by a named timeout; a second signal, or the
+ * timeout, exits forcefully.
+ */
+import type { Logger } from './log.js'
+
+export interface Stoppable {
+  stop: () => Promise<void>
+}
+
+export interface ShutdownOptions {
+  /** How long a graceful stop may take before the process exits anyway. @default 15000 */
+  gracefulStopMs?: number
+}
+
+export function stopOnSignals (service: Stoppable, log: Logger, options: ShutdownOptions = {}): void {
+  const gracefulStopMs = options.gracefulStopMs ?? 15_000
+  let stopping = false
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      log.warn('second signal: exiting now', { signal })
+      process.exit(130)
+    }
+    stopping = true
+    log.info('stopping', { signal, gracefulStopMs })
+    const timer = setTimeout(() => {
+      log.error('graceful stop timed out: exiting', { gracefulStopMs })
+      process.exit(1)
+    }, gracefulStopMs)
+    timer.unref()
+    service.stop().then(() => {
+      log.info('stopped')
+      process.exit(0)
+    }, (err: unknown) => {
+      log.error('stop failed', { error: String(err) })
+      process.exit(1)
+    })
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+}
+
+/** Prints a one-line error for a bad command line and exits 2. */
+export function usageError (program: string, message: string): never {
+  process.stderr.write(`${program}: ${message}\nTry '${program} --help'.\n`)
+  process.exit(2)
+}

@@ -1,0 +1,113 @@
+/**
+ * The libp2p host every RGrid program runs: TCP, noise, yamux, identify,
+ * ping, kad-dht and gossipsub. Roles differ only in options.
+ */
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify, type Identify } from '@libp2p/identify'
+import { ping, type Ping } from '@libp2p/ping'
+import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
+import { bootstrap } from '@libp2p/bootstrap'
+import { gossipsub, TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
+import type { PeerId, PrivateKey } from '@libp2p/interface'
+import { DecodeError } from '../protocol/codec.js'
+import type { Logger } from './log.js'
+
+export type RGridServices = {
+  identify: Identify
+  ping: Ping
+  dht: KadDHT
+  pubsub: GossipSub
+}
+export type RGridHost = Libp2p<RGridServices>
+
+/** Our own DHT protocol, so RGrid meshes never mix with the public IPFS DHT. */
+export const DHT_PROTOCOL = '/rgrid/kad/1.0.0'
+
+export interface HostOptions {
+  privateKey: PrivateKey
+  /** Multiaddrs to listen on, e.g. `/ip4/127.0.0.1/tcp/0`. */
+  listen: string[]
+  /** Peers to dial at start and keep dialling (full multiaddrs with /p2p/). */
+  bootstrap: string[]
+  /**
+   * Serve DHT queries. Bootstrap peers and coordinators do; nodes are clients.
+   * @default false
+   */
+  dhtServer?: boolean
+  /**
+   * Gossipsub heartbeat, which drives mesh maintenance. Below ~700 ms the
+   * tail latency got worse on 2 cores (see docs/design.md).
+   * @default 700
+   */
+  gossipHeartbeatMs?: number
+}
+
+/** Creates (but does not start) a host. */
+export async function createHost (options: HostOptions): Promise<RGridHost> {
+  return await createLibp2p<RGridServices>({
+    privateKey: options.privateKey,
+    start: false,
+    addresses: { listen: options.listen },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    // A busy event loop makes pings time out; aborting the connection then
+    // turns a slow node into a partition. Liveness is our heartbeat's job.
+    connectionMonitor: { abortConnectionOnPingFailure: false },
+    peerDiscovery: options.bootstrap.length > 0 ? [bootstrap({ list: options.bootstrap, timeout: 100 })] : [],
+    services: {
+      identify: identify(),
+      ping: ping(),
+      dht: kadDHT({
+        protocol: DHT_PROTOCOL,
+        clientMode: options.dhtServer !== true,
+        // Loopback and LAN meshes are the common case for tests and research.
+        peerInfoMapper: passthroughMapper
+      }),
+      pubsub: gossipsub({
+        // Messages published before the mesh forms would otherwise throw;
+        // announcements are re-sent and pullable, so losing one is fine.
+        allowPublishToZeroTopicPeers: true,
+        floodPublish: true,
+        emitSelf: false,
+        heartbeatInterval: options.gossipHeartbeatMs ?? 700,
+        globalSignaturePolicy: 'StrictSign'
+      })
+    }
+  })
+}
+
+/**
+ * Installs a gossip topic validator that runs our decoder: garbage is
+ * rejected (and counted against the sender by gossipsub's peer score)
+ * instead of being relayed. Only signed messages are accepted.
+ */
+export function installValidator (
+  host: RGridHost,
+  topic: string,
+  decode: (data: Uint8Array) => unknown,
+  accept: (from: PeerId, message: unknown) => boolean,
+  log: Logger
+): void {
+  host.services.pubsub.topicValidators.set(topic, (_peer: PeerId, message: Message) => {
+    if (message.type !== 'signed') return TopicValidatorResult.Reject
+    try {
+      const decoded = decode(message.data)
+      return accept(message.from, decoded) ? TopicValidatorResult.Accept : TopicValidatorResult.Ignore
+    } catch (err) {
+      if (err instanceof DecodeError) {
+        log.warn('rejected gossip message', { topic, from: message.from.toString(), error: err.message })
+        return TopicValidatorResult.Reject
+      }
+      throw err
+    }
+  })
+}
+
+/** The host's full multiaddrs, each ending in /p2p/<peer id>. */
+export function fullAddrs (host: RGridHost): string[] {
+  return host.getMultiaddrs().map(a => a.toString())
+}

@@ -1,0 +1,142 @@
+/**
+ * Publishes job announcements on gossip, batched, and re-announces jobs
+ * nobody has claimed, with exponential backoff.
+ *
+ * Gossip may lose an announcement (a mesh still forming, a slow peer), so
+ * correctness never rests on one: unclaimed jobs are re-announced until
+ * claimed or cancelled, and nodes also pull open jobs over their session.
+ * Batching matters for speed: a signed gossip message costs about as much
+ * CPU for one job as for 256 (see docs/design.md).
+ */
+import type { AnnouncedJob, Announcement } from '../protocol/schemas.js'
+import { LIMITS } from '../protocol/limits.js'
+import type { Store, OpenJob } from './store/types.js'
+import type { Clock } from '../common/clock.js'
+import type { Logger } from '../common/log.js'
+import { errorMessage } from '../common/errors.js'
+
+export interface AnnouncerOptions {
+  store: Store
+  clock: Clock
+  log: Logger
+  /** Sends one encoded announcement on the announce topic. */
+  publish: (announcement: Announcement) => Promise<void>
+  /** First re-announcement after this long unclaimed, in ms; doubles each time. @default 1000 */
+  reannounceMs?: number
+  /** Longest gap between re-announcements, in ms. @default 30000 */
+  maxReannounceMs?: number
+  /** How often the re-announce loop looks for unclaimed jobs, in ms. @default 500 */
+  scanMs?: number
+}
+
+interface Announced { at: number, gapMs: number, rounds: number }
+
+/** The requirements part of a job, as nodes see it in announcements. */
+export function toAnnounced (job: OpenJob): AnnouncedJob {
+  const { spec } = job
+  return {
+    jobId: job.jobId,
+    attempt: job.attempt,
+    ...(spec.image != null ? { image: spec.image } : {}),
+    resources: { cpus: spec.resources.cpus, memoryMb: spec.resources.memoryMb },
+    labels: spec.labels,
+    timeoutSeconds: spec.timeoutSeconds
+  }
+}
+
+export class Announcer {
+  private queue: AnnouncedJob[] = []
+  private flushScheduled = false
+  private readonly announced = new Map<string, Announced>()
+  private timer: NodeJS.Timeout | null = null
+  private scanning = false
+  private readonly reannounceMs: number
+  private readonly maxReannounceMs: number
+  readonly stats = { messages: 0, jobs: 0, reannounced: 0, failures: 0 }
+
+  constructor (private readonly options: AnnouncerOptions) {
+    this.reannounceMs = options.reannounceMs ?? 1_000
+    this.maxReannounceMs = options.maxReannounceMs ?? 30_000
+  }
+
+  start (): void {
+    if (this.timer != null) return
+    this.timer = setInterval(() => { void this.scan() }, this.options.scanMs ?? 500)
+    this.timer.unref()
+  }
+
+  stop (): void {
+    if (this.timer != null) clearInterval(this.timer)
+    this.timer = null
+  }
+
+  /** Announces a job soon, batched with others submitted in the same tick. */
+  enqueue (job: AnnouncedJob): void {
+    this.queue.push(job)
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      setImmediate(() => { void this.flush() })
+    }
+  }
+
+  /** The attempt is settled (awarded, cancelled): stop re-announcing it. */
+  forget (jobId: string): void {
+    this.announced.delete(jobId)
+  }
+
+  private async flush (): Promise<void> {
+    this.flushScheduled = false
+    const jobs = this.queue
+    this.queue = []
+    const now = this.options.clock.now()
+    for (let i = 0; i < jobs.length; i += LIMITS.announcementJobs) {
+      const batch = jobs.slice(i, i + LIMITS.announcementJobs)
+      for (const j of batch) {
+        const prev = this.announced.get(j.jobId)
+        this.announced.set(j.jobId, { at: now, gapMs: prev == null ? this.reannounceMs : Math.min(prev.gapMs * 2, this.maxReannounceMs), rounds: (prev?.rounds ?? 0) + 1 })
+      }
+      try {
+        await this.options.publish({ v: 1, type: 'announce', sentAt: now, jobs: batch })
+        this.stats.messages++
+        this.stats.jobs += batch.length
+      } catch (err) {
+        // The re-announce scan picks these jobs up again; nothing is lost.
+        this.stats.failures++
+        this.options.log.warn('announce publish failed', { jobs: batch.length, error: errorMessage(err) })
+      }
+    }
+  }
+
+  /** Re-announces open jobs whose backoff has elapsed; adopts ones we never announced (e.g. after a restart). */
+  private async scan (): Promise<void> {
+    if (this.scanning) return
+    this.scanning = true
+    try {
+      const open = await this.options.store.openJobs(4 * LIMITS.announcementJobs)
+      const now = this.options.clock.now()
+      const openIds = new Set<string>()
+      for (const job of open) {
+        openIds.add(job.jobId)
+        const seen = this.announced.get(job.jobId)
+        if (seen != null && now - seen.at < seen.gapMs) continue
+        if (seen != null) {
+          this.stats.reannounced++
+          await this.options.store.appendEvent({
+            jobId: job.jobId, at: now, type: 'announced', actor: 'coordinator', attempt: job.attempt,
+            detail: { round: seen.rounds + 1, reason: `no award ${Math.round((now - seen.at) / 1000)}s after the last announcement` }
+          })
+        }
+        this.enqueue(toAnnounced(job))
+      }
+      // Jobs claimed or cancelled elsewhere (another coordinator, a restart) drop out.
+      if (open.length < 4 * LIMITS.announcementJobs) {
+        for (const id of this.announced.keys()) if (!openIds.has(id)) this.announced.delete(id)
+      }
+    } catch (err) {
+      this.stats.failures++
+      this.options.log.warn('re-announce scan failed', { error: errorMessage(err) })
+    } finally {
+      this.scanning = false
+    }
+  }
+}

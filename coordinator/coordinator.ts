@@ -1,0 +1,218 @@
+/**
+ * The coordinator service: a mesh peer that announces submitted jobs, runs
+ * the auction over node sessions, records everything in the store, and
+ * beacons its addresses so nodes can open sessions to it.
+ */
+import type { PrivateKey, PeerId } from '@libp2p/interface'
+import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, SESSION_PROTOCOL } from '../protocol/ids.js'
+import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
+import type { Announcement, HeartbeatTopicMessage, JobSpec } from '../protocol/schemas.js'
+import { createHost, fullAddrs, installValidator, type RGridHost } from '../common/p2p.js'
+import { systemClock, type Clock } from '../common/clock.js'
+import type { Logger } from '../common/log.js'
+import { uuidv7 } from '../common/ids.js'
+import { errorMessage } from '../common/errors.js'
+import type { Store, JobSummary, JobRecord, JobEvent, ListJobsQuery, CancelOutcome } from './store/types.js'
+import { Auction } from './auction.js'
+import { Announcer, toAnnounced } from './announcer.js'
+import { Membership, type MemberView } from './membership.js'
+import { SessionServer } from './sessions.js'
+
+export interface CoordinatorOptions {
+  privateKey: PrivateKey
+  store: Store
+  log: Logger
+  /** @default ['/ip4/127.0.0.1/tcp/0'] */
+  listen?: string[]
+  /** Bootstrap peers to join the mesh through. @default [] */
+  bootstrap?: string[]
+  /** @default systemClock */
+  clock?: Clock
+  /** How often the coordinator beacons its addresses, in ms. @default 1000 */
+  beaconMs?: number
+  /** See {@link AuctionOptions.bidWindowMs}. @default 8 */
+  bidWindowMs?: number
+  /** Lease given with each award, in ms. @default 30000 */
+  leaseMs?: number
+  /** First re-announcement delay of an unclaimed job, in ms. @default 1000 */
+  reannounceMs?: number
+  /** How long stop() waits for sessions to close, in ms. @default 3000 */
+  stopSessionsMs?: number
+}
+
+/** The operations the HTTP API needs; tests can fake it. */
+export interface CoordinatorApi {
+  submit: (spec: JobSpec) => Promise<JobSummary>
+  getJob: (id: string) => Promise<JobRecord | null>
+  listJobs: (query: ListJobsQuery) => Promise<JobSummary[]>
+  cancel: (id: string, actor: string) => Promise<CancelOutcome>
+  listEvents: (id: string) => Promise<JobEvent[]>
+  listNodes: () => Promise<Array<MemberView & { activeAwards: number }>>
+  health: () => { peerId: string, addrs: string[] }
+}
+
+export class Coordinator implements CoordinatorApi {
+  private host: RGridHost | null = null
+  private starting: Promise<void> | null = null
+  private beaconTimer: NodeJS.Timeout | null = null
+  private beaconSeq = 0
+  private readonly clock: Clock
+  private readonly specCache = new Map<string, JobSpec>()
+  readonly auction: Auction
+  readonly announcer: Announcer
+  readonly membership: Membership
+  readonly sessions: SessionServer
+  readonly stats = { gossipRejected: 0, beaconFailures: 0 }
+
+  constructor (private readonly options: CoordinatorOptions) {
+    const { store, log } = options
+    this.clock = options.clock ?? systemClock
+    const clock = this.clock
+    this.membership = new Membership({ store, clock, log: log.child('membership') })
+    this.auction = new Auction({
+      store, clock, log: log.child('auction'),
+      specOf: async (id) => this.specCache.get(id) ?? (await store.getJob(id))?.spec ?? null,
+      ...(options.bidWindowMs != null ? { bidWindowMs: options.bidWindowMs } : {}),
+      ...(options.leaseMs != null ? { leaseMs: options.leaseMs } : {})
+    })
+    this.announcer = new Announcer({
+      store, clock, log: log.child('announcer'),
+      publish: async (a: Announcement) => { await this.publish(ANNOUNCE_TOPIC, a) },
+      ...(options.reannounceMs != null ? { reannounceMs: options.reannounceMs } : {})
+    })
+    this.sessions = new SessionServer({ store, clock, log: log.child('sessions'), auction: this.auction, announcer: this.announcer, membership: this.membership })
+  }
+
+  get peerId (): PeerId {
+    if (this.host == null) throw new Error('coordinator not started')
+    return this.host.peerId
+  }
+
+  addrs (): string[] {
+    return this.host != null ? fullAddrs(this.host) : []
+  }
+
+  async start (): Promise<void> {
+    this.starting ??= this.doStart()
+    await this.starting
+  }
+
+  private async doStart (): Promise<void> {
+    const { log } = this.options
+    const host = await createHost({
+      privateKey: this.options.privateKey,
+      listen: this.options.listen ?? ['/ip4/127.0.0.1/tcp/0'],
+      bootstrap: this.options.bootstrap ?? [],
+      dhtServer: true
+    })
+    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, () => true, log)
+    // Only coordinators announce; we relay announcements but act on none.
+    installValidator(host, ANNOUNCE_TOPIC, decodeAnnouncement, () => true, log)
+    host.services.pubsub.addEventListener('message', (evt) => {
+      const msg = evt.detail
+      if (msg.topic !== HEARTBEAT_TOPIC || msg.type !== 'signed') return
+      let hb: HeartbeatTopicMessage
+      try {
+        hb = decodeHeartbeatTopic(msg.data)
+      } catch (err) {
+        this.stats.gossipRejected++
+        log.debug('undecodable heartbeat', { error: errorMessage(err) })
+        return
+      }
+      if (hb.type === 'node-heartbeat') this.membership.seen(msg.from.toString(), hb.capacity, 'heartbeat', hb.running.length)
+    })
+    await host.handle(SESSION_PROTOCOL, (stream, connection) => { this.sessions.handle(stream, connection) }, {
+      maxInboundStreams: 4
+    })
+    await host.start()
+    host.services.pubsub.subscribe(ANNOUNCE_TOPIC)
+    host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
+    this.host = host
+    this.announcer.start()
+    this.beaconTimer = setInterval(() => { void this.beacon() }, this.options.beaconMs ?? 1_000)
+    void this.beacon()
+    log.info('coordinator started', { peerId: host.peerId.toString(), addrs: fullAddrs(host) })
+  }
+
+  async stop (): Promise<void> {
+    const starting = this.starting
+    if (starting == null) return
+    await starting.catch(() => undefined)
+    this.starting = null
+    if (this.beaconTimer != null) clearInterval(this.beaconTimer)
+    this.beaconTimer = null
+    this.announcer.stop()
+    this.auction.stop()
+    const host = this.host
+    this.host = null
+    if (host != null) {
+      await Promise.race([
+        this.sessions.closeAll(),
+        new Promise(resolve => setTimeout(resolve, this.options.stopSessionsMs ?? 3_000).unref())
+      ])
+      await host.stop()
+    }
+  }
+
+  private async publish (topic: string, message: unknown): Promise<void> {
+    if (this.host == null) throw new Error('coordinator not started')
+    await this.host.services.pubsub.publish(topic, encode(message))
+  }
+
+  private async beacon (): Promise<void> {
+    if (this.host == null) return
+    try {
+      await this.publish(HEARTBEAT_TOPIC, { v: 1, type: 'coordinator-beacon', seq: this.beaconSeq++, sentAt: this.clock.now(), addrs: fullAddrs(this.host).slice(0, 32) })
+    } catch (err) {
+      this.stats.beaconFailures++
+      this.options.log.warn('beacon failed', { error: errorMessage(err) })
+    }
+  }
+
+  async submit (spec: JobSpec): Promise<JobSummary> {
+    const now = this.clock.now()
+    const job = await this.options.store.createJob({ id: uuidv7(now), spec, now })
+    if (this.specCache.size >= 10_000) {
+      const oldest = this.specCache.keys().next().value
+      if (oldest != null) this.specCache.delete(oldest)
+    }
+    this.specCache.set(job.id, spec)
+    this.announcer.enqueue(toAnnounced({ jobId: job.id, attempt: job.attempt, spec, createdAt: job.createdAt }))
+    return job
+  }
+
+  async getJob (id: string): Promise<JobRecord | null> {
+    return await this.options.store.getJob(id)
+  }
+
+  async listJobs (query: ListJobsQuery): Promise<JobSummary[]> {
+    return await this.options.store.listJobs(query)
+  }
+
+  async listEvents (id: string): Promise<JobEvent[]> {
+    return await this.options.store.listEvents(id)
+  }
+
+  async cancel (id: string, actor: string): Promise<CancelOutcome> {
+    const outcome = await this.options.store.cancel({ jobId: id, now: this.clock.now(), actor, reason: `cancelled by ${actor}` })
+    this.announcer.forget(id)
+    this.specCache.delete(id)
+    const stopped = outcome.stopped
+    if (stopped != null) {
+      this.auction.release(stopped.node)
+      const delivered = await this.sessions.push(stopped.node, { type: 'cancel', jobId: id, attempt: stopped.number, token: stopped.token, reason: `cancelled by ${actor}` })
+      // An undelivered cancel is not lost: the node's next renew learns the attempt was revoked.
+      if (!delivered) this.options.log.info('cancel not delivered now; node learns on renew', { jobId: id, node: stopped.node })
+    }
+    return outcome
+  }
+
+  async listNodes (): Promise<Array<MemberView & { activeAwards: number }>> {
+    const members = await this.membership.list()
+    return members.map(m => ({ ...m, sessionOpen: this.sessions.hasSession(m.peerId), activeAwards: this.auction.activeOn(m.peerId) }))
+  }
+
+  health (): { peerId: string, addrs: string[] } {
+    return { peerId: this.host?.peerId.toString() ?? '', addrs: this.addrs() }
+  }
+}

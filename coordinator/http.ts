@@ -1,0 +1,146 @@
+/**
+ * HTTP API v1 for submitters. Errors are `{"error":{"code","message"}}`;
+ * thrown errors are mapped to status codes in one place, {@link toHttpError}.
+ */
+import { Hono, type Context } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import { decodeJobSpec, DecodeError } from '../protocol/codec.js'
+import { LIMITS } from '../protocol/limits.js'
+import { ConflictError, NotFoundError, StaleAttemptError, ValidationError } from '../common/errors.js'
+import type { Logger } from '../common/log.js'
+import type { CoordinatorApi } from './coordinator.js'
+import type { JobRecord, JobState, JobSummary } from './store/types.js'
+
+const JOB_STATES: ReadonlySet<string> = new Set(['announced', 'claimed', 'running', 'succeeded', 'failed', 'cancelled'])
+const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+type Status = 400 | 404 | 409 | 413 | 415 | 500
+
+/** Maps an error to its HTTP status, code and message. */
+export function toHttpError (err: unknown): { status: Status, code: string, message: string } {
+  if (err instanceof DecodeError) return { status: 400, code: 'invalid-request', message: err.message }
+  if (err instanceof ValidationError) return { status: 400, code: 'invalid-request', message: err.message }
+  if (err instanceof NotFoundError) return { status: 404, code: 'not-found', message: err.message }
+  if (err instanceof ConflictError) return { status: 409, code: 'conflict', message: err.message }
+  if (err instanceof StaleAttemptError) return { status: 409, code: 'stale-attempt', message: err.message }
+  return { status: 500, code: 'internal', message: 'internal error; see the coordinator log' }
+}
+
+function jobJson (job: JobRecord): Record<string, unknown> {
+  return {
+    id: job.id,
+    state: job.state,
+    spec: job.spec,
+    createdAt: job.createdAt,
+    updatedAt: job.updatedAt,
+    attempts: job.attempts.map(a => ({
+      number: a.number, node: a.node, state: a.state, awardedAt: a.awardedAt, startedAt: a.startedAt, finishedAt: a.finishedAt
+    })),
+    result: job.result
+  }
+}
+
+function summaryJson (job: JobSummary): Record<string, unknown> {
+  return { id: job.id, state: job.state, attempt: job.attempt, spec: job.spec, createdAt: job.createdAt, updatedAt: job.updatedAt }
+}
+
+export interface HttpAppOptions {
+  api: CoordinatorApi
+  log: Logger
+  /** Largest request body, in bytes. @default 2 * LIMITS.jobSpecBytes */
+  maxBodyBytes?: number
+}
+
+export function createHttpApp (options: HttpAppOptions): Hono {
+  const { api, log } = options
+  const app = new Hono()
+  const fail = (c: Context, status: Status, code: string, message: string): Response =>
+    c.json({ error: { code, message } }, status)
+
+  app.onError((err, c) => {
+    const e = toHttpError(err)
+    if (e.status === 500) log.error('request failed', { path: c.req.path, error: (err as Error).stack ?? String(err) })
+    return fail(c, e.status, e.code, e.message)
+  })
+  app.notFound(c => fail(c, 404, 'not-found', `no route ${c.req.method} ${c.req.path}`))
+
+  const limit = bodyLimit({
+    maxSize: options.maxBodyBytes ?? 2 * LIMITS.jobSpecBytes,
+    onError: c => fail(c, 413, 'too-large', `request body exceeds ${options.maxBodyBytes ?? 2 * LIMITS.jobSpecBytes} bytes`)
+  })
+
+  app.get('/healthz', c => c.json({ ok: true, ...api.health() }))
+
+  app.post('/v1/jobs', limit, async c => {
+    const type = c.req.header('content-type') ?? ''
+    if (!type.startsWith('application/json')) return fail(c, 415, 'unsupported-media-type', 'send the job spec as application/json')
+    let body: unknown
+    try {
+      body = await c.req.json()
+    } catch {
+      return fail(c, 400, 'invalid-json', 'request body is not valid JSON')
+    }
+    const spec = decodeJobSpec(body)
+    const job = await api.submit(spec)
+    c.header('Location', `/v1/jobs/${job.id}`)
+    return c.json(summaryJson(job), 201)
+  })
+
+  app.get('/v1/jobs', async c => {
+    const state = c.req.query('state')
+    const limitText = c.req.query('limit')
+    if (state != null && !JOB_STATES.has(state)) throw new ValidationError(`state must be one of ${[...JOB_STATES].join(', ')}`, 'state')
+    let limitN = 50
+    if (limitText != null) {
+      limitN = Number(limitText)
+      if (!Number.isInteger(limitN) || limitN < 1 || limitN > 1000) throw new ValidationError('limit must be an integer from 1 to 1000', 'limit')
+    }
+    const jobs = await api.listJobs({ ...(state != null ? { state: state as JobState } : {}), limit: limitN })
+    return c.json({ jobs: jobs.map(summaryJson) })
+  })
+
+  const jobId = (c: Context): string => {
+    const id = c.req.param('id') ?? ''
+    if (!JOB_ID.test(id)) throw new ValidationError(`job id ${JSON.stringify(id.slice(0, 64))} is not a job id`, 'id')
+    return id
+  }
+
+  app.get('/v1/jobs/:id', async c => {
+    const id = jobId(c)
+    const job = await api.getJob(id)
+    if (job == null) throw new NotFoundError('job', id)
+    return c.json(jobJson(job))
+  })
+
+  app.get('/v1/jobs/:id/events', async c => {
+    const id = jobId(c)
+    const job = await api.getJob(id)
+    if (job == null) throw new NotFoundError('job', id)
+    return c.json({ events: await api.listEvents(id) })
+  })
+
+  app.post('/v1/jobs/:id/cancel', async c => {
+    const id = jobId(c)
+    const outcome = await api.cancel(id, 'http')
+    return c.json({ ...summaryJson(outcome.job), stoppedAttempt: outcome.stopped?.number ?? null })
+  })
+
+  app.get('/v1/nodes', async c => {
+    const nodes = await api.listNodes()
+    return c.json({
+      nodes: nodes.map(n => ({
+        peerId: n.peerId,
+        capacity: { slots: n.capacity.slots, cpus: n.capacity.cpus, memoryMb: n.capacity.memoryMb, labels: n.capacity.labels, runtime: n.capacity.runtime },
+        freeSlots: n.capacity.freeSlots,
+        running: n.running,
+        activeAwards: n.activeAwards,
+        version: n.capacity.version,
+        session: n.sessionOpen,
+        firstSeenAt: n.firstSeenAt,
+        lastHeartbeatAt: n.lastSeenAt
+      }))
+    })
+  })
+
+  return app
+}

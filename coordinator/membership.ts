@@ -1,0 +1,87 @@
+/**
+ * The coordinator's view of the nodes: capacity and load from gossip
+ * heartbeats and session frames, last-seen times, and whether a session is
+ * open. Persisted to the store at a bounded rate so a busy mesh does not
+ * turn every heartbeat into a write.
+ */
+import type { NodeCapacity } from '../protocol/schemas.js'
+import type { Store, NodeRecord } from './store/types.js'
+import type { Clock } from '../common/clock.js'
+import type { Logger } from '../common/log.js'
+import { errorMessage } from '../common/errors.js'
+
+export interface MemberView {
+  peerId: string
+  capacity: NodeCapacity
+  firstSeenAt: number
+  lastSeenAt: number
+  /** Where the last sign of life came from. */
+  lastSource: 'heartbeat' | 'session'
+  sessionOpen: boolean
+  running: number
+}
+
+export interface MembershipOptions {
+  store: Store
+  clock: Clock
+  log: Logger
+  /** Write a node's last-seen time to the store at most this often, in ms. @default 5000 */
+  persistEveryMs?: number
+}
+
+export class Membership {
+  private readonly members = new Map<string, MemberView & { persistedAt: number }>()
+  readonly stats = { persistFailures: 0 }
+
+  constructor (private readonly options: MembershipOptions) {}
+
+  /** Records a sign of life with the node's current capacity. */
+  seen (peerId: string, capacity: NodeCapacity, source: 'heartbeat' | 'session', running: number): void {
+    const now = this.options.clock.now()
+    const prev = this.members.get(peerId)
+    const changed = prev == null || prev.capacity.slots !== capacity.slots || prev.capacity.cpus !== capacity.cpus ||
+      prev.capacity.memoryMb !== capacity.memoryMb || JSON.stringify(prev.capacity.labels) !== JSON.stringify(capacity.labels)
+    const view = {
+      peerId,
+      capacity,
+      firstSeenAt: prev?.firstSeenAt ?? now,
+      lastSeenAt: now,
+      lastSource: source,
+      sessionOpen: prev?.sessionOpen ?? false,
+      running,
+      persistedAt: prev?.persistedAt ?? 0
+    }
+    this.members.set(peerId, view)
+    const persistEveryMs = this.options.persistEveryMs ?? 5_000
+    if (changed || now - view.persistedAt >= persistEveryMs) {
+      view.persistedAt = now
+      this.options.store.upsertNode({ peerId, capacity, now }).catch((err: unknown) => {
+        this.stats.persistFailures++
+        this.options.log.warn('could not persist node', { peerId, error: errorMessage(err) })
+      })
+    }
+  }
+
+  setSession (peerId: string, open: boolean): void {
+    const m = this.members.get(peerId)
+    if (m != null) m.sessionOpen = open
+  }
+
+  get (peerId: string): MemberView | undefined {
+    return this.members.get(peerId)
+  }
+
+  /** Live view merged with nodes known only from the store (seen before a restart). */
+  async list (): Promise<MemberView[]> {
+    const stored: NodeRecord[] = await this.options.store.listNodes()
+    const out = new Map<string, MemberView>()
+    for (const n of stored) {
+      out.set(n.peerId, { peerId: n.peerId, capacity: n.capacity, firstSeenAt: n.firstSeenAt, lastSeenAt: n.lastSeenAt, lastSource: 'heartbeat', sessionOpen: false, running: 0 })
+    }
+    for (const m of this.members.values()) {
+      const { persistedAt: _p, ...view } = m
+      out.set(m.peerId, view)
+    }
+    return [...out.values()].sort((a, b) => a.peerId.localeCompare(b.peerId))
+  }
+}

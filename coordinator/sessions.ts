@@ -1,0 +1,199 @@
+/**
+ * The coordinator's end of the session protocol: one long-lived stream per
+ * node, opened by the node (so it works when the node cannot be dialled).
+ * Requests are answered on the same stream; cancellations are pushed on it.
+ */
+import type { Connection, Stream } from '@libp2p/interface'
+import type { AnnouncedJob, CoordinatorFrame, NodeCapacity, NodeFrame } from '../protocol/schemas.js'
+import { decodeNodeFrame } from '../protocol/codec.js'
+import { LIMITS } from '../protocol/limits.js'
+import { mismatch } from '../protocol/matching.js'
+import { FrameChannel } from '../common/session.js'
+import { StaleAttemptError, errorMessage } from '../common/errors.js'
+import type { Clock } from '../common/clock.js'
+import type { Logger } from '../common/log.js'
+import type { Store } from './store/types.js'
+import type { Auction } from './auction.js'
+import type { Announcer } from './announcer.js'
+import { toAnnounced } from './announcer.js'
+import type { Membership } from './membership.js'
+
+export interface SessionServerOptions {
+  store: Store
+  auction: Auction
+  announcer: Announcer
+  membership: Membership
+  clock: Clock
+  log: Logger
+  /** Bad frames tolerated on one session before it is cut. @default 20 */
+  maxBadFrames?: number
+}
+
+type Channel = FrameChannel<NodeFrame, CoordinatorFrame>
+type RunningRef = { jobId: string, attempt: number, token: string }
+
+export class SessionServer {
+  private readonly sessions = new Map<string, Channel>()
+  readonly stats = { sessions: 0, frames: 0, badFrames: 0, staleReports: 0, handlerFailures: 0 }
+
+  constructor (private readonly options: SessionServerOptions) {}
+
+  /** libp2p stream handler for SESSION_PROTOCOL. */
+  handle (stream: Stream, connection: Connection): void {
+    const peerId = connection.remotePeer.toString()
+    const channel: Channel = new FrameChannel(stream, { decode: decodeNodeFrame })
+    const previous = this.sessions.get(peerId)
+    this.sessions.set(peerId, channel)
+    if (previous != null) void previous.close()
+    this.stats.sessions++
+    this.options.log.debug('session opened', { peerId })
+    void this.serve(peerId, channel).finally(() => {
+      if (this.sessions.get(peerId) === channel) {
+        this.sessions.delete(peerId)
+        this.options.membership.setSession(peerId, false)
+      }
+      this.options.log.debug('session closed', { peerId })
+    })
+  }
+
+  /** Pushes a frame to a node's open session; false when it has none. */
+  async push (peerId: string, frame: CoordinatorFrame): Promise<boolean> {
+    const channel = this.sessions.get(peerId)
+    if (channel == null || !channel.isOpen) return false
+    try {
+      await channel.send(frame)
+      return true
+    } catch (err) {
+      this.options.log.warn('push failed', { peerId, type: frame.type, error: errorMessage(err) })
+      return false
+    }
+  }
+
+  hasSession (peerId: string): boolean {
+    return this.sessions.get(peerId)?.isOpen === true
+  }
+
+  async closeAll (): Promise<void> {
+    const all = [...this.sessions.values()]
+    this.sessions.clear()
+    await Promise.all(all.map(async c => { await c.close() }))
+  }
+
+  private async serve (peerId: string, channel: Channel): Promise<void> {
+    let bad = 0
+    const maxBad = this.options.maxBadFrames ?? 20
+    while (true) {
+      let next
+      try {
+        next = await channel.next()
+      } catch (err) {
+        this.options.log.warn('session read failed', { peerId, error: errorMessage(err) })
+        channel.abort(err instanceof Error ? err : new Error(String(err)))
+        return
+      }
+      if (next == null) { await channel.close(); return }
+      if ('error' in next) {
+        this.stats.badFrames++
+        this.options.log.warn('bad frame', { peerId, error: next.error.message })
+        await this.reply(channel, { type: 'error', rid: null, code: 'bad-frame', message: next.error.message })
+        if (++bad >= maxBad) { channel.abort(new Error(`too many bad frames from ${peerId}`)); return }
+        continue
+      }
+      this.stats.frames++
+      // Requests are independent: handle them concurrently so one slow store
+      // write does not hold up bids queued behind it.
+      void this.dispatch(peerId, channel, next.frame)
+    }
+  }
+
+  private async reply (channel: Channel, frame: CoordinatorFrame): Promise<void> {
+    try {
+      await channel.send(frame)
+    } catch (err) {
+      this.options.log.debug('reply failed', { type: frame.type, error: errorMessage(err) })
+    }
+  }
+
+  private async dispatch (peerId: string, channel: Channel, frame: NodeFrame): Promise<void> {
+    const { store, clock, auction, announcer, membership } = this.options
+    try {
+      switch (frame.type) {
+        case 'hello': {
+          membership.seen(peerId, frame.capacity, 'session', frame.running.length)
+          membership.setSession(peerId, true)
+          const revoked = await this.revoked(peerId, frame.running)
+          const open = await this.openFor(frame.capacity, LIMITS.pullJobs)
+          await this.reply(channel, { type: 'welcome', rid: frame.rid, open, revoked })
+          return
+        }
+        case 'renew': {
+          membership.seen(peerId, frame.capacity, 'session', frame.running.length)
+          const revoked = await this.revoked(peerId, frame.running)
+          await this.reply(channel, { type: 'renewed', rid: frame.rid, revoked })
+          return
+        }
+        case 'pull': {
+          const m = membership.get(peerId)
+          const open = m != null ? await this.openFor(m.capacity, frame.max) : []
+          await this.reply(channel, { type: 'open', rid: frame.rid, jobs: open })
+          return
+        }
+        case 'bid': {
+          const outcome = await auction.bid(peerId, frame)
+          if (outcome.type === 'award') {
+            announcer.forget(frame.jobId)
+            await this.reply(channel, { type: 'award', rid: frame.rid, jobId: frame.jobId, attempt: frame.attempt, token: outcome.token, spec: outcome.spec })
+          } else {
+            await this.reply(channel, { type: 'refuse', rid: frame.rid, jobId: frame.jobId, attempt: frame.attempt, reason: outcome.reason })
+          }
+          return
+        }
+        case 'started': {
+          await store.markStarted({ jobId: frame.jobId, attempt: frame.attempt, token: frame.token, node: peerId, startedAt: frame.startedAt, now: clock.now() })
+          await this.reply(channel, { type: 'ack', rid: frame.rid })
+          return
+        }
+        case 'result': {
+          const { type: _t, rid: _r, jobId, attempt, token, ...result } = frame
+          const outcome = await store.recordResult({ jobId, attempt, token, node: peerId, now: clock.now(), result: { attempt, ...result } })
+          if (outcome === 'recorded') auction.release(peerId)
+          await this.reply(channel, { type: 'ack', rid: frame.rid })
+          return
+        }
+      }
+    } catch (err) {
+      if (err instanceof StaleAttemptError) {
+        this.stats.staleReports++
+        await this.reply(channel, { type: 'stale', rid: frame.rid, jobId: err.jobId, attempt: err.attempt, reason: err.reason })
+        return
+      }
+      this.stats.handlerFailures++
+      this.options.log.error('session request failed', { peerId, type: frame.type, error: errorMessage(err) })
+      await this.reply(channel, { type: 'error', rid: frame.rid, code: 'internal', message: 'the coordinator could not handle this request; retry later' })
+    }
+  }
+
+  /** Attempts a node believes it holds but whose token is no longer current. */
+  private async revoked (peerId: string, running: RunningRef[]): Promise<Array<{ jobId: string, attempt: number }>> {
+    const out: Array<{ jobId: string, attempt: number }> = []
+    for (const r of running) {
+      const job = await this.options.store.getJob(r.jobId)
+      const current = job?.attempts.find(a => a.number === r.attempt)
+      const live = job != null && job.attempt === r.attempt && (job.state === 'claimed' || job.state === 'running') &&
+        current != null && current.token === r.token && current.node === peerId
+      if (!live) out.push({ jobId: r.jobId, attempt: r.attempt })
+    }
+    return out
+  }
+
+  private async openFor (capacity: NodeCapacity, max: number): Promise<AnnouncedJob[]> {
+    const open = await this.options.store.openJobs(Math.max(max * 4, 64))
+    const out: AnnouncedJob[] = []
+    for (const job of open) {
+      const a = toAnnounced(job)
+      if (mismatch(capacity, a) == null) out.push(a)
+      if (out.length >= max) break
+    }
+    return out
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * Schema of the embedded SQLite store, as numbered migrations.
+ *
+ * The SQL lives in strings rather than `.sql` files so the compiled package
+ * needs no asset copying and importing this module does no file I/O.
+ * Applied migrations are never edited: a schema change is a new entry.
+ *
+ * Conventions: times are integer epoch milliseconds; JSON columns hold
+ * `JSON.stringify` text; booleans are 0/1 integers. The CHECK constraints
+ * repeat the state unions of `types.ts` so a bug in the store cannot persist a
+ * state the rest of the coordinator does not know.
+ */
+
+export interface SqliteMigration {
+  /** Strictly increasing; the order in which migrations apply. */
+  id: number
+  name: string
+  /** One or more statements, run inside the migrator's transaction (no BEGIN/COMMIT here). */
+  sql: string
+}
+
+export const SQLITE_MIGRATIONS: ReadonlyArray<SqliteMigration> = [
+  {
+    id: 1,
+    name: 'initial schema',
+    sql: `
+CREATE TABLE jobs (
+  id         TEXT    NOT NULL PRIMARY KEY,
+  state      TEXT    NOT NULL CHECK (state IN ('announced', 'claimed', 'running', 'succeeded', 'failed', 'cancelled')),
+  spec       TEXT    NOT NULL,
+  attempt    INTEGER NOT NULL CHECK (attempt >= 1),
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) STRICT;
+-- openJobs scans announced jobs oldest first; listJobs filters by state, newest first.
+CREATE INDEX jobs_state_created ON jobs (state, created_at);
+CREATE INDEX jobs_created ON jobs (created_at);
+
+CREATE TABLE attempts (
+  job_id           TEXT    NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  number           INTEGER NOT NULL CHECK (number >= 1),
+  node             TEXT    NOT NULL,
+  token            TEXT    NOT NULL,
+  state            TEXT    NOT NULL CHECK (state IN ('claimed', 'running', 'succeeded', 'failed', 'cancelled', 'lost')),
+  awarded_at       INTEGER NOT NULL,
+  started_at       INTEGER,
+  finished_at      INTEGER,
+  lease_expires_at INTEGER NOT NULL,
+  PRIMARY KEY (job_id, number)
+) STRICT;
+
+CREATE TABLE results (
+  job_id           TEXT    NOT NULL PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+  attempt          INTEGER NOT NULL,
+  outcome          TEXT    NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'cancelled')),
+  exit_code        INTEGER,
+  stdout           TEXT    NOT NULL,
+  stderr           TEXT    NOT NULL,
+  stdout_truncated INTEGER NOT NULL CHECK (stdout_truncated IN (0, 1)),
+  stderr_truncated INTEGER NOT NULL CHECK (stderr_truncated IN (0, 1)),
+  started_at       INTEGER,
+  finished_at      INTEGER NOT NULL,
+  error            TEXT
+) STRICT;
+
+CREATE TABLE nodes (
+  peer_id       TEXT    NOT NULL PRIMARY KEY,
+  capacity      TEXT    NOT NULL,
+  first_seen_at INTEGER NOT NULL,
+  last_seen_at  INTEGER NOT NULL
+) STRICT;
+
+-- AUTOINCREMENT so a seq is never reused, even after the newest events are deleted.
+CREATE TABLE job_events (
+  seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+  job_id  TEXT    NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  at      INTEGER NOT NULL,
+  type    TEXT    NOT NULL,
+  actor   TEXT    NOT NULL,
+  attempt INTEGER,
+  detail  TEXT    NOT NULL
+) STRICT;
+CREATE INDEX job_events_job_seq ON job_events (job_id, seq);
+`
+  }
+]

@@ -1,0 +1,407 @@
+/**
+ * The embedded SQLite implementation of {@link Store}, the default backend.
+ *
+ * better-sqlite3 is synchronous; the methods are `async` only to honour the
+ * backend-neutral contract. Each state change runs in an IMMEDIATE
+ * transaction whose first write is one compare-and-set UPDATE on the jobs
+ * row, so two coordinators (or worker threads) sharing the file serialise on
+ * SQLite's write lock and exactly one of them sees `changes === 1`.
+ * Rejections are decided inside the transaction (so the reason read matches
+ * the state the UPDATE saw) but thrown after it, so that audit events such as
+ * `stale-report` are committed rather than rolled back with the error.
+ */
+import Database from 'better-sqlite3'
+import { systemClock } from '../../common/clock.js'
+import { ConflictError, NotFoundError, StaleAttemptError } from '../../common/errors.js'
+import type { JobError, JobSpec, NodeCapacity } from '../../protocol/schemas.js'
+import { SQLITE_MIGRATIONS } from './migrations/sqlite.js'
+import type {
+  AttemptRecord, AttemptState, AwardInput, CancelOutcome, JobEvent, JobEventType, JobRecord, JobState,
+  JobSummary, ListJobsQuery, NodeRecord, OpenJob, ResultInput, ResultRecord, Store
+} from './types.js'
+
+export interface SqliteStoreOptions {
+  /** Database file, or `':memory:'` for a private in-process database. */
+  path: string
+  /** How long a writer waits for another connection's lock before SQLITE_BUSY. @default 5000 */
+  busyTimeoutMs?: number
+}
+
+const DEFAULT_LIST_LIMIT = 50
+const MAX_LIST_LIMIT = 1000
+
+interface JobRow { id: string, state: JobState, spec: string, attempt: number, created_at: number, updated_at: number }
+interface AttemptRow {
+  job_id: string, number: number, node: string, token: string, state: AttemptState
+  awarded_at: number, started_at: number | null, finished_at: number | null, lease_expires_at: number
+}
+interface ResultRow {
+  attempt: number, outcome: ResultRecord['outcome'], exit_code: number | null, stdout: string, stderr: string
+  stdout_truncated: number, stderr_truncated: number, started_at: number | null, finished_at: number, error: string | null
+}
+interface NodeRow { peer_id: string, capacity: string, first_seen_at: number, last_seen_at: number }
+interface EventRow { seq: number, job_id: string, at: number, type: JobEventType, actor: string, attempt: number | null, detail: string }
+interface EventParams { jobId: string, at: number, type: JobEventType, actor: string, attempt: number | null, detail: string }
+
+/** Why a node's report lost the compare-and-set, in words the node's log can show. */
+function staleReason (job: JobRow | undefined, current: AttemptRow | undefined, attempt: number, token: string, node: string): string {
+  if (job === undefined) return 'job not found'
+  if (job.attempt !== attempt) return `current attempt is ${job.attempt}`
+  if (current === undefined) return `attempt ${attempt} was never awarded`
+  if (current.token !== token) return 'fencing token does not match'
+  if (current.node !== node) return `attempt ${attempt} belongs to another node`
+  return `job is ${job.state}`
+}
+
+function toSummary (row: JobRow): JobSummary {
+  const { id, state, attempt } = row
+  return { id, state, spec: JSON.parse(row.spec) as JobSpec, attempt, createdAt: row.created_at, updatedAt: row.updated_at }
+}
+
+function toAttempt (row: AttemptRow): AttemptRecord {
+  const { number, node, token, state } = row
+  return {
+    jobId: row.job_id, number, node, token, state, awardedAt: row.awarded_at,
+    startedAt: row.started_at, finishedAt: row.finished_at, leaseExpiresAt: row.lease_expires_at
+  }
+}
+
+function toResult (row: ResultRow): ResultRecord {
+  const { attempt, outcome, stdout, stderr } = row
+  return {
+    attempt, outcome, exitCode: row.exit_code, stdout, stderr,
+    stdoutTruncated: row.stdout_truncated === 1, stderrTruncated: row.stderr_truncated === 1,
+    startedAt: row.started_at, finishedAt: row.finished_at, error: row.error === null ? null : JSON.parse(row.error) as JobError
+  }
+}
+
+function clampLimit (limit: number | undefined, fallback: number): number {
+  if (limit === undefined || !Number.isFinite(limit)) return fallback
+  return Math.min(MAX_LIST_LIMIT, Math.max(1, Math.trunc(limit)))
+}
+
+/**
+ * Keeps every better-sqlite3 handle reachable for the life of the process.
+ * better-sqlite3 12 wraps its objects in `node::ObjectWrap`, whose destructor
+ * on Node >= 24.19 aborts the process (`Assertion failed: (env) != nullptr`)
+ * when V8 collects it outside a JS context: during an idle-time GC, or in the
+ * final GC of an exiting worker thread. Reachable handles are instead freed by
+ * Node's environment cleanup, which is safe. The cost is a few kB per store
+ * ever opened (SQLite memory itself is released by close()). Remove once the
+ * dependency moves to better-sqlite3 13 (Node-API).
+ */
+const pinned = new Set<object>()
+
+/**
+ * Every statement the store runs, prepared once per connection. Built lazily
+ * because preparing needs the tables, which exist only after migrate().
+ */
+function prepareStatements (db: Database.Database) {
+  const statements = {
+    insertJob: db.prepare<[string, string, number, number]>(
+      `INSERT INTO jobs (id, state, spec, attempt, created_at, updated_at) VALUES (?, 'announced', ?, 1, ?, ?)`),
+    getJob: db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?'),
+    listJobs: db.prepare<[number], JobRow>('SELECT * FROM jobs ORDER BY created_at DESC, id DESC LIMIT ?'),
+    listJobsByState: db.prepare<[JobState, number], JobRow>(
+      'SELECT * FROM jobs WHERE state = ? ORDER BY created_at DESC, id DESC LIMIT ?'),
+    openJobs: db.prepare<[number], JobRow>(
+      `SELECT * FROM jobs WHERE state = 'announced' ORDER BY created_at ASC, id ASC LIMIT ?`),
+    award: db.prepare<[number, string, number]>(
+      `UPDATE jobs SET state = 'claimed', updated_at = ? WHERE id = ? AND state = 'announced' AND attempt = ?`),
+    insertAttempt: db.prepare<[string, number, string, string, number, number]>(
+      `INSERT INTO attempts (job_id, number, node, token, state, awarded_at, started_at, finished_at, lease_expires_at)
+       VALUES (?, ?, ?, ?, 'claimed', ?, NULL, NULL, ?)`),
+    getAttempt: db.prepare<[string, number], AttemptRow>('SELECT * FROM attempts WHERE job_id = ? AND number = ?'),
+    listAttempts: db.prepare<[string], AttemptRow>('SELECT * FROM attempts WHERE job_id = ? ORDER BY number'),
+    markStarted: db.prepare<[number, string, number, string, string]>(
+      `UPDATE jobs SET state = 'running', updated_at = ?
+       WHERE id = ? AND attempt = ? AND state = 'claimed'
+         AND EXISTS (SELECT 1 FROM attempts WHERE job_id = jobs.id AND number = jobs.attempt AND token = ? AND node = ?)`),
+    attemptStarted: db.prepare<[number, string, number]>(
+      `UPDATE attempts SET state = 'running', started_at = ? WHERE job_id = ? AND number = ?`),
+    finishJob: db.prepare<[ResultRecord['outcome'], number, string, number, string, string]>(
+      `UPDATE jobs SET state = ?, updated_at = ?
+       WHERE id = ? AND attempt = ? AND state IN ('claimed', 'running')
+         AND EXISTS (SELECT 1 FROM attempts WHERE job_id = jobs.id AND number = jobs.attempt AND token = ? AND node = ?)`),
+    attemptFinished: db.prepare<[AttemptState, number | null, number, string, number]>(
+      `UPDATE attempts SET state = ?, started_at = COALESCE(started_at, ?), finished_at = ? WHERE job_id = ? AND number = ?`),
+    insertResult: db.prepare<[Record<string, string | number | null>]>(
+      `INSERT INTO results (job_id, attempt, outcome, exit_code, stdout, stderr, stdout_truncated, stderr_truncated,
+                            started_at, finished_at, error)
+       VALUES (@jobId, @attempt, @outcome, @exitCode, @stdout, @stderr, @stdoutTruncated, @stderrTruncated,
+               @startedAt, @finishedAt, @error)`),
+    getResult: db.prepare<[string], ResultRow>('SELECT * FROM results WHERE job_id = ?'),
+    cancelJob: db.prepare<[number, string]>(
+      `UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE id = ? AND state IN ('announced', 'claimed', 'running')`),
+    cancelAttempt: db.prepare<[number, string, number]>(
+      `UPDATE attempts SET state = 'cancelled', finished_at = ?
+       WHERE job_id = ? AND number = ? AND state IN ('claimed', 'running')`),
+    upsertNode: db.prepare<[string, string, number, number]>(
+      `INSERT INTO nodes (peer_id, capacity, first_seen_at, last_seen_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (peer_id) DO UPDATE SET capacity = excluded.capacity, last_seen_at = excluded.last_seen_at`),
+    listNodes: db.prepare<[], NodeRow>('SELECT * FROM nodes ORDER BY peer_id'),
+    insertEvent: db.prepare<[EventParams]>(
+      `INSERT INTO job_events (job_id, at, type, actor, attempt, detail) VALUES (@jobId, @at, @type, @actor, @attempt, @detail)`),
+    listEvents: db.prepare<[string], EventRow>('SELECT * FROM job_events WHERE job_id = ? ORDER BY seq')
+  }
+  for (const statement of Object.values(statements)) pinned.add(statement)
+  return statements
+}
+type Statements = ReturnType<typeof prepareStatements>
+
+export class SqliteStore implements Store {
+  private readonly db: Database.Database
+  private statements: Statements | null = null
+  private readonly adHoc = new Map<string, Database.Statement>()
+
+  /** Opens (creating if needed) the database; call {@link migrate} before use. */
+  static open (options: SqliteStoreOptions): SqliteStore {
+    return new SqliteStore(options)
+  }
+
+  constructor (options: SqliteStoreOptions) {
+    const busyTimeoutMs = options.busyTimeoutMs ?? 5000
+    // Checked because it is interpolated into a PRAGMA, which cannot take bound parameters.
+    if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
+      throw new RangeError(`busyTimeoutMs must be a non-negative integer, got ${busyTimeoutMs}`)
+    }
+    this.db = new Database(options.path, { timeout: busyTimeoutMs })
+    pinned.add(this.db)
+    // exec, not db.pragma(): pragma() prepares a throwaway statement, which must not be collected (see `pinned`).
+    try {
+      // busy_timeout first: switching to WAL takes a lock that another opener may hold.
+      this.db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`)
+      // WAL lets readers proceed while one writer commits; meaningless for an in-memory database.
+      if (!this.db.memory) this.db.exec('PRAGMA journal_mode = WAL')
+      // NORMAL in WAL mode can lose the last commits on power loss, never corrupt; worth the fsyncs saved.
+      this.db.exec('PRAGMA synchronous = NORMAL')
+      this.db.exec('PRAGMA foreign_keys = ON')
+    } catch (err) {
+      this.db.close()
+      throw err
+    }
+  }
+
+  private get q (): Statements {
+    this.statements ??= prepareStatements(this.db)
+    return this.statements
+  }
+
+  /** Prepares a statement outside the fixed set once per connection, pinned like the rest. */
+  private cached<P extends unknown[], R = unknown> (sql: string): Database.Statement<P, R> {
+    let statement = this.adHoc.get(sql)
+    if (statement === undefined) {
+      statement = this.db.prepare(sql)
+      pinned.add(statement)
+      this.adHoc.set(sql, statement)
+    }
+    return statement as unknown as Database.Statement<P, R>
+  }
+
+  /** Ids of migrations not yet applied, for refusing to start with `--no-migrate` on an old schema. */
+  pendingMigrations (): number[] {
+    const hasTable = this.cached(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).get()
+    const applied = hasTable === undefined ? [] : this.cached<[], number>('SELECT id FROM schema_migrations').pluck().all()
+    return SQLITE_MIGRATIONS.filter(m => !applied.includes(m.id)).map(m => m.id)
+  }
+
+  async migrate (): Promise<void> {
+    this.db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      id INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT`)
+    const isApplied = this.cached<[number]>('SELECT 1 FROM schema_migrations WHERE id = ?')
+    const record = this.cached<[number, string, number]>('INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)')
+    let previous = 0
+    for (const migration of SQLITE_MIGRATIONS) {
+      if (migration.id <= previous) throw new Error(`SQLite migrations out of order at id ${migration.id}`)
+      previous = migration.id
+      // The check sits inside the IMMEDIATE transaction so a second process waits, then sees it applied.
+      this.db.transaction(() => {
+        if (isApplied.get(migration.id) !== undefined) return
+        this.db.exec(migration.sql)
+        record.run(migration.id, migration.name, systemClock.now())
+      }).immediate()
+    }
+  }
+
+  async createJob (input: { id: string, spec: JobSpec, now: number }): Promise<JobSummary> {
+    const q = this.q
+    try {
+      this.db.transaction(() => {
+        q.insertJob.run(input.id, JSON.stringify(input.spec), input.now, input.now)
+        q.insertEvent.run({ jobId: input.id, at: input.now, type: 'submitted', actor: 'http', attempt: 1, detail: '{}' })
+      }).immediate()
+    } catch (err) {
+      if (err instanceof Database.SqliteError && err.code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+        throw new ConflictError(`job ${input.id} already exists`, input.id, null)
+      }
+      throw err
+    }
+    return { id: input.id, state: 'announced', spec: input.spec, attempt: 1, createdAt: input.now, updatedAt: input.now }
+  }
+
+  async getJob (id: string): Promise<JobRecord | null> {
+    const q = this.q
+    return this.db.transaction(() => {
+      const row = q.getJob.get(id)
+      if (row === undefined) return null
+      const result = q.getResult.get(id)
+      return {
+        ...toSummary(row),
+        attempts: q.listAttempts.all(id).map(toAttempt),
+        result: result === undefined ? null : toResult(result)
+      }
+    }).deferred()
+  }
+
+  async listJobs (query: ListJobsQuery): Promise<JobSummary[]> {
+    const limit = clampLimit(query.limit, DEFAULT_LIST_LIMIT)
+    const rows = query.state === undefined ? this.q.listJobs.all(limit) : this.q.listJobsByState.all(query.state, limit)
+    return rows.map(toSummary)
+  }
+
+  async openJobs (limit: number): Promise<OpenJob[]> {
+    return this.q.openJobs.all(clampLimit(limit, DEFAULT_LIST_LIMIT))
+      .map(row => ({ jobId: row.id, attempt: row.attempt, spec: JSON.parse(row.spec) as JobSpec, createdAt: row.created_at }))
+  }
+
+  async award (input: AwardInput): Promise<AttemptRecord> {
+    const q = this.q
+    const outcome = this.db.transaction((): AttemptRecord | Error => {
+      if (q.award.run(input.now, input.jobId, input.attempt).changes === 0) {
+        const job = q.getJob.get(input.jobId)
+        if (job === undefined) return new NotFoundError('job', input.jobId)
+        const at = job.attempt === input.attempt ? '' : ` (current attempt ${job.attempt})`
+        return new ConflictError(`job ${input.jobId} is ${job.state}${at}, not announced for attempt ${input.attempt}`,
+          input.jobId, job.state)
+      }
+      const leaseExpiresAt = input.now + input.leaseMs
+      q.insertAttempt.run(input.jobId, input.attempt, input.node, input.token, input.now, leaseExpiresAt)
+      // The token stays out of the event log: it is the node's proof of ownership, and events are readable over HTTP.
+      q.insertEvent.run({
+        jobId: input.jobId, at: input.now, type: 'awarded', actor: 'coordinator', attempt: input.attempt,
+        detail: JSON.stringify({ ...input.detail, node: input.node, leaseExpiresAt })
+      })
+      return {
+        jobId: input.jobId, number: input.attempt, node: input.node, token: input.token, state: 'claimed',
+        awardedAt: input.now, startedAt: null, finishedAt: null, leaseExpiresAt
+      }
+    }).immediate()
+    if (outcome instanceof Error) throw outcome
+    return outcome
+  }
+
+  async markStarted (input: { jobId: string, attempt: number, token: string, node: string, startedAt: number, now: number }): Promise<void> {
+    const q = this.q
+    const stale = this.db.transaction((): string | null => {
+      if (q.markStarted.run(input.now, input.jobId, input.attempt, input.token, input.node).changes === 1) {
+        q.attemptStarted.run(input.startedAt, input.jobId, input.attempt)
+        q.insertEvent.run({
+          jobId: input.jobId, at: input.now, type: 'started', actor: input.node, attempt: input.attempt,
+          detail: JSON.stringify({ startedAt: input.startedAt })
+        })
+        return null
+      }
+      const job = q.getJob.get(input.jobId)
+      const current = job === undefined ? undefined : q.getAttempt.get(input.jobId, job.attempt)
+      // A repeated `started` (the node retried after a lost ack) must not fail the node.
+      if (job?.state === 'running' && job.attempt === input.attempt &&
+          current?.token === input.token && current.node === input.node) return null
+      const reason = staleReason(job, current, input.attempt, input.token, input.node)
+      if (job !== undefined) this.recordStale(input.jobId, input.now, input.node, input.attempt, 'started', reason)
+      return reason
+    }).immediate()
+    if (stale !== null) throw new StaleAttemptError(input.jobId, input.attempt, stale)
+  }
+
+  async recordResult (input: ResultInput): Promise<'recorded' | 'duplicate'> {
+    const q = this.q
+    const { result } = input
+    const outcome = this.db.transaction((): 'recorded' | 'duplicate' | { stale: string } => {
+      const changes = q.finishJob.run(result.outcome, input.now, input.jobId, input.attempt, input.token, input.node).changes
+      if (changes === 1) {
+        // input.attempt, not result.attempt: the row is keyed by the attempt the token fenced.
+        q.insertResult.run({
+          jobId: input.jobId, attempt: input.attempt, outcome: result.outcome, exitCode: result.exitCode,
+          stdout: result.stdout, stderr: result.stderr,
+          stdoutTruncated: result.stdoutTruncated ? 1 : 0, stderrTruncated: result.stderrTruncated ? 1 : 0,
+          startedAt: result.startedAt, finishedAt: result.finishedAt,
+          error: result.error === null ? null : JSON.stringify(result.error)
+        })
+        q.attemptFinished.run(result.outcome, result.startedAt, result.finishedAt, input.jobId, input.attempt)
+        q.insertEvent.run({
+          jobId: input.jobId, at: input.now, type: 'finished', actor: input.node, attempt: input.attempt,
+          detail: JSON.stringify({ outcome: result.outcome, exitCode: result.exitCode, errorCode: result.error?.code ?? null })
+        })
+        return 'recorded'
+      }
+      const job = q.getJob.get(input.jobId)
+      const stored = q.getResult.get(input.jobId)
+      const fenced = q.getAttempt.get(input.jobId, input.attempt)
+      if (stored?.attempt === input.attempt && fenced?.token === input.token && fenced.node === input.node) return 'duplicate'
+      const current = job === undefined ? undefined : q.getAttempt.get(input.jobId, job.attempt)
+      const reason = staleReason(job, current, input.attempt, input.token, input.node)
+      if (job !== undefined) this.recordStale(input.jobId, input.now, input.node, input.attempt, 'result', reason)
+      return { stale: reason }
+    }).immediate()
+    if (typeof outcome === 'object') throw new StaleAttemptError(input.jobId, input.attempt, outcome.stale)
+    return outcome
+  }
+
+  /**
+   * Logs a rejected node report. Skipped by callers for unknown jobs, since
+   * events hang off an existing job row.
+   */
+  private recordStale (jobId: string, now: number, node: string, attempt: number, report: string, reason: string): void {
+    this.q.insertEvent.run({ jobId, at: now, type: 'stale-report', actor: node, attempt, detail: JSON.stringify({ report, reason }) })
+  }
+
+  async cancel (input: { jobId: string, now: number, actor: string, reason: string }): Promise<CancelOutcome> {
+    const q = this.q
+    const outcome = this.db.transaction((): CancelOutcome | Error => {
+      if (q.cancelJob.run(input.now, input.jobId).changes === 0) {
+        const job = q.getJob.get(input.jobId)
+        if (job === undefined) return new NotFoundError('job', input.jobId)
+        return new ConflictError(`job ${input.jobId} already ended ${job.state}`, input.jobId, job.state)
+      }
+      const job = q.getJob.get(input.jobId)
+      if (job === undefined) throw new Error(`job ${input.jobId} vanished inside its cancel transaction`)
+      const before = q.getAttempt.get(input.jobId, job.attempt)
+      const stopped = before !== undefined && (before.state === 'claimed' || before.state === 'running') ? toAttempt(before) : null
+      if (stopped !== null) q.cancelAttempt.run(input.now, input.jobId, job.attempt)
+      q.insertEvent.run({
+        jobId: input.jobId, at: input.now, type: 'cancelled', actor: input.actor, attempt: job.attempt,
+        detail: JSON.stringify({ reason: input.reason, stoppedNode: stopped?.node ?? null })
+      })
+      return { job: toSummary(job), stopped }
+    }).immediate()
+    if (outcome instanceof Error) throw outcome
+    return outcome
+  }
+
+  async upsertNode (input: { peerId: string, capacity: NodeCapacity, now: number }): Promise<void> {
+    this.q.upsertNode.run(input.peerId, JSON.stringify(input.capacity), input.now, input.now)
+  }
+
+  async listNodes (): Promise<NodeRecord[]> {
+    return this.q.listNodes.all().map(row => ({
+      peerId: row.peer_id, capacity: JSON.parse(row.capacity) as NodeCapacity, firstSeenAt: row.first_seen_at, lastSeenAt: row.last_seen_at
+    }))
+  }
+
+  async appendEvent (event: Omit<JobEvent, 'seq'>): Promise<void> {
+    this.q.insertEvent.run({
+      jobId: event.jobId, at: event.at, type: event.type, actor: event.actor, attempt: event.attempt,
+      detail: JSON.stringify(event.detail)
+    })
+  }
+
+  async listEvents (jobId: string): Promise<JobEvent[]> {
+    return this.q.listEvents.all(jobId).map(({ seq, at, type, actor, attempt, ...row }) => ({
+      seq, jobId: row.job_id, at, type, actor, attempt, detail: JSON.parse(row.detail) as Record<string, unknown>
+    }))
+  }
+
+  async close (): Promise<void> {
+    if (this.db.open) this.db.close()
+  }
+}

@@ -1,0 +1,338 @@
+/**
+ * The node agent: joins the mesh, finds the coordinator from its beacon,
+ * keeps a session to it, gossips heartbeats, bids on announced jobs it can
+ * run, runs what it wins and reports the results.
+ *
+ * Slots are never oversubscribed: a slot is reserved before a bid is sent
+ * and released only when the bid is refused or the attempt's result has
+ * been handed to the reporter.
+ */
+import { mkdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { PeerId, PrivateKey } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
+import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC } from '../protocol/ids.js'
+import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
+import type { AnnouncedJob, Award, CoordinatorFrame, NodeCapacity } from '../protocol/schemas.js'
+import { mismatch } from '../protocol/matching.js'
+import { createHost, installValidator, type RGridHost } from '../common/p2p.js'
+import { systemClock, type Clock } from '../common/clock.js'
+import type { Logger } from '../common/log.js'
+import { errorMessage } from '../common/errors.js'
+import type { Runtime } from './runtime/types.js'
+import { Candidates } from './candidates.js'
+import { SessionClient } from './session-client.js'
+import { Reporter } from './reporter.js'
+import { Runner, type RunningAttempt } from './runner.js'
+
+export const AGENT_VERSION = '0.1.0'
+
+export interface NodeAgentOptions {
+  privateKey: PrivateKey
+  runtime: Runtime
+  log: Logger
+  /** Bootstrap peers (full multiaddrs). */
+  bootstrap: string[]
+  /** @default ['/ip4/0.0.0.0/tcp/0'] */
+  listen?: string[]
+  /** Coordinator peer id to trust. When absent, the first beacon heard is trusted and reported via onCoordinator. */
+  coordinator?: string
+  onCoordinator?: (peerId: string) => void
+  /** Directory for per-attempt work dirs. */
+  workRoot: string
+  /** Concurrent jobs. @default 1 */
+  slots?: number
+  /** @default 1 */
+  cpus?: number
+  /** @default 1024 */
+  memoryMb?: number
+  /** @default {} */
+  labels?: Record<string, string>
+  /** Gossip heartbeat interval, in ms. @default 1000 */
+  heartbeatMs?: number
+  /** Direct lease renewal and keepalive over the session, in ms. @default 5000 */
+  renewMs?: number
+  /** Longest load-based bid delay (a full node waits this long), in ms. @default 20 */
+  bidDelayMaxMs?: number
+  /** Ask the coordinator for open jobs when idle at most this often, in ms. @default 1000 */
+  pullMs?: number
+  /** How long stop() lets running jobs finish before stopping them, in ms. @default 30000 */
+  drainTimeoutMs?: number
+  /** @default systemClock */
+  clock?: Clock
+}
+
+export class NodeAgent {
+  private host: RGridHost | null = null
+  private starting: Promise<void> | null = null
+  private coordinator: PeerId | null
+  private coordinatorAddrs: string[] = []
+  private session: SessionClient | null = null
+  private connecting = false
+  private bidding = true
+  private reserved = 0
+  private hbSeq = 0
+  private lastPullAt = 0
+  private readonly timers: NodeJS.Timeout[] = []
+  private readonly stopController = new AbortController()
+  private cands!: Candidates
+  private readonly clock: Clock
+  private readonly reporter: Reporter
+  private readonly runner: Runner
+  readonly stats = { bids: 0, awards: 0, refusals: 0, bidErrors: 0, announcementsIgnored: 0, sessionsOpened: 0 }
+
+  constructor (private readonly options: NodeAgentOptions) {
+    this.clock = options.clock ?? systemClock
+    this.coordinator = options.coordinator != null ? peerIdFromString(options.coordinator) : null
+    this.reporter = new Reporter({ log: options.log.child('reporter'), session: () => this.session })
+    this.runner = new Runner({
+      runtime: options.runtime,
+      log: options.log.child('runner'),
+      workDir: async (jobId, attempt) => {
+        const dir = join(options.workRoot, `${jobId}-${attempt}`)
+        await mkdir(dir, { recursive: true })
+        return dir
+      },
+      cleanup: async dir => { await rm(dir, { recursive: true, force: true }) },
+      reporter: this.reporter,
+      onFinished: () => { this.pump() }
+    })
+  }
+
+  get peerId (): string {
+    if (this.host == null) throw new Error('node not started')
+    return this.host.peerId.toString()
+  }
+
+  get slots (): number { return this.options.slots ?? 1 }
+
+  capacity (): NodeCapacity {
+    return {
+      slots: this.slots,
+      freeSlots: this.freeSlots(),
+      cpus: this.options.cpus ?? 1,
+      memoryMb: this.options.memoryMb ?? 1024,
+      labels: this.options.labels ?? {},
+      runtime: this.options.runtime.name,
+      version: AGENT_VERSION
+    }
+  }
+
+  private freeSlots (): number {
+    return Math.max(0, this.slots - this.runner.size - this.reserved)
+  }
+
+  async start (): Promise<void> {
+    this.starting ??= this.doStart()
+    await this.starting
+  }
+
+  private async doStart (): Promise<void> {
+    const { log } = this.options
+    await this.options.runtime.start(this.stopController.signal)
+    await mkdir(this.options.workRoot, { recursive: true })
+    const host = await createHost({
+      privateKey: this.options.privateKey,
+      listen: this.options.listen ?? ['/ip4/0.0.0.0/tcp/0'],
+      bootstrap: this.options.bootstrap
+    })
+    this.cands = new Candidates({ self: host.peerId.toString() })
+    // Relay only announcements signed by our coordinator; punish forgeries.
+    installValidator(host, ANNOUNCE_TOPIC, decodeAnnouncement, from => this.coordinator == null || from.equals(this.coordinator), log)
+    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, () => true, log)
+    host.services.pubsub.addEventListener('message', evt => { this.onGossip(evt.detail) })
+    await host.start()
+    this.host = host
+    host.services.pubsub.subscribe(ANNOUNCE_TOPIC)
+    host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
+    this.every(this.options.heartbeatMs ?? 1_000, () => { void this.heartbeat() })
+    this.every(this.options.renewMs ?? 5_000, () => { void this.renew() })
+    this.every(this.options.pullMs ?? 1_000, () => { void this.pullIfIdle() })
+    log.info('node started', { peerId: host.peerId.toString(), slots: this.slots, runtime: this.options.runtime.name })
+  }
+
+  private every (ms: number, fn: () => void): void {
+    const t = setInterval(fn, ms)
+    t.unref()
+    this.timers.push(t)
+  }
+
+  private onGossip (msg: { topic: string, type: string, data: Uint8Array, from?: PeerId }): void {
+    if (msg.type !== 'signed' || msg.from == null) return
+    try {
+      if (msg.topic === HEARTBEAT_TOPIC) {
+        const hb = decodeHeartbeatTopic(msg.data)
+        if (hb.type === 'coordinator-beacon') this.onBeacon(msg.from, hb.addrs)
+      } else if (msg.topic === ANNOUNCE_TOPIC) {
+        if (this.coordinator == null || !msg.from.equals(this.coordinator)) { this.stats.announcementsIgnored++; return }
+        this.offer(decodeAnnouncement(msg.data).jobs)
+      }
+    } catch (err) {
+      this.options.log.debug('ignored gossip message', { topic: msg.topic, error: errorMessage(err) })
+    }
+  }
+
+  private onBeacon (from: PeerId, addrs: string[]): void {
+    if (this.coordinator == null) {
+      // Trust on first use; join tokens (issue 9) replace this with a pinned identity.
+      this.coordinator = from
+      this.options.log.warn('trusting the first coordinator heard (no --coordinator given)', { coordinator: from.toString() })
+      this.options.onCoordinator?.(from.toString())
+    }
+    if (!from.equals(this.coordinator)) return
+    this.coordinatorAddrs = addrs
+    if (this.session == null && !this.connecting) void this.connect()
+  }
+
+  /** Opens the session and says hello; retried from the next beacon if it fails. */
+  private async connect (): Promise<void> {
+    const host = this.host
+    const coordinator = this.coordinator
+    if (host == null || coordinator == null || !this.bidding) return
+    this.connecting = true
+    try {
+      const addrs = this.coordinatorAddrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
+      await host.peerStore.merge(coordinator, { multiaddrs: addrs })
+      const session: SessionClient = new SessionClient({
+        host, coordinator, log: this.options.log.child('session'),
+        onPush: frame => { this.onPush(frame) },
+        onClose: () => { if (this.session === session) this.session = null }
+      })
+      await session.open(AbortSignal.any([this.stopController.signal, AbortSignal.timeout(10_000)]))
+      this.session = session
+      this.stats.sessionsOpened++
+      const welcome = await session.request({ type: 'hello', capacity: this.capacity(), running: this.runner.refs() })
+      if (welcome.type === 'welcome') {
+        for (const r of welcome.revoked) this.runner.revoke(r.jobId, r.attempt, 'the coordinator no longer assigns this attempt to us')
+        this.offer(welcome.open)
+      }
+      this.reporter.kick()
+      this.options.log.info('session open', { coordinator: coordinator.toString(), open: welcome.type === 'welcome' ? welcome.open.length : 0 })
+    } catch (err) {
+      this.options.log.warn('could not open a session to the coordinator', { error: errorMessage(err) })
+    } finally {
+      this.connecting = false
+    }
+  }
+
+  private onPush (frame: CoordinatorFrame): void {
+    if (frame.type === 'cancel') this.runner.cancel(frame.jobId, frame.attempt, frame.token, frame.reason)
+  }
+
+  /** New jobs heard of: keep those we could run, then bid while slots are free. */
+  private offer (jobs: AnnouncedJob[]): void {
+    const cap = this.capacity()
+    this.cands.add(jobs.filter(j => mismatch(cap, j) == null && !this.runner.has(j.jobId, j.attempt)), this.clock.now())
+    this.pump()
+  }
+
+  private pump (): void {
+    if (!this.bidding || this.session?.isOpen !== true) return
+    while (this.freeSlots() > 0) {
+      const job = this.cands.take(this.clock.now(), j => !this.runner.has(j.jobId, j.attempt))
+      if (job == null) { void this.pullIfIdle(); return }
+      this.reserved++
+      void this.bid(job)
+    }
+  }
+
+  private async bid (job: AnnouncedJob): Promise<void> {
+    let released = false
+    const release = (): void => { if (!released) { released = true; this.reserved-- } }
+    try {
+      const busy = this.runner.size + this.reserved - 1
+      const freeSlots = this.slots - busy
+      // Express load as delay so the coordinator's window seldom waits for the best bid.
+      const delayMs = busy <= 0 ? 0 : Math.round((this.options.bidDelayMaxMs ?? 20) * busy / this.slots)
+      if (delayMs > 0) await new Promise(resolve => setTimeout(resolve, delayMs))
+      const session = this.session
+      if (session == null || !this.bidding) return
+      this.stats.bids++
+      const reply = await session.request({ type: 'bid', jobId: job.jobId, attempt: job.attempt, freeSlots, slots: this.slots })
+      if (reply.type === 'award') {
+        this.stats.awards++
+        release()
+        this.runner.run(reply as Award, this.stopController.signal)
+      } else {
+        this.stats.refusals++
+      }
+    } catch (err) {
+      this.stats.bidErrors++
+      this.options.log.debug('bid failed', { jobId: job.jobId, error: errorMessage(err) })
+    } finally {
+      release()
+      this.pump()
+    }
+  }
+
+  private async pullIfIdle (): Promise<void> {
+    const session = this.session
+    const now = this.clock.now()
+    if (session == null || !session.isOpen || !this.bidding || this.freeSlots() === 0 || this.cands.size > 0) return
+    if (now - this.lastPullAt < (this.options.pullMs ?? 1_000)) return
+    this.lastPullAt = now
+    try {
+      const reply = await session.request({ type: 'pull', max: Math.min(256, this.freeSlots() * 8) })
+      if (reply.type === 'open' && reply.jobs.length > 0) this.offer(reply.jobs)
+    } catch (err) {
+      this.options.log.debug('pull failed', { error: errorMessage(err) })
+    }
+  }
+
+  private async heartbeat (): Promise<void> {
+    const host = this.host
+    if (host == null) return
+    const running = this.runner.refs().map(r => ({ jobId: r.jobId, attempt: r.attempt }))
+    try {
+      await host.services.pubsub.publish(HEARTBEAT_TOPIC, encode({ v: 1, type: 'node-heartbeat', seq: this.hbSeq++, sentAt: this.clock.now(), capacity: this.capacity(), running: running.slice(0, 256) }))
+    } catch (err) {
+      this.options.log.debug('heartbeat publish failed', { error: errorMessage(err) })
+    }
+  }
+
+  private async renew (): Promise<void> {
+    const session = this.session
+    if (session == null) {
+      if (!this.connecting && this.coordinator != null && this.coordinatorAddrs.length > 0) void this.connect()
+      return
+    }
+    try {
+      const reply = await session.request({ type: 'renew', capacity: this.capacity(), running: this.runner.refs() })
+      if (reply.type === 'renewed') {
+        for (const r of reply.revoked) this.runner.revoke(r.jobId, r.attempt, 'the coordinator no longer assigns this attempt to us')
+      }
+    } catch (err) {
+      this.options.log.debug('renew failed', { error: errorMessage(err) })
+    }
+  }
+
+  /** Attempts running now (for status and tests). */
+  running (): RunningAttempt[] {
+    return this.runner.list()
+  }
+
+  /**
+   * Graceful first: stop bidding, let running jobs finish for up to
+   * `drainTimeoutMs`, flush results; then stop what is left (reported as a
+   * retryable failure) and leave the mesh.
+   */
+  async stop (): Promise<void> {
+    const starting = this.starting
+    if (starting == null) return
+    await starting.catch(() => undefined)
+    this.starting = null
+    this.bidding = false
+    this.host?.services.pubsub.unsubscribe(ANNOUNCE_TOPIC)
+    const drained = await this.runner.drain(this.options.drainTimeoutMs ?? 30_000)
+    if (!drained) this.runner.stopAll('node shutting down')
+    await this.runner.drain(5_000)
+    await this.reporter.flush(5_000)
+    for (const t of this.timers) clearInterval(t)
+    this.stopController.abort(new Error('node stopping'))
+    await this.session?.close()
+    await this.host?.stop()
+    this.host = null
+    await this.options.runtime.stop()
+  }
+}

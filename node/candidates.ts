@@ -1,0 +1,79 @@
+/**
+ * Jobs this node has heard of and could bid on, in the order it will try
+ * them: older announcements first, and within one announcement by a
+ * rendezvous hash of (node, job). The hash makes different nodes prefer
+ * different jobs of the same batch, so idle nodes rarely bid against each
+ * other and a batch spreads over the mesh without coordination.
+ */
+import { createHash } from 'node:crypto'
+import type { AnnouncedJob } from '../protocol/schemas.js'
+
+interface Candidate {
+  job: AnnouncedJob
+  batch: number
+  hash: number
+  seenAt: number
+}
+
+export interface CandidatesOptions {
+  /** This node's peer id, the rendezvous hash salt. */
+  self: string
+  /** Drop a candidate not bid on for this long, in ms; re-announcement brings it back. @default 60000 */
+  ttlMs?: number
+  /** Most candidates kept; the oldest are dropped beyond it. @default 10000 */
+  max?: number
+}
+
+function key (jobId: string, attempt: number): string {
+  return `${jobId}/${attempt}`
+}
+
+export class Candidates {
+  private readonly items = new Map<string, Candidate>()
+  private batch = 0
+
+  constructor (private readonly options: CandidatesOptions) {}
+
+  get size (): number {
+    return this.items.size
+  }
+
+  /** Adds one batch (an announcement or a pulled list). */
+  add (jobs: AnnouncedJob[], now: number): void {
+    const batch = this.batch++
+    const max = this.options.max ?? 10_000
+    for (const job of jobs) {
+      const k = key(job.jobId, job.attempt)
+      if (this.items.has(k)) continue
+      if (this.items.size >= max) {
+        const oldest = this.items.keys().next().value
+        if (oldest != null) this.items.delete(oldest)
+      }
+      const digest = createHash('sha1').update(this.options.self).update(job.jobId).digest()
+      this.items.set(k, { job, batch, hash: digest.readUInt32BE(0), seenAt: now })
+    }
+  }
+
+  remove (jobId: string, attempt: number): void {
+    this.items.delete(key(jobId, attempt))
+  }
+
+  /** Removes and returns the next job to bid on, skipping expired ones. */
+  take (now: number, accept: (job: AnnouncedJob) => boolean): AnnouncedJob | null {
+    const ttlMs = this.options.ttlMs ?? 60_000
+    let best: Candidate | null = null
+    let bestKey = ''
+    for (const [k, c] of this.items) {
+      if (now - c.seenAt > ttlMs || !accept(c.job)) { this.items.delete(k); continue }
+      if (best == null || c.batch < best.batch || (c.batch === best.batch && c.hash < best.hash)) {
+        best = c
+        bestKey = k
+      }
+      // Insertion order is batch order: nothing later can beat an earlier batch.
+      if (best.batch < c.batch) break
+    }
+    if (best == null) return null
+    this.items.delete(bestKey)
+    return best.job
+  }
+}

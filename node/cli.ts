@@ -1,0 +1,140 @@
+#!/usr/bin/env node
+/**
+ * rgrid-node: an operator's worker. `rgrid-node join MULTIADDR...` joins the
+ * mesh, bids on jobs and runs what it wins until stopped (SIGINT/SIGTERM
+ * drain running jobs first).
+ */
+import { parseArgs } from 'node:util'
+import { join, resolve } from 'node:path'
+import { availableParallelism, totalmem } from 'node:os'
+import { readFile, writeFile, mkdir } from 'node:fs/promises'
+import { peerIdFromString, peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { NodeAgent } from './agent.js'
+import { ProcessRuntime } from './runtime/process.js'
+import { DockerRuntime } from './runtime/docker.js'
+import type { Runtime } from './runtime/types.js'
+import { loadOrCreateIdentity } from '../common/identity.js'
+import { createLogger, type LogLevel } from '../common/log.js'
+import { stopOnSignals, usageError } from '../common/lifecycle.js'
+import { errorMessage } from '../common/errors.js'
+
+const HELP = `Usage: rgrid-node join MULTIADDR... [options]
+
+Joins an RGrid mesh through the given peers (bootstrap peers or the
+coordinator), then bids on announced jobs and runs what it wins.
+
+  --runtime docker|process  how jobs run                               [docker]
+                            'process' runs commands as plain child processes
+                            with NO isolation: for development and simulations
+                            only, never for other people's jobs.
+  --slots N                 jobs run at the same time                  [cpus]
+  --cpus N                  CPUs offered to jobs                       [all]
+  --memory-mb N             memory offered to jobs, MiB                [80% of RAM]
+  --labels k=v,...          labels jobs can require
+  --coordinator PEERID      coordinator to trust; without it the first one
+                            heard is trusted and remembered in the data dir
+  --listen MULTIADDR        libp2p listen address (repeatable)       [/ip4/0.0.0.0/tcp/0]
+  --data-dir DIR            identity and work dirs                     [./.rgrid/node]
+  --docker-default-image I  image for jobs that name none              [busybox:latest]
+  --drain-timeout-ms N      on stop, let running jobs finish this long [30000]
+  --log-level LEVEL         debug|info|warn|error                      [info]
+`
+
+function positiveInt (name: string, text: string | undefined, fallback: number): number {
+  if (text == null) return fallback
+  const n = Number(text)
+  if (!Number.isInteger(n) || n < 1) usageError('rgrid-node', `${name} must be a positive integer, got ${JSON.stringify(text)}`)
+  return n
+}
+
+function parseLabels (text: string | undefined): Record<string, string> {
+  const labels: Record<string, string> = {}
+  if (text == null || text === '') return labels
+  for (const pair of text.split(',')) {
+    const i = pair.indexOf('=')
+    if (i <= 0) usageError('rgrid-node', `--labels expects k=v,..., got ${JSON.stringify(pair)}`)
+    labels[pair.slice(0, i)] = pair.slice(i + 1)
+  }
+  return labels
+}
+
+async function main (): Promise<void> {
+  let parsed
+  try {
+    parsed = parseArgs({
+      allowPositionals: true,
+      options: {
+        runtime: { type: 'string' },
+        slots: { type: 'string' },
+        cpus: { type: 'string' },
+        'memory-mb': { type: 'string' },
+        labels: { type: 'string' },
+        coordinator: { type: 'string' },
+        listen: { type: 'string', multiple: true },
+        'data-dir': { type: 'string' },
+        'docker-default-image': { type: 'string' },
+        'drain-timeout-ms': { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' }
+      },
+      strict: true
+    })
+  } catch (err) {
+    usageError('rgrid-node', (err as Error).message)
+  }
+  const args = parsed.values
+  if (args.help === true) { process.stdout.write(HELP); return }
+  const [command, ...peers] = parsed.positionals
+  if (command !== 'join') usageError('rgrid-node', command == null ? 'missing command (join)' : `unknown command ${JSON.stringify(command)}`)
+  if (peers.length === 0) usageError('rgrid-node', 'join needs at least one MULTIADDR of a bootstrap peer or coordinator')
+  const runtimeName = args.runtime ?? 'docker'
+  if (runtimeName !== 'docker' && runtimeName !== 'process') usageError('rgrid-node', '--runtime must be docker or process')
+  const cpus = Number(args.cpus ?? availableParallelism())
+  if (!Number.isFinite(cpus) || cpus <= 0) usageError('rgrid-node', '--cpus must be a positive number')
+  const slots = positiveInt('--slots', args.slots, Math.max(1, Math.floor(cpus)))
+  const memoryMb = positiveInt('--memory-mb', args['memory-mb'], Math.floor(totalmem() / 1024 / 1024 * 0.8))
+  const drainTimeoutMs = positiveInt('--drain-timeout-ms', args['drain-timeout-ms'], 30_000)
+  const labels = parseLabels(args.labels)
+  const log = createLogger('node', { level: (args['log-level'] ?? 'info') as LogLevel })
+  const dataDir = resolve(args['data-dir'] ?? join('.rgrid', 'node'))
+  await mkdir(dataDir, { recursive: true })
+  const privateKey = await loadOrCreateIdentity(dataDir)
+
+  const pinFile = join(dataDir, 'coordinator.peer')
+  let coordinator = args.coordinator
+  if (coordinator == null) {
+    try { coordinator = (await readFile(pinFile, 'utf8')).trim() } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    }
+  }
+  if (coordinator != null) {
+    try { peerIdFromString(coordinator) } catch { usageError('rgrid-node', `--coordinator ${JSON.stringify(coordinator)} is not a peer id`) }
+  }
+
+  const runtime: Runtime = runtimeName === 'process'
+    ? new ProcessRuntime({ logger: log.child('process') })
+    : new DockerRuntime({
+      logger: log.child('docker'),
+      labels: { 'rgrid.node': peerIdFromPrivateKey(privateKey).toString() },
+      ...(args['docker-default-image'] != null ? { defaultImage: args['docker-default-image'] } : {})
+    })
+  if (runtimeName === 'process') log.warn('process runtime: jobs run without isolation; use it for development and simulations only')
+
+  const agent = new NodeAgent({
+    privateKey, runtime, log, bootstrap: peers, slots, cpus, memoryMb, labels, drainTimeoutMs,
+    workRoot: join(dataDir, 'work'),
+    listen: args.listen ?? ['/ip4/0.0.0.0/tcp/0'],
+    ...(coordinator != null ? { coordinator } : {}),
+    onCoordinator: (peerId) => {
+      writeFile(pinFile, peerId + '\n').catch((err: unknown) => { log.warn('could not remember the coordinator', { error: errorMessage(err) }) })
+    }
+  })
+  await agent.start()
+  process.stdout.write(`${agent.peerId}\n`)
+  stopOnSignals(agent, log, { gracefulStopMs: drainTimeoutMs + 15_000 })
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`rgrid-node: ${errorMessage(err)}\n`)
+  process.exit(1)
+})

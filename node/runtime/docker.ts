@@ -1,0 +1,353 @@
+/**
+ * The production runtime: every attempt runs in its own throw-away container
+ * with no network, CPU and memory limits, and only its work dir mounted.
+ */
+import Dockerode from 'dockerode'
+import type { Duplex } from 'node:stream'
+import type { JobError } from '../../protocol/schemas.js'
+import { createLogger, type Logger } from '../../common/log.js'
+import { errorMessage } from '../../common/errors.js'
+import { OutputCollector } from './output.js'
+import type { RunOutcome, RunRequest, Runtime } from './types.js'
+
+export interface DockerRuntimeOptions {
+  /** The engine client. @default new Dockerode() (DOCKER_HOST, else /var/run/docker.sock) */
+  docker?: Dockerode
+  /** Image for jobs whose spec names none. @default 'busybox:latest' */
+  defaultImage?: string
+  /** Bound on pulling a missing image; not counted in the job's timeout. @default 300000 */
+  pullTimeoutMs?: number
+  /** Time between SIGTERM and SIGKILL when a job is stopped. @default 2000 */
+  killGraceMs?: number
+  /** Labels added to every container, e.g. `{ 'rgrid.node': peerId }`. @default {} */
+  labels?: Record<string, string>
+  /** Bound on each short engine call (create, start, kill, inspect, remove, ping). @default 30000 */
+  apiTimeoutMs?: number
+  /** How long to wait for the output stream to end after the container exited. @default 2000 */
+  drainTimeoutMs?: number
+  /** @default createLogger('runtime.docker') */
+  logger?: Logger
+}
+
+/** Thrown by {@link DockerRuntime.start} when the engine does not answer. */
+export class DockerUnavailableError extends Error {
+  override readonly name = 'DockerUnavailableError'
+}
+
+/** An engine call did not answer within its bound. */
+export class DockerTimeoutError extends Error {
+  override readonly name = 'DockerTimeoutError'
+  constructor (readonly operation: string, readonly ms: number) { super(`docker ${operation} did not answer within ${ms} ms`) }
+}
+
+/** Docker refuses memory limits below 6 MiB; the schema allows 4. */
+const MIN_MEMORY_MB = 6
+
+/**
+ * Runs each attempt in a fresh container: `spec.command` as Cmd (no shell),
+ * the work dir bind-mounted at `/work`, `NetworkMode: 'none'`, CPU, memory
+ * (without swap) and pid limits. The container is always removed afterwards.
+ * Every engine call is bounded so a stuck daemon cannot hang a job slot.
+ */
+export class DockerRuntime implements Runtime {
+  readonly name = 'docker' as const
+  readonly docker: Dockerode
+  private readonly defaultImage: string
+  private readonly pullTimeoutMs: number
+  private readonly killGraceMs: number
+  private readonly labels: Record<string, string>
+  private readonly apiTimeoutMs: number
+  private readonly drainTimeoutMs: number
+  private readonly log: Logger
+
+  constructor (options: DockerRuntimeOptions = {}) {
+    this.docker = options.docker ?? new Dockerode()
+    this.defaultImage = options.defaultImage ?? 'busybox:latest'
+    this.pullTimeoutMs = options.pullTimeoutMs ?? 300_000
+    this.killGraceMs = options.killGraceMs ?? 2000
+    this.labels = options.labels ?? {}
+    this.apiTimeoutMs = options.apiTimeoutMs ?? 30_000
+    this.drainTimeoutMs = options.drainTimeoutMs ?? 2000
+    this.log = options.logger ?? createLogger('runtime.docker')
+  }
+
+  /** Pings the engine. @throws DockerUnavailableError when it does not answer. */
+  async start (signal?: AbortSignal): Promise<void> {
+    // The typings omit ping's options, but dockerode honours abortSignal there.
+    const ping = this.docker.ping.bind(this.docker) as unknown as (o: { abortSignal: AbortSignal }) => Promise<unknown>
+    try {
+      await this.call('ping', async s => await ping({ abortSignal: signal === undefined ? s : AbortSignal.any([s, signal]) }))
+    } catch (err) {
+      const modem = this.docker.modem as { socketPath?: string, host?: string }
+      const where = modem.socketPath ?? modem.host ?? 'default address'
+      throw new DockerUnavailableError(`Docker engine unreachable at ${where}: ${errorMessage(err)}`, { cause: err })
+    }
+  }
+
+  /** Nothing to release; running jobs are stopped through their signals. */
+  async stop (): Promise<void> {}
+
+  /** Runs one attempt in a new container. Never throws for the job's own failure. */
+  async run (request: RunRequest): Promise<RunOutcome> {
+    const { jobId, attempt, spec, workDir, signal } = request
+    const stdout = new OutputCollector()
+    const stderr = new OutputCollector()
+    let startedAt: number | null = null
+    const finish = (outcome: RunOutcome['outcome'], exitCode: number | null, error: JobError | null): RunOutcome => {
+      const out = stdout.result()
+      const err = stderr.result()
+      return {
+        outcome, exitCode, error, startedAt, finishedAt: Date.now(),
+        stdout: out.text, stderr: err.text, stdoutTruncated: out.truncated, stderrTruncated: err.truncated
+      }
+    }
+    const cancelled = (message: string): RunOutcome => finish('cancelled', null, { code: 'cancelled', message, retryable: false })
+    const daemonError = (step: string, err: unknown): RunOutcome =>
+      finish('failed', null, { code: 'daemon-error', message: `docker ${step} failed: ${errorMessage(err)}`.slice(0, 4096), retryable: true })
+
+    if (signal.aborted) return cancelled('cancelled before start')
+    const image = spec.image ?? this.defaultImage
+    const imageProblem = await this.ensureImage(image, signal)
+    if (imageProblem === 'cancelled') return cancelled('cancelled while pulling the image')
+    if (imageProblem !== null) return finish('failed', null, imageProblem)
+    if (signal.aborted) return cancelled('cancelled before start')
+
+    const memoryBytes = Math.max(spec.resources.memoryMb, MIN_MEMORY_MB) * 1024 * 1024
+    let container: Dockerode.Container | null = null
+    let stream: NodeJS.ReadWriteStream | null = null
+    try {
+      try {
+        container = await this.call('create', async abortSignal => await this.docker.createContainer({
+          Image: image,
+          Cmd: spec.command,
+          Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+          WorkingDir: '/work',
+          Tty: false,
+          AttachStdin: false,
+          AttachStdout: true,
+          AttachStderr: true,
+          // Ours last: a configured label must not hide which job a container is.
+          Labels: { ...this.labels, 'rgrid.job': jobId, 'rgrid.attempt': String(attempt) },
+          HostConfig: {
+            NetworkMode: 'none',
+            NanoCpus: Math.round(spec.resources.cpus * 1e9),
+            Memory: memoryBytes,
+            // Equal to Memory: no swap, so the limit is a real limit.
+            MemorySwap: memoryBytes,
+            PidsLimit: 1024,
+            // We remove it ourselves after reading State.OOMKilled.
+            AutoRemove: false,
+            Mounts: [{ Type: 'bind', Source: workDir, Target: '/work', ReadOnly: false }]
+          },
+          abortSignal
+        }))
+        const created = container
+        // Attach before start so not one byte of output is missed.
+        stream = await this.call('attach', async abortSignal => await created.attach({ stream: true, stdout: true, stderr: true, abortSignal }))
+      } catch (err) {
+        return daemonError('create', err)
+      }
+      const outputEnded = this.endOf(stream, jobId)
+      this.docker.modem.demuxStream(stream, stdout.writable(), stderr.writable())
+
+      if (signal.aborted) return cancelled('cancelled before start')
+      const ctr = container
+      try {
+        await this.call('start', async abortSignal => await ctr.start({ abortSignal }))
+      } catch (err) {
+        // 400 on start means the runtime could not exec the command (not found,
+        // not executable): the job's fault, and a retry would fail the same way.
+        if (statusCode(err) === 400) {
+          return finish('failed', null, { code: 'spawn-failed', message: `cannot start "${spec.command[0] ?? ''}" in ${image}: ${errorMessage(err)}`.slice(0, 4096), retryable: false })
+        }
+        return daemonError('start', err)
+      }
+      startedAt = Date.now()
+      try {
+        request.onStarted?.(startedAt)
+      } catch (err) {
+        this.log.warn('onStarted callback threw', { jobId, err: errorMessage(err) })
+      }
+
+      const ended = await this.supervise(ctr, request)
+      await this.bounded(outputEnded, this.drainTimeoutMs, () => {
+        this.log.warn('container output did not end after exit; using what arrived', { jobId })
+      })
+
+      if (ended.stopReason === 'cancelled') return cancelled('job was cancelled')
+      if (ended.stopReason === 'timeout') {
+        return finish('failed', null, { code: 'timeout', message: `job exceeded its timeout of ${spec.timeoutSeconds}s and was killed`, retryable: false })
+      }
+      if (ended.statusCode === null) return daemonError('wait', ended.error)
+      const oomKilled = await this.wasOomKilled(ctr, jobId)
+      if (oomKilled) {
+        // OOMKilled is set when any process in the container was killed for
+        // memory, even if the main process then exited 0: its output is not
+        // trustworthy, so the attempt fails.
+        return finish('failed', ended.statusCode, {
+          code: 'oom-killed',
+          message: `job exceeded its memory limit of ${spec.resources.memoryMb} MiB and was killed`,
+          retryable: false
+        })
+      }
+      if (ended.statusCode === 0) return finish('succeeded', 0, null)
+      return finish('failed', ended.statusCode, { code: 'exit-nonzero', message: `"${spec.command[0] ?? ''}" exited with code ${ended.statusCode}`, retryable: false })
+    } finally {
+      // The attach stream is a raw socket; end it even if the engine did not.
+      if (stream !== null) (stream as unknown as Duplex).destroy()
+      if (container !== null) await this.remove(container, jobId)
+    }
+  }
+
+  /**
+   * Waits for the container to exit while enforcing the timeout and the abort
+   * signal. Bounded: if the container survives SIGKILL for `apiTimeoutMs`, the
+   * wait is abandoned (the forced remove in `run` still cleans up).
+   */
+  private async supervise (container: Dockerode.Container, request: RunRequest): Promise<{ stopReason: 'timeout' | 'cancelled' | null, statusCode: number | null, error: unknown }> {
+    const { signal, spec, jobId } = request
+    const waitAbort = new AbortController()
+    let stopReason: 'timeout' | 'cancelled' | null = null
+    const timers: NodeJS.Timeout[] = []
+    const stopJob = (reason: 'timeout' | 'cancelled'): void => {
+      if (stopReason !== null) return
+      stopReason = reason
+      void this.kill(container, 'SIGTERM', jobId)
+      timers.push(setTimeout(() => {
+        void this.kill(container, 'SIGKILL', jobId)
+        timers.push(setTimeout(() => { waitAbort.abort(new DockerTimeoutError('wait after SIGKILL', this.apiTimeoutMs)) }, this.apiTimeoutMs))
+      }, this.killGraceMs))
+    }
+    const onAbort = (): void => { stopJob('cancelled') }
+    timers.push(setTimeout(() => { stopJob('timeout') }, spec.timeoutSeconds * 1000))
+    signal.addEventListener('abort', onAbort, { once: true })
+    if (signal.aborted) onAbort()
+    try {
+      // After start, so the default condition ('not-running') cannot resolve
+      // early; if the job already exited it returns its status at once.
+      const res = await container.wait({ abortSignal: waitAbort.signal }) as { StatusCode?: number }
+      return { stopReason, statusCode: typeof res.StatusCode === 'number' ? res.StatusCode : null, error: new Error('wait returned no StatusCode') }
+    } catch (err) {
+      return { stopReason, statusCode: null, error: err }
+    } finally {
+      for (const t of timers) clearTimeout(t)
+      signal.removeEventListener('abort', onAbort)
+    }
+  }
+
+  /**
+   * Makes sure `image` is present, pulling it if not. Returns null when it is,
+   * 'cancelled' when the signal aborted the pull, or the error to report.
+   */
+  private async ensureImage (image: string, signal: AbortSignal): Promise<JobError | 'cancelled' | null> {
+    const present = async (): Promise<boolean> => {
+      try {
+        await this.call('image inspect', async () => await this.docker.getImage(image).inspect())
+        return true
+      } catch (err) {
+        if (statusCode(err) === 404) return false
+        throw err
+      }
+    }
+    try {
+      if (await present()) return null
+    } catch (err) {
+      return { code: 'daemon-error', message: `docker image inspect ${image} failed: ${errorMessage(err)}`.slice(0, 4096), retryable: true }
+    }
+    const pullSignal = AbortSignal.any([signal, AbortSignal.timeout(this.pullTimeoutMs)])
+    try {
+      this.log.info('pulling image', { image })
+      const stream = await this.docker.pull(image, { abortSignal: pullSignal })
+      const events = await new Promise<Array<{ error?: string }>>((resolve, reject) => {
+        // followProgress resolves on 'close' too, so an aborted pull also
+        // lands here; the presence check below tells the two apart.
+        pullSignal.addEventListener('abort', () => { reject(pullSignal.reason) }, { once: true })
+        this.docker.modem.followProgress(stream, (err: Error | null, out: Array<{ error?: string }>) => { if (err !== null) reject(err); else resolve(out) })
+      })
+      // The engine reports registry errors inside the progress stream.
+      const failed = events.find(e => typeof e.error === 'string')
+      if (failed !== undefined) throw new Error(failed.error)
+      if (!await present()) throw new Error('pull finished but the image is still absent')
+      return null
+    } catch (err) {
+      if (signal.aborted) return 'cancelled'
+      const why = pullSignal.aborted ? `pull timed out after ${this.pullTimeoutMs} ms` : errorMessage(err)
+      return { code: 'image-missing', message: `image "${image}" is not available locally and could not be pulled: ${why}`.slice(0, 4096), retryable: false }
+    }
+  }
+
+  private async wasOomKilled (container: Dockerode.Container, jobId: string): Promise<boolean> {
+    try {
+      const info = await this.call('inspect', async abortSignal => await container.inspect({ abortSignal }))
+      return info.State.OOMKilled
+    } catch (err) {
+      this.log.warn('cannot inspect exited container; assuming no OOM kill', { jobId, err: errorMessage(err) })
+      return false
+    }
+  }
+
+  private async kill (container: Dockerode.Container, sig: 'SIGTERM' | 'SIGKILL', jobId: string): Promise<void> {
+    try {
+      await this.call('kill', async abortSignal => await container.kill({ signal: sig, abortSignal }))
+    } catch (err) {
+      // 409: not running any more, which is the goal.
+      if (statusCode(err) !== 409 && statusCode(err) !== 404) this.log.warn('container kill failed', { jobId, sig, err: errorMessage(err) })
+    }
+  }
+
+  private async remove (container: Dockerode.Container, jobId: string): Promise<void> {
+    try {
+      await this.call('remove', async abortSignal => await container.remove({ force: true, v: true, abortSignal }))
+    } catch (err) {
+      if (statusCode(err) !== 404) this.log.error('container removal failed; it is labelled rgrid.job for cleanup', { jobId, container: container.id, err: errorMessage(err) })
+    }
+  }
+
+  /** Resolves when the attach stream ends, closes or fails. */
+  private async endOf (stream: NodeJS.ReadableStream, jobId: string): Promise<void> {
+    await new Promise<void>(resolve => {
+      stream.once('end', () => { resolve() })
+      stream.once('close', () => { resolve() })
+      stream.once('error', (err: Error) => {
+        this.log.warn('container output stream failed', { jobId, err: errorMessage(err) })
+        resolve()
+      })
+    })
+  }
+
+  /** Waits for `p` at most `ms`; calls `onTimeout` if it did not settle. */
+  private async bounded (p: Promise<void>, ms: number, onTimeout: () => void): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<boolean>(resolve => { timer = setTimeout(() => { resolve(true) }, ms) })
+    const isLate = await Promise.race([p.then(() => false), late])
+    clearTimeout(timer)
+    if (isLate) onTimeout()
+  }
+
+  /**
+   * One engine call bounded by `apiTimeoutMs`: the request is aborted through
+   * its signal, and the race covers calls whose typings ignore the signal.
+   */
+  private async call<T>(operation: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const controller = new AbortController()
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => {
+        const err = new DockerTimeoutError(operation, this.apiTimeoutMs)
+        controller.abort(err)
+        reject(err)
+      }, this.apiTimeoutMs)
+    })
+    try {
+      return await Promise.race([fn(controller.signal), timeout])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+}
+
+/** The HTTP status of a dockerode error, if it has one. */
+function statusCode (err: unknown): number | undefined {
+  const code = (err as { statusCode?: unknown } | null)?.statusCode
+  return typeof code === 'number' ? code : undefined
+}

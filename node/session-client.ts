@@ -1,0 +1,140 @@
+/**
+ * The node's end of the session protocol: one stream to the coordinator,
+ * opened by the node, carrying requests with ids and their replies, plus
+ * frames the coordinator pushes (cancellations).
+ */
+import type { PeerId } from '@libp2p/interface'
+import { SESSION_PROTOCOL } from '../protocol/ids.js'
+import { decodeCoordinatorFrame } from '../protocol/codec.js'
+import type { CoordinatorFrame, NodeFrame } from '../protocol/schemas.js'
+import { FrameChannel } from '../common/session.js'
+import type { RGridHost } from '../common/p2p.js'
+import type { Logger } from '../common/log.js'
+import { AbortedError, errorMessage } from '../common/errors.js'
+
+type Channel = FrameChannel<CoordinatorFrame, NodeFrame>
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
+export type NodeRequest = DistributiveOmit<NodeFrame, 'rid'>
+
+/** The session is gone (closed, reset, or never opened). Requests on it may be retried. */
+export class SessionClosedError extends Error {
+  override readonly name = 'SessionClosedError'
+}
+
+/** The coordinator did not answer within the request timeout. */
+export class RequestTimeoutError extends Error {
+  override readonly name = 'RequestTimeoutError'
+  constructor (readonly requestType: string, readonly timeoutMs: number) {
+    super(`no reply to ${requestType} within ${timeoutMs} ms`)
+  }
+}
+
+export interface SessionClientOptions {
+  host: RGridHost
+  coordinator: PeerId
+  log: Logger
+  /** Frames the coordinator sends without a request (cancel). */
+  onPush: (frame: CoordinatorFrame) => void
+  /** Called once when the session ends, for whatever reason. */
+  onClose: () => void
+  /** @default 10000 */
+  requestTimeoutMs?: number
+}
+
+export class SessionClient {
+  private channel: Channel | null = null
+  private nextRid = 1
+  private readonly pending = new Map<number, { resolve: (f: CoordinatorFrame) => void, reject: (e: Error) => void, timer: NodeJS.Timeout }>()
+  private closed = false
+
+  constructor (private readonly options: SessionClientOptions) {}
+
+  get isOpen (): boolean {
+    return !this.closed && this.channel?.isOpen === true
+  }
+
+  /** Opens the stream; the caller sends `hello` next. */
+  async open (signal: AbortSignal): Promise<void> {
+    const stream = await this.options.host.dialProtocol(this.options.coordinator, SESSION_PROTOCOL, { signal })
+    this.channel = new FrameChannel(stream, { decode: decodeCoordinatorFrame })
+    void this.readLoop(this.channel)
+  }
+
+  /** Sends a request and resolves with the coordinator's reply to it. */
+  async request (frame: NodeRequest, signal?: AbortSignal): Promise<CoordinatorFrame> {
+    const channel = this.channel
+    if (channel == null || !this.isOpen) throw new SessionClosedError('no session to the coordinator')
+    const rid = this.nextRid++
+    const timeoutMs = this.options.requestTimeoutMs ?? 10_000
+    const reply = new Promise<CoordinatorFrame>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(rid)
+        reject(new RequestTimeoutError(frame.type, timeoutMs))
+      }, timeoutMs)
+      this.pending.set(rid, { resolve, reject, timer })
+      signal?.addEventListener('abort', () => {
+        const p = this.pending.get(rid)
+        if (p == null) return
+        clearTimeout(p.timer)
+        this.pending.delete(rid)
+        reject(new AbortedError(`${frame.type} aborted`))
+      }, { once: true })
+    })
+    try {
+      await channel.send({ ...frame, rid } as NodeFrame)
+    } catch (err) {
+      const p = this.pending.get(rid)
+      if (p != null) { clearTimeout(p.timer); this.pending.delete(rid) }
+      throw new SessionClosedError(`send failed: ${errorMessage(err)}`)
+    }
+    return await reply
+  }
+
+  private async readLoop (channel: Channel): Promise<void> {
+    try {
+      while (true) {
+        const next = await channel.next()
+        if (next == null) break
+        if ('error' in next) {
+          this.options.log.warn('undecodable frame from coordinator', { error: next.error.message })
+          continue
+        }
+        const frame = next.frame
+        const rid = 'rid' in frame ? frame.rid : null
+        const waiter = rid != null ? this.pending.get(rid) : undefined
+        if (rid != null && waiter != null) {
+          clearTimeout(waiter.timer)
+          this.pending.delete(rid)
+          waiter.resolve(frame)
+        } else if (frame.type === 'cancel') {
+          this.options.onPush(frame)
+        } else if (frame.type === 'error') {
+          this.options.log.warn('coordinator reported an error', { code: frame.code, message: frame.message })
+        } else {
+          this.options.log.debug('reply to an unknown request', { type: frame.type })
+        }
+      }
+    } catch (err) {
+      this.options.log.info('session read ended', { error: errorMessage(err) })
+    } finally {
+      this.shutdown()
+    }
+  }
+
+  private shutdown (): void {
+    if (this.closed) return
+    this.closed = true
+    for (const [rid, p] of this.pending) {
+      clearTimeout(p.timer)
+      p.reject(new SessionClosedError('session closed'))
+      this.pending.delete(rid)
+    }
+    this.options.onClose()
+  }
+
+  async close (): Promise<void> {
+    const channel = this.channel
+    this.shutdown()
+    if (channel != null) await channel.close()
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * DockerRuntime against the real engine, with the locally built
+ * rgrid-test/busybox image (no registry is reachable from test machines).
+ * Without an engine these tests skip with the reason, except under CI=true,
+ * where a missing engine is a failure: CI must not pass by skipping them.
+ */
+import { describe, it, expect, beforeAll, beforeEach, afterEach, type TestContext } from 'vitest'
+import { execFileSync } from 'node:child_process'
+import { mkdtemp, rm, readFile, writeFile, realpath } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { randomUUID } from 'node:crypto'
+import Dockerode from 'dockerode'
+import { jobSpecSchema, type JobSpecInput } from '../../protocol/schemas.js'
+import { LIMITS } from '../../protocol/limits.js'
+import { silentLogger } from '../../common/log.js'
+import { DockerRuntime, DockerUnavailableError } from '../../node/runtime/docker.js'
+import type { RunOutcome } from '../../node/runtime/types.js'
+
+const IMAGE = 'rgrid-test/busybox:latest'
+const BUILD_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', 'images', 'build.sh')
+/** Scopes the leftover-container check to this run's containers. */
+const RUN_LABEL = { 'rgrid.test-run': randomUUID() }
+
+const docker = new Dockerode()
+const runtime = new DockerRuntime({ docker, defaultImage: IMAGE, killGraceMs: 500, labels: RUN_LABEL, logger: silentLogger })
+let unavailable: string | null = null
+let workDir: string
+
+beforeAll(async () => {
+  try {
+    await new DockerRuntime({ docker, apiTimeoutMs: 5000, logger: silentLogger }).start()
+  } catch (err) {
+    if (!(err instanceof DockerUnavailableError)) throw err
+    unavailable = err.message
+    if (process.env.CI === 'true') throw new Error(`CI=true but the Docker tests cannot run: ${err.message}`)
+    console.warn(`[docker tests skipped] ${err.message}`)
+    return
+  }
+  // Builds the image only when it is missing; the script is idempotent.
+  execFileSync('bash', [BUILD_SCRIPT], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 120_000 })
+}, 180_000)
+
+beforeEach(async () => { workDir = await realpath(await mkdtemp(join(tmpdir(), 'rgrid-docker-'))) })
+
+afterEach(async () => {
+  await rm(workDir, { recursive: true, force: true })
+  if (unavailable !== null) return
+  // run() removes its container before returning, so none may be left.
+  const left = await docker.listContainers({ all: true, filters: { label: ['rgrid.job', `rgrid.test-run=${RUN_LABEL['rgrid.test-run']}`] } })
+  expect(left.map(c => c.Id)).toEqual([])
+})
+
+function needDocker (ctx: TestContext): void {
+  if (unavailable !== null) ctx.skip(`Docker engine unreachable: ${unavailable}`)
+}
+
+async function run (input: JobSpecInput, opts: { signal?: AbortSignal, onStarted?: (t: number) => void, jobId?: string } = {}): Promise<RunOutcome> {
+  return await runtime.run({
+    jobId: opts.jobId ?? randomUUID(),
+    attempt: 2,
+    spec: jobSpecSchema.parse(input),
+    workDir,
+    signal: opts.signal ?? new AbortController().signal,
+    onStarted: opts.onStarted
+  })
+}
+
+describe('DockerRuntime', { timeout: 60_000 }, () => {
+  it('captures stdout and stderr separately and succeeds', async (ctx) => {
+    needDocker(ctx)
+    const started: number[] = []
+    const res = await run({ command: ['sh', '-c', 'echo "out $GREETING"; echo err >&2; echo more'], env: { GREETING: 'hi' } }, { onStarted: t => started.push(t) })
+    expect(res).toMatchObject({ outcome: 'succeeded', exitCode: 0, error: null, stdout: 'out hi\nmore\n', stderr: 'err\n', stdoutTruncated: false, stderrTruncated: false })
+    expect(started).toHaveLength(1)
+    expect(res.startedAt).toBe(started[0])
+  })
+
+  it('reports a nonzero exit code', async (ctx) => {
+    needDocker(ctx)
+    const res = await run({ command: ['sh', '-c', 'exit 3'] })
+    expect(res.outcome).toBe('failed')
+    expect(res.exitCode).toBe(3)
+    expect(res.error).toMatchObject({ code: 'exit-nonzero', retryable: false })
+  })
+
+  it('kills the container on timeout', async (ctx) => {
+    needDocker(ctx)
+    const t0 = Date.now()
+    const res = await run({ command: ['sleep', '30'], timeoutSeconds: 1 })
+    const elapsed = Date.now() - t0
+    expect(res.outcome).toBe('failed')
+    expect(res.exitCode).toBeNull()
+    expect(res.error).toMatchObject({ code: 'timeout', retryable: false })
+    expect(elapsed).toBeGreaterThanOrEqual(1000)
+    expect(elapsed).toBeLessThan(8000)
+  })
+
+  it('reports oom-killed when the job exceeds its memory limit', async (ctx) => {
+    needDocker(ctx)
+    // The shell itself (pid 1) holds 64 MB in a variable, so the OOM killer
+    // picks it and the container exits 137 with State.OOMKilled.
+    const hog = ['sh', '-c', 'x=$(head -c 64000000 /dev/zero | tr "\\0" x); echo ${#x}']
+    const res = await run({ command: hog, resources: { cpus: 1, memoryMb: 16 } })
+    expect(res.outcome).toBe('failed')
+    expect(res.error).toMatchObject({ code: 'oom-killed', retryable: false })
+    expect(res.error?.message).toContain('16 MiB')
+    // Control: the same command fits in 512 MiB, so the limit caused the kill.
+    const roomy = await run({ command: hog, resources: { cpus: 1, memoryMb: 512 } })
+    expect(roomy).toMatchObject({ outcome: 'succeeded', stdout: '64000000\n' })
+  })
+
+  it('reports a missing image that cannot be pulled as image-missing', async (ctx) => {
+    needDocker(ctx)
+    let started = false
+    const res = await run({ command: ['true'], image: 'rgrid-test/does-not-exist:latest' }, { onStarted: () => { started = true } })
+    expect(res.outcome).toBe('failed')
+    expect(res.error).toMatchObject({ code: 'image-missing', retryable: false })
+    expect(res.error?.message).toContain('rgrid-test/does-not-exist:latest')
+    expect(res.startedAt).toBeNull()
+    expect(started).toBe(false)
+  })
+
+  it('reports a command missing from the image as spawn-failed', async (ctx) => {
+    needDocker(ctx)
+    const res = await run({ command: ['rgrid-no-such-program'] })
+    expect(res.outcome).toBe('failed')
+    expect(res.error).toMatchObject({ code: 'spawn-failed', retryable: false })
+    expect(res.error?.message).toContain('rgrid-no-such-program')
+  })
+
+  it('cancels a running container when the signal aborts', async (ctx) => {
+    needDocker(ctx)
+    const ac = new AbortController()
+    const t0 = Date.now()
+    const res = await run({ command: ['sleep', '30'] }, { signal: ac.signal, onStarted: () => { ac.abort() } })
+    expect(res.outcome).toBe('cancelled')
+    expect(res.exitCode).toBeNull()
+    expect(res.error?.code).toBe('cancelled')
+    expect(res.startedAt).not.toBeNull()
+    expect(Date.now() - t0).toBeLessThan(8000)
+  })
+
+  it('creates the container with labels, limits and no network', async (ctx) => {
+    needDocker(ctx)
+    const jobId = randomUUID()
+    const ac = new AbortController()
+    let inspected: Promise<Dockerode.ContainerInspectInfo> | undefined
+    const res = await run({ command: ['sleep', '30'], resources: { cpus: 0.5, memoryMb: 64 } }, {
+      jobId,
+      signal: ac.signal,
+      onStarted: () => {
+        // Inspect while it runs, then stop it.
+        inspected = docker.listContainers({ filters: { label: [`rgrid.job=${jobId}`] } })
+          .then(async list => await docker.getContainer(list[0]?.Id ?? 'missing').inspect())
+          .finally(() => { ac.abort() })
+      }
+    })
+    expect(res.outcome).toBe('cancelled')
+    const info = await inspected
+    expect(info?.Config.Labels).toMatchObject({ 'rgrid.job': jobId, 'rgrid.attempt': '2', ...RUN_LABEL })
+    expect(info?.Config.Cmd).toEqual(['sleep', '30'])
+    expect(info?.Config.WorkingDir).toBe('/work')
+    expect(info?.HostConfig).toMatchObject({ NetworkMode: 'none', NanoCpus: 500_000_000, Memory: 64 * 1024 * 1024, MemorySwap: 64 * 1024 * 1024, PidsLimit: 1024 })
+  })
+
+  it('has no network interface but loopback', async (ctx) => {
+    needDocker(ctx)
+    const res = await run({ command: ['sh', '-c', 'ls /sys/class/net; wget -q -T 2 -O - http://1.1.1.1/ || echo wget-failed >&2'] })
+    expect(res.stdout.trim().split(/\s+/)).toEqual(['lo'])
+    expect(res.stderr).toContain('wget-failed')
+  })
+
+  it('mounts the work dir at /work as the working directory', async (ctx) => {
+    needDocker(ctx)
+    await writeFile(join(workDir, 'input.txt'), 'from-host\n')
+    const res = await run({ command: ['sh', '-c', 'pwd; cat input.txt; echo from-job > /work/out.txt'] })
+    expect(res).toMatchObject({ outcome: 'succeeded', stdout: '/work\nfrom-host\n' })
+    expect(await readFile(join(workDir, 'out.txt'), 'utf8')).toBe('from-job\n')
+  })
+
+  it('keeps the tail of large output and drains it completely', async (ctx) => {
+    needDocker(ctx)
+    const res = await run({ command: ['sh', '-c', 'echo HEAD; head -c 300000 /dev/zero | tr "\\0" a; echo; echo TAIL-MARKER; echo err-tail >&2'] })
+    expect(res.outcome).toBe('succeeded')
+    expect(res.stdoutTruncated).toBe(true)
+    expect(Buffer.byteLength(res.stdout)).toBe(LIMITS.outputBytes)
+    expect(res.stdout.endsWith('a\nTAIL-MARKER\n')).toBe(true)
+    expect(res.stderr).toBe('err-tail\n')
+  })
+})
+
+describe('DockerRuntime.start', () => {
+  it('throws DockerUnavailableError naming the address when the engine does not answer', async () => {
+    const rt = new DockerRuntime({ docker: new Dockerode({ socketPath: '/nonexistent/docker.sock' }), logger: silentLogger })
+    await expect(rt.start()).rejects.toThrow(DockerUnavailableError)
+    await expect(rt.start()).rejects.toThrow('/nonexistent/docker.sock')
+  })
+})
