@@ -80,17 +80,6 @@ function clampLimit (limit: number | undefined, fallback: number): number {
   return Math.min(MAX_LIST_LIMIT, Math.max(1, Math.trunc(limit)))
 }
 
-/**
- * Keeps every better-sqlite3 handle reachable for the life of the process.
- * better-sqlite3 12 wraps its objects in `node::ObjectWrap`, whose destructor
- * on Node >= 24.19 aborts the process (`Assertion failed: (env) != nullptr`)
- * when V8 collects it outside a JS context: during an idle-time GC, or in the
- * final GC of an exiting worker thread. Reachable handles are instead freed by
- * Node's environment cleanup, which is safe. The cost is a few kB per store
- * ever opened (SQLite memory itself is released by close()). Remove once the
- * dependency moves to better-sqlite3 13 (Node-API).
- */
-const pinned = new Set<object>()
 
 /**
  * Every statement the store runs, prepared once per connection. Built lazily
@@ -144,7 +133,6 @@ function prepareStatements (db: Database.Database) {
       `INSERT INTO job_events (job_id, at, type, actor, attempt, detail) VALUES (@jobId, @at, @type, @actor, @attempt, @detail)`),
     listEvents: db.prepare<[string], EventRow>('SELECT * FROM job_events WHERE job_id = ? ORDER BY seq')
   }
-  for (const statement of Object.values(statements)) pinned.add(statement)
   return statements
 }
 type Statements = ReturnType<typeof prepareStatements>
@@ -166,8 +154,6 @@ export class SqliteStore implements Store {
       throw new RangeError(`busyTimeoutMs must be a non-negative integer, got ${busyTimeoutMs}`)
     }
     this.db = new Database(options.path, { timeout: busyTimeoutMs })
-    pinned.add(this.db)
-    // exec, not db.pragma(): pragma() prepares a throwaway statement, which must not be collected (see `pinned`).
     try {
       // busy_timeout first: switching to WAL takes a lock that another opener may hold.
       this.db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`)
@@ -187,12 +173,11 @@ export class SqliteStore implements Store {
     return this.statements
   }
 
-  /** Prepares a statement outside the fixed set once per connection, pinned like the rest. */
+  /** Prepares a statement outside the fixed set once per connection. */
   private cached<P extends unknown[], R = unknown> (sql: string): Database.Statement<P, R> {
     let statement = this.adHoc.get(sql)
     if (statement === undefined) {
       statement = this.db.prepare(sql)
-      pinned.add(statement)
       this.adHoc.set(sql, statement)
     }
     return statement as unknown as Database.Statement<P, R>
