@@ -45,7 +45,9 @@ export function validate<S extends z.ZodType> (schema: S, value: unknown, what: 
   const parsed = schema.safeParse(value)
   if (parsed.success) return parsed.data
   const issue = parsed.error.issues[0]
-  throw new DecodeError(what, 'schema', issue != null ? formatPath(issue.path) : null, issue?.message ?? 'does not match schema')
+  // An unknown key's issue sits on the enclosing object; name the key itself.
+  const path = issue == null ? null : issue.code === 'unrecognized_keys' && issue.keys[0] != null ? [...issue.path, issue.keys[0]] : issue.path
+  throw new DecodeError(what, 'schema', path != null ? formatPath(path) : null, issue?.message ?? 'does not match schema')
 }
 
 /** Decodes UTF-8 JSON bytes with a size limit, then validates them. */

@@ -16,7 +16,11 @@ child.on('exit', (code, signal) => {
   try {
     const r = JSON.parse(readFileSync(report, 'utf8'))
     passed = r.numPassedTests
-    failed = r.numFailedTests + (r.numFailedTestSuites ?? 0)
+    failed = r.numFailedTests
+    // A file that failed to load has no test results of its own: count it once.
+    for (const file of r.testResults ?? []) {
+      if (file.status === 'failed' && (file.assertionResults ?? []).length === 0) failed++
+    }
   } catch (err) {
     console.error(`could not read the test report: ${err.message}`)
     failed = Math.max(failed, 1)
