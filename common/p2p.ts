@@ -74,6 +74,14 @@ export async function createHost (options: HostOptions): Promise<RGridHost> {
         floodPublish: true,
         emitSelf: false,
         heartbeatInterval: options.gossipHeartbeatMs ?? 700,
+        // Every node also holds a direct connection to the coordinator, whose
+        // flood-publish reaches it first; a smaller mesh degree cuts the
+        // duplicate copies each node decrypts and drops (docs/design.md).
+        D: 4,
+        Dlo: 3,
+        Dhi: 8,
+        Dout: 2,
+        Dscore: 2,
         globalSignaturePolicy: 'StrictSign'
       })
     }

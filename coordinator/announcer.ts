@@ -27,6 +27,14 @@ export interface AnnouncerOptions {
   maxReannounceMs?: number
   /** How often the re-announce loop looks for unclaimed jobs, in ms. @default 500 */
   scanMs?: number
+  /**
+   * Whether some node has a free slot. Re-announcing to a mesh that is full
+   * only burns CPU: nodes pull open jobs when a slot frees up.
+   * @default () => true
+   */
+  hasFreeSlots?: () => boolean
+  /** Longest wait before publishing taken notices with no new jobs to carry them, in ms. @default 25 */
+  takenFlushMs?: number
 }
 
 interface Announced { at: number, gapMs: number, rounds: number }
@@ -46,7 +54,9 @@ export function toAnnounced (job: OpenJob): AnnouncedJob {
 
 export class Announcer {
   private queue: AnnouncedJob[] = []
+  private taken: Array<{ jobId: string, attempt: number }> = []
   private flushScheduled = false
+  private takenTimer: NodeJS.Timeout | null = null
   private readonly announced = new Map<string, Announced>()
   private timer: NodeJS.Timeout | null = null
   private scanning = false
@@ -68,35 +78,63 @@ export class Announcer {
   stop (): void {
     if (this.timer != null) clearInterval(this.timer)
     this.timer = null
+    if (this.takenTimer != null) clearTimeout(this.takenTimer)
+    this.takenTimer = null
   }
 
   /** Announces a job soon, batched with others submitted in the same tick. */
   enqueue (job: AnnouncedJob): void {
     this.queue.push(job)
-    if (!this.flushScheduled) {
-      this.flushScheduled = true
-      setImmediate(() => { void this.flush() })
-    }
+    this.scheduleFlush()
   }
 
-  /** The attempt is settled (awarded, cancelled): stop re-announcing it. */
+  /** The attempt is settled (cancelled): stop re-announcing it. */
   forget (jobId: string): void {
     this.announced.delete(jobId)
   }
 
+  /**
+   * The attempt was awarded: stop re-announcing it and tell the nodes, riding
+   * on the next announcement, so they stop bidding on it.
+   */
+  awarded (jobId: string, attempt: number): void {
+    this.announced.delete(jobId)
+    this.taken.push({ jobId, attempt })
+    if (this.taken.length >= LIMITS.announcementTaken) {
+      this.scheduleFlush()
+    } else if (this.takenTimer == null && !this.flushScheduled) {
+      this.takenTimer = setTimeout(() => { this.takenTimer = null; this.scheduleFlush() }, this.options.takenFlushMs ?? 25)
+      this.takenTimer.unref()
+    }
+  }
+
+  private scheduleFlush (): void {
+    if (this.flushScheduled) return
+    this.flushScheduled = true
+    setImmediate(() => { void this.flush() })
+  }
+
   private async flush (): Promise<void> {
     this.flushScheduled = false
+    if (this.takenTimer != null) { clearTimeout(this.takenTimer); this.takenTimer = null }
     const jobs = this.queue
     this.queue = []
+    let taken = this.taken
+    this.taken = []
     const now = this.options.clock.now()
-    for (let i = 0; i < jobs.length; i += LIMITS.announcementJobs) {
+    let i = 0
+    do {
       const batch = jobs.slice(i, i + LIMITS.announcementJobs)
+      const takenBatch = taken.slice(0, LIMITS.announcementTaken)
+      taken = taken.slice(LIMITS.announcementTaken)
+      i += LIMITS.announcementJobs
+      if (batch.length + takenBatch.length === 0) break
       for (const j of batch) {
         const prev = this.announced.get(j.jobId)
         this.announced.set(j.jobId, { at: now, gapMs: prev == null ? this.reannounceMs : Math.min(prev.gapMs * 2, this.maxReannounceMs), rounds: (prev?.rounds ?? 0) + 1 })
       }
       try {
-        await this.options.publish({ v: 1, type: 'announce', sentAt: now, jobs: batch })
+        await this.options.publish({ v: 1, type: 'announce', sentAt: now, jobs: batch, taken: takenBatch })
         this.stats.messages++
         this.stats.jobs += batch.length
       } catch (err) {
@@ -104,7 +142,7 @@ export class Announcer {
         this.stats.failures++
         this.options.log.warn('announce publish failed', { jobs: batch.length, error: errorMessage(err) })
       }
-    }
+    } while (i < jobs.length || taken.length > 0)
   }
 
   /** Re-announces open jobs whose backoff has elapsed; adopts ones we never announced (e.g. after a restart). */
@@ -112,6 +150,7 @@ export class Announcer {
     if (this.scanning) return
     this.scanning = true
     try {
+      if (this.options.hasFreeSlots?.() === false) return
       const open = await this.options.store.openJobs(4 * LIMITS.announcementJobs)
       const now = this.options.clock.now()
       const openIds = new Set<string>()

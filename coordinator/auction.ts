@@ -70,7 +70,11 @@ export class Auction {
   async bid (node: string, bid: Bid): Promise<BidOutcome> {
     this.stats.bids++
     const key = `${bid.jobId}/${bid.attempt}`
-    if (this.decided.has(key)) return this.refuse('taken')
+    const decidedUntil = this.decided.get(key)
+    if (decidedUntil != null) {
+      if (decidedUntil > this.options.clock.now()) return this.refuse('taken')
+      this.decided.delete(key)
+    }
     if ((this.active.get(node) ?? 0) >= bid.slots) return this.refuse('overloaded')
     return await new Promise<BidOutcome>((resolve) => {
       let round = this.rounds.get(key)
@@ -118,7 +122,6 @@ export class Auction {
     this.rounds.delete(key)
     if (round.timer != null) clearTimeout(round.timer)
     const now = this.options.clock.now()
-    this.decided.set(key, now + this.decidedTtlMs)
     this.sweep(now)
     // Best free fraction, then most free slots, then earliest; skip nodes
     // that filled up while the window was open.
@@ -130,7 +133,9 @@ export class Auction {
     for (const b of round.bids) {
       if (b !== winner) b.resolve(this.refuse(eligible.includes(b) ? 'taken' : 'overloaded'))
     }
+    // Nobody eligible: the attempt stays open for later bids.
     if (winner == null) return
+    this.decided.set(key, now + this.decidedTtlMs)
     this.active.set(winner.node, (this.active.get(winner.node) ?? 0) + 1)
     this.commit(winner, round.bids.length).then((outcome) => {
       // Only a lost race settles the attempt; on any other failure later bids must still be heard.

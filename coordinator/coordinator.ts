@@ -49,6 +49,8 @@ export interface CoordinatorApi {
   listEvents: (id: string) => Promise<JobEvent[]>
   listNodes: () => Promise<Array<MemberView & { activeAwards: number }>>
   health: () => { peerId: string, addrs: string[] }
+  /** Job counts by state and the services' counters, for operators and benchmarks. */
+  metrics: () => Promise<Record<string, unknown>>
 }
 
 export class Coordinator implements CoordinatorApi {
@@ -78,6 +80,7 @@ export class Coordinator implements CoordinatorApi {
     this.announcer = new Announcer({
       store, clock, log: log.child('announcer'),
       publish: async (a: Announcement) => { await this.publish(ANNOUNCE_TOPIC, a) },
+      hasFreeSlots: () => this.membership.anyFreeSlots(5_000),
       ...(options.reannounceMs != null ? { reannounceMs: options.reannounceMs } : {})
     })
     this.sessions = new SessionServer({ store, clock, log: log.child('sessions'), auction: this.auction, announcer: this.announcer, membership: this.membership })
@@ -210,6 +213,17 @@ export class Coordinator implements CoordinatorApi {
   async listNodes (): Promise<Array<MemberView & { activeAwards: number }>> {
     const members = await this.membership.list()
     return members.map(m => ({ ...m, sessionOpen: this.sessions.hasSession(m.peerId), activeAwards: this.auction.activeOn(m.peerId) }))
+  }
+
+  async metrics (): Promise<Record<string, unknown>> {
+    return {
+      jobs: await this.options.store.countJobs(),
+      auction: { ...this.auction.stats },
+      announcer: { ...this.announcer.stats },
+      sessions: { ...this.sessions.stats },
+      membership: { ...this.membership.stats },
+      gossip: { ...this.stats }
+    }
   }
 
   health (): { peerId: string, addrs: string[] } {

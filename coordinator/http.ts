@@ -70,6 +70,7 @@ export function createHttpApp (options: HttpAppOptions): Hono {
   })
 
   app.get('/healthz', c => c.json({ ok: true, ...api.health() }))
+  app.get('/v1/stats', async c => c.json(await api.metrics()))
 
   app.post('/v1/jobs', limit, async c => {
     const type = c.req.header('content-type') ?? ''

@@ -67,6 +67,15 @@ export class Membership {
     if (m != null) m.sessionOpen = open
   }
 
+  /** Whether a node heard from within `freshMs` reported a free slot. */
+  anyFreeSlots (freshMs: number): boolean {
+    const now = this.options.clock.now()
+    for (const m of this.members.values()) {
+      if (now - m.lastSeenAt <= freshMs && m.capacity.freeSlots > 0) return true
+    }
+    return false
+  }
+
   get (peerId: string): MemberView | undefined {
     return this.members.get(peerId)
   }

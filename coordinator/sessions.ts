@@ -141,7 +141,7 @@ export class SessionServer {
         case 'bid': {
           const outcome = await auction.bid(peerId, frame)
           if (outcome.type === 'award') {
-            announcer.forget(frame.jobId)
+            announcer.awarded(frame.jobId, frame.attempt)
             await this.reply(channel, { type: 'award', rid: frame.rid, jobId: frame.jobId, attempt: frame.attempt, token: outcome.token, spec: outcome.spec })
           } else {
             await this.reply(channel, { type: 'refuse', rid: frame.rid, jobId: frame.jobId, attempt: frame.attempt, reason: outcome.reason })

@@ -166,7 +166,9 @@ export class NodeAgent {
         if (hb.type === 'coordinator-beacon') this.onBeacon(msg.from, hb.addrs)
       } else if (msg.topic === ANNOUNCE_TOPIC) {
         if (this.coordinator == null || !msg.from.equals(this.coordinator)) { this.stats.announcementsIgnored++; return }
-        this.offer(decodeAnnouncement(msg.data).jobs)
+        const announcement = decodeAnnouncement(msg.data)
+        for (const t of announcement.taken) this.cands.remove(t.jobId, t.attempt)
+        if (announcement.jobs.length > 0) this.offer(announcement.jobs)
       }
     } catch (err) {
       this.options.log.debug('ignored gossip message', { topic: msg.topic, error: errorMessage(err) })
@@ -327,7 +329,10 @@ export class NodeAgent {
     const drained = await this.runner.drain(this.options.drainTimeoutMs ?? 30_000)
     if (!drained) this.runner.stopAll('node shutting down')
     await this.runner.drain(5_000)
-    await this.reporter.flush(5_000)
+    if (!await this.reporter.flush(5_000)) {
+      const lost = this.reporter.abandon()
+      this.options.log.error('results not delivered before stop', { count: lost })
+    }
     for (const t of this.timers) clearInterval(t)
     this.stopController.abort(new Error('node stopping'))
     await this.session?.close()

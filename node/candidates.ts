@@ -42,9 +42,15 @@ export class Candidates {
   add (jobs: AnnouncedJob[], now: number): void {
     const batch = this.batch++
     const max = this.options.max ?? 10_000
+    const ttlMs = this.options.ttlMs ?? 60_000
     for (const job of jobs) {
       const k = key(job.jobId, job.attempt)
-      if (this.items.has(k)) continue
+      const known = this.items.get(k)
+      if (known != null) {
+        if (now - known.seenAt <= ttlMs) continue
+        // Expired but not yet swept by take(): the re-announcement brings it back as new.
+        this.items.delete(k)
+      }
       if (this.items.size >= max) {
         const oldest = this.items.keys().next().value
         if (oldest != null) this.items.delete(oldest)

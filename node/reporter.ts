@@ -20,7 +20,10 @@ interface Entry {
   started: StartedReport | null
   result: ResultRequest | null
   inFlight: boolean
+  startedDueAt: number
   attempts: number
+  /** Resolved once the result has been acknowledged (or refused as stale). */
+  settled: Array<() => void>
 }
 
 export interface ReporterOptions {
@@ -28,6 +31,13 @@ export interface ReporterOptions {
   session: () => SessionClient | null
   /** Delay before retrying a failed delivery, in ms. @default 500 */
   retryMs?: number
+  /**
+   * Hold a `started` report this long; a job that finishes sooner is
+   * reported by its result alone (which carries startedAt), saving a round
+   * trip and a store write for every short job.
+   * @default 20
+   */
+  startedDelayMs?: number
 }
 
 export class Reporter {
@@ -43,20 +53,34 @@ export class Reporter {
   }
 
   started (report: StartedReport): void {
-    this.entry(report.jobId, report.attempt).started = report
-    this.kick()
+    const e = this.entry(report.jobId, report.attempt)
+    e.started = report
+    const delayMs = this.options.startedDelayMs ?? 20
+    if (delayMs <= 0) { this.kick(); return }
+    setTimeout(() => { this.kick() }, delayMs).unref()
+    e.startedDueAt = Date.now() + delayMs
   }
 
-  result (report: ResultRequest): void {
-    this.entry(report.jobId, report.attempt).result = report
+  /**
+   * Queues a result; the promise resolves once the coordinator has settled
+   * it. The runner holds the attempt's slot until then, so the node and the
+   * coordinator always agree on how many attempts the node holds.
+   */
+  async result (report: ResultRequest): Promise<void> {
+    const e = this.entry(report.jobId, report.attempt)
+    e.result = report
+    // Not sent yet: the result says everything `started` would have.
+    if (!e.inFlight) e.started = null
+    const settled = new Promise<void>(resolve => { e.settled.push(resolve) })
     this.kick()
+    await settled
   }
 
   private entry (jobId: string, attempt: number): Entry {
     const key = `${jobId}/${attempt}`
     let e = this.entries.get(key)
     if (e == null) {
-      e = { started: null, result: null, inFlight: false, attempts: 0 }
+      e = { started: null, result: null, inFlight: false, startedDueAt: 0, attempts: 0, settled: [] }
       this.entries.set(key, e)
     }
     return e
@@ -66,8 +90,10 @@ export class Reporter {
   kick (): void {
     const session = this.options.session()
     if (session == null || !session.isOpen) { this.scheduleRetry(); return }
+    const now = Date.now()
     for (const [key, e] of this.entries) {
       if (e.inFlight) continue
+      if (e.started != null && e.result == null && now < e.startedDueAt) continue
       const frame: NodeRequest | null = e.started ?? e.result
       if (frame == null) continue
       e.inFlight = true
@@ -96,7 +122,10 @@ export class Reporter {
     e.inFlight = false
     if (settled) {
       if (frame.type === 'started') e.started = null
-      else { e.result = null }
+      else {
+        e.result = null
+        for (const resolve of e.settled.splice(0)) resolve()
+      }
       // A stale `started` means the attempt is over for us; its result would be stale too, but send
       // it anyway so the coordinator's event log records what the node saw.
     } else {
@@ -121,6 +150,17 @@ export class Reporter {
 
   private notifyIdle (): void {
     for (const w of this.idleWaiters.splice(0)) w()
+  }
+
+  /** Gives up on undelivered reports (node stopping); their waiters resolve. */
+  abandon (): number {
+    let n = 0
+    for (const e of this.entries.values()) {
+      if (e.result != null) n++
+      for (const resolve of e.settled.splice(0)) resolve()
+    }
+    this.entries.clear()
+    return n
   }
 
   /** Waits until nothing is pending or the timeout passes; true when all was delivered. */

@@ -113,7 +113,7 @@ export class Runner {
     if (entry.stopReason === 'shutdown' && outcome.outcome === 'cancelled') {
       outcome = { ...outcome, outcome: 'failed', error: { code: 'node-shutdown', message: 'the node shut down before the job finished', retryable: true } }
     }
-    reporter.result({ type: 'result', jobId: award.jobId, attempt: award.attempt, token: award.token, ...outcome })
+    await reporter.result({ type: 'result', jobId: award.jobId, attempt: award.attempt, token: award.token, ...outcome })
   }
 
   private stop (entry: Entry, reason: StopReason): void {

@@ -9,6 +9,8 @@ export const LIMITS = {
   announcementBytes: 256 * 1024,
   /** Most jobs carried by one announcement message. */
   announcementJobs: 256,
+  /** Most taken attempts carried by one announcement message. */
+  announcementTaken: 1024,
   /** Largest heartbeat or beacon, in bytes. */
   heartbeatBytes: 16 * 1024,
   /** Largest session frame (any request or reply), in bytes. */

@@ -63,13 +63,17 @@ export const announcedJobSchema = z.strictObject({
 })
 export type AnnouncedJob = z.output<typeof announcedJobSchema>
 
-/** Gossip: a batch of jobs open for bids, published by a coordinator. */
+/**
+ * Gossip: a batch of jobs open for bids, published by a coordinator, plus
+ * attempts awarded since the last batch, so nodes stop bidding on them.
+ */
 export const announcementSchema = z.strictObject({
   v: z.literal(1),
   type: z.literal('announce'),
   sentAt: epochMs,
-  jobs: z.array(announcedJobSchema).min(1).max(LIMITS.announcementJobs)
-})
+  jobs: z.array(announcedJobSchema).max(LIMITS.announcementJobs),
+  taken: z.array(z.strictObject({ jobId, attempt: attemptNumber })).max(LIMITS.announcementTaken).default([])
+}).refine(a => a.jobs.length + a.taken.length > 0, { message: 'an announcement carries at least one job or taken attempt', path: ['jobs'] })
 export type Announcement = z.output<typeof announcementSchema>
 
 const runtimeName = z.enum(['docker', 'process'])

@@ -367,6 +367,13 @@ export class SqliteStore implements Store {
     this.q.upsertNode.run(input.peerId, JSON.stringify(input.capacity), input.now, input.now)
   }
 
+  async countJobs (): Promise<Record<JobState, number>> {
+    const counts: Record<JobState, number> = { announced: 0, claimed: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 }
+    const rows = this.cached<[], { state: JobState, n: number }>('SELECT state, COUNT(*) AS n FROM jobs GROUP BY state').all()
+    for (const row of rows) counts[row.state] = row.n
+    return counts
+  }
+
   async listNodes (): Promise<NodeRecord[]> {
     return this.q.listNodes.all().map(row => ({
       peerId: row.peer_id, capacity: JSON.parse(row.capacity) as NodeCapacity, firstSeenAt: row.first_seen_at, lastSeenAt: row.last_seen_at

@@ -149,6 +149,8 @@ export interface Store {
   /** Inserts or refreshes a node's capacity and last-seen time. */
   upsertNode: (input: { peerId: string, capacity: NodeCapacity, now: number }) => Promise<void>
   listNodes: () => Promise<NodeRecord[]>
+  /** Number of jobs in each state (states with none are 0). */
+  countJobs: () => Promise<Record<JobState, number>>
   appendEvent: (event: Omit<JobEvent, 'seq'>) => Promise<void>
   /** Oldest first. */
   listEvents: (jobId: string) => Promise<JobEvent[]>

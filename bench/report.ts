@@ -1,0 +1,42 @@
+/** Renders docs/benchmarks.md from every result file in bench/results. */
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+interface Summary { n: number, p50: number, p95: number, p99: number, max: number }
+interface E2eResult {
+  date: string
+  commit: string
+  machine: { cpus: number, cpuModel: string, memoryGiB: number, node: string }
+  config: { nodes: number, slots: number, runtime: string, latencyJobs: number, throughputJobs: number, clients: number }
+  latencyMs: { announceToAward: Summary, submitToRunning: Summary, submitToDone: Summary }
+  throughput: { jobs: number, seconds: number, jobsPerSecond: number, submitPerSecond: number }
+}
+
+const f = (x: number): string => Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x.toFixed(1)) : '-'
+
+export function renderBenchmarks (resultsDir: string): string {
+  const files = readdirSync(resultsDir).filter(n => n.startsWith('e2e-') && n.endsWith('.json')).sort()
+  const results = files.map(n => JSON.parse(readFileSync(join(resultsDir, n), 'utf8')) as E2eResult)
+  const lines = [
+    '# Benchmarks',
+    '',
+    'Written by `npm run bench` (bench/e2e.ts); raw results are in `bench/results/`. Each run starts a real mesh of',
+    'processes on loopback (bootstrap, coordinator with the SQLite store, N nodes with the `process` runtime) and measures',
+    'through the HTTP API. Latencies are taken from the coordinator\'s own timestamps (submission, award) and the',
+    'node\'s start time, all on one machine clock. Tests never assert these numbers.',
+    '',
+    'Targets (issue 2): with 5 nodes, announce→award p50 ≤ 10 ms and p99 ≤ 50 ms; ≥ 300 trivial `process` jobs/s through',
+    'the whole path (submit, announce, bid, award, run, result).',
+    '',
+    '| date | commit | machine | nodes×slots | announce→award p50 / p95 / p99 (ms) | submit→running p50 / p99 (ms) | submit→done p50 / p99 (ms) | throughput (jobs/s) | submit rate (jobs/s) |',
+    '|---|---|---|---|---|---|---|---|---|'
+  ]
+  for (const r of results) {
+    const l = r.latencyMs
+    lines.push(`| ${r.date.slice(0, 16).replace('T', ' ')} | ${r.commit} | ${r.machine.cpus} cores, ${r.machine.memoryGiB} GiB, Node ${r.machine.node} | ${r.config.nodes}×${r.config.slots} | ` +
+      `${f(l.announceToAward.p50)} / ${f(l.announceToAward.p95)} / ${f(l.announceToAward.p99)} | ${f(l.submitToRunning.p50)} / ${f(l.submitToRunning.p99)} | ` +
+      `${f(l.submitToDone.p50)} / ${f(l.submitToDone.p99)} | ${f(r.throughput.jobsPerSecond)} (${r.throughput.jobs} jobs) | ${f(r.throughput.submitPerSecond)} |`)
+  }
+  lines.push('')
+  return lines.join('\n')
+}

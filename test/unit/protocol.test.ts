@@ -1,0 +1,310 @@
+import { describe, it, expect } from 'vitest'
+import {
+  DecodeError, decodeAnnouncement, decodeCoordinatorFrame, decodeHeartbeatTopic, decodeJobSpec, decodeNodeFrame, decodeText, encode
+} from '../../protocol/codec.js'
+import { LIMITS } from '../../protocol/limits.js'
+import { mismatch } from '../../protocol/matching.js'
+import { jobSpecSchema, type AnnouncedJob, type NodeCapacity } from '../../protocol/schemas.js'
+
+const JOB = '0190a0b0-1234-7abc-8def-0123456789ab'
+const TOKEN = '0123456789abcdef0123456789abcdef'
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
+const clone = <T>(v: T): T => structuredClone(v)
+
+const capacity: NodeCapacity = { slots: 4, freeSlots: 2, cpus: 8, memoryMb: 16384, labels: { zone: 'a' }, runtime: 'process', version: '0.1.0' }
+const announced: AnnouncedJob = { jobId: JOB, attempt: 1, image: 'alpine:3', resources: { cpus: 1, memoryMb: 256 }, labels: { zone: 'a' }, timeoutSeconds: 60 }
+const fullSpec = { image: 'alpine:3', command: ['echo', 'hi'], env: { A_1: 'x' }, resources: { cpus: 0.5, memoryMb: 128 }, timeoutSeconds: 10, labels: { gpu: 'no' }, maxAttempts: 2 }
+
+type BytesDecoder = (bytes: Uint8Array) => unknown
+interface Case { name: string, decode: BytesDecoder, limit: number, valid: Array<Record<string, unknown>> }
+
+const cases: Case[] = [
+  { name: 'decodeAnnouncement', decode: decodeAnnouncement, limit: LIMITS.announcementBytes, valid: [{ v: 1, type: 'announce', sentAt: 1_700_000_000_000, jobs: [announced] }] },
+  {
+    name: 'decodeHeartbeatTopic', decode: decodeHeartbeatTopic, limit: LIMITS.heartbeatBytes,
+    valid: [
+      { v: 1, type: 'node-heartbeat', seq: 3, sentAt: 5, capacity, running: [{ jobId: JOB, attempt: 2 }] },
+      { v: 1, type: 'coordinator-beacon', seq: 0, sentAt: 5, addrs: ['/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWabc'] }
+    ]
+  },
+  {
+    name: 'decodeNodeFrame', decode: decodeNodeFrame, limit: LIMITS.sessionFrameBytes,
+    valid: [
+      { type: 'hello', rid: 0, capacity, running: [{ jobId: JOB, attempt: 1, token: TOKEN }] },
+      { type: 'bid', rid: 1, jobId: JOB, attempt: 1, freeSlots: 2, slots: 4 },
+      { type: 'started', rid: 2, jobId: JOB, attempt: 1, token: TOKEN, startedAt: 10 },
+      {
+        type: 'result', rid: 3, jobId: JOB, attempt: 1, token: TOKEN, outcome: 'failed', exitCode: 2, stdout: 'out', stderr: 'err',
+        stdoutTruncated: false, stderrTruncated: true, startedAt: 10, finishedAt: 20, error: { code: 'exit', message: 'exited 2', retryable: false }
+      },
+      { type: 'pull', rid: 4, max: 8 },
+      { type: 'renew', rid: 5, capacity, running: [] }
+    ]
+  },
+  {
+    name: 'decodeCoordinatorFrame', decode: decodeCoordinatorFrame, limit: LIMITS.sessionFrameBytes,
+    valid: [
+      { type: 'welcome', rid: 0, open: [announced], revoked: [{ jobId: JOB, attempt: 1 }] },
+      { type: 'award', rid: 1, jobId: JOB, attempt: 1, token: TOKEN, spec: fullSpec },
+      { type: 'refuse', rid: 2, jobId: JOB, attempt: 1, reason: 'taken' },
+      { type: 'ack', rid: 3 },
+      { type: 'stale', rid: 4, jobId: JOB, attempt: 1, reason: 'token mismatch' },
+      { type: 'renewed', rid: 5, revoked: [] },
+      { type: 'open', rid: 6, jobs: [announced] },
+      { type: 'error', rid: null, code: 'bad-frame', message: 'nope' },
+      { type: 'cancel', jobId: JOB, attempt: 1, token: TOKEN, reason: 'cancelled by http' }
+    ]
+  }
+]
+
+function decodeError (fn: () => unknown): DecodeError {
+  try {
+    fn()
+  } catch (err) {
+    expect(err).toBeInstanceOf(DecodeError)
+    return err as DecodeError
+  }
+  throw new Error('expected a DecodeError, but decoding succeeded')
+}
+
+function expectSchema (fn: () => unknown, field: string | RegExp | null): DecodeError {
+  const err = decodeError(fn)
+  expect(err.reason).toBe('schema')
+  if (field instanceof RegExp) expect(err.field).toMatch(field)
+  else expect(err.field).toBe(field)
+  return err
+}
+
+describe.each(cases)('$name', ({ decode, limit, valid }) => {
+  it('round-trips every valid message type through encode/decode', () => {
+    for (const m of valid) expect(decode(encode(m))).toEqual(m)
+  })
+
+  it('accepts exactly the limit and rejects one byte more as oversized', () => {
+    const body = encode(valid[0])
+    const pad = (n: number): Uint8Array => enc(new TextDecoder().decode(body) + ' '.repeat(n - body.byteLength))
+    expect(decode(pad(limit))).toEqual(valid[0])
+    const err = decodeError(() => decode(pad(limit + 1)))
+    expect(err.reason).toBe('oversized')
+  })
+
+  it('rejects a huge input before parsing it', () => {
+    const huge = new Uint8Array(50 * 1024 * 1024).fill('['.charCodeAt(0))
+    const t0 = performance.now()
+    const err = decodeError(() => decode(huge))
+    expect(err.reason).toBe('oversized')
+    expect(performance.now() - t0).toBeLessThan(200)
+  })
+
+  it('rejects truncated JSON as syntax', () => {
+    const bytes = encode(valid[0])
+    for (const cut of [1, 5, Math.floor(bytes.byteLength / 2)]) {
+      expect(decodeError(() => decode(bytes.subarray(0, bytes.byteLength - cut))).reason).toBe('syntax')
+    }
+    expect(decodeError(() => decode(new Uint8Array(0))).reason).toBe('syntax')
+  })
+
+  it('rejects invalid UTF-8 as encoding', () => {
+    const text = JSON.stringify(valid[0])
+    const at = text.indexOf('"') + 1
+    for (const bad of [[0xff], [0xc3], [0xed, 0xa0, 0x80], [0xc0, 0xaf]]) {
+      const bytes = new Uint8Array([...enc(text.slice(0, at)), ...bad, ...enc(text.slice(at))])
+      expect(decodeError(() => decode(bytes)).reason).toBe('encoding')
+    }
+  })
+
+  it('rejects JSON that is not an object as a schema error', () => {
+    for (const v of ['null', '42', '[]', '"x"', 'true']) expectSchema(() => decode(enc(v)), null)
+  })
+
+  it('rejects an unknown extra field, naming it', () => {
+    expectSchema(() => decode(encode({ ...valid[0], extra: 1 })), 'extra')
+  })
+})
+
+describe('schema errors name the offending field', () => {
+  const bid = { type: 'bid', rid: 1, jobId: JOB, attempt: 1, freeSlots: 2, slots: 4 }
+  const frame = (patch: Record<string, unknown>): Uint8Array => encode({ ...bid, ...patch })
+
+  it('session frames', () => {
+    expectSchema(() => decodeNodeFrame(frame({ freeSlots: '2' })), 'freeSlots')
+    expectSchema(() => decodeNodeFrame(frame({ slots: -1 })), 'slots')
+    expectSchema(() => decodeNodeFrame(frame({ attempt: 0 })), 'attempt')
+    expectSchema(() => decodeNodeFrame(frame({ jobId: 'not-a-uuid' })), 'jobId')
+    expectSchema(() => decodeNodeFrame(frame({ jobId: JOB.toUpperCase() })), 'jobId')
+    expectSchema(() => decodeNodeFrame(frame({ type: 'nope' })), 'type')
+    expectSchema(() => decodeNodeFrame(encode({ type: 'started', rid: 1, jobId: JOB, attempt: 1, token: 'xyz', startedAt: 1 })), 'token')
+    expectSchema(() => decodeNodeFrame(encode({ type: 'started', rid: 1, jobId: JOB, attempt: 1, token: TOKEN.toUpperCase(), startedAt: 1 })), 'token')
+    expectSchema(() => decodeCoordinatorFrame(encode({ type: 'award', rid: 1, jobId: JOB, attempt: 1, token: TOKEN, spec: { command: [] } })), 'spec.command')
+  })
+
+  it('heartbeats and announcements', () => {
+    const hb = { v: 1, type: 'node-heartbeat', seq: 0, sentAt: 1, capacity, running: [] }
+    expectSchema(() => decodeHeartbeatTopic(encode({ ...hb, capacity: { ...capacity, slots: -1 } })), 'capacity.slots')
+    expectSchema(() => decodeHeartbeatTopic(encode({ ...hb, capacity: { ...capacity, cpus: '8' } })), 'capacity.cpus')
+    const ann = (jobs: unknown[]): Uint8Array => encode({ v: 1, type: 'announce', sentAt: 1, jobs })
+    expectSchema(() => decodeAnnouncement(ann([])), 'jobs')
+    expectSchema(() => decodeAnnouncement(ann(Array.from({ length: LIMITS.announcementJobs + 1 }, () => announced))), 'jobs')
+    expect(decodeAnnouncement(ann(Array.from({ length: LIMITS.announcementJobs }, () => announced))).jobs).toHaveLength(LIMITS.announcementJobs)
+    expectSchema(() => decodeAnnouncement(ann([announced, { ...announced, attempt: 0 }])), 'jobs[1].attempt')
+    expectSchema(() => decodeAnnouncement(ann([{ ...announced, jobId: 'x' }])), 'jobs[0].jobId')
+  })
+
+  it('job specs', () => {
+    expectSchema(() => decodeJobSpec({ command: ['x'], resources: { cpus: '2' } }), 'resources.cpus')
+    expectSchema(() => decodeJobSpec({ command: ['x'], resources: { cpus: -1 } }), 'resources.cpus')
+    expectSchema(() => decodeJobSpec({ command: ['x'], resources: { memoryMb: 1.5 } }), 'resources.memoryMb')
+    expectSchema(() => decodeJobSpec({ command: [] }), 'command')
+    expectSchema(() => decodeJobSpec({}), 'command')
+    expectSchema(() => decodeJobSpec({ command: [''] }), /^command(\[0\])?$/)
+    expectSchema(() => decodeJobSpec({ command: ['x', 3] }), 'command[1]')
+    expectSchema(() => decodeJobSpec({ command: ['x'], env: { '1BAD': 'v' } }), /^env/)
+    expectSchema(() => decodeJobSpec({ command: ['x'], env: { 'A-B': 'v' } }), /^env/)
+    expectSchema(() => decodeJobSpec({ command: ['x'], timeoutSecond: 5 }), 'timeoutSecond')
+    expectSchema(() => decodeJobSpec({ command: ['x'], resources: { gpus: 1 } }), 'resources.gpus')
+    const labels = Object.fromEntries(Array.from({ length: LIMITS.labels + 1 }, (_, i) => [`k${i}`, 'v']))
+    expectSchema(() => decodeJobSpec({ command: ['x'], labels }), 'labels')
+    expectSchema(() => decodeJobSpec({ command: ['x'], maxAttempts: 0 }), 'maxAttempts')
+    expectSchema(() => decodeJobSpec({ command: ['x'], image: 'has space' }), 'image')
+    for (const v of [null, 42, [], 'x']) expectSchema(() => decodeJobSpec(v), null)
+  })
+
+  it('the message carries the field and the reason', () => {
+    const err = expectSchema(() => decodeJobSpec({ command: ['x'], resources: { memoryMb: 2 } }), 'resources.memoryMb')
+    expect(err.message).toMatch(/^invalid job spec: resources\.memoryMb: /)
+  })
+})
+
+describe('decodeJobSpec', () => {
+  it('applies defaults', () => {
+    expect(decodeJobSpec({ command: ['true'] })).toEqual({
+      command: ['true'], env: {}, resources: { cpus: 1, memoryMb: 256 }, timeoutSeconds: 3600, labels: {}, maxAttempts: 3
+    })
+    expect(decodeJobSpec({ command: ['true'], resources: { cpus: 2 } }).resources).toEqual({ cpus: 2, memoryMb: 256 })
+  })
+
+  it('keeps given values', () => {
+    expect(decodeJobSpec(clone(fullSpec))).toEqual(fullSpec)
+    expect(jobSpecSchema.parse(decodeJobSpec(clone(fullSpec)))).toEqual(fullSpec)
+  })
+
+  it('checks the UTF-8 size of text, not its length (decodeText)', () => {
+    const spec = JSON.stringify({ command: ['x'], env: { A: '€'.repeat(LIMITS.argChars) } })
+    expect(spec.length).toBeLessThan(LIMITS.jobSpecBytes)
+    expect(decodeText(jobSpecSchema, spec, LIMITS.jobSpecBytes, 'job spec').env.A).toHaveLength(LIMITS.argChars)
+    const big = JSON.stringify({ command: ['x'], env: Object.fromEntries(Array.from({ length: 4 }, (_, i) => [`A${i}`, '€'.repeat(LIMITS.argChars)])) })
+    expect(big.length).toBeLessThan(LIMITS.jobSpecBytes)
+    expect(decodeError(() => decodeText(jobSpecSchema, big, LIMITS.jobSpecBytes, 'job spec')).reason).toBe('oversized')
+  })
+})
+
+/** mulberry32: a small seeded PRNG, so a failure can be replayed. */
+function rng (seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+describe('fuzz: decoders throw nothing but DecodeError', () => {
+  const rand = rng(0x5eed)
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!
+  const weird: unknown[] = [
+    null, true, 0, -1, 1.5, 1e308, -0, Number.MAX_SAFE_INTEGER + 2, '', 'x', 'x'.repeat(600), '\u0000', '\ud800', [], [null], {}, { a: 1 },
+    '__proto__', 'constructor', 'toString', JOB, TOKEN, [[[[[[[[[[[]]]]]]]]]]]
+  ]
+  const keys = ['__proto__', 'constructor', 'type', 'rid', 'jobId', 'attempt', 'extra', 'hasOwnProperty', '']
+
+  function mutate (v: unknown, depth = 0): unknown {
+    if (rand() < 0.15 || depth > 6) return pick(weird)
+    if (Array.isArray(v)) {
+      const out = v.map(x => rand() < 0.3 ? mutate(x, depth + 1) : x)
+      if (rand() < 0.2) out.push(pick(weird))
+      if (rand() < 0.2) out.shift()
+      return out
+    }
+    if (v != null && typeof v === 'object') {
+      const out: Record<string, unknown> = {}
+      for (const [k, x] of Object.entries(v)) {
+        if (rand() < 0.1) continue
+        out[rand() < 0.05 ? pick(keys) : k] = rand() < 0.3 ? mutate(x, depth + 1) : x
+      }
+      if (rand() < 0.1) Object.defineProperty(out, pick(keys), { value: pick(weird), enumerable: true })
+      return out
+    }
+    return rand() < 0.5 ? pick(weird) : v
+  }
+
+  function randomBytes (): Uint8Array {
+    const n = Math.floor(rand() * 200)
+    const mode = rand()
+    const alphabet = '{}[]":,0123456789.-+eEtrufalsn \\u"abc'
+    const out = new Uint8Array(n)
+    for (let i = 0; i < n; i++) out[i] = mode < 0.5 ? Math.floor(rand() * 256) : alphabet.charCodeAt(Math.floor(rand() * alphabet.length))
+    return out
+  }
+
+  function byteMutation (bytes: Uint8Array): Uint8Array {
+    const out = Uint8Array.from(bytes)
+    for (let i = 0, n = 1 + Math.floor(rand() * 4); i < n && out.length > 0; i++) out[Math.floor(rand() * out.length)] = Math.floor(rand() * 256)
+    return out
+  }
+
+  const all: Array<{ name: string, decode: (bytes: Uint8Array) => unknown, valid: unknown[] }> = [
+    ...cases,
+    { name: 'decodeJobSpec', decode: (b) => decodeJobSpec(JSON.parse(new TextDecoder().decode(b))), valid: [fullSpec, { command: ['true'] }] }
+  ]
+
+  it.each(all)('$name', ({ name, decode, valid }) => {
+    const reasons = new Map<string, number>()
+    let accepted = 0
+    for (let i = 0; i < 2000; i++) {
+      const base = encode(pick(valid))
+      let input: Uint8Array
+      const r = rand()
+      if (r < 0.3) input = randomBytes()
+      else if (r < 0.5) input = byteMutation(base)
+      else input = encode(mutate(clone(pick(valid))))
+      try {
+        decode(input)
+        accepted++
+      } catch (err) {
+        if (name === 'decodeJobSpec' && err instanceof SyntaxError) continue // JSON.parse in the harness, not the decoder
+        if (!(err instanceof DecodeError)) throw new Error(`input ${JSON.stringify(new TextDecoder().decode(input))} threw ${String(err)}`)
+        reasons.set(err.reason, (reasons.get(err.reason) ?? 0) + 1)
+      }
+    }
+    // The fuzz must have reached the schema stage, and most mutations are rejected.
+    expect(reasons.get('schema') ?? 0).toBeGreaterThan(200)
+    if (name !== 'decodeJobSpec') {
+      expect(reasons.get('syntax') ?? 0).toBeGreaterThan(50)
+      expect(reasons.get('encoding') ?? 0).toBeGreaterThan(50)
+    }
+    expect(accepted).toBeLessThan(2000)
+  })
+})
+
+describe('mismatch', () => {
+  const job = (resources: { cpus: number, memoryMb: number }, labels: Record<string, string> = {}): Pick<AnnouncedJob, 'resources' | 'labels'> => ({ resources, labels })
+
+  it('accepts a job that fits, including exactly equal resources and extra node labels', () => {
+    expect(mismatch(capacity, job({ cpus: 1, memoryMb: 256 }))).toBeNull()
+    expect(mismatch(capacity, job({ cpus: 8, memoryMb: 16384 }, { zone: 'a' }))).toBeNull()
+  })
+
+  it('rejects too many cpus', () => {
+    expect(mismatch(capacity, job({ cpus: 8.5, memoryMb: 256 }))).toMatch(/cpus/)
+  })
+
+  it('rejects too much memory', () => {
+    expect(mismatch(capacity, job({ cpus: 1, memoryMb: 16385 }))).toMatch(/MiB/)
+  })
+
+  it('rejects a missing or different label', () => {
+    expect(mismatch(capacity, job({ cpus: 1, memoryMb: 256 }, { zone: 'b' }))).toBe('needs label zone=b')
+    expect(mismatch(capacity, job({ cpus: 1, memoryMb: 256 }, { gpu: 'yes' }))).toBe('needs label gpu=yes')
+    expect(mismatch(capacity, job({ cpus: 1, memoryMb: 256 }, { constructor: 'x' }))).toBe('needs label constructor=x')
+  })
+})
