@@ -33,6 +33,8 @@ export interface AnnouncerOptions {
    * @default () => true
    */
   hasFreeSlots?: () => boolean
+  /** Called for every open job the scan sees, so indexes can adopt jobs announced before a restart. */
+  onOpen?: (job: AnnouncedJob, now: number) => void
   /** Longest wait before publishing taken notices with no new jobs to carry them, in ms. @default 25 */
   takenFlushMs?: number
 }
@@ -156,6 +158,7 @@ export class Announcer {
       const openIds = new Set<string>()
       for (const job of open) {
         openIds.add(job.jobId)
+        this.options.onOpen?.(toAnnounced(job), now)
         const seen = this.announced.get(job.jobId)
         if (seen != null && now - seen.at < seen.gapMs) continue
         if (seen != null) {

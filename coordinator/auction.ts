@@ -19,7 +19,7 @@ import { ConflictError, NotFoundError, errorMessage } from '../common/errors.js'
 import { newFencingToken } from '../common/ids.js'
 
 export type BidOutcome =
-  | { type: 'award', token: string, spec: JobSpec, attempt: AttemptRecord }
+  | { type: 'award', token: string, spec: JobSpec, attempt: AttemptRecord, counterOffer: boolean }
   | { type: 'refuse', reason: 'taken' | 'not-open' | 'cancelled' | 'unknown-job' | 'overloaded' }
 
 export interface AuctionOptions {
@@ -34,6 +34,14 @@ export interface AuctionOptions {
   leaseMs?: number
   /** How long a decided attempt is remembered to refuse late bids without a store query. @default 30000 */
   decidedTtlMs?: number
+  /**
+   * Open attempts a losing bidder could take instead (a counter-offer), so a
+   * node with a free slot gets work from one round trip whenever work is
+   * waiting. @default () => []
+   */
+  /** A counter-offered attempt turned out not to be open any more. */
+  onNotOpen?: (jobId: string) => void
+  counterOffers?: (node: string, isOpenRound: (jobId: string, attempt: number) => boolean) => Array<{ jobId: string, attempt: number }>
 }
 
 interface PendingBid {
@@ -58,7 +66,7 @@ export class Auction {
   private readonly decidedTtlMs: number
   private sweepAt = 0
   /** Counters for metrics and benchmarks. */
-  readonly stats = { bids: 0, awards: 0, refusals: 0, lostRaces: 0 }
+  readonly stats = { bids: 0, awards: 0, refusals: 0, lostRaces: 0, counterOffers: 0 }
 
   constructor (private readonly options: AuctionOptions) {
     this.bidWindowMs = options.bidWindowMs ?? 8
@@ -70,12 +78,12 @@ export class Auction {
   async bid (node: string, bid: Bid): Promise<BidOutcome> {
     this.stats.bids++
     const key = `${bid.jobId}/${bid.attempt}`
+    if ((this.active.get(node) ?? 0) >= bid.slots) return this.refuse('overloaded')
     const decidedUntil = this.decided.get(key)
     if (decidedUntil != null) {
-      if (decidedUntil > this.options.clock.now()) return this.refuse('taken')
+      if (decidedUntil > this.options.clock.now()) return await this.counterOffer(node, bid)
       this.decided.delete(key)
     }
-    if ((this.active.get(node) ?? 0) >= bid.slots) return this.refuse('overloaded')
     return await new Promise<BidOutcome>((resolve) => {
       let round = this.rounds.get(key)
       if (round == null) {
@@ -131,13 +139,18 @@ export class Auction {
       b.bid.freeSlots - a.bid.freeSlots || a.at - b.at)
     const winner = eligible[0]
     for (const b of round.bids) {
-      if (b !== winner) b.resolve(this.refuse(eligible.includes(b) ? 'taken' : 'overloaded'))
+      if (b === winner) continue
+      if (!eligible.includes(b)) { b.resolve(this.refuse('overloaded')); continue }
+      this.counterOffer(b.node, b.bid).then(b.resolve, (err: unknown) => {
+        this.options.log.error('counter-offer failed', { node: b.node, error: errorMessage(err) })
+        b.resolve(this.refuse('taken'))
+      })
     }
     // Nobody eligible: the attempt stays open for later bids.
     if (winner == null) return
     this.decided.set(key, now + this.decidedTtlMs)
     this.active.set(winner.node, (this.active.get(winner.node) ?? 0) + 1)
-    this.commit(winner, round.bids.length).then((outcome) => {
+    this.commit(winner.node, winner.bid, round.bids.length, false).then((outcome) => {
       // Only a lost race settles the attempt; on any other failure later bids must still be heard.
       if (outcome.type === 'refuse' && outcome.reason !== 'taken' && outcome.reason !== 'cancelled') this.decided.delete(key)
       winner.resolve(outcome)
@@ -148,8 +161,32 @@ export class Auction {
     })
   }
 
-  private async commit (winner: PendingBid, bidCount: number): Promise<BidOutcome> {
-    const { jobId, attempt } = winner.bid
+  /**
+   * The bid lost, but the bidder has a free slot: award it the oldest open
+   * attempt it can run instead, if any (bounded tries; each is the store's
+   * conditional write, so a race still has exactly one winner).
+   */
+  private async counterOffer (node: string, bid: Bid): Promise<BidOutcome> {
+    const offers = this.options.counterOffers?.(node, (jobId, attempt) => this.rounds.has(`${jobId}/${attempt}`) || this.decided.has(`${jobId}/${attempt}`)) ?? []
+    for (const offer of offers.slice(0, 3)) {
+      if ((this.active.get(node) ?? 0) >= bid.slots) break
+      const key = `${offer.jobId}/${offer.attempt}`
+      if (this.rounds.has(key) || this.decided.has(key)) continue
+      this.decided.set(key, this.options.clock.now() + this.decidedTtlMs)
+      this.active.set(node, (this.active.get(node) ?? 0) + 1)
+      const outcome = await this.commit(node, { ...bid, jobId: offer.jobId, attempt: offer.attempt }, 1, true)
+      if (outcome.type === 'award') {
+        this.stats.counterOffers++
+        return outcome
+      }
+      if (outcome.reason !== 'taken' && outcome.reason !== 'cancelled') this.decided.delete(key)
+      else this.options.onNotOpen?.(offer.jobId)
+    }
+    return this.refuse('taken')
+  }
+
+  private async commit (node: string, bid: Bid, bidCount: number, counterOffer: boolean): Promise<BidOutcome> {
+    const { jobId, attempt } = bid
     try {
       const spec = await this.options.specOf(jobId)
       if (spec == null) throw new NotFoundError('job', jobId)
@@ -157,16 +194,18 @@ export class Auction {
       const record = await this.options.store.award({
         jobId,
         attempt,
-        node: winner.node,
+        node,
         token,
         now: this.options.clock.now(),
         leaseMs: this.leaseMs,
-        detail: { bids: bidCount, freeSlots: winner.bid.freeSlots, slots: winner.bid.slots }
+        detail: counterOffer
+          ? { bids: 0, counterOffer: true, reason: 'the node lost another auction with a free slot; oldest open job it can run', freeSlots: bid.freeSlots, slots: bid.slots }
+          : { bids: bidCount, freeSlots: bid.freeSlots, slots: bid.slots }
       })
       this.stats.awards++
-      return { type: 'award', token, spec, attempt: record }
+      return { type: 'award', token, spec, attempt: record, counterOffer }
     } catch (err) {
-      this.release(winner.node)
+      this.release(node)
       if (err instanceof ConflictError) {
         this.stats.lostRaces++
         return this.refuse(err.currentState === 'cancelled' ? 'cancelled' : 'taken')

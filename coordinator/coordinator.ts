@@ -17,6 +17,7 @@ import { Auction } from './auction.js'
 import { Announcer, toAnnounced } from './announcer.js'
 import { Membership, type MemberView } from './membership.js'
 import { SessionServer } from './sessions.js'
+import { OpenJobs } from './open-jobs.js'
 
 export interface CoordinatorOptions {
   privateKey: PrivateKey
@@ -38,6 +39,12 @@ export interface CoordinatorOptions {
   reannounceMs?: number
   /** How long stop() waits for sessions to close, in ms. @default 3000 */
   stopSessionsMs?: number
+  /**
+   * A job must have been open this long before it is counter-offered to a
+   * node whose bid lost; younger jobs go to the auction, where idle nodes
+   * win. @default 20
+   */
+  counterOfferAfterMs?: number
 }
 
 /** The operations the HTTP API needs; tests can fake it. */
@@ -60,6 +67,7 @@ export class Coordinator implements CoordinatorApi {
   private beaconSeq = 0
   private readonly clock: Clock
   private readonly specCache = new Map<string, JobSpec>()
+  readonly open = new OpenJobs()
   readonly auction: Auction
   readonly announcer: Announcer
   readonly membership: Membership
@@ -75,15 +83,25 @@ export class Coordinator implements CoordinatorApi {
       store, clock, log: log.child('auction'),
       specOf: async (id) => this.specCache.get(id) ?? (await store.getJob(id))?.spec ?? null,
       ...(options.bidWindowMs != null ? { bidWindowMs: options.bidWindowMs } : {}),
-      ...(options.leaseMs != null ? { leaseMs: options.leaseMs } : {})
+      ...(options.leaseMs != null ? { leaseMs: options.leaseMs } : {}),
+      onNotOpen: jobId => { this.open.remove(jobId) },
+      counterOffers: (node, busy) => {
+        const capacity = this.membership.get(node)?.capacity
+        if (capacity == null) return []
+        return this.open.pick(capacity, clock.now(), options.counterOfferAfterMs ?? 20, 3, j => busy(j.jobId, j.attempt))
+      }
     })
     this.announcer = new Announcer({
       store, clock, log: log.child('announcer'),
       publish: async (a: Announcement) => { await this.publish(ANNOUNCE_TOPIC, a) },
       hasFreeSlots: () => this.membership.anyFreeSlots(5_000),
+      onOpen: (job, now) => { this.open.add(job, now) },
       ...(options.reannounceMs != null ? { reannounceMs: options.reannounceMs } : {})
     })
-    this.sessions = new SessionServer({ store, clock, log: log.child('sessions'), auction: this.auction, announcer: this.announcer, membership: this.membership })
+    this.sessions = new SessionServer({
+      store, clock, log: log.child('sessions'), auction: this.auction, announcer: this.announcer, membership: this.membership,
+      onAwarded: jobId => { this.open.remove(jobId) }
+    })
   }
 
   get peerId (): PeerId {
@@ -180,7 +198,9 @@ export class Coordinator implements CoordinatorApi {
       if (oldest != null) this.specCache.delete(oldest)
     }
     this.specCache.set(job.id, spec)
-    this.announcer.enqueue(toAnnounced({ jobId: job.id, attempt: job.attempt, spec, createdAt: job.createdAt }))
+    const announced = toAnnounced({ jobId: job.id, attempt: job.attempt, spec, createdAt: job.createdAt })
+    this.open.add(announced, now)
+    this.announcer.enqueue(announced)
     return job
   }
 
@@ -199,6 +219,7 @@ export class Coordinator implements CoordinatorApi {
   async cancel (id: string, actor: string): Promise<CancelOutcome> {
     const outcome = await this.options.store.cancel({ jobId: id, now: this.clock.now(), actor, reason: `cancelled by ${actor}` })
     this.announcer.forget(id)
+    this.open.remove(id)
     this.specCache.delete(id)
     const stopped = outcome.stopped
     if (stopped != null) {

@@ -27,6 +27,8 @@ export interface SessionServerOptions {
   log: Logger
   /** Bad frames tolerated on one session before it is cut. @default 20 */
   maxBadFrames?: number
+  /** Called after every award. */
+  onAwarded?: (jobId: string) => void
 }
 
 type Channel = FrameChannel<NodeFrame, CoordinatorFrame>
@@ -141,8 +143,11 @@ export class SessionServer {
         case 'bid': {
           const outcome = await auction.bid(peerId, frame)
           if (outcome.type === 'award') {
-            announcer.awarded(frame.jobId, frame.attempt)
-            await this.reply(channel, { type: 'award', rid: frame.rid, jobId: frame.jobId, attempt: frame.attempt, token: outcome.token, spec: outcome.spec })
+            // A counter-offer awards a different job than the one bid on.
+            const { jobId, number: attempt } = outcome.attempt
+            announcer.awarded(jobId, attempt)
+            this.options.onAwarded?.(jobId)
+            await this.reply(channel, { type: 'award', rid: frame.rid, jobId, attempt, token: outcome.token, spec: outcome.spec })
           } else {
             await this.reply(channel, { type: 'refuse', rid: frame.rid, jobId: frame.jobId, attempt: frame.attempt, reason: outcome.reason })
           }

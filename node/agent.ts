@@ -7,7 +7,7 @@
  * and released only when the bid is refused or the attempt's result has
  * been handed to the reporter.
  */
-import { mkdir, rm } from 'node:fs/promises'
+import { mkdir, rm, rmdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
@@ -91,10 +91,20 @@ export class NodeAgent {
       log: options.log.child('runner'),
       workDir: async (jobId, attempt) => {
         const dir = join(options.workRoot, `${jobId}-${attempt}`)
-        await mkdir(dir, { recursive: true })
+        // The work root exists (created at start); a stale dir from a crash is reused.
+        await mkdir(dir).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'EEXIST') throw err })
         return dir
       },
-      cleanup: async dir => { await rm(dir, { recursive: true, force: true }) },
+      cleanup: async dir => {
+        // Most jobs leave their dir empty: one rmdir instead of a recursive walk.
+        try {
+          await rmdir(dir)
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code
+          if (code === 'ENOTEMPTY' || code === 'EEXIST') await rm(dir, { recursive: true, force: true })
+          else if (code !== 'ENOENT') throw err
+        }
+      },
       reporter: this.reporter,
       onFinished: () => { this.pump() }
     })
@@ -254,6 +264,8 @@ export class NodeAgent {
       const reply = await session.request({ type: 'bid', jobId: job.jobId, attempt: job.attempt, freeSlots, slots: this.slots })
       if (reply.type === 'award') {
         this.stats.awards++
+        // A counter-offer may award another job than the one we bid on.
+        this.cands.remove(reply.jobId, reply.attempt)
         release()
         this.runner.run(reply as Award, this.stopController.signal)
       } else {

@@ -19,7 +19,7 @@ type BytesDecoder = (bytes: Uint8Array) => unknown
 interface Case { name: string, decode: BytesDecoder, limit: number, valid: Array<Record<string, unknown>> }
 
 const cases: Case[] = [
-  { name: 'decodeAnnouncement', decode: decodeAnnouncement, limit: LIMITS.announcementBytes, valid: [{ v: 1, type: 'announce', sentAt: 1_700_000_000_000, jobs: [announced] }] },
+  { name: 'decodeAnnouncement', decode: decodeAnnouncement, limit: LIMITS.announcementBytes, valid: [{ v: 1, type: 'announce', sentAt: 1_700_000_000_000, jobs: [announced], taken: [] }, { v: 1, type: 'announce', sentAt: 1_700_000_000_000, jobs: [], taken: [{ jobId: JOB, attempt: 2 }] }] },
   {
     name: 'decodeHeartbeatTopic', decode: decodeHeartbeatTopic, limit: LIMITS.heartbeatBytes,
     valid: [
@@ -148,6 +148,11 @@ describe('schema errors name the offending field', () => {
     expect(decodeAnnouncement(ann(Array.from({ length: LIMITS.announcementJobs }, () => announced))).jobs).toHaveLength(LIMITS.announcementJobs)
     expectSchema(() => decodeAnnouncement(ann([announced, { ...announced, attempt: 0 }])), 'jobs[1].attempt')
     expectSchema(() => decodeAnnouncement(ann([{ ...announced, jobId: 'x' }])), 'jobs[0].jobId')
+    // Taken notices: an announcement may carry only them, but not nothing at all.
+    const taken = (n: number): Uint8Array => encode({ v: 1, type: 'announce', sentAt: 1, jobs: [], taken: Array.from({ length: n }, () => ({ jobId: JOB, attempt: 1 })) })
+    expect(decodeAnnouncement(taken(3)).taken).toHaveLength(3)
+    expectSchema(() => decodeAnnouncement(taken(0)), 'jobs')
+    expectSchema(() => decodeAnnouncement(taken(LIMITS.announcementTaken + 1)), 'taken')
   })
 
   it('job specs', () => {
