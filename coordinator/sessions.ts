@@ -83,6 +83,7 @@ export class SessionServer {
 
   private async serve (peerId: string, channel: Channel): Promise<void> {
     let bad = 0
+    let greeted = false
     const maxBad = this.options.maxBadFrames ?? 20
     while (true) {
       let next
@@ -102,6 +103,15 @@ export class SessionServer {
         continue
       }
       this.stats.frames++
+      if (!greeted) {
+        if (next.frame.type !== 'hello') {
+          this.stats.badFrames++
+          await this.reply(channel, { type: 'error', rid: next.frame.rid, code: 'hello-required', message: 'send hello with your capacity before any other request' })
+          if (++bad >= maxBad) { channel.abort(new Error(`too many bad frames from ${peerId}`)); return }
+          continue
+        }
+        greeted = true
+      }
       // Requests are independent: handle them concurrently so one slow store
       // write does not hold up bids queued behind it.
       void this.dispatch(peerId, channel, next.frame)
