@@ -134,8 +134,11 @@ async function main (): Promise<void> {
     const lat = await latency(mesh.httpUrl, latencyJobs)
     process.stderr.write(`throughput: ${throughputJobs} jobs, ${clients} clients…\n`)
     const cpuBefore = cpuSeconds(mesh)
+    const selfBefore = process.cpuUsage()
     const tp = await throughput(mesh.httpUrl, throughputJobs, clients)
+    const self = process.cpuUsage(selfBefore)
     const cpuAfter = cpuSeconds(mesh)
+    cpuAfter['bench-client'] = (self.user + self.system) / 1e6
     const cpuDuringThroughput = Object.fromEntries(Object.entries(cpuAfter).map(([k, v]) => [k, Number((v - (cpuBefore[k] ?? 0)).toFixed(2))]))
     process.stderr.write(`CPU seconds during throughput: ${JSON.stringify(cpuDuringThroughput)}\n`)
     const stats = await (await fetch(`${mesh.httpUrl}/v1/stats`)).json()

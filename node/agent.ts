@@ -9,9 +9,7 @@
  */
 import { mkdir, rm, rmdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { peerIdFromString } from '@libp2p/peer-id'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
-import { multiaddr } from '@multiformats/multiaddr'
 import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC } from '../protocol/ids.js'
 import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
 import type { AnnouncedJob, Award, CoordinatorFrame, NodeCapacity } from '../protocol/schemas.js'
@@ -22,7 +20,8 @@ import type { Logger } from '../common/log.js'
 import { errorMessage } from '../common/errors.js'
 import type { Runtime } from './runtime/types.js'
 import { Candidates } from './candidates.js'
-import { SessionClient } from './session-client.js'
+import type { SessionClient } from './session-client.js'
+import { CoordinatorLinks } from './coordinators.js'
 import { Reporter } from './reporter.js'
 import { Runner, type RunningAttempt } from './runner.js'
 
@@ -36,8 +35,12 @@ export interface NodeAgentOptions {
   bootstrap: string[]
   /** @default ['/ip4/0.0.0.0/tcp/0'] */
   listen?: string[]
-  /** Coordinator peer id to trust. When absent, the first beacon heard is trusted and reported via onCoordinator. */
-  coordinator?: string
+  /**
+   * Coordinator peer ids to trust (several may share one database). When
+   * empty, the first beacon heard is trusted and reported via onCoordinator.
+   * @default []
+   */
+  coordinators?: string[]
   onCoordinator?: (peerId: string) => void
   /** Directory for per-attempt work dirs. */
   workRoot: string
@@ -66,10 +69,7 @@ export interface NodeAgentOptions {
 export class NodeAgent {
   private host: RGridHost | null = null
   private starting: Promise<void> | null = null
-  private coordinator: PeerId | null
-  private coordinatorAddrs: string[] = []
-  private session: SessionClient | null = null
-  private connecting = false
+  private links: CoordinatorLinks | null = null
   private bidding = true
   private reserved = 0
   private hbSeq = 0
@@ -84,8 +84,7 @@ export class NodeAgent {
 
   constructor (private readonly options: NodeAgentOptions) {
     this.clock = options.clock ?? systemClock
-    this.coordinator = options.coordinator != null ? peerIdFromString(options.coordinator) : null
-    this.reporter = new Reporter({ log: options.log.child('reporter'), session: () => this.session })
+    this.reporter = new Reporter({ log: options.log.child('reporter'), session: () => this.links?.session() ?? null })
     this.runner = new Runner({
       runtime: options.runtime,
       log: options.log.child('runner'),
@@ -148,8 +147,15 @@ export class NodeAgent {
       bootstrap: this.options.bootstrap
     })
     this.cands = new Candidates({ self: host.peerId.toString() })
-    // Relay only announcements signed by our coordinator; punish forgeries.
-    installValidator(host, ANNOUNCE_TOPIC, decodeAnnouncement, from => this.coordinator == null || from.equals(this.coordinator), log)
+    const links = new CoordinatorLinks({
+      host, log, trusted: this.options.coordinators ?? [], signal: this.stopController.signal,
+      ...(this.options.onCoordinator != null ? { onTrust: this.options.onCoordinator } : {}),
+      onOpen: async (session, coordinator) => { await this.hello(session, coordinator) },
+      onPush: frame => { this.onPush(frame) }
+    })
+    this.links = links
+    // Relay only announcements signed by a coordinator we trust; punish forgeries.
+    installValidator(host, ANNOUNCE_TOPIC, decodeAnnouncement, from => !links.anyKnown || links.isTrusted(from), log)
     installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, () => true, log)
     host.services.pubsub.addEventListener('message', evt => { this.onGossip(evt.detail) })
     await host.start()
@@ -173,59 +179,26 @@ export class NodeAgent {
     try {
       if (msg.topic === HEARTBEAT_TOPIC) {
         const hb = decodeHeartbeatTopic(msg.data)
-        if (hb.type === 'coordinator-beacon') this.onBeacon(msg.from, hb.addrs)
+        if (hb.type === 'coordinator-beacon') this.links?.onBeacon(msg.from, hb.addrs)
       } else if (msg.topic === ANNOUNCE_TOPIC) {
-        if (this.coordinator == null || !msg.from.equals(this.coordinator)) { this.stats.announcementsIgnored++; return }
+        if (this.links?.isTrusted(msg.from) !== true) { this.stats.announcementsIgnored++; return }
         const announcement = decodeAnnouncement(msg.data)
         for (const t of announcement.taken) this.cands.remove(t.jobId, t.attempt)
-        if (announcement.jobs.length > 0) this.offer(announcement.jobs)
+        if (announcement.jobs.length > 0) this.offer(announcement.jobs, msg.from.toString())
       }
     } catch (err) {
       this.options.log.debug('ignored gossip message', { topic: msg.topic, error: errorMessage(err) })
     }
   }
 
-  private onBeacon (from: PeerId, addrs: string[]): void {
-    if (this.coordinator == null) {
-      // Trust on first use; join tokens (issue 9) replace this with a pinned identity.
-      this.coordinator = from
-      this.options.log.warn('trusting the first coordinator heard (no --coordinator given)', { coordinator: from.toString() })
-      this.options.onCoordinator?.(from.toString())
-    }
-    if (!from.equals(this.coordinator)) return
-    this.coordinatorAddrs = addrs
-    if (this.session == null && !this.connecting) void this.connect()
-  }
-
-  /** Opens the session and says hello; retried from the next beacon if it fails. */
-  private async connect (): Promise<void> {
-    const host = this.host
-    const coordinator = this.coordinator
-    if (host == null || coordinator == null || !this.bidding) return
-    this.connecting = true
-    try {
-      const addrs = this.coordinatorAddrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
-      await host.peerStore.merge(coordinator, { multiaddrs: addrs })
-      const session: SessionClient = new SessionClient({
-        host, coordinator, log: this.options.log.child('session'),
-        onPush: frame => { this.onPush(frame) },
-        onClose: () => { if (this.session === session) this.session = null }
-      })
-      await session.open(AbortSignal.any([this.stopController.signal, AbortSignal.timeout(10_000)]))
-      this.session = session
-      this.stats.sessionsOpened++
-      const welcome = await session.request({ type: 'hello', capacity: this.capacity(), running: this.runner.refs() })
-      if (welcome.type === 'welcome') {
-        for (const r of welcome.revoked) this.runner.revoke(r.jobId, r.attempt, 'the coordinator no longer assigns this attempt to us')
-        this.offer(welcome.open)
-      }
-      this.reporter.kick()
-      this.options.log.info('session open', { coordinator: coordinator.toString(), open: welcome.type === 'welcome' ? welcome.open.length : 0 })
-    } catch (err) {
-      this.options.log.warn('could not open a session to the coordinator', { error: errorMessage(err) })
-    } finally {
-      this.connecting = false
-    }
+  /** Introduces the node on a new session and takes the open jobs it is offered. */
+  private async hello (session: SessionClient, coordinator: string): Promise<void> {
+    this.stats.sessionsOpened++
+    const welcome = await session.request({ type: 'hello', capacity: this.capacity(), running: this.runner.refs() })
+    if (welcome.type !== 'welcome') throw new Error(`expected welcome, got ${welcome.type}`)
+    for (const r of welcome.revoked) this.runner.revoke(r.jobId, r.attempt, 'the coordinator no longer assigns this attempt to us')
+    this.offer(welcome.open, coordinator)
+    this.reporter.kick()
   }
 
   private onPush (frame: CoordinatorFrame): void {
@@ -233,23 +206,23 @@ export class NodeAgent {
   }
 
   /** New jobs heard of: keep those we could run, then bid while slots are free. */
-  private offer (jobs: AnnouncedJob[]): void {
+  private offer (jobs: AnnouncedJob[], coordinator: string): void {
     const cap = this.capacity()
-    this.cands.add(jobs.filter(j => mismatch(cap, j) == null && !this.runner.has(j.jobId, j.attempt)), this.clock.now())
+    this.cands.add(jobs.filter(j => mismatch(cap, j) == null && !this.runner.has(j.jobId, j.attempt)), this.clock.now(), coordinator)
     this.pump()
   }
 
   private pump (): void {
-    if (!this.bidding || this.session?.isOpen !== true) return
+    if (!this.bidding || this.links?.session() == null) return
     while (this.freeSlots() > 0) {
-      const job = this.cands.take(this.clock.now(), j => !this.runner.has(j.jobId, j.attempt))
-      if (job == null) { void this.pullIfIdle(); return }
+      const next = this.cands.take(this.clock.now(), j => !this.runner.has(j.jobId, j.attempt))
+      if (next == null) { void this.pullIfIdle(); return }
       this.reserved++
-      void this.bid(job)
+      void this.bid(next.job, next.source)
     }
   }
 
-  private async bid (job: AnnouncedJob): Promise<void> {
+  private async bid (job: AnnouncedJob, coordinator: string): Promise<void> {
     let released = false
     const release = (): void => { if (!released) { released = true; this.reserved-- } }
     try {
@@ -258,7 +231,8 @@ export class NodeAgent {
       // Express load as delay so the coordinator's window seldom waits for the best bid.
       const delayMs = busy <= 0 ? 0 : Math.round((this.options.bidDelayMaxMs ?? 20) * busy / this.slots)
       if (delayMs > 0) await new Promise(resolve => setTimeout(resolve, delayMs))
-      const session = this.session
+      // Bid where the job was announced; any coordinator on the same database can award it.
+      const session = this.links?.session(coordinator)
       if (session == null || !this.bidding) return
       this.stats.bids++
       const reply = await session.request({ type: 'bid', jobId: job.jobId, attempt: job.attempt, freeSlots, slots: this.slots })
@@ -281,14 +255,16 @@ export class NodeAgent {
   }
 
   private async pullIfIdle (): Promise<void> {
-    const session = this.session
+    const open = this.links?.openSessions() ?? []
+    const pick = open[Math.floor(Math.random() * open.length)]
+    const session = pick?.session
     const now = this.clock.now()
     if (session == null || !session.isOpen || !this.bidding || this.freeSlots() === 0 || this.cands.size > 0) return
     if (now - this.lastPullAt < (this.options.pullMs ?? 1_000)) return
     this.lastPullAt = now
     try {
       const reply = await session.request({ type: 'pull', max: Math.min(256, this.freeSlots() * 8) })
-      if (reply.type === 'open' && reply.jobs.length > 0) this.offer(reply.jobs)
+      if (reply.type === 'open' && reply.jobs.length > 0 && pick != null) this.offer(reply.jobs, pick.coordinator)
     } catch (err) {
       this.options.log.debug('pull failed', { error: errorMessage(err) })
     }
@@ -305,20 +281,21 @@ export class NodeAgent {
     }
   }
 
+  /** Keeps every session alive and renews held attempts directly, whatever gossip does. */
   private async renew (): Promise<void> {
-    const session = this.session
-    if (session == null) {
-      if (!this.connecting && this.coordinator != null && this.coordinatorAddrs.length > 0) void this.connect()
-      return
-    }
-    try {
-      const reply = await session.request({ type: 'renew', capacity: this.capacity(), running: this.runner.refs() })
-      if (reply.type === 'renewed') {
-        for (const r of reply.revoked) this.runner.revoke(r.jobId, r.attempt, 'the coordinator no longer assigns this attempt to us')
+    const links = this.links
+    if (links == null) return
+    links.reconnect()
+    await Promise.all(links.openSessions().map(async ({ session }) => {
+      try {
+        const reply = await session.request({ type: 'renew', capacity: this.capacity(), running: this.runner.refs() })
+        if (reply.type === 'renewed') {
+          for (const r of reply.revoked) this.runner.revoke(r.jobId, r.attempt, 'the coordinator no longer assigns this attempt to us')
+        }
+      } catch (err) {
+        this.options.log.debug('renew failed', { error: errorMessage(err) })
       }
-    } catch (err) {
-      this.options.log.debug('renew failed', { error: errorMessage(err) })
-    }
+    }))
   }
 
   /** Attempts running now (for status and tests). */
@@ -347,7 +324,7 @@ export class NodeAgent {
     }
     for (const t of this.timers) clearInterval(t)
     this.stopController.abort(new Error('node stopping'))
-    await this.session?.close()
+    await this.links?.closeAll()
     await this.host?.stop()
     this.host = null
     await this.options.runtime.stop()

@@ -10,6 +10,8 @@ import type { AnnouncedJob } from '../protocol/schemas.js'
 
 interface Candidate {
   job: AnnouncedJob
+  /** The coordinator that announced it. */
+  source: string
   batch: number
   hash: number
   seenAt: number
@@ -39,7 +41,7 @@ export class Candidates {
   }
 
   /** Adds one batch (an announcement or a pulled list). */
-  add (jobs: AnnouncedJob[], now: number): void {
+  add (jobs: AnnouncedJob[], now: number, source = ''): void {
     const batch = this.batch++
     const max = this.options.max ?? 10_000
     const ttlMs = this.options.ttlMs ?? 60_000
@@ -56,7 +58,7 @@ export class Candidates {
         if (oldest != null) this.items.delete(oldest)
       }
       const digest = createHash('sha1').update(this.options.self).update(job.jobId).digest()
-      this.items.set(k, { job, batch, hash: digest.readUInt32BE(0), seenAt: now })
+      this.items.set(k, { job, source, batch, hash: digest.readUInt32BE(0), seenAt: now })
     }
   }
 
@@ -65,7 +67,7 @@ export class Candidates {
   }
 
   /** Removes and returns the next job to bid on, skipping expired ones. */
-  take (now: number, accept: (job: AnnouncedJob) => boolean): AnnouncedJob | null {
+  take (now: number, accept: (job: AnnouncedJob) => boolean): { job: AnnouncedJob, source: string } | null {
     const ttlMs = this.options.ttlMs ?? 60_000
     let best: Candidate | null = null
     let bestKey = ''
@@ -80,6 +82,6 @@ export class Candidates {
     }
     if (best == null) return null
     this.items.delete(bestKey)
-    return best.job
+    return { job: best.job, source: best.source }
   }
 }

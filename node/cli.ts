@@ -31,8 +31,9 @@ coordinator), then bids on announced jobs and runs what it wins.
   --cpus N                  CPUs offered to jobs                       [all]
   --memory-mb N             memory offered to jobs, MiB                [80% of RAM]
   --labels k=v,...          labels jobs can require
-  --coordinator PEERID      coordinator to trust; without it the first one
-                            heard is trusted and remembered in the data dir
+  --coordinator PEERID      coordinator to trust (repeatable: several may share
+                            one database); without it the first one heard is
+                            trusted and remembered in the data dir
   --listen MULTIADDR        libp2p listen address (repeatable)       [/ip4/0.0.0.0/tcp/0]
   --data-dir DIR            identity and work dirs                     [./.rgrid/node]
   --docker-default-image I  image for jobs that name none              [busybox:latest]
@@ -69,7 +70,7 @@ async function main (): Promise<void> {
         cpus: { type: 'string' },
         'memory-mb': { type: 'string' },
         labels: { type: 'string' },
-        coordinator: { type: 'string' },
+        coordinator: { type: 'string', multiple: true },
         listen: { type: 'string', multiple: true },
         'data-dir': { type: 'string' },
         'docker-default-image': { type: 'string' },
@@ -101,14 +102,17 @@ async function main (): Promise<void> {
   const privateKey = await loadOrCreateIdentity(dataDir)
 
   const pinFile = join(dataDir, 'coordinator.peer')
-  let coordinator = args.coordinator
-  if (coordinator == null) {
-    try { coordinator = (await readFile(pinFile, 'utf8')).trim() } catch (err) {
+  let coordinators = args.coordinator ?? []
+  if (coordinators.length === 0) {
+    try {
+      const pinned = (await readFile(pinFile, 'utf8')).trim()
+      if (pinned !== '') coordinators = [pinned]
+    } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
     }
   }
-  if (coordinator != null) {
-    try { peerIdFromString(coordinator) } catch { usageError('rgrid-node', `--coordinator ${JSON.stringify(coordinator)} is not a peer id`) }
+  for (const c of coordinators) {
+    try { peerIdFromString(c) } catch { usageError('rgrid-node', `--coordinator ${JSON.stringify(c)} is not a peer id`) }
   }
 
   const runtime: Runtime = runtimeName === 'process'
@@ -124,7 +128,7 @@ async function main (): Promise<void> {
     privateKey, runtime, log, bootstrap: peers, slots, cpus, memoryMb, labels, drainTimeoutMs,
     workRoot: join(dataDir, 'work'),
     listen: args.listen ?? ['/ip4/0.0.0.0/tcp/0'],
-    ...(coordinator != null ? { coordinator } : {}),
+    coordinators,
     onCoordinator: (peerId) => {
       writeFile(pinFile, peerId + '\n').catch((err: unknown) => { log.warn('could not remember the coordinator', { error: errorMessage(err) }) })
     }

@@ -27,10 +27,11 @@ export async function until<T> (what: string, check: () => Promise<T | undefined
 /**
  * Starts a rogue host joined to the mesh through the bootstrap peer, directly
  * connected to the coordinator and subscribed to both topics. Resolves once
- * the rogue knows the coordinator subscribes to both, so what it publishes
- * reaches (at least) the coordinator, which relays valid-looking messages.
+ * the rogue is also connected to every node and knows that the coordinator
+ * and all nodes subscribe to both topics, so what it publishes (flood
+ * publish) reaches each of them directly.
  */
-export async function startRogue (mesh: { bootstrapAddr: string, coordinatorAddr: string, coordinatorPeerId: string }): Promise<RGridHost> {
+export async function startRogue (mesh: { bootstrapAddr: string, coordinatorAddr: string, coordinatorPeerId: string, nodePeerIds: string[] }): Promise<RGridHost> {
   const host = await createHost({
     privateKey: await generateKeyPair('Ed25519'),
     listen: ['/ip4/127.0.0.1/tcp/0'],
@@ -41,10 +42,20 @@ export async function startRogue (mesh: { bootstrapAddr: string, coordinatorAddr
   host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
   await host.dial(multiaddr(mesh.bootstrapAddr))
   await host.dial(multiaddr(mesh.coordinatorAddr))
-  const coordinator = mesh.coordinatorPeerId
-  await until('the coordinator to be a gossip peer of the rogue on both topics', () => {
+  // Nodes are DHT clients but the DHT servers know where they are: connect
+  // to them directly too, so our gossip reaches them first-hand rather than
+  // only through peers that validate it.
+  for (const node of mesh.nodePeerIds) {
+    const info = await host.peerRouting.findPeer(peerIdFromString(node), { signal: AbortSignal.timeout(10_000) })
+    await host.dial(info.multiaddrs.map(a => a.encapsulate(`/p2p/${node}`)), { signal: AbortSignal.timeout(10_000) })
+  }
+  const targets = [mesh.coordinatorPeerId, ...mesh.nodePeerIds]
+  await until('the coordinator and every node to be gossip peers of the rogue on both topics', () => {
     const ps = host.services.pubsub
-    const on = (topic: string): boolean => ps.getSubscribers(topic).some(p => p.toString() === coordinator)
+    const on = (topic: string): boolean => {
+      const subs = new Set(ps.getSubscribers(topic).map(p => p.toString()))
+      return targets.every(t => subs.has(t))
+    }
     return on(ANNOUNCE_TOPIC) && on(HEARTBEAT_TOPIC) ? true : undefined
   })
   return host

@@ -19,7 +19,7 @@ const rank = (self: string, id: string): number => createHash('sha1').update(sel
 
 function drain (c: Candidates, now = T0, accept: (j: AnnouncedJob) => boolean = all): string[] {
   const out: string[] = []
-  for (let j = c.take(now, accept); j != null; j = c.take(now, accept)) out.push(`${j.jobId}/${j.attempt}`)
+  for (let j = c.take(now, accept); j != null; j = c.take(now, accept)) out.push(`${j.job.jobId}/${j.job.attempt}`)
   return out
 }
 const ids = (list: AnnouncedJob[]): string[] => list.map(j => `${j.jobId}/${j.attempt}`)
@@ -72,7 +72,7 @@ describe('Candidates', () => {
     for (let n = 0; n < 20; n++) {
       const c = new Candidates({ self: `12D3KooWNode${String(n).padStart(4, '0')}abcdefgh` })
       c.add(jobs(0, 100), T0)
-      firstPicks.add(c.take(T0, all)!.jobId)
+      firstPicks.add(c.take(T0, all)!.job.jobId)
     }
     expect(firstPicks.size).toBeGreaterThanOrEqual(10)
   })
@@ -108,10 +108,10 @@ describe('Candidates', () => {
   it('drops a candidate older than ttlMs', () => {
     const c = make({ ttlMs: 1_000 })
     c.add([job(1)], T0)
-    expect(c.take(T0 + 1_000, all)?.jobId).toBe(jobId(1))
+    expect(c.take(T0 + 1_000, all)?.job.jobId).toBe(jobId(1))
     c.add([job(2)], T0)
     c.add([job(3)], T0 + 500)
-    expect(c.take(T0 + 1_001, all)?.jobId).toBe(jobId(3))
+    expect(c.take(T0 + 1_001, all)?.job.jobId).toBe(jobId(3))
     expect(c.size).toBe(0)
     expect(c.take(T0 + 1_001, all)).toBeNull()
   })
@@ -127,7 +127,7 @@ describe('Candidates', () => {
     const c = make({ ttlMs: 1_000 })
     c.add([job(1)], T0)
     c.add([job(1)], T0 + 1_500) // re-announced after the ttl, before any take() swept it
-    expect(c.take(T0 + 1_600, all)?.jobId).toBe(jobId(1))
+    expect(c.take(T0 + 1_600, all)?.job.jobId).toBe(jobId(1))
   })
 
   it('a re-announcement within the ttl does not reset its age', () => {
