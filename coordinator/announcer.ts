@@ -33,6 +33,11 @@ export interface AnnouncerOptions {
    * @default () => true
    */
   hasFreeSlots?: () => boolean
+  /**
+   * Whether this coordinator runs the re-announce loop now: with several
+   * coordinators on one database only the leader does. @default () => true
+   */
+  isLeader?: () => boolean
   /** Called for every open job the scan sees, so indexes can adopt jobs announced before a restart. */
   onOpen?: (job: AnnouncedJob, now: number) => void
   /** Longest wait before publishing taken notices with no new jobs to carry them, in ms. @default 25 */
@@ -152,7 +157,7 @@ export class Announcer {
     if (this.scanning) return
     this.scanning = true
     try {
-      if (this.options.hasFreeSlots?.() === false) return
+      if (this.options.isLeader?.() === false || this.options.hasFreeSlots?.() === false) return
       const open = await this.options.store.openJobs(4 * LIMITS.announcementJobs)
       const now = this.options.clock.now()
       const openIds = new Set<string>()

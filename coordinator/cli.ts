@@ -12,6 +12,7 @@ import { Coordinator } from './coordinator.js'
 import { createHttpApp } from './http.js'
 import { HttpServer, parseHostPort } from './http-server.js'
 import { SqliteStore } from './store/sqlite.js'
+import { PostgresStore } from './store/postgres.js'
 import type { Store } from './store/types.js'
 import { loadOrCreateIdentity } from '../common/identity.js'
 import { createLogger, type LogLevel } from '../common/log.js'
@@ -19,6 +20,7 @@ import { stopOnSignals, usageError } from '../common/lifecycle.js'
 import { preferredAddr } from '../common/addrs.js'
 
 const HELP = `Usage: rgrid-coordinator [options]
+       rgrid-coordinator migrate [--db URL] [--data-dir DIR]
 
 Takes job submissions over HTTP, announces them on the mesh, awards each to
 one bidding node, and records claims and results in its store.
@@ -26,30 +28,52 @@ one bidding node, and records claims and results in its store.
   --http HOST:PORT        HTTP API address                   [127.0.0.1:8080]
   --listen MULTIADDR      libp2p listen address (repeatable) [/ip4/0.0.0.0/tcp/4002]
   --bootstrap MULTIADDR   bootstrap peer to join through (repeatable)
-  --db URL                sqlite:PATH                        [sqlite:DATA_DIR/coordinator.db]
+  --db URL                sqlite:PATH or postgres://USER:PASS@HOST:PORT/DB
+                          (or RGRID_DATABASE_URL)            [sqlite:DATA_DIR/coordinator.db]
+  --no-migrate            refuse to start on an out-of-date schema instead of migrating
   --data-dir DIR          identity and embedded database     [./.rgrid/coordinator]
   --bid-window-ms N       wait for better bids from busy nodes [8]
   --log-level LEVEL       debug|info|warn|error              [info]
 `
 
-async function openStore (url: string, dataDir: string): Promise<Store> {
+/** Opens the store named by `url`; migrations are applied unless `migrate` is false. */
+async function openStore (url: string, dataDir: string, migrate: boolean): Promise<Store> {
+  let store: Store
   if (url.startsWith('sqlite:')) {
     const path = url.slice('sqlite:'.length)
     if (path === '') throw new Error('--db sqlite: needs a path, e.g. sqlite:./rgrid.db')
-    const store = SqliteStore.open({ path: path === ':memory:' ? path : resolve(dataDir, path) })
-    await store.migrate()
-    return store
+    store = SqliteStore.open({ path: path === ':memory:' ? path : resolve(dataDir, path) })
+  } else if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
+    store = PostgresStore.open({ url })
+  } else {
+    throw new Error(`unsupported --db ${JSON.stringify(redact(url))}; expected sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB`)
   }
-  if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
-    throw new Error('the PostgreSQL store is not available in this build; use --db sqlite:PATH')
+  try {
+    if (migrate) {
+      await store.migrate()
+    } else {
+      const pending = await store.pendingMigrations()
+      if (pending.length > 0) {
+        throw new Error(`the database schema is out of date (pending migrations: ${pending.join(', ')}); run 'rgrid-coordinator migrate --db …' or start without --no-migrate`)
+      }
+    }
+  } catch (err) {
+    await store.close()
+    throw err
   }
-  throw new Error(`unsupported --db ${JSON.stringify(url)}; expected sqlite:PATH`)
+  return store
+}
+
+/** Hides the password in a database URL for messages. */
+function redact (url: string): string {
+  return url.replace(/\/\/([^:/@]+):[^@]*@/, '//$1:***@')
 }
 
 async function main (): Promise<void> {
-  let args
+  let parsed
   try {
-    args = parseArgs({
+    parsed = parseArgs({
+      allowPositionals: true,
       options: {
         http: { type: 'string' },
         listen: { type: 'string', multiple: true },
@@ -57,15 +81,20 @@ async function main (): Promise<void> {
         db: { type: 'string' },
         'data-dir': { type: 'string' },
         'bid-window-ms': { type: 'string' },
+        'no-migrate': { type: 'boolean' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' }
       },
       strict: true
-    }).values
+    })
   } catch (err) {
     usageError('rgrid-coordinator', (err as Error).message)
   }
+  const args = parsed.values
   if (args.help === true) { process.stdout.write(HELP); return }
+  const [command, ...extra] = parsed.positionals
+  if (extra.length > 0 || (command != null && command !== 'migrate')) usageError('rgrid-coordinator', `unexpected argument ${JSON.stringify(command)}`)
+  const dbUrl = args.db ?? process.env.RGRID_DATABASE_URL ?? 'sqlite:coordinator.db'
   const log = createLogger('coordinator', { level: (args['log-level'] ?? 'info') as LogLevel })
   const dataDir = resolve(args['data-dir'] ?? join('.rgrid', 'coordinator'))
   let http
@@ -73,7 +102,13 @@ async function main (): Promise<void> {
   const bidWindowMs = args['bid-window-ms'] != null ? Number(args['bid-window-ms']) : undefined
   if (bidWindowMs != null && (!Number.isFinite(bidWindowMs) || bidWindowMs < 0)) usageError('rgrid-coordinator', '--bid-window-ms must be a number >= 0')
   await mkdir(dataDir, { recursive: true })
-  const store = await openStore(args.db ?? 'sqlite:coordinator.db', dataDir)
+  if (command === 'migrate') {
+    const store = await openStore(dbUrl, dataDir, true)
+    await store.close()
+    process.stdout.write(`migrations applied to ${redact(dbUrl)}\n`)
+    return
+  }
+  const store = await openStore(dbUrl, dataDir, args['no-migrate'] !== true)
   const coordinator = new Coordinator({
     privateKey: await loadOrCreateIdentity(dataDir),
     store,

@@ -18,6 +18,7 @@ import { Announcer, toAnnounced } from './announcer.js'
 import { Membership, type MemberView } from './membership.js'
 import { SessionServer } from './sessions.js'
 import { OpenJobs } from './open-jobs.js'
+import { Leader } from './leader.js'
 
 export interface CoordinatorOptions {
   privateKey: PrivateKey
@@ -45,6 +46,11 @@ export interface CoordinatorOptions {
    * win. @default 20
    */
   counterOfferAfterMs?: number
+  /**
+   * Lease on the background loops among coordinators sharing a database;
+   * another coordinator takes over this long after the leader dies. @default 5000
+   */
+  leaderTtlMs?: number
 }
 
 /** The operations the HTTP API needs; tests can fake it. */
@@ -65,6 +71,7 @@ export class Coordinator implements CoordinatorApi {
   private starting: Promise<void> | null = null
   private beaconTimer: NodeJS.Timeout | null = null
   private beaconSeq = 0
+  private leader: Leader | null = null
   private readonly clock: Clock
   private readonly specCache = new Map<string, JobSpec>()
   readonly open = new OpenJobs()
@@ -95,6 +102,7 @@ export class Coordinator implements CoordinatorApi {
       store, clock, log: log.child('announcer'),
       publish: async (a: Announcement) => { await this.publish(ANNOUNCE_TOPIC, a) },
       hasFreeSlots: () => this.membership.anyFreeSlots(5_000),
+      isLeader: () => this.leader?.isLeader === true,
       onOpen: (job, now) => { this.open.add(job, now) },
       ...(options.reannounceMs != null ? { reannounceMs: options.reannounceMs } : {})
     })
@@ -149,6 +157,11 @@ export class Coordinator implements CoordinatorApi {
     host.services.pubsub.subscribe(ANNOUNCE_TOPIC)
     host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
     this.host = host
+    this.leader = new Leader({
+      store: this.options.store, clock: this.clock, log: log.child('leader'), holder: host.peerId.toString(),
+      ...(this.options.leaderTtlMs != null ? { ttlMs: this.options.leaderTtlMs } : {})
+    })
+    this.leader.start()
     this.announcer.start()
     this.beaconTimer = setInterval(() => { void this.beacon() }, this.options.beaconMs ?? 1_000)
     void this.beacon()
@@ -163,6 +176,8 @@ export class Coordinator implements CoordinatorApi {
     if (this.beaconTimer != null) clearInterval(this.beaconTimer)
     this.beaconTimer = null
     this.announcer.stop()
+    await this.leader?.stop()
+    this.leader = null
     this.auction.stop()
     const host = this.host
     this.host = null
@@ -243,6 +258,7 @@ export class Coordinator implements CoordinatorApi {
       announcer: { ...this.announcer.stats },
       sessions: { ...this.sessions.stats },
       membership: { ...this.membership.stats },
+      leader: { isLeader: this.leader?.isLeader === true, ...this.leader?.stats },
       gossip: { ...this.stats }
     }
   }

@@ -9,12 +9,12 @@ import { LIMITS } from '../protocol/limits.js'
 import { ConflictError, NotFoundError, StaleAttemptError, ValidationError } from '../common/errors.js'
 import type { Logger } from '../common/log.js'
 import type { CoordinatorApi } from './coordinator.js'
-import type { JobRecord, JobState, JobSummary } from './store/types.js'
+import { StoreUnavailableError, type JobRecord, type JobState, type JobSummary } from './store/types.js'
 
 const JOB_STATES: ReadonlySet<string> = new Set(['announced', 'claimed', 'running', 'succeeded', 'failed', 'cancelled'])
 const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
-type Status = 400 | 404 | 409 | 413 | 415 | 500
+type Status = 400 | 404 | 409 | 413 | 415 | 500 | 503
 
 /** Maps an error to its HTTP status, code and message. */
 export function toHttpError (err: unknown): { status: Status, code: string, message: string } {
@@ -23,6 +23,7 @@ export function toHttpError (err: unknown): { status: Status, code: string, mess
   if (err instanceof NotFoundError) return { status: 404, code: 'not-found', message: err.message }
   if (err instanceof ConflictError) return { status: 409, code: 'conflict', message: err.message }
   if (err instanceof StaleAttemptError) return { status: 409, code: 'stale-attempt', message: err.message }
+  if (err instanceof StoreUnavailableError) return { status: 503, code: 'store-unavailable', message: 'the coordinator cannot reach its database right now; retry shortly' }
   return { status: 500, code: 'internal', message: 'internal error; see the coordinator log' }
 }
 
@@ -60,6 +61,10 @@ export function createHttpApp (options: HttpAppOptions): Hono {
   app.onError((err, c) => {
     const e = toHttpError(err)
     if (e.status === 500) log.error('request failed', { path: c.req.path, error: (err as Error).stack ?? String(err) })
+    if (e.status === 503) {
+      log.warn('database unavailable', { path: c.req.path, error: (err as Error).message })
+      c.header('Retry-After', '2')
+    }
     return fail(c, e.status, e.code, e.message)
   })
   app.notFound(c => fail(c, 404, 'not-found', `no route ${c.req.method} ${c.req.path}`))
