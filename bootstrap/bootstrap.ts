@@ -1,12 +1,17 @@
 /**
  * A bootstrap peer: a long-lived, well-known member of the mesh that new
- * peers dial first. It serves the DHT and relays gossip on RGrid's topics
- * (gossipsub only forwards topics a peer subscribes to), validating every
+ * peers dial first. It serves the DHT and relays the heartbeat topic
+ * (gossipsub only forwards topics a peer subscribes to), through which nodes
+ * hear coordinator beacons and find their coordinator. It validates every
  * message so it never spreads garbage.
+ *
+ * It does not relay announcements: a node can only bid over a session, i.e.
+ * a direct connection to the coordinator, whose flood-publish reaches it on
+ * that connection; copies through the bootstrap would only cost CPU.
  */
 import type { PrivateKey } from '@libp2p/interface'
-import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC } from '../protocol/ids.js'
-import { decodeAnnouncement, decodeHeartbeatTopic } from '../protocol/codec.js'
+import { HEARTBEAT_TOPIC } from '../protocol/ids.js'
+import { decodeHeartbeatTopic } from '../protocol/codec.js'
 import { createHost, fullAddrs, installValidator, type RGridHost } from '../common/p2p.js'
 import type { Logger } from '../common/log.js'
 
@@ -38,10 +43,8 @@ export class BootstrapPeer {
       dhtServer: true
     })
     const log = this.options.log
-    installValidator(host, ANNOUNCE_TOPIC, decodeAnnouncement, () => true, log)
     installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, () => true, log)
     await host.start()
-    host.services.pubsub.subscribe(ANNOUNCE_TOPIC)
     host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
     this.host = host
     log.info('bootstrap peer started', { peerId: host.peerId.toString(), addrs: fullAddrs(host) })

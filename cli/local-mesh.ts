@@ -35,6 +35,10 @@ export interface LocalMeshOptions {
   nodeArgs?: (index: number) => string[]
   /** Extra coordinator arguments. */
   coordinatorArgs?: string[]
+  /** Coordinators to start; more than one needs a shared `db`. @default 1 */
+  coordinators?: number
+  /** Database URL for the coordinators (`postgres://…`); default: each its own SQLite file. */
+  db?: string
   /** @default 'info' */
   logLevel?: string
   /** How long a program may take to print its address, in ms. @default 20000 */
@@ -57,6 +61,8 @@ export class LocalMesh {
   coordinatorAddr = ''
   coordinatorPeerId = ''
   httpUrl = ''
+  /** Every coordinator, in start order (the first is also in the fields above). */
+  coordinators: Array<{ addr: string, peerId: string, httpUrl: string, process: MeshProcess }> = []
   nodePeerIds: string[] = []
 
   constructor (readonly options: LocalMeshOptions) {}
@@ -92,29 +98,37 @@ export class LocalMesh {
     const dir = this.options.dataDir
     const bs = await this.launch('bootstrap', BINS.bootstrap, ['--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', join(dir, 'bootstrap')], 1)
     this.bootstrapAddr = bs.lines[0] ?? ''
-    const co = await this.launch('coordinator', BINS.coordinator, [
-      '--listen', '/ip4/127.0.0.1/tcp/0', '--http', this.options.http ?? '127.0.0.1:0', '--bootstrap', this.bootstrapAddr,
-      '--data-dir', join(dir, 'coordinator'), ...(this.options.coordinatorArgs ?? [])
-    ], 2)
-    this.coordinatorAddr = co.lines[0] ?? ''
-    this.coordinatorPeerId = this.coordinatorAddr.split('/p2p/')[1] ?? ''
-    this.httpUrl = co.lines[1] ?? ''
+    const count = this.options.coordinators ?? 1
+    if (count > 1 && this.options.db == null) throw new Error('several coordinators need a shared database (db)')
+    for (let i = 0; i < count; i++) {
+      const name = count === 1 ? 'coordinator' : `coordinator-${i}`
+      const co = await this.launch(name, BINS.coordinator, [
+        '--listen', '/ip4/127.0.0.1/tcp/0', '--http', i === 0 ? (this.options.http ?? '127.0.0.1:0') : '127.0.0.1:0', '--bootstrap', this.bootstrapAddr,
+        '--data-dir', join(dir, name), ...(this.options.db != null ? ['--db', this.options.db] : []), ...(this.options.coordinatorArgs ?? [])
+      ], 2)
+      const addr = co.lines[0] ?? ''
+      this.coordinators.push({ addr, peerId: addr.split('/p2p/')[1] ?? '', httpUrl: co.lines[1] ?? '', process: co })
+    }
+    const first = this.coordinators[0]!
+    this.coordinatorAddr = first.addr
+    this.coordinatorPeerId = first.peerId
+    this.httpUrl = first.httpUrl
     const n = this.options.nodes ?? 3
     const nodes = await Promise.all(Array.from({ length: n }, async (_, i) => await this.launch(`node-${i}`, BINS.node, [
-      'join', this.bootstrapAddr, '--coordinator', this.coordinatorPeerId, '--listen', '/ip4/127.0.0.1/tcp/0',
+      'join', this.bootstrapAddr, ...this.coordinators.flatMap(c => ['--coordinator', c.peerId]), '--listen', '/ip4/127.0.0.1/tcp/0',
       '--runtime', this.options.runtime ?? 'process', '--slots', String(this.options.slots ?? 4),
       '--data-dir', join(dir, `node-${i}`), ...(this.options.nodeArgs?.(i) ?? [])
     ], 1)))
     this.nodePeerIds = nodes.map(p => p.lines[0] ?? '')
   }
 
-  /** Polls `GET /v1/nodes` until `count` nodes have an open session. */
-  async waitForNodes (count: number, timeoutMs = 30_000): Promise<void> {
+  /** Polls `GET /v1/nodes` until `count` nodes have an open session (to the given coordinator). */
+  async waitForNodes (count: number, timeoutMs = 30_000, httpUrl = this.httpUrl): Promise<void> {
     const deadline = Date.now() + timeoutMs
     let seen = 0
     while (Date.now() < deadline) {
       try {
-        const res = await fetch(`${this.httpUrl}/v1/nodes`)
+        const res = await fetch(`${httpUrl}/v1/nodes`)
         const body = await res.json() as { nodes: Array<{ session: boolean }> }
         seen = body.nodes.filter(n => n.session).length
         if (seen >= count) return

@@ -108,7 +108,8 @@ export class Coordinator implements CoordinatorApi {
     })
     this.sessions = new SessionServer({
       store, clock, log: log.child('sessions'), auction: this.auction, announcer: this.announcer, membership: this.membership,
-      onAwarded: jobId => { this.open.remove(jobId) }
+      onAwarded: jobId => { this.open.remove(jobId) },
+      requirementsOf: jobId => this.open.get(jobId)
     })
   }
 

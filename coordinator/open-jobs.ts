@@ -28,6 +28,10 @@ export class OpenJobs {
     this.entries.set(job.jobId, { job, openedAt: now })
   }
 
+  get (jobId: string): AnnouncedJob | undefined {
+    return this.entries.get(jobId)?.job
+  }
+
   remove (jobId: string): void {
     this.entries.delete(jobId)
   }

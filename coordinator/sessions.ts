@@ -29,6 +29,8 @@ export interface SessionServerOptions {
   maxBadFrames?: number
   /** Called after every award. */
   onAwarded?: (jobId: string) => void
+  /** A job's requirements, when known without a store query (open jobs). */
+  requirementsOf?: (jobId: string) => AnnouncedJob | undefined
 }
 
 type Channel = FrameChannel<NodeFrame, CoordinatorFrame>
@@ -151,6 +153,13 @@ export class SessionServer {
           return
         }
         case 'bid': {
+          // Nodes declare their own capacity; still, never award a job to a node that said it cannot run it.
+          const wanted = this.options.requirementsOf?.(frame.jobId)
+          const capacity = membership.get(peerId)?.capacity
+          if (wanted != null && capacity != null && mismatch(capacity, wanted) != null) {
+            await this.reply(channel, { type: 'refuse', rid: frame.rid, jobId: frame.jobId, attempt: frame.attempt, reason: 'requirements' })
+            return
+          }
           const outcome = await auction.bid(peerId, frame)
           if (outcome.type === 'award') {
             // A counter-offer awards a different job than the one bid on.

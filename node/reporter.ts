@@ -57,8 +57,11 @@ export class Reporter {
     e.started = report
     const delayMs = this.options.startedDelayMs ?? 20
     if (delayMs <= 0) { this.kick(); return }
-    setTimeout(() => { this.kick() }, delayMs).unref()
     e.startedDueAt = Date.now() + delayMs
+    // When this timer fires the report is due, whatever Date.now() says: timers run on the
+    // event loop's cached clock and can fire a millisecond "early", and kick() would then skip
+    // the report with nothing left to send it before the result.
+    setTimeout(() => { e.startedDueAt = 0; this.kick() }, delayMs).unref()
   }
 
   /**

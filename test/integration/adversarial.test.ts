@@ -240,7 +240,7 @@ describe('a rogue peer inside the mesh', () => {
     const { body } = await submit(url, { command: ['sh', '-c', `echo ${marker}; sleep 3`] })
     const id: string = body.id
     const running = await waitForJob(url, id, j => j.state === 'running' || TERMINAL.has(j.state), 20_000)
-    expect(running.state).toBe('running')
+    expect(running.state, 'the real attempt is reported started while it runs').toBe('running')
     const attempt = running.attempts.at(-1)!.number
     const holder = running.attempts.at(-1)!.node
     expect(mesh.nodePeerIds).toContain(holder)
@@ -286,7 +286,7 @@ describe('a rogue peer inside the mesh', () => {
     const { body } = await submit(url, { command: ['sh', '-c', `echo ${marker}; sleep 2`] })
     const id: string = body.id
     const running = await waitForJob(url, id, j => j.state === 'running' || TERMINAL.has(j.state), 20_000)
-    expect(running.state).toBe('running')
+    expect(running.state, 'the real attempt is reported started while it runs').toBe('running')
     const { number: attempt, node: holder } = running.attempts.at(-1)!
     expect(mesh.nodePeerIds).toContain(holder)
 
