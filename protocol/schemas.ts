@@ -20,6 +20,9 @@ const labelKey = z.string().min(1).max(63).regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/
 const labelValue = z.string().max(63)
 export const labelsSchema = z.record(labelKey, labelValue).refine(l => Object.keys(l).length <= LIMITS.labels, `at most ${LIMITS.labels} labels`)
 
+/** NUL cannot be passed in argv or env (and PostgreSQL cannot store it). */
+const argText = z.string().max(LIMITS.argChars).refine(t => !t.includes('\u0000'), 'must not contain NUL characters')
+
 const envKey = z.string().min(1).max(256).regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name')
 
 /** Resources a job needs; a node bids only if it has them free. */
@@ -37,9 +40,9 @@ export const jobSpecSchema = z.strictObject({
   /** Container image; the docker runtime uses its configured default when absent. */
   image: z.string().min(1).max(512).regex(/^[^\s]+$/, 'must not contain whitespace').optional(),
   /** argv of the job, executed without a shell. */
-  command: z.array(z.string().max(LIMITS.argChars)).min(1).max(LIMITS.commandArgs)
+  command: z.array(argText).min(1).max(LIMITS.commandArgs)
     .refine(c => (c[0] ?? '').length > 0, 'command[0] must be a non-empty program name'),
-  env: z.record(envKey, z.string().max(LIMITS.argChars))
+  env: z.record(envKey, argText)
     .refine(e => Object.keys(e).length <= LIMITS.envVars, `at most ${LIMITS.envVars} variables`).default({}),
   resources: resourcesSchema.default({ cpus: 1, memoryMb: 256 }),
   /** Wall-clock limit of one attempt, in seconds. Image pulls do not count. */

@@ -12,12 +12,13 @@
  */
 import Database from 'better-sqlite3'
 import { systemClock } from '../../common/clock.js'
-import { ConflictError, NotFoundError, StaleAttemptError } from '../../common/errors.js'
+import { NotFoundError, StaleAttemptError } from '../../common/errors.js'
 import type { JobError, JobSpec, NodeCapacity } from '../../protocol/schemas.js'
 import { SQLITE_MIGRATIONS } from './migrations/sqlite.js'
+import { awardConflict, cancelConflict, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, staleReason } from './shared.js'
 import type {
   AttemptRecord, AttemptState, AwardInput, CancelOutcome, JobEvent, JobEventType, JobRecord, JobState,
-  JobSummary, ListJobsQuery, NodeRecord, OpenJob, ResultInput, ResultRecord, Store
+  JobSummary, LeaseInput, ListJobsQuery, NodeRecord, OpenJob, ResultInput, ResultRecord, Store
 } from './types.js'
 
 export interface SqliteStoreOptions {
@@ -26,9 +27,6 @@ export interface SqliteStoreOptions {
   /** How long a writer waits for another connection's lock before SQLITE_BUSY. @default 5000 */
   busyTimeoutMs?: number
 }
-
-const DEFAULT_LIST_LIMIT = 50
-const MAX_LIST_LIMIT = 1000
 
 interface JobRow { id: string, state: JobState, spec: string, attempt: number, created_at: number, updated_at: number }
 interface AttemptRow {
@@ -42,16 +40,6 @@ interface ResultRow {
 interface NodeRow { peer_id: string, capacity: string, first_seen_at: number, last_seen_at: number }
 interface EventRow { seq: number, job_id: string, at: number, type: JobEventType, actor: string, attempt: number | null, detail: string }
 interface EventParams { jobId: string, at: number, type: JobEventType, actor: string, attempt: number | null, detail: string }
-
-/** Why a node's report lost the compare-and-set, in words the node's log can show. */
-function staleReason (job: JobRow | undefined, current: AttemptRow | undefined, attempt: number, token: string, node: string): string {
-  if (job === undefined) return 'job not found'
-  if (job.attempt !== attempt) return `current attempt is ${job.attempt}`
-  if (current === undefined) return `attempt ${attempt} was never awarded`
-  if (current.token !== token) return 'fencing token does not match'
-  if (current.node !== node) return `attempt ${attempt} belongs to another node`
-  return `job is ${job.state}`
-}
 
 function toSummary (row: JobRow): JobSummary {
   const { id, state, attempt } = row
@@ -74,12 +62,6 @@ function toResult (row: ResultRow): ResultRecord {
     startedAt: row.started_at, finishedAt: row.finished_at, error: row.error === null ? null : JSON.parse(row.error) as JobError
   }
 }
-
-function clampLimit (limit: number | undefined, fallback: number): number {
-  if (limit === undefined || !Number.isFinite(limit)) return fallback
-  return Math.min(MAX_LIST_LIMIT, Math.max(1, Math.trunc(limit)))
-}
-
 
 /**
  * Every statement the store runs, prepared once per connection. Built lazily
@@ -131,7 +113,14 @@ function prepareStatements (db: Database.Database) {
     listNodes: db.prepare<[], NodeRow>('SELECT * FROM nodes ORDER BY peer_id'),
     insertEvent: db.prepare<[EventParams]>(
       `INSERT INTO job_events (job_id, at, type, actor, attempt, detail) VALUES (@jobId, @at, @type, @actor, @attempt, @detail)`),
-    listEvents: db.prepare<[string], EventRow>('SELECT * FROM job_events WHERE job_id = ? ORDER BY seq')
+    listEvents: db.prepare<[string], EventRow>('SELECT * FROM job_events WHERE job_id = ? ORDER BY seq'),
+    // One conditional upsert: a row comes back only when this holder now holds the lease.
+    acquireLease: db.prepare<[string, string, number, number], { holder: string }>(
+      `INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+       ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+       WHERE leases.holder = excluded.holder OR leases.expires_at <= ?
+       RETURNING holder`),
+    releaseLease: db.prepare<[string, string]>('DELETE FROM leases WHERE name = ? AND holder = ?')
   }
   return statements
 }
@@ -184,7 +173,7 @@ export class SqliteStore implements Store {
   }
 
   /** Ids of migrations not yet applied, for refusing to start with `--no-migrate` on an old schema. */
-  pendingMigrations (): number[] {
+  async pendingMigrations (): Promise<number[]> {
     const hasTable = this.cached(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).get()
     const applied = hasTable === undefined ? [] : this.cached<[], number>('SELECT id FROM schema_migrations').pluck().all()
     return SQLITE_MIGRATIONS.filter(m => !applied.includes(m.id)).map(m => m.id)
@@ -217,7 +206,7 @@ export class SqliteStore implements Store {
       }).immediate()
     } catch (err) {
       if (err instanceof Database.SqliteError && err.code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
-        throw new ConflictError(`job ${input.id} already exists`, input.id, null)
+        throw duplicateJob(input.id)
       }
       throw err
     }
@@ -255,9 +244,7 @@ export class SqliteStore implements Store {
       if (q.award.run(input.now, input.jobId, input.attempt).changes === 0) {
         const job = q.getJob.get(input.jobId)
         if (job === undefined) return new NotFoundError('job', input.jobId)
-        const at = job.attempt === input.attempt ? '' : ` (current attempt ${job.attempt})`
-        return new ConflictError(`job ${input.jobId} is ${job.state}${at}, not announced for attempt ${input.attempt}`,
-          input.jobId, job.state)
+        return awardConflict(input.jobId, input.attempt, job)
       }
       const leaseExpiresAt = input.now + input.leaseMs
       q.insertAttempt.run(input.jobId, input.attempt, input.node, input.token, input.now, leaseExpiresAt)
@@ -346,7 +333,7 @@ export class SqliteStore implements Store {
       if (q.cancelJob.run(input.now, input.jobId).changes === 0) {
         const job = q.getJob.get(input.jobId)
         if (job === undefined) return new NotFoundError('job', input.jobId)
-        return new ConflictError(`job ${input.jobId} already ended ${job.state}`, input.jobId, job.state)
+        return cancelConflict(input.jobId, job.state)
       }
       const job = q.getJob.get(input.jobId)
       if (job === undefined) throw new Error(`job ${input.jobId} vanished inside its cancel transaction`)
@@ -391,6 +378,14 @@ export class SqliteStore implements Store {
     return this.q.listEvents.all(jobId).map(({ seq, at, type, actor, attempt, ...row }) => ({
       seq, jobId: row.job_id, at, type, actor, attempt, detail: JSON.parse(row.detail) as Record<string, unknown>
     }))
+  }
+
+  async tryAcquireLease (input: LeaseInput): Promise<boolean> {
+    return this.q.acquireLease.get(input.name, input.holder, input.now + input.ttlMs, input.now) !== undefined
+  }
+
+  async releaseLease (input: { name: string, holder: string }): Promise<void> {
+    this.q.releaseLease.run(input.name, input.holder)
   }
 
   async close (): Promise<void> {

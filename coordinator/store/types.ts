@@ -117,9 +117,37 @@ export interface CancelOutcome {
   stopped: AttemptRecord | null
 }
 
+/**
+ * The store's database cannot be reached (connection refused, reset or
+ * closed, server shutting down, connect timeout). Nothing is known about
+ * whether the operation took effect if the connection broke after the
+ * statement was sent; the HTTP layer answers 503 so the caller can retry.
+ * Thrown by network-backed stores (PostgreSQL) only; SqliteStore never throws it.
+ */
+export class StoreUnavailableError extends Error {
+  override readonly name = 'StoreUnavailableError'
+  constructor (message: string, options?: { cause?: unknown }) { super(message, options) }
+}
+
+export interface LeaseInput {
+  /** The lease's name, e.g. `background-loops`. */
+  name: string
+  /** Who asks: a stable id of one coordinator process. */
+  holder: string
+  /** How long the lease lasts from `now` unless renewed, in ms. */
+  ttlMs: number
+  now: number
+}
+
 export interface Store {
-  /** Applies pending migrations. Idempotent. */
+  /**
+   * Applies pending migrations. Idempotent, and safe when several
+   * coordinators migrate the same database at once (they serialise and
+   * exactly one applies each migration).
+   */
   migrate: () => Promise<void>
+  /** Ids of migrations not yet applied, for refusing to start with `--no-migrate` on an old schema. */
+  pendingMigrations: () => Promise<number[]>
   /** Inserts a job in state `announced` with attempt 1 and a `submitted` event. */
   createJob: (input: { id: string, spec: JobSpec, now: number }) => Promise<JobSummary>
   getJob: (id: string) => Promise<JobRecord | null>
@@ -154,5 +182,15 @@ export interface Store {
   appendEvent: (event: Omit<JobEvent, 'seq'>) => Promise<void>
   /** Oldest first. */
   listEvents: (jobId: string) => Promise<JobEvent[]>
+  /**
+   * Acquires or renews the named lease in one conditional write: taken when
+   * nobody holds it, when `holder` already holds it (renewal, the expiry moves
+   * to `now + ttlMs`), or when the current holder's lease expired
+   * (`expires_at <= now`). Resolves true when `holder` holds it afterwards.
+   * Used so exactly one coordinator runs the background loops.
+   */
+  tryAcquireLease: (input: LeaseInput) => Promise<boolean>
+  /** Gives the lease up, only if `holder` holds it (a no-op otherwise). */
+  releaseLease: (input: { name: string, holder: string }) => Promise<void>
   close: () => Promise<void>
 }

@@ -82,5 +82,18 @@ CREATE TABLE job_events (
 ) STRICT;
 CREATE INDEX job_events_job_seq ON job_events (job_id, seq);
 `
+  },
+  {
+    id: 2,
+    name: 'leases',
+    sql: `
+-- Named leases, e.g. the right to run the coordinator's background loops.
+-- A lease whose expires_at has passed is free for anyone to take.
+CREATE TABLE leases (
+  name       TEXT    NOT NULL PRIMARY KEY,
+  holder     TEXT    NOT NULL,
+  expires_at INTEGER NOT NULL
+) STRICT;
+`
   }
 ]

@@ -1,0 +1,106 @@
+/**
+ * Schema of the PostgreSQL store, as numbered migrations.
+ *
+ * The same tables and columns as the SQLite store (migrations/sqlite.ts), and
+ * the same migration ids, so "schema version 2" means the same thing on both
+ * backends. Applied migrations are never edited: a schema change is a new
+ * entry, here and in migrations/sqlite.ts.
+ *
+ * Conventions: times are BIGINT epoch milliseconds (the store parses int8 as
+ * JS numbers; epoch ms fit in 2^53); JSON columns are JSONB; booleans are
+ * BOOLEAN; ids are TEXT with the "C" collation, so they sort byte by byte as
+ * in SQLite whatever the database's locale (peer ids mix upper and lower
+ * case). The CHECK constraints repeat the state unions of `types.ts`, as in
+ * SQLite.
+ */
+
+export interface PostgresMigration {
+  /** Strictly increasing; the order in which migrations apply. */
+  id: number
+  name: string
+  /** One or more statements, run inside the migrator's transaction (no BEGIN/COMMIT here). */
+  sql: string
+}
+
+export const POSTGRES_MIGRATIONS: ReadonlyArray<PostgresMigration> = [
+  {
+    id: 1,
+    name: 'initial schema',
+    sql: `
+CREATE TABLE jobs (
+  id         TEXT    COLLATE "C" NOT NULL PRIMARY KEY,
+  state      TEXT    NOT NULL CHECK (state IN ('announced', 'claimed', 'running', 'succeeded', 'failed', 'cancelled')),
+  spec       JSONB   NOT NULL,
+  attempt    INTEGER NOT NULL CHECK (attempt >= 1),
+  created_at BIGINT  NOT NULL,
+  updated_at BIGINT  NOT NULL
+);
+-- openJobs scans announced jobs oldest first; listJobs filters by state, newest first.
+CREATE INDEX jobs_state_created ON jobs (state, created_at);
+CREATE INDEX jobs_created ON jobs (created_at);
+
+CREATE TABLE attempts (
+  job_id           TEXT    COLLATE "C" NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  number           INTEGER NOT NULL CHECK (number >= 1),
+  node             TEXT    NOT NULL,
+  token            TEXT    NOT NULL,
+  state            TEXT    NOT NULL CHECK (state IN ('claimed', 'running', 'succeeded', 'failed', 'cancelled', 'lost')),
+  awarded_at       BIGINT  NOT NULL,
+  started_at       BIGINT,
+  finished_at      BIGINT,
+  lease_expires_at BIGINT  NOT NULL,
+  PRIMARY KEY (job_id, number)
+);
+
+CREATE TABLE results (
+  job_id           TEXT    COLLATE "C" NOT NULL PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+  attempt          INTEGER NOT NULL,
+  outcome          TEXT    NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'cancelled')),
+  exit_code        INTEGER,
+  stdout           TEXT    NOT NULL,
+  stderr           TEXT    NOT NULL,
+  stdout_truncated BOOLEAN NOT NULL,
+  stderr_truncated BOOLEAN NOT NULL,
+  started_at       BIGINT,
+  finished_at      BIGINT  NOT NULL,
+  error            JSONB
+);
+
+CREATE TABLE nodes (
+  peer_id       TEXT   COLLATE "C" NOT NULL PRIMARY KEY,
+  capacity      JSONB  NOT NULL,
+  first_seen_at BIGINT NOT NULL,
+  last_seen_at  BIGINT NOT NULL
+);
+
+-- A sequence never hands out a number twice, like SQLite's AUTOINCREMENT.
+-- seq is drawn when the row is inserted, not at commit. The events of one
+-- job's state changes still come in commit order, because each is inserted
+-- by the statement that holds the job row's lock; only appended events and
+-- stale-report events, which take no lock, can interleave differently.
+CREATE TABLE job_events (
+  seq     BIGSERIAL PRIMARY KEY,
+  job_id  TEXT    COLLATE "C" NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  at      BIGINT  NOT NULL,
+  type    TEXT    NOT NULL,
+  actor   TEXT    NOT NULL,
+  attempt INTEGER,
+  detail  JSONB   NOT NULL
+);
+CREATE INDEX job_events_job_seq ON job_events (job_id, seq);
+`
+  },
+  {
+    id: 2,
+    name: 'leases',
+    sql: `
+-- Named leases, e.g. the right to run the coordinator's background loops.
+-- A lease whose expires_at has passed is free for anyone to take.
+CREATE TABLE leases (
+  name       TEXT   COLLATE "C" NOT NULL PRIMARY KEY,
+  holder     TEXT   NOT NULL,
+  expires_at BIGINT NOT NULL
+);
+`
+  }
+]

@@ -1,0 +1,547 @@
+/**
+ * The PostgreSQL implementation of {@link Store}, for several coordinators
+ * sharing one database.
+ *
+ * Every state change is ONE statement: a data-modifying CTE whose first part
+ * is the compare-and-set UPDATE on the job's row and whose other parts insert
+ * or update the attempt, result and event rows from that UPDATE's RETURNING,
+ * so they happen only if it matched and commit or roll back together with
+ * it. Under READ COMMITTED, an UPDATE that meets a row another transaction is
+ * changing waits for it and re-checks its WHERE clause against the committed
+ * row, so of two racing changes exactly one matches.
+ *
+ * When a change matches no row, one more read chooses the typed error
+ * (NotFoundError, ConflictError, StaleAttemptError, with the same messages as
+ * SqliteStore) and records the `stale-report` event of a rejected node
+ * report. That read never decides a write: if it finds the job in a state
+ * where the change would now match (possible only when the statement's
+ * snapshot predates a commit it then waited for), the statement itself runs
+ * again.
+ *
+ * Values are always bound parameters. int8 (BIGINT, COUNT, BIGSERIAL) is
+ * parsed into JS numbers: epoch milliseconds and sequence numbers stay far
+ * below 2^53. JSONB comes back parsed. Connection failures become
+ * {@link StoreUnavailableError}.
+ */
+import postgres from 'postgres'
+import { NotFoundError, StaleAttemptError, ValidationError } from '../../common/errors.js'
+import type { JobSpec, NodeCapacity } from '../../protocol/schemas.js'
+import { POSTGRES_MIGRATIONS } from './migrations/postgres.js'
+import { awardConflict, cancelConflict, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, staleReason } from './shared.js'
+import {
+  StoreUnavailableError,
+  type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type JobEvent, type JobEventType,
+  type JobRecord, type JobState, type JobSummary, type LeaseInput, type ListJobsQuery, type NodeRecord, type OpenJob,
+  type ResultInput, type ResultRecord, type Store
+} from './types.js'
+
+export interface PostgresNotice {
+  severity: string
+  /** SQLSTATE, e.g. `42P07`. */
+  code: string
+  message: string
+}
+
+export interface PostgresStoreOptions {
+  /** `postgres://user:password@host:port/database` (or `postgresql://`); query parameters such as `sslmode` are honoured. */
+  url: string
+  /** Connections in the pool; also how many statements run at once. @default 10 */
+  maxConnections?: number
+  /** Server-side limit on each statement (`statement_timeout`), in ms; 0 disables it. @default 5000 */
+  statementTimeoutMs?: number
+  /** Give up opening a connection after this many seconds. @default 10 */
+  connectTimeoutSeconds?: number
+  /** Receives the server's notices and warnings. @default dropped */
+  onNotice?: (notice: PostgresNotice) => void
+}
+
+/** Key of the transaction-level advisory lock that serialises migrations ("rgrid" + "mig" in ASCII). */
+const MIGRATION_LOCK_KEY = '125779913582823'
+/** Migrations may build indexes on big tables: they get longer than ordinary statements. */
+const MIGRATION_TIMEOUT_MS = 10 * 60_000
+/** How often a change reruns when its snapshot predated a commit it then waited for. */
+const MAX_RERUNS = 8
+
+/** SQLSTATEs meaning the server or the connection to it is gone or refusing. */
+const UNAVAILABLE_SQLSTATES = new Set([
+  '57P01', // admin_shutdown
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now (starting up, shutting down, in recovery)
+  '53300' // too_many_connections
+])
+/** Codes postgres.js and Node's sockets put on connection failures. */
+const UNAVAILABLE_CODES = new Set([
+  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT',
+  'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN',
+  'ENOTFOUND', 'EAI_AGAIN'
+])
+
+function isUnavailable (err: unknown): boolean {
+  if (err instanceof AggregateError && err.errors.some(isUnavailable)) return true
+  if (typeof err !== 'object' || err === null) return false
+  const code = (err as { code?: unknown }).code
+  if (typeof code !== 'string') return false
+  if (err instanceof postgres.PostgresError) return code.startsWith('08') || UNAVAILABLE_SQLSTATES.has(code)
+  return UNAVAILABLE_CODES.has(code)
+}
+
+/** Wraps connection failures; everything else passes through unchanged. */
+function mapError (err: unknown): unknown {
+  if (err instanceof StoreUnavailableError || !isUnavailable(err)) return err
+  const code = (err as { code?: string }).code ?? 'unknown'
+  const message = err instanceof Error ? err.message : String(err)
+  return new StoreUnavailableError(`PostgreSQL store unavailable (${code}): ${message}`, { cause: err })
+}
+
+// PostgreSQL's text and jsonb cannot hold U+0000. Job output may contain it
+// (SQLite keeps it); here it becomes U+FFFD, the replacement character.
+const NUL = /\u0000/g
+const noNul = (text: string): string => text.includes('\u0000') ? text.replace(NUL, '\uFFFD') : text
+
+function withoutNul (value: unknown): unknown {
+  if (typeof value === 'string') return noNul(value)
+  if (Array.isArray(value)) return value.map(withoutNul)
+  if (typeof value === 'object' && value !== null) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [noNul(k), withoutNul(v)]))
+  }
+  return value
+}
+
+/** JSON text for a jsonb parameter, with any U+0000 replaced. */
+function jsonText (value: unknown): string {
+  const text = JSON.stringify(value)
+  // JSON.stringify writes U+0000 as the escape \u0000 (a false alarm on a literal backslash-u0000 only costs a copy).
+  return text.includes('\\u0000') ? JSON.stringify(withoutNul(value)) : text
+}
+
+interface JobRow { id: string, state: JobState, spec: JobSpec, attempt: number, created_at: number, updated_at: number }
+interface AttemptRow {
+  job_id: string, number: number, node: string, token: string, state: AttemptState
+  awarded_at: number, started_at: number | null, finished_at: number | null, lease_expires_at: number
+}
+/** The job as a failed change finds it, with its current attempt and, for results, the fenced one. */
+interface DiagnosisRow {
+  state: JobState, attempt: number
+  current_token: string | null, current_node: string | null
+  fenced_token: string | null, fenced_node: string | null
+  result_attempt: number | null
+}
+
+function toSummary (row: JobRow): JobSummary {
+  return { id: row.id, state: row.state, spec: row.spec, attempt: row.attempt, createdAt: row.created_at, updatedAt: row.updated_at }
+}
+
+function toAttempt (row: AttemptRow): AttemptRecord {
+  return {
+    jobId: row.job_id, number: row.number, node: row.node, token: row.token, state: row.state, awardedAt: row.awarded_at,
+    startedAt: row.started_at, finishedAt: row.finished_at, leaseExpiresAt: row.lease_expires_at
+  }
+}
+
+function currentOf (d: DiagnosisRow | undefined): { token: string, node: string } | undefined {
+  return d === undefined || d.current_token === null || d.current_node === null ? undefined : { token: d.current_token, node: d.current_node }
+}
+
+/** int8 as a JS number; postgres.js would otherwise return a string. */
+const int8AsNumber = {
+  to: 20,
+  from: [20],
+  serialize: (value: number) => String(value),
+  parse: (raw: string) => Number(raw)
+}
+
+function createSql (options: PostgresStoreOptions) {
+  return postgres(options.url, {
+    max: options.maxConnections ?? 10,
+    connect_timeout: options.connectTimeoutSeconds ?? 10,
+    connection: {
+      application_name: 'rgrid-coordinator',
+      statement_timeout: options.statementTimeoutMs ?? 5000
+    },
+    types: { int8: int8AsNumber },
+    onnotice: (notice) => {
+      options.onNotice?.({ severity: notice.severity ?? '', code: notice.code ?? '', message: notice.message ?? '' })
+    }
+  })
+}
+type Sql = ReturnType<typeof createSql>
+
+export class PostgresStore implements Store {
+  private readonly sql: Sql
+  /** Calls between sending their statements and getting the answer. */
+  private inFlight = 0
+
+  /** Creates the connection pool; connections open on first use. Call {@link migrate} before use. */
+  static open (options: PostgresStoreOptions): PostgresStore {
+    return new PostgresStore(options)
+  }
+
+  constructor (options: PostgresStoreOptions) {
+    if (!/^postgres(ql)?:\/\//.test(options.url)) {
+      throw new RangeError('url must start with postgres:// or postgresql://')
+    }
+    const max = options.maxConnections ?? 10
+    if (!Number.isSafeInteger(max) || max < 1) throw new RangeError(`maxConnections must be a positive integer, got ${max}`)
+    const timeout = options.statementTimeoutMs ?? 5000
+    if (!Number.isSafeInteger(timeout) || timeout < 0) {
+      throw new RangeError(`statementTimeoutMs must be a non-negative integer, got ${timeout}`)
+    }
+    const connect = options.connectTimeoutSeconds ?? 10
+    if (!Number.isFinite(connect) || connect <= 0) throw new RangeError(`connectTimeoutSeconds must be positive, got ${connect}`)
+    this.sql = createSql(options)
+  }
+
+  /** Runs database work, turning connection failures into StoreUnavailableError. */
+  private async db<T> (work: (sql: Sql) => Promise<T>): Promise<T> {
+    this.inFlight++
+    try {
+      return await work(this.sql)
+    } catch (err) {
+      throw mapError(err)
+    } finally {
+      this.inFlight--
+    }
+  }
+
+  async pendingMigrations (): Promise<number[]> {
+    return await this.db(async (sql) => {
+      const [table] = await sql<Array<{ present: boolean }>>`SELECT to_regclass('schema_migrations') IS NOT NULL AS present`
+      const applied = table?.present === true ? (await sql<Array<{ id: number }>>`SELECT id FROM schema_migrations`).map(r => r.id) : []
+      return POSTGRES_MIGRATIONS.filter(m => !applied.includes(m.id)).map(m => m.id)
+    })
+  }
+
+  /**
+   * Applies pending migrations in one transaction that first takes an
+   * advisory lock: a second coordinator migrating at the same moment waits,
+   * then finds them recorded and applies nothing.
+   */
+  async migrate (): Promise<void> {
+    let previous = 0
+    for (const migration of POSTGRES_MIGRATIONS) {
+      if (migration.id <= previous) throw new Error(`PostgreSQL migrations out of order at id ${migration.id}`)
+      previous = migration.id
+    }
+    await this.db(async (sql) => {
+      await sql.begin(async (tx) => {
+        await tx`SELECT set_config('statement_timeout', ${String(MIGRATION_TIMEOUT_MS)}, true)`
+        await tx`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY}::bigint)`
+        await tx`CREATE TABLE IF NOT EXISTS schema_migrations (
+          id INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`
+        const applied = new Set((await tx<Array<{ id: number }>>`SELECT id FROM schema_migrations`).map(r => r.id))
+        for (const migration of POSTGRES_MIGRATIONS) {
+          if (applied.has(migration.id)) continue
+          await tx.unsafe(migration.sql)
+          await tx`INSERT INTO schema_migrations (id, name, applied_at)
+                   VALUES (${migration.id}, ${migration.name}, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)`
+        }
+      })
+    })
+  }
+
+  async createJob (input: { id: string, spec: JobSpec, now: number }): Promise<JobSummary> {
+    const spec = JSON.stringify(input.spec)
+    if (spec.includes('\\u0000') && JSON.stringify(withoutNul(input.spec)) !== spec) {
+      throw new ValidationError('the job spec contains a NUL character (U+0000), which PostgreSQL cannot store', 'spec')
+    }
+    await this.db(async (sql) => {
+      try {
+        await sql`
+          WITH j AS (
+            INSERT INTO jobs (id, state, spec, attempt, created_at, updated_at)
+            VALUES (${input.id}, 'announced', ${spec}::text::jsonb, 1, ${input.now}, ${input.now})
+            RETURNING id
+          )
+          INSERT INTO job_events (job_id, at, type, actor, attempt, detail)
+          SELECT id, ${input.now}::bigint, 'submitted', 'http', 1, '{}'::jsonb FROM j`
+      } catch (err) {
+        if (err instanceof postgres.PostgresError && err.code === '23505' && err.constraint_name === 'jobs_pkey') {
+          throw duplicateJob(input.id)
+        }
+        throw err
+      }
+    })
+    return { id: input.id, state: 'announced', spec: input.spec, attempt: 1, createdAt: input.now, updatedAt: input.now }
+  }
+
+  async getJob (id: string): Promise<JobRecord | null> {
+    // One statement, so the job, its attempts and its result come from one snapshot.
+    const [row] = await this.db(async (sql) => await sql<Array<JobRow & { attempts: AttemptRecord[], result: ResultRecord | null }>>`
+      SELECT j.id, j.state, j.spec, j.attempt, j.created_at, j.updated_at,
+        COALESCE((
+          SELECT jsonb_agg(jsonb_build_object(
+            'jobId', a.job_id, 'number', a.number, 'node', a.node, 'token', a.token, 'state', a.state,
+            'awardedAt', a.awarded_at, 'startedAt', a.started_at, 'finishedAt', a.finished_at,
+            'leaseExpiresAt', a.lease_expires_at) ORDER BY a.number)
+          FROM attempts a WHERE a.job_id = j.id), '[]'::jsonb) AS attempts,
+        (SELECT jsonb_build_object(
+            'attempt', r.attempt, 'outcome', r.outcome, 'exitCode', r.exit_code, 'stdout', r.stdout, 'stderr', r.stderr,
+            'stdoutTruncated', r.stdout_truncated, 'stderrTruncated', r.stderr_truncated,
+            'startedAt', r.started_at, 'finishedAt', r.finished_at, 'error', r.error)
+          FROM results r WHERE r.job_id = j.id) AS result
+      FROM jobs j WHERE j.id = ${id}`)
+    if (row === undefined) return null
+    return { ...toSummary(row), attempts: row.attempts, result: row.result }
+  }
+
+  async listJobs (query: ListJobsQuery): Promise<JobSummary[]> {
+    const limit = clampLimit(query.limit, DEFAULT_LIST_LIMIT)
+    const rows = await this.db(async (sql) => query.state === undefined
+      ? await sql<JobRow[]>`SELECT * FROM jobs ORDER BY created_at DESC, id DESC LIMIT ${limit}`
+      : await sql<JobRow[]>`SELECT * FROM jobs WHERE state = ${query.state} ORDER BY created_at DESC, id DESC LIMIT ${limit}`)
+    return rows.map(toSummary)
+  }
+
+  async openJobs (limit: number): Promise<OpenJob[]> {
+    const n = clampLimit(limit, DEFAULT_LIST_LIMIT)
+    const rows = await this.db(async (sql) =>
+      await sql<JobRow[]>`SELECT * FROM jobs WHERE state = 'announced' ORDER BY created_at ASC, id ASC LIMIT ${n}`)
+    return rows.map(row => ({ jobId: row.id, attempt: row.attempt, spec: row.spec, createdAt: row.created_at }))
+  }
+
+  /** The job as a failed change finds it (fresh snapshot), or undefined if it does not exist. */
+  private async diagnose (jobId: string, attempt: number): Promise<DiagnosisRow | undefined> {
+    const [row] = await this.db(async (sql) => await sql<DiagnosisRow[]>`
+      SELECT j.state, j.attempt,
+             c.token AS current_token, c.node AS current_node,
+             f.token AS fenced_token, f.node AS fenced_node,
+             r.attempt AS result_attempt
+      FROM jobs j
+      LEFT JOIN attempts c ON c.job_id = j.id AND c.number = j.attempt
+      LEFT JOIN attempts f ON f.job_id = j.id AND f.number = ${attempt}
+      LEFT JOIN results r ON r.job_id = j.id
+      WHERE j.id = ${jobId}`)
+    return row
+  }
+
+  async award (input: AwardInput): Promise<AttemptRecord> {
+    const leaseExpiresAt = input.now + input.leaseMs
+    // The token stays out of the event log: it is the node's proof of ownership, and events are readable over HTTP.
+    const detail = jsonText({ ...input.detail, node: input.node, leaseExpiresAt })
+    for (let run = 1; ; run++) {
+      // Besides the write, the statement reports the job as its snapshot saw it: when the
+      // snapshot already shows the job taken, that is the loser's answer without a second query.
+      const [row] = await this.db(async (sql) => await sql<Array<{ won: boolean, state: JobState | null, attempt: number | null }>>`
+        WITH j AS (
+          UPDATE jobs SET state = 'claimed', updated_at = ${input.now}
+          WHERE id = ${input.jobId} AND state = 'announced' AND attempt = ${input.attempt}
+          RETURNING id, attempt
+        ), a AS (
+          INSERT INTO attempts (job_id, number, node, token, state, awarded_at, started_at, finished_at, lease_expires_at)
+          SELECT id, attempt, ${input.node}::text, ${input.token}::text, 'claimed', ${input.now}::bigint,
+                 NULL::bigint, NULL::bigint, ${leaseExpiresAt}::bigint
+          FROM j
+        ), e AS (
+          INSERT INTO job_events (job_id, at, type, actor, attempt, detail)
+          SELECT id, ${input.now}::bigint, 'awarded', 'coordinator', attempt, ${detail}::text::jsonb FROM j
+        )
+        SELECT EXISTS (SELECT 1 FROM j) AS won, s.state, s.attempt
+        FROM (SELECT 1) AS one LEFT JOIN jobs s ON s.id = ${input.jobId}`)
+      if (row?.won === true) {
+        return {
+          jobId: input.jobId, number: input.attempt, node: input.node, token: input.token, state: 'claimed',
+          awardedAt: input.now, startedAt: null, finishedAt: null, leaseExpiresAt
+        }
+      }
+      // Jobs are never deleted: absent from the snapshot means absent.
+      if (row === undefined || row.state === null || row.attempt === null) throw new NotFoundError('job', input.jobId)
+      // The snapshot saw a committed state in which this award cannot happen (states never return to
+      // `announced` for the same attempt): that settles it.
+      if (row.state !== 'announced' || row.attempt !== input.attempt) throw awardConflict(input.jobId, input.attempt, { state: row.state, attempt: row.attempt })
+      // The snapshot still saw it open, so the UPDATE waited for a change that committed meanwhile: look again.
+      const job = await this.diagnose(input.jobId, input.attempt)
+      if (job === undefined) throw new NotFoundError('job', input.jobId)
+      const wouldMatch = job.state === 'announced' && job.attempt === input.attempt
+      if (!wouldMatch || run >= MAX_RERUNS) throw awardConflict(input.jobId, input.attempt, job)
+    }
+  }
+
+  async markStarted (input: { jobId: string, attempt: number, token: string, node: string, startedAt: number, now: number }): Promise<void> {
+    const detail = jsonText({ startedAt: input.startedAt })
+    for (let run = 1; ; run++) {
+      const rows = await this.db(async (sql) => await sql`
+        WITH j AS (
+          UPDATE jobs SET state = 'running', updated_at = ${input.now}
+          WHERE id = ${input.jobId} AND attempt = ${input.attempt} AND state = 'claimed'
+            AND EXISTS (SELECT 1 FROM attempts t WHERE t.job_id = jobs.id AND t.number = jobs.attempt
+                          AND t.token = ${input.token} AND t.node = ${input.node})
+          RETURNING id, attempt
+        ), a AS (
+          UPDATE attempts SET state = 'running', started_at = ${input.startedAt}::bigint
+          FROM j WHERE attempts.job_id = j.id AND attempts.number = j.attempt
+        ), e AS (
+          INSERT INTO job_events (job_id, at, type, actor, attempt, detail)
+          SELECT id, ${input.now}::bigint, 'started', ${input.node}::text, attempt, ${detail}::text::jsonb FROM j
+        )
+        SELECT 1 AS ok FROM j`)
+      if (rows.length === 1) return
+      const job = await this.diagnose(input.jobId, input.attempt)
+      const current = currentOf(job)
+      const holds = job !== undefined && job.attempt === input.attempt && current?.token === input.token && current.node === input.node
+      // A repeated `started` (the node retried after a lost ack) must not fail the node.
+      if (holds && job.state === 'running') return
+      if (holds && job.state === 'claimed' && run < MAX_RERUNS) continue
+      const reason = staleReason(job, current, input.attempt, input.token, input.node)
+      if (job !== undefined) await this.recordStale(input.jobId, input.now, input.node, input.attempt, 'started', reason)
+      throw new StaleAttemptError(input.jobId, input.attempt, reason)
+    }
+  }
+
+  async recordResult (input: ResultInput): Promise<'recorded' | 'duplicate'> {
+    const { result } = input
+    const detail = jsonText({ outcome: result.outcome, exitCode: result.exitCode, errorCode: result.error?.code ?? null })
+    const error = result.error === null ? null : jsonText(result.error)
+    for (let run = 1; ; run++) {
+      const rows = await this.db(async (sql) => await sql`
+        WITH j AS (
+          UPDATE jobs SET state = ${result.outcome}, updated_at = ${input.now}
+          WHERE id = ${input.jobId} AND attempt = ${input.attempt} AND state IN ('claimed', 'running')
+            AND EXISTS (SELECT 1 FROM attempts t WHERE t.job_id = jobs.id AND t.number = jobs.attempt
+                          AND t.token = ${input.token} AND t.node = ${input.node})
+          RETURNING id, attempt
+        ), r AS (
+          -- The row is keyed by the attempt the token fenced, not by result.attempt.
+          INSERT INTO results (job_id, attempt, outcome, exit_code, stdout, stderr, stdout_truncated, stderr_truncated,
+                               started_at, finished_at, error)
+          SELECT id, attempt, ${result.outcome}::text, ${result.exitCode}::integer, ${noNul(result.stdout)}::text,
+                 ${noNul(result.stderr)}::text, ${result.stdoutTruncated}::boolean, ${result.stderrTruncated}::boolean,
+                 ${result.startedAt}::bigint, ${result.finishedAt}::bigint, ${error}::text::jsonb
+          FROM j
+        ), a AS (
+          UPDATE attempts SET state = ${result.outcome}::text,
+                              started_at = COALESCE(attempts.started_at, ${result.startedAt}::bigint),
+                              finished_at = ${result.finishedAt}::bigint
+          FROM j WHERE attempts.job_id = j.id AND attempts.number = j.attempt
+        ), e AS (
+          INSERT INTO job_events (job_id, at, type, actor, attempt, detail)
+          SELECT id, ${input.now}::bigint, 'finished', ${input.node}::text, attempt, ${detail}::text::jsonb FROM j
+        )
+        SELECT 1 AS ok FROM j`)
+      if (rows.length === 1) return 'recorded'
+      const job = await this.diagnose(input.jobId, input.attempt)
+      if (job !== undefined && job.result_attempt === input.attempt &&
+          job.fenced_token === input.token && job.fenced_node === input.node) return 'duplicate'
+      const current = currentOf(job)
+      const holds = job !== undefined && job.attempt === input.attempt && current?.token === input.token && current.node === input.node
+      if (holds && (job.state === 'claimed' || job.state === 'running') && run < MAX_RERUNS) continue
+      const reason = staleReason(job, current, input.attempt, input.token, input.node)
+      if (job !== undefined) await this.recordStale(input.jobId, input.now, input.node, input.attempt, 'result', reason)
+      throw new StaleAttemptError(input.jobId, input.attempt, reason)
+    }
+  }
+
+  /** Logs a rejected node report (only for jobs that exist: events hang off a job row). */
+  private async recordStale (jobId: string, now: number, node: string, attempt: number, report: string, reason: string): Promise<void> {
+    await this.insertEvent({ jobId, at: now, type: 'stale-report', actor: node, attempt, detail: { report, reason } })
+  }
+
+  async cancel (input: { jobId: string, now: number, actor: string, reason: string }): Promise<CancelOutcome> {
+    for (let run = 1; ; run++) {
+      // The xmin guard makes the UPDATE match only the row version this statement's snapshot
+      // holds: every write to a job's attempts also rewrites the job's row, so the snapshot then
+      // shows the attempt to stop exactly as it is. When another change committed in between
+      // (say an award whose attempt row the snapshot cannot see), nothing is written and the
+      // statement runs again on a fresh snapshot.
+      const rows = await this.db(async (sql) => await sql<Array<JobRow & { [K in keyof AttemptRow as `a_${K}`]: AttemptRow[K] | null }>>`
+        WITH j AS (
+          UPDATE jobs SET state = 'cancelled', updated_at = ${input.now}
+          WHERE id = ${input.jobId} AND state IN ('announced', 'claimed', 'running')
+            AND xmin = (SELECT s.xmin FROM jobs s WHERE s.id = ${input.jobId})
+          RETURNING id, state, spec, attempt, created_at, updated_at
+        ), b AS (
+          SELECT t.* FROM attempts t JOIN j ON t.job_id = j.id AND t.number = j.attempt
+          WHERE t.state IN ('claimed', 'running')
+        ), c AS (
+          UPDATE attempts SET state = 'cancelled', finished_at = ${input.now}::bigint
+          FROM b WHERE attempts.job_id = b.job_id AND attempts.number = b.number
+        ), e AS (
+          INSERT INTO job_events (job_id, at, type, actor, attempt, detail)
+          SELECT j.id, ${input.now}::bigint, 'cancelled', ${input.actor}::text, j.attempt,
+                 jsonb_build_object('reason', ${noNul(input.reason)}::text, 'stoppedNode', (SELECT b.node FROM b))
+          FROM j
+        )
+        SELECT j.id, j.state, j.spec, j.attempt, j.created_at, j.updated_at,
+               b.job_id AS a_job_id, b.number AS a_number, b.node AS a_node, b.token AS a_token, b.state AS a_state,
+               b.awarded_at AS a_awarded_at, b.started_at AS a_started_at, b.finished_at AS a_finished_at,
+               b.lease_expires_at AS a_lease_expires_at
+        FROM j LEFT JOIN b ON true`)
+      const row = rows[0]
+      if (row !== undefined) {
+        const stopped = row.a_job_id === null
+          ? null
+          : toAttempt({
+            job_id: row.a_job_id, number: row.a_number ?? 0, node: row.a_node ?? '', token: row.a_token ?? '',
+            state: row.a_state ?? 'claimed', awarded_at: row.a_awarded_at ?? 0, started_at: row.a_started_at,
+            finished_at: row.a_finished_at, lease_expires_at: row.a_lease_expires_at ?? 0
+          })
+        return { job: toSummary(row), stopped }
+      }
+      const job = await this.diagnose(input.jobId, 0)
+      if (job === undefined) throw new NotFoundError('job', input.jobId)
+      const cancellable = job.state === 'announced' || job.state === 'claimed' || job.state === 'running'
+      if (!cancellable || run >= MAX_RERUNS) throw cancelConflict(input.jobId, job.state)
+    }
+  }
+
+  async upsertNode (input: { peerId: string, capacity: NodeCapacity, now: number }): Promise<void> {
+    await this.db(async (sql) => await sql`
+      INSERT INTO nodes (peer_id, capacity, first_seen_at, last_seen_at)
+      VALUES (${input.peerId}, ${jsonText(input.capacity)}::text::jsonb, ${input.now}, ${input.now})
+      ON CONFLICT (peer_id) DO UPDATE SET capacity = excluded.capacity, last_seen_at = excluded.last_seen_at`)
+  }
+
+  async listNodes (): Promise<NodeRecord[]> {
+    const rows = await this.db(async (sql) =>
+      await sql<Array<{ peer_id: string, capacity: NodeCapacity, first_seen_at: number, last_seen_at: number }>>`
+        SELECT * FROM nodes ORDER BY peer_id`)
+    return rows.map(row => ({ peerId: row.peer_id, capacity: row.capacity, firstSeenAt: row.first_seen_at, lastSeenAt: row.last_seen_at }))
+  }
+
+  async countJobs (): Promise<Record<JobState, number>> {
+    const counts: Record<JobState, number> = { announced: 0, claimed: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 }
+    const rows = await this.db(async (sql) =>
+      await sql<Array<{ state: JobState, n: number }>>`SELECT state, COUNT(*) AS n FROM jobs GROUP BY state`)
+    for (const row of rows) counts[row.state] = row.n
+    return counts
+  }
+
+  async appendEvent (event: Omit<JobEvent, 'seq'>): Promise<void> {
+    await this.insertEvent(event)
+  }
+
+  private async insertEvent (event: Omit<JobEvent, 'seq'>): Promise<void> {
+    await this.db(async (sql) => await sql`
+      INSERT INTO job_events (job_id, at, type, actor, attempt, detail)
+      VALUES (${event.jobId}, ${event.at}, ${event.type}, ${event.actor}, ${event.attempt}, ${jsonText(event.detail)}::text::jsonb)`)
+  }
+
+  async listEvents (jobId: string): Promise<JobEvent[]> {
+    const rows = await this.db(async (sql) => await sql<Array<{
+      seq: number, job_id: string, at: number, type: JobEventType, actor: string, attempt: number | null, detail: Record<string, unknown>
+    }>>`SELECT * FROM job_events WHERE job_id = ${jobId} ORDER BY seq`)
+    return rows.map(({ seq, at, type, actor, attempt, detail, ...row }) => ({ seq, jobId: row.job_id, at, type, actor, attempt, detail }))
+  }
+
+  async tryAcquireLease (input: LeaseInput): Promise<boolean> {
+    const rows = await this.db(async (sql) => await sql`
+      INSERT INTO leases (name, holder, expires_at) VALUES (${input.name}, ${input.holder}, ${input.now + input.ttlMs})
+      ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+      WHERE leases.holder = excluded.holder OR leases.expires_at <= ${input.now}
+      RETURNING holder`)
+    return rows.length === 1
+  }
+
+  async releaseLease (input: { name: string, holder: string }): Promise<void> {
+    await this.db(async (sql) => await sql`DELETE FROM leases WHERE name = ${input.name} AND holder = ${input.holder}`)
+  }
+
+  /**
+   * Ends the pool gracefully: statements still running get up to 5 s to
+   * finish, then their connections are closed. With none running the
+   * connections close at once (postgres.js 3.4 would otherwise wait out the
+   * whole timeout for a connection the server had terminated mid-statement).
+   */
+  async close (): Promise<void> {
+    await this.sql.end({ timeout: this.inFlight === 0 ? 0 : 5 })
+  }
+}

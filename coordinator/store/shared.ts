@@ -1,0 +1,43 @@
+/**
+ * Pieces every Store backend shares, so that they answer in the same words:
+ * listing limits, and the messages of the typed errors a lost
+ * compare-and-set turns into.
+ */
+import { ConflictError } from '../../common/errors.js'
+
+export const DEFAULT_LIST_LIMIT = 50
+export const MAX_LIST_LIMIT = 1000
+
+export function clampLimit (limit: number | undefined, fallback: number): number {
+  if (limit === undefined || !Number.isFinite(limit)) return fallback
+  return Math.min(MAX_LIST_LIMIT, Math.max(1, Math.trunc(limit)))
+}
+
+/** Why a node's report lost the compare-and-set, in words the node's log can show. */
+export function staleReason (
+  job: { state: string, attempt: number } | undefined,
+  current: { token: string, node: string } | undefined,
+  attempt: number, token: string, node: string
+): string {
+  if (job === undefined) return 'job not found'
+  if (job.attempt !== attempt) return `current attempt is ${job.attempt}`
+  if (current === undefined) return `attempt ${attempt} was never awarded`
+  if (current.token !== token) return 'fencing token does not match'
+  if (current.node !== node) return `attempt ${attempt} belongs to another node`
+  return `job is ${job.state}`
+}
+
+/** An award lost: the job is not announced for this attempt any more. */
+export function awardConflict (jobId: string, attempt: number, job: { state: string, attempt: number }): ConflictError {
+  const at = job.attempt === attempt ? '' : ` (current attempt ${job.attempt})`
+  return new ConflictError(`job ${jobId} is ${job.state}${at}, not announced for attempt ${attempt}`, jobId, job.state)
+}
+
+/** A cancel lost: the job already ended. */
+export function cancelConflict (jobId: string, state: string): ConflictError {
+  return new ConflictError(`job ${jobId} already ended ${state}`, jobId, state)
+}
+
+export function duplicateJob (jobId: string): ConflictError {
+  return new ConflictError(`job ${jobId} already exists`, jobId, null)
+}
