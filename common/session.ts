@@ -20,6 +20,8 @@ export interface FrameChannelOptions<In> {
 export class FrameChannel<In, Out> {
   private readonly lp: LengthPrefixedStream<Stream>
   private closed = false
+  private pending: Array<{ bytes: Uint8Array, resolve: () => void, reject: (err: Error) => void }> = []
+  private flushScheduled = false
 
   constructor (readonly stream: Stream, private readonly options: FrameChannelOptions<In>) {
     this.lp = lpStream(stream, { maxDataLength: options.maxFrameBytes ?? LIMITS.sessionFrameBytes })
@@ -29,8 +31,36 @@ export class FrameChannel<In, Out> {
     return !this.closed && this.stream.status === 'open'
   }
 
+  /**
+   * Sends a frame. Frames sent in the same turn of the event loop go out
+   * together in one write: under load this turns many small yamux, noise and
+   * socket writes into one (see docs/design.md).
+   */
   async send (frame: Out, signal?: AbortSignal): Promise<void> {
-    await this.lp.write(encode(frame), signal != null ? { signal } : undefined)
+    signal?.throwIfAborted()
+    const bytes = encode(frame)
+    await new Promise<void>((resolve, reject) => {
+      this.pending.push({ bytes, resolve, reject })
+      if (!this.flushScheduled) {
+        this.flushScheduled = true
+        setImmediate(() => { void this.flush() })
+      }
+    })
+  }
+
+  private async flush (): Promise<void> {
+    this.flushScheduled = false
+    const batch = this.pending
+    this.pending = []
+    if (batch.length === 0) return
+    try {
+      if (batch.length === 1) await this.lp.write(batch[0]!.bytes)
+      else await this.lp.writeV(batch.map(b => b.bytes))
+      for (const b of batch) b.resolve()
+    } catch (err) {
+      const e = err instanceof Error ? err : new Error(String(err))
+      for (const b of batch) b.reject(e)
+    }
   }
 
   /**
