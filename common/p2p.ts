@@ -89,6 +89,19 @@ export async function createHost (options: HostOptions): Promise<RGridHost> {
 }
 
 /**
+ * Messages decoded by a validator, so the message handler need not decode
+ * them again (keyed by the message's bytes; entries go with the message).
+ */
+const decodedByValidator = new WeakMap<Uint8Array, unknown>()
+
+/** Decodes a gossip message, reusing the validator's work when there was one. */
+export function decodeGossip<T> (data: Uint8Array, decode: (data: Uint8Array) => T): T {
+  const cached = decodedByValidator.get(data)
+  if (cached !== undefined) return cached as T
+  return decode(data)
+}
+
+/**
  * Installs a gossip topic validator that runs our decoder: garbage is
  * rejected (and counted against the sender by gossipsub's peer score)
  * instead of being relayed. Only signed messages are accepted.
@@ -104,6 +117,7 @@ export function installValidator (
     if (message.type !== 'signed') return TopicValidatorResult.Reject
     try {
       const decoded = decode(message.data)
+      decodedByValidator.set(message.data, decoded)
       return accept(message.from, decoded) ? TopicValidatorResult.Accept : TopicValidatorResult.Ignore
     } catch (err) {
       if (err instanceof DecodeError) {

@@ -7,7 +7,7 @@ import type { PrivateKey, PeerId } from '@libp2p/interface'
 import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, SESSION_PROTOCOL } from '../protocol/ids.js'
 import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
 import type { Announcement, HeartbeatTopicMessage, JobSpec } from '../protocol/schemas.js'
-import { createHost, fullAddrs, installValidator, type RGridHost } from '../common/p2p.js'
+import { createHost, decodeGossip, fullAddrs, installValidator, type RGridHost } from '../common/p2p.js'
 import { systemClock, type Clock } from '../common/clock.js'
 import type { Logger } from '../common/log.js'
 import { uuidv7 } from '../common/ids.js'
@@ -143,7 +143,7 @@ export class Coordinator implements CoordinatorApi {
       if (msg.topic !== HEARTBEAT_TOPIC || msg.type !== 'signed') return
       let hb: HeartbeatTopicMessage
       try {
-        hb = decodeHeartbeatTopic(msg.data)
+        hb = decodeGossip(msg.data, decodeHeartbeatTopic)
       } catch (err) {
         this.stats.gossipRejected++
         log.debug('undecodable heartbeat', { error: errorMessage(err) })

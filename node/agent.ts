@@ -14,7 +14,7 @@ import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC } from '../protocol/ids.js'
 import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
 import type { AnnouncedJob, Award, CoordinatorFrame, NodeCapacity } from '../protocol/schemas.js'
 import { mismatch } from '../protocol/matching.js'
-import { createHost, installValidator, type RGridHost } from '../common/p2p.js'
+import { createHost, decodeGossip, installValidator, type RGridHost } from '../common/p2p.js'
 import { systemClock, type Clock } from '../common/clock.js'
 import type { Logger } from '../common/log.js'
 import { errorMessage } from '../common/errors.js'
@@ -178,11 +178,11 @@ export class NodeAgent {
     if (msg.type !== 'signed' || msg.from == null) return
     try {
       if (msg.topic === HEARTBEAT_TOPIC) {
-        const hb = decodeHeartbeatTopic(msg.data)
+        const hb = decodeGossip(msg.data, decodeHeartbeatTopic)
         if (hb.type === 'coordinator-beacon') this.links?.onBeacon(msg.from, hb.addrs)
       } else if (msg.topic === ANNOUNCE_TOPIC) {
         if (this.links?.isTrusted(msg.from) !== true) { this.stats.announcementsIgnored++; return }
-        const announcement = decodeAnnouncement(msg.data)
+        const announcement = decodeGossip(msg.data, decodeAnnouncement)
         for (const t of announcement.taken) this.cands.remove(t.jobId, t.attempt)
         if (announcement.jobs.length > 0) this.offer(announcement.jobs, msg.from.toString())
       }
