@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { BootstrapPeer } from './bootstrap.js'
 import { loadOrCreateIdentity } from '../common/identity.js'
 import { createLogger, type LogLevel } from '../common/log.js'
-import { stopOnSignals, usageError } from '../common/lifecycle.js'
+import { logUnhandledRejections, stopOnSignals, usageError } from '../common/lifecycle.js'
 import { preferredAddr } from '../common/addrs.js'
 
 const HELP = `Usage: rgrid-bootstrap [--listen MULTIADDR]... [--peer MULTIADDR]... [--data-dir DIR]
@@ -41,6 +41,7 @@ async function main (): Promise<void> {
   }
   if (args.help === true) { process.stdout.write(HELP); return }
   const log = createLogger('bootstrap', { level: (args['log-level'] ?? 'info') as LogLevel })
+  logUnhandledRejections(log)
   const dataDir = args['data-dir'] ?? join('.rgrid', 'bootstrap')
   const peer = new BootstrapPeer({
     privateKey: await loadOrCreateIdentity(dataDir),

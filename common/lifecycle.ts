@@ -46,3 +46,16 @@ export function usageError (program: string, message: string): never {
   process.stderr.write(`${program}: ${message}\nTry '${program} --help'.\n`)
   process.exit(2)
 }
+
+/**
+ * A rejection nobody handled is a bug, but one that must not take a
+ * coordinator or node down with every job it holds: log it loudly, count it
+ * (the count is in the log line), and carry on.
+ */
+export function logUnhandledRejections (log: Logger): void {
+  let count = 0
+  process.on('unhandledRejection', (reason: unknown) => {
+    count++
+    log.error('unhandled promise rejection (a bug; please report it)', { count, error: reason instanceof Error ? (reason.stack ?? reason.message) : String(reason) })
+  })
+}

@@ -16,7 +16,7 @@ import { PostgresStore } from './store/postgres.js'
 import type { Store } from './store/types.js'
 import { loadOrCreateIdentity } from '../common/identity.js'
 import { createLogger, type LogLevel } from '../common/log.js'
-import { stopOnSignals, usageError } from '../common/lifecycle.js'
+import { logUnhandledRejections, stopOnSignals, usageError } from '../common/lifecycle.js'
 import { preferredAddr } from '../common/addrs.js'
 
 const HELP = `Usage: rgrid-coordinator [options]
@@ -96,6 +96,7 @@ async function main (): Promise<void> {
   if (extra.length > 0 || (command != null && command !== 'migrate')) usageError('rgrid-coordinator', `unexpected argument ${JSON.stringify(command)}`)
   const dbUrl = args.db ?? process.env.RGRID_DATABASE_URL ?? 'sqlite:coordinator.db'
   const log = createLogger('coordinator', { level: (args['log-level'] ?? 'info') as LogLevel })
+  logUnhandledRejections(log)
   const dataDir = resolve(args['data-dir'] ?? join('.rgrid', 'coordinator'))
   let http
   try { http = parseHostPort(args.http ?? '127.0.0.1:8080') } catch (err) { usageError('rgrid-coordinator', `--http: ${(err as Error).message}`) }

@@ -15,7 +15,7 @@ import { DockerRuntime } from './runtime/docker.js'
 import type { Runtime } from './runtime/types.js'
 import { loadOrCreateIdentity } from '../common/identity.js'
 import { createLogger, type LogLevel } from '../common/log.js'
-import { stopOnSignals, usageError } from '../common/lifecycle.js'
+import { logUnhandledRejections, stopOnSignals, usageError } from '../common/lifecycle.js'
 import { errorMessage } from '../common/errors.js'
 
 const HELP = `Usage: rgrid-node join MULTIADDR... [options]
@@ -97,6 +97,7 @@ async function main (): Promise<void> {
   const drainTimeoutMs = positiveInt('--drain-timeout-ms', args['drain-timeout-ms'], 30_000)
   const labels = parseLabels(args.labels)
   const log = createLogger('node', { level: (args['log-level'] ?? 'info') as LogLevel })
+  logUnhandledRejections(log)
   const dataDir = resolve(args['data-dir'] ?? join('.rgrid', 'node'))
   await mkdir(dataDir, { recursive: true })
   const privateKey = await loadOrCreateIdentity(dataDir)

@@ -28,6 +28,11 @@ export interface TestPostgres {
   createDatabase: () => Promise<string>
   /** Drops the databases made here (external server) or stops and deletes the server (embedded). Idempotent. */
   stop: () => Promise<void>
+  /**
+   * Stops and restarts the server while keeping its data, for outage tests.
+   * Null for an external server, which the tests do not control.
+   */
+  outage: { stopServer: () => Promise<void>, startServer: () => Promise<void> } | null
 }
 
 export interface StartTestPostgresOptions {
@@ -129,7 +134,8 @@ export async function startTestPostgres (options: StartTestPostgresOptions = {})
     return {
       url: external,
       createDatabase: databases.create,
-      stop: async () => { stopped ??= databases.dropAll(); await stopped }
+      stop: async () => { stopped ??= databases.dropAll(); await stopped },
+      outage: null
     }
   }
 
@@ -196,9 +202,21 @@ export async function startTestPostgres (options: StartTestPostgresOptions = {})
   return {
     url,
     createDatabase: databases.create,
+    outage: {
+      stopServer: async () => { await stopServer(running) },
+      startServer: async () => {
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([
+          running.start(),
+          new Promise((_resolve, reject) => {
+            timer = setTimeout(() => { reject(new Error(`PostgreSQL did not restart within ${START_TIMEOUT_MS} ms`)) }, START_TIMEOUT_MS)
+          })
+        ]).finally(() => { clearTimeout(timer) })
+      }
+    },
     stop: async () => {
       stopped ??= (async () => {
-        try { await databases.dropAll() } catch { /* the server goes anyway */ }
+        try { await databases.dropAll() } catch (err) { console.warn(`dropping test databases failed (the server is stopped anyway): ${(err as Error).message}`) }
         await stopServer(running)
         await rm(databaseDir, { recursive: true, force: true })
       })()
