@@ -158,8 +158,8 @@ export class Announcer {
     this.scanning = true
     try {
       if (this.options.isLeader?.() === false || this.options.hasFreeSlots?.() === false) return
-      const open = await this.options.store.openJobs(4 * LIMITS.announcementJobs)
       const now = this.options.clock.now()
+      const open = await this.options.store.openJobs(4 * LIMITS.announcementJobs, now)
       const openIds = new Set<string>()
       for (const job of open) {
         openIds.add(job.jobId)

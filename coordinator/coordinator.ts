@@ -19,6 +19,7 @@ import { Membership, type MemberView } from './membership.js'
 import { SessionServer } from './sessions.js'
 import { OpenJobs } from './open-jobs.js'
 import { Leader } from './leader.js'
+import { Recovery } from './recovery.js'
 
 export interface CoordinatorOptions {
   privateKey: PrivateKey
@@ -79,6 +80,7 @@ export class Coordinator implements CoordinatorApi {
   readonly announcer: Announcer
   readonly membership: Membership
   readonly sessions: SessionServer
+  readonly recovery: Recovery
   readonly stats = { gossipRejected: 0, beaconFailures: 0 }
 
   constructor (private readonly options: CoordinatorOptions) {
@@ -106,8 +108,19 @@ export class Coordinator implements CoordinatorApi {
       onOpen: (job, now) => { this.open.add(job, now) },
       ...(options.reannounceMs != null ? { reannounceMs: options.reannounceMs } : {})
     })
+    this.recovery = new Recovery({
+      store, clock, log: log.child('recovery'),
+      requeue: (job, notBefore) => {
+        const announced = toAnnounced({ jobId: job.id, attempt: job.attempt, spec: job.spec, createdAt: job.createdAt })
+        // Jobs in backoff are announced by the leader's scan once it ends.
+        if (notBefore <= clock.now()) {
+          this.open.add(announced, clock.now())
+          this.announcer.enqueue(announced)
+        }
+      }
+    })
     this.sessions = new SessionServer({
-      store, clock, log: log.child('sessions'), auction: this.auction, announcer: this.announcer, membership: this.membership,
+      store, clock, log: log.child('sessions'), auction: this.auction, announcer: this.announcer, membership: this.membership, recovery: this.recovery,
       onAwarded: jobId => { this.open.remove(jobId) },
       requirementsOf: jobId => this.open.get(jobId)
     })
@@ -259,6 +272,7 @@ export class Coordinator implements CoordinatorApi {
       announcer: { ...this.announcer.stats },
       sessions: { ...this.sessions.stats },
       membership: { ...this.membership.stats },
+      recovery: { ...this.recovery.stats },
       leader: { isLeader: this.leader?.isLeader === true, ...this.leader?.stats },
       gossip: { ...this.stats }
     }

@@ -17,12 +17,14 @@ import type { Auction } from './auction.js'
 import type { Announcer } from './announcer.js'
 import { toAnnounced } from './announcer.js'
 import type { Membership } from './membership.js'
+import type { Recovery } from './recovery.js'
 
 export interface SessionServerOptions {
   store: Store
   auction: Auction
   announcer: Announcer
   membership: Membership
+  recovery: Recovery
   clock: Clock
   log: Logger
   /** Bad frames tolerated on one session before it is cut. @default 20 */
@@ -138,12 +140,14 @@ export class SessionServer {
           const revoked = await this.revoked(peerId, frame.running)
           const open = await this.openFor(frame.capacity, LIMITS.pullJobs)
           await this.reply(channel, { type: 'welcome', rid: frame.rid, open, revoked })
+          void this.options.recovery.reconcile(peerId, frame.running)
           return
         }
         case 'renew': {
           membership.seen(peerId, frame.capacity, 'session', frame.running.length)
           const revoked = await this.revoked(peerId, frame.running)
           await this.reply(channel, { type: 'renewed', rid: frame.rid, revoked })
+          void this.options.recovery.reconcile(peerId, frame.running)
           return
         }
         case 'pull': {
@@ -179,6 +183,13 @@ export class SessionServer {
         }
         case 'result': {
           const { type: _t, rid: _r, jobId, attempt, token, ...result } = frame
+          if (result.outcome === 'failed' && result.error?.retryable === true) {
+            // Another node may well succeed: the job gets its next attempt instead of ending failed.
+            if (await this.options.recovery.retry(peerId, jobId, attempt, token, result.error)) auction.release(peerId)
+            else throw new StaleAttemptError(jobId, attempt, 'the attempt is no longer current')
+            await this.reply(channel, { type: 'ack', rid: frame.rid })
+            return
+          }
           const outcome = await store.recordResult({ jobId, attempt, token, node: peerId, now: clock.now(), result: { attempt, ...result } })
           if (outcome === 'recorded') auction.release(peerId)
           await this.reply(channel, { type: 'ack', rid: frame.rid })
@@ -211,7 +222,7 @@ export class SessionServer {
   }
 
   private async openFor (capacity: NodeCapacity, max: number): Promise<AnnouncedJob[]> {
-    const open = await this.options.store.openJobs(Math.max(max * 4, 64))
+    const open = await this.options.store.openJobs(Math.max(max * 4, 64), this.options.clock.now())
     const out: AnnouncedJob[] = []
     for (const job of open) {
       const a = toAnnounced(job)

@@ -27,12 +27,12 @@ import postgres from 'postgres'
 import { NotFoundError, StaleAttemptError, ValidationError } from '../../common/errors.js'
 import type { JobSpec, NodeCapacity } from '../../protocol/schemas.js'
 import { POSTGRES_MIGRATIONS } from './migrations/postgres.js'
-import { awardConflict, cancelConflict, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, staleReason } from './shared.js'
+import { awardConflict, cancelConflict, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, maxAttemptsOf, staleReason } from './shared.js'
 import {
-  StoreUnavailableError,
+  ATTEMPTS_EXHAUSTED, StoreUnavailableError,
   type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type JobEvent, type JobEventType,
   type JobRecord, type JobState, type JobSummary, type LeaseInput, type ListJobsQuery, type NodeRecord, type OpenJob,
-  type ResultInput, type ResultRecord, type Store
+  type RescheduleInput, type RescheduleOutcome, type ResultInput, type ResultRecord, type Store
 } from './types.js'
 
 export interface PostgresNotice {
@@ -248,8 +248,8 @@ export class PostgresStore implements Store {
       try {
         await sql`
           WITH j AS (
-            INSERT INTO jobs (id, state, spec, attempt, created_at, updated_at)
-            VALUES (${input.id}, 'announced', ${spec}::text::jsonb, 1, ${input.now}, ${input.now})
+            INSERT INTO jobs (id, state, spec, attempt, max_attempts, created_at, updated_at)
+            VALUES (${input.id}, 'announced', ${spec}::text::jsonb, 1, ${maxAttemptsOf(input.spec)}, ${input.now}, ${input.now})
             RETURNING id
           )
           INSERT INTO job_events (job_id, at, type, actor, attempt, detail)
@@ -292,10 +292,13 @@ export class PostgresStore implements Store {
     return rows.map(toSummary)
   }
 
-  async openJobs (limit: number): Promise<OpenJob[]> {
+  async openJobs (limit: number, now?: number): Promise<OpenJob[]> {
     const n = clampLimit(limit, DEFAULT_LIST_LIMIT)
-    const rows = await this.db(async (sql) =>
-      await sql<JobRow[]>`SELECT * FROM jobs WHERE state = 'announced' ORDER BY created_at ASC, id ASC LIMIT ${n}`)
+    const rows = await this.db(async (sql) => now === undefined
+      ? await sql<JobRow[]>`SELECT * FROM jobs WHERE state = 'announced' ORDER BY created_at ASC, id ASC LIMIT ${n}`
+      : await sql<JobRow[]>`
+          SELECT * FROM jobs WHERE state = 'announced' AND not_before <= ${now}
+          ORDER BY created_at ASC, id ASC LIMIT ${n}`)
     return rows.map(row => ({ jobId: row.id, attempt: row.attempt, spec: row.spec, createdAt: row.created_at }))
   }
 
@@ -433,6 +436,72 @@ export class PostgresStore implements Store {
   /** Logs a rejected node report (only for jobs that exist: events hang off a job row). */
   private async recordStale (jobId: string, now: number, node: string, attempt: number, report: string, reason: string): Promise<void> {
     await this.insertEvent({ jobId, at: now, type: 'stale-report', actor: node, attempt, detail: { report, reason } })
+  }
+
+  async heldAttempts (node: string): Promise<AttemptRecord[]> {
+    // One statement: the jobs and their attempts come from one snapshot.
+    const rows = await this.db(async (sql) => await sql<AttemptRow[]>`
+      SELECT a.* FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.number = j.attempt
+      WHERE j.state IN ('claimed', 'running') AND a.node = ${node}
+      ORDER BY a.awarded_at ASC, a.job_id ASC`)
+    return rows.map(toAttempt)
+  }
+
+  async rescheduleAttempt (input: RescheduleInput): Promise<RescheduleOutcome> {
+    const notBefore = input.now + input.backoffMs
+    const reason = noNul(input.reason)
+    for (let run = 1; ; run++) {
+      // SET expressions see the row as it was; RETURNING shows it as it is now. The attempt row is
+      // updated by key, so a concurrent markStarted that committed first is updated, not overwritten,
+      // and its RETURNING carries that started_at into the result row.
+      const [row] = await this.db(async (sql) => await sql<Array<JobRow & { max_attempts: number, not_before: number }>>`
+        WITH j AS (
+          UPDATE jobs SET
+            state      = CASE WHEN attempt < max_attempts THEN 'announced' ELSE 'failed' END,
+            not_before = CASE WHEN attempt < max_attempts THEN ${notBefore}::bigint ELSE not_before END,
+            attempt    = CASE WHEN attempt < max_attempts THEN attempt + 1 ELSE attempt END,
+            updated_at = ${input.now}
+          WHERE id = ${input.jobId} AND attempt = ${input.attempt} AND state IN ('claimed', 'running')
+            AND (${input.token}::text IS NULL OR EXISTS (
+              SELECT 1 FROM attempts t WHERE t.job_id = jobs.id AND t.number = jobs.attempt AND t.token = ${input.token}::text))
+          RETURNING id, state, spec, attempt, created_at, updated_at, max_attempts, not_before
+        ), a AS (
+          UPDATE attempts SET state = ${input.attemptState}::text, finished_at = ${input.now}::bigint
+          FROM j WHERE attempts.job_id = j.id AND attempts.number = ${input.attempt}::integer
+          RETURNING attempts.started_at
+        ), r AS (
+          -- The message is shared.ts' exhaustedMessage().
+          INSERT INTO results (job_id, attempt, outcome, exit_code, stdout, stderr, stdout_truncated, stderr_truncated,
+                               started_at, finished_at, error)
+          SELECT j.id, ${input.attempt}::integer, 'failed', NULL::integer, '', '', false, false,
+                 (SELECT a.started_at FROM a), ${input.now}::bigint,
+                 jsonb_build_object(
+                   'code', ${ATTEMPTS_EXHAUSTED}::text,
+                   'message', format('%s; no attempts left (%s of %s used)', ${reason}::text, j.max_attempts, j.max_attempts),
+                   'retryable', false)
+          FROM j WHERE j.state = 'failed'
+        ), e AS (
+          INSERT INTO job_events (job_id, at, type, actor, attempt, detail)
+          SELECT j.id, ${input.now}::bigint, CASE WHEN j.state = 'announced' THEN 'rescheduled' ELSE 'finished' END,
+                 ${input.actor}::text, ${input.attempt}::integer,
+                 CASE WHEN j.state = 'announced'
+                   THEN jsonb_build_object('reason', ${reason}::text, 'nextAttempt', j.attempt, 'notBefore', j.not_before,
+                                           'attemptState', ${input.attemptState}::text)
+                   ELSE jsonb_build_object('outcome', 'failed', 'exitCode', NULL::integer, 'errorCode', ${ATTEMPTS_EXHAUSTED}::text,
+                                           'reason', ${reason}::text)
+                 END
+          FROM j
+        )
+        SELECT * FROM j`)
+      if (row !== undefined) return { job: toSummary(row), rescheduled: row.state === 'announced' }
+      const job = await this.diagnose(input.jobId, input.attempt)
+      if (job === undefined) throw new NotFoundError('job', input.jobId)
+      const current = currentOf(job)
+      const wouldMatch = job.attempt === input.attempt && (job.state === 'claimed' || job.state === 'running') &&
+        current !== undefined && (input.token === null || current.token === input.token)
+      if (wouldMatch && run < MAX_RERUNS) continue
+      throw new StaleAttemptError(input.jobId, input.attempt, staleReason(job, current, input.attempt, input.token, null))
+    }
   }
 
   async cancel (input: { jobId: string, now: number, actor: string, reason: string }): Promise<CancelOutcome> {

@@ -13,18 +13,34 @@ export function clampLimit (limit: number | undefined, fallback: number): number
   return Math.min(MAX_LIST_LIMIT, Math.max(1, Math.trunc(limit)))
 }
 
-/** Why a node's report lost the compare-and-set, in words the node's log can show. */
+/**
+ * Why a node's report (or a reschedule) lost the compare-and-set, in words
+ * the node's log can show. A null token or node is not checked.
+ */
 export function staleReason (
   job: { state: string, attempt: number } | undefined,
   current: { token: string, node: string } | undefined,
-  attempt: number, token: string, node: string
+  attempt: number, token: string | null, node: string | null
 ): string {
   if (job === undefined) return 'job not found'
   if (job.attempt !== attempt) return `current attempt is ${job.attempt}`
   if (current === undefined) return `attempt ${attempt} was never awarded`
-  if (current.token !== token) return 'fencing token does not match'
-  if (current.node !== node) return `attempt ${attempt} belongs to another node`
+  if (token !== null && current.token !== token) return 'fencing token does not match'
+  if (node !== null && current.node !== node) return `attempt ${attempt} belongs to another node`
   return `job is ${job.state}`
+}
+
+/** `jobs.max_attempts` when the spec does not say (the column's default and the spec schema's). */
+export const DEFAULT_MAX_ATTEMPTS = 3
+
+/** The `max_attempts` a new job gets from its spec. */
+export function maxAttemptsOf (spec: { maxAttempts?: number }): number {
+  return spec.maxAttempts ?? DEFAULT_MAX_ATTEMPTS
+}
+
+/** `JobError.message` of the result of a job that ran out of attempts. */
+export function exhaustedMessage (reason: string, maxAttempts: number): string {
+  return `${reason}; no attempts left (${maxAttempts} of ${maxAttempts} used)`
 }
 
 /** An award lost: the job is not announced for this attempt any more. */

@@ -15,10 +15,14 @@ import { systemClock } from '../../common/clock.js'
 import { NotFoundError, StaleAttemptError } from '../../common/errors.js'
 import type { JobError, JobSpec, NodeCapacity } from '../../protocol/schemas.js'
 import { SQLITE_MIGRATIONS } from './migrations/sqlite.js'
-import { awardConflict, cancelConflict, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, staleReason } from './shared.js'
-import type {
-  AttemptRecord, AttemptState, AwardInput, CancelOutcome, JobEvent, JobEventType, JobRecord, JobState,
-  JobSummary, LeaseInput, ListJobsQuery, NodeRecord, OpenJob, ResultInput, ResultRecord, Store
+import {
+  awardConflict, cancelConflict, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, exhaustedMessage, maxAttemptsOf, staleReason
+} from './shared.js'
+import {
+  ATTEMPTS_EXHAUSTED,
+  type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type JobEvent, type JobEventType,
+  type JobRecord, type JobState, type JobSummary, type LeaseInput, type ListJobsQuery, type NodeRecord, type OpenJob,
+  type RescheduleInput, type RescheduleOutcome, type ResultInput, type ResultRecord, type Store
 } from './types.js'
 
 export interface SqliteStoreOptions {
@@ -28,7 +32,11 @@ export interface SqliteStoreOptions {
   busyTimeoutMs?: number
 }
 
-interface JobRow { id: string, state: JobState, spec: string, attempt: number, created_at: number, updated_at: number }
+interface JobRow {
+  id: string, state: JobState, spec: string, attempt: number, created_at: number, updated_at: number
+  max_attempts: number, not_before: number
+}
+interface RescheduleParams { jobId: string, attempt: number, token: string | null, now: number, notBefore: number }
 interface AttemptRow {
   job_id: string, number: number, node: string, token: string, state: AttemptState
   awarded_at: number, started_at: number | null, finished_at: number | null, lease_expires_at: number
@@ -69,14 +77,16 @@ function toResult (row: ResultRow): ResultRecord {
  */
 function prepareStatements (db: Database.Database) {
   const statements = {
-    insertJob: db.prepare<[string, string, number, number]>(
-      `INSERT INTO jobs (id, state, spec, attempt, created_at, updated_at) VALUES (?, 'announced', ?, 1, ?, ?)`),
+    insertJob: db.prepare<[string, string, number, number, number]>(
+      `INSERT INTO jobs (id, state, spec, attempt, max_attempts, created_at, updated_at) VALUES (?, 'announced', ?, 1, ?, ?, ?)`),
     getJob: db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?'),
     listJobs: db.prepare<[number], JobRow>('SELECT * FROM jobs ORDER BY created_at DESC, id DESC LIMIT ?'),
     listJobsByState: db.prepare<[JobState, number], JobRow>(
       'SELECT * FROM jobs WHERE state = ? ORDER BY created_at DESC, id DESC LIMIT ?'),
     openJobs: db.prepare<[number], JobRow>(
       `SELECT * FROM jobs WHERE state = 'announced' ORDER BY created_at ASC, id ASC LIMIT ?`),
+    openJobsDue: db.prepare<[number, number], JobRow>(
+      `SELECT * FROM jobs WHERE state = 'announced' AND not_before <= ? ORDER BY created_at ASC, id ASC LIMIT ?`),
     award: db.prepare<[number, string, number]>(
       `UPDATE jobs SET state = 'claimed', updated_at = ? WHERE id = ? AND state = 'announced' AND attempt = ?`),
     insertAttempt: db.prepare<[string, number, string, string, number, number]>(
@@ -102,6 +112,23 @@ function prepareStatements (db: Database.Database) {
        VALUES (@jobId, @attempt, @outcome, @exitCode, @stdout, @stderr, @stdoutTruncated, @stderrTruncated,
                @startedAt, @finishedAt, @error)`),
     getResult: db.prepare<[string], ResultRow>('SELECT * FROM results WHERE job_id = ?'),
+    // Driven from jobs (few are claimed or running, found through jobs_state_created), then the attempt by its key.
+    heldAttempts: db.prepare<[string], AttemptRow>(
+      `SELECT a.* FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.number = j.attempt
+       WHERE j.state IN ('claimed', 'running') AND a.node = ?
+       ORDER BY a.awarded_at ASC, a.job_id ASC`),
+    // SET expressions see the row as it was; RETURNING shows it as it is now.
+    reschedule: db.prepare<[RescheduleParams], JobRow>(
+      `UPDATE jobs SET
+         state      = CASE WHEN attempt < max_attempts THEN 'announced' ELSE 'failed' END,
+         not_before = CASE WHEN attempt < max_attempts THEN @notBefore ELSE not_before END,
+         attempt    = CASE WHEN attempt < max_attempts THEN attempt + 1 ELSE attempt END,
+         updated_at = @now
+       WHERE id = @jobId AND attempt = @attempt AND state IN ('claimed', 'running')
+         AND (@token IS NULL OR EXISTS (SELECT 1 FROM attempts WHERE job_id = jobs.id AND number = jobs.attempt AND token = @token))
+       RETURNING *`),
+    attemptGivenUp: db.prepare<[AttemptState, number, string, number], { started_at: number | null }>(
+      `UPDATE attempts SET state = ?, finished_at = ? WHERE job_id = ? AND number = ? RETURNING started_at`),
     cancelJob: db.prepare<[number, string]>(
       `UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE id = ? AND state IN ('announced', 'claimed', 'running')`),
     cancelAttempt: db.prepare<[number, string, number]>(
@@ -201,7 +228,7 @@ export class SqliteStore implements Store {
     const q = this.q
     try {
       this.db.transaction(() => {
-        q.insertJob.run(input.id, JSON.stringify(input.spec), input.now, input.now)
+        q.insertJob.run(input.id, JSON.stringify(input.spec), maxAttemptsOf(input.spec), input.now, input.now)
         q.insertEvent.run({ jobId: input.id, at: input.now, type: 'submitted', actor: 'http', attempt: 1, detail: '{}' })
       }).immediate()
     } catch (err) {
@@ -233,9 +260,10 @@ export class SqliteStore implements Store {
     return rows.map(toSummary)
   }
 
-  async openJobs (limit: number): Promise<OpenJob[]> {
-    return this.q.openJobs.all(clampLimit(limit, DEFAULT_LIST_LIMIT))
-      .map(row => ({ jobId: row.id, attempt: row.attempt, spec: JSON.parse(row.spec) as JobSpec, createdAt: row.created_at }))
+  async openJobs (limit: number, now?: number): Promise<OpenJob[]> {
+    const n = clampLimit(limit, DEFAULT_LIST_LIMIT)
+    const rows = now === undefined ? this.q.openJobs.all(n) : this.q.openJobsDue.all(now, n)
+    return rows.map(row => ({ jobId: row.id, attempt: row.attempt, spec: JSON.parse(row.spec) as JobSpec, createdAt: row.created_at }))
   }
 
   async award (input: AwardInput): Promise<AttemptRecord> {
@@ -325,6 +353,47 @@ export class SqliteStore implements Store {
    */
   private recordStale (jobId: string, now: number, node: string, attempt: number, report: string, reason: string): void {
     this.q.insertEvent.run({ jobId, at: now, type: 'stale-report', actor: node, attempt, detail: JSON.stringify({ report, reason }) })
+  }
+
+  async heldAttempts (node: string): Promise<AttemptRecord[]> {
+    return this.q.heldAttempts.all(node).map(toAttempt)
+  }
+
+  async rescheduleAttempt (input: RescheduleInput): Promise<RescheduleOutcome> {
+    const q = this.q
+    const outcome = this.db.transaction((): RescheduleOutcome | Error => {
+      const row = q.reschedule.get({
+        jobId: input.jobId, attempt: input.attempt, token: input.token, now: input.now, notBefore: input.now + input.backoffMs
+      })
+      if (row === undefined) {
+        const job = q.getJob.get(input.jobId)
+        if (job === undefined) return new NotFoundError('job', input.jobId)
+        const current = q.getAttempt.get(input.jobId, job.attempt)
+        return new StaleAttemptError(input.jobId, input.attempt, staleReason(job, current, input.attempt, input.token, null))
+      }
+      const given = q.attemptGivenUp.get(input.attemptState, input.now, input.jobId, input.attempt)
+      const rescheduled = row.state === 'announced'
+      if (rescheduled) {
+        q.insertEvent.run({
+          jobId: input.jobId, at: input.now, type: 'rescheduled', actor: input.actor, attempt: input.attempt,
+          detail: JSON.stringify({ reason: input.reason, nextAttempt: row.attempt, notBefore: row.not_before, attemptState: input.attemptState })
+        })
+      } else {
+        const error: JobError = { code: ATTEMPTS_EXHAUSTED, message: exhaustedMessage(input.reason, row.max_attempts), retryable: false }
+        q.insertResult.run({
+          jobId: input.jobId, attempt: input.attempt, outcome: 'failed', exitCode: null, stdout: '', stderr: '',
+          stdoutTruncated: 0, stderrTruncated: 0, startedAt: given?.started_at ?? null, finishedAt: input.now,
+          error: JSON.stringify(error)
+        })
+        q.insertEvent.run({
+          jobId: input.jobId, at: input.now, type: 'finished', actor: input.actor, attempt: input.attempt,
+          detail: JSON.stringify({ outcome: 'failed', exitCode: null, errorCode: ATTEMPTS_EXHAUSTED, reason: input.reason })
+        })
+      }
+      return { job: toSummary(row), rescheduled }
+    }).immediate()
+    if (outcome instanceof Error) throw outcome
+    return outcome
   }
 
   async cancel (input: { jobId: string, now: number, actor: string, reason: string }): Promise<CancelOutcome> {

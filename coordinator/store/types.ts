@@ -66,6 +66,9 @@ export interface NodeRecord {
 
 export type JobEventType =
   | 'submitted' | 'announced' | 'awarded' | 'started' | 'finished' | 'cancelled' | 'stale-report' | 'cancel-requested'
+  | 'rescheduled'
+  /** Reserved for the coordinator's lease-expiry handling (written through appendEvent). */
+  | 'lease-expired' | 'lost'
 
 export interface JobEvent {
   seq: number
@@ -111,6 +114,33 @@ export interface OpenJob {
   createdAt: number
 }
 
+export interface RescheduleInput {
+  jobId: string
+  /** The attempt being given up; must be the job's current one. */
+  attempt: number
+  /** When non-null, the current attempt's fencing token must equal it. Null: any holder of `attempt`. */
+  token: string | null
+  now: number
+  /** Who decides it, for the event log: usually `coordinator`. */
+  actor: string
+  /** Why, e.g. `lease expired` or the node's retryable error; kept in the event and, when exhausted, in the result. */
+  reason: string
+  /** What the given-up attempt becomes. */
+  attemptState: 'lost' | 'failed'
+  /** The re-announced job is not offered before `now + backoffMs`. */
+  backoffMs: number
+}
+
+export interface RescheduleOutcome {
+  /** The job after the change: `announced` with the next attempt, or `failed`. */
+  job: JobSummary
+  /** True when the job was re-announced; false when it ran out of attempts and ended `failed`. */
+  rescheduled: boolean
+}
+
+/** `JobError.code` of the result written when a job runs out of attempts. */
+export const ATTEMPTS_EXHAUSTED = 'attempts-exhausted'
+
 export interface CancelOutcome {
   job: JobSummary
   /** The attempt that was running or claimed, which its node must stop. */
@@ -148,13 +178,19 @@ export interface Store {
   migrate: () => Promise<void>
   /** Ids of migrations not yet applied, for refusing to start with `--no-migrate` on an old schema. */
   pendingMigrations: () => Promise<number[]>
-  /** Inserts a job in state `announced` with attempt 1 and a `submitted` event. */
+  /**
+   * Inserts a job in state `announced` with attempt 1 and a `submitted` event;
+   * its `max_attempts` comes from `spec.maxAttempts` (3 when absent).
+   */
   createJob: (input: { id: string, spec: JobSpec, now: number }) => Promise<JobSummary>
   getJob: (id: string) => Promise<JobRecord | null>
   /** Newest first. */
   listJobs: (query: ListJobsQuery) => Promise<JobSummary[]>
-  /** Jobs in state `announced`, oldest first. */
-  openJobs: (limit: number) => Promise<OpenJob[]>
+  /**
+   * Jobs in state `announced`, oldest first. With `now`, only those whose
+   * backoff has passed (`not_before <= now`); without it, all of them.
+   */
+  openJobs: (limit: number, now?: number) => Promise<OpenJob[]>
   /**
    * Awards the job's current attempt to a node: `announced` -> `claimed`, one
    * conditional write. Throws ConflictError when the job is no longer
@@ -169,6 +205,23 @@ export interface Store {
    * ack) returns `duplicate` and changes nothing. Throws StaleAttemptError.
    */
   recordResult: (input: ResultInput) => Promise<'recorded' | 'duplicate'>
+  /**
+   * The attempts `node` holds now: each is its job's current attempt and the
+   * job is `claimed` or `running`. Oldest award first.
+   */
+  heldAttempts: (node: string) => Promise<AttemptRecord[]>
+  /**
+   * Gives up the job's current attempt (lease expired, node lost, retryable
+   * failure) in one conditional write on a job that is `claimed` or `running`
+   * with `attempt` current (and, when `token` is non-null, that token). The
+   * attempt becomes `attemptState` (finished at `now`). With attempts left
+   * (`attempt < max_attempts`) the job goes back to `announced` with the next
+   * attempt, not offered before `now + backoffMs`, and a `rescheduled` event;
+   * otherwise it ends `failed` with an `attempts-exhausted` result and a
+   * `finished` event. Throws NotFoundError, or StaleAttemptError when the
+   * attempt or token is not current or the job is not claimed/running.
+   */
+  rescheduleAttempt: (input: RescheduleInput) => Promise<RescheduleOutcome>
   /**
    * Cancels a job that is not yet finished. Throws NotFoundError, or
    * ConflictError when it already ended.

@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
+import Database from 'better-sqlite3'
 import postgres from 'postgres'
 import { ConflictError, NotFoundError, StaleAttemptError, ValidationError } from '../../common/errors.js'
 import { newFencingToken, uuidv7 } from '../../common/ids.js'
@@ -26,7 +27,9 @@ import { POSTGRES_MIGRATIONS } from '../../coordinator/store/migrations/postgres
 import { SQLITE_MIGRATIONS } from '../../coordinator/store/migrations/sqlite.js'
 import { PostgresStore } from '../../coordinator/store/postgres.js'
 import { SqliteStore } from '../../coordinator/store/sqlite.js'
-import { StoreUnavailableError, type AttemptRecord, type ResultRecord, type Store } from '../../coordinator/store/types.js'
+import {
+  StoreUnavailableError, type AttemptRecord, type RescheduleInput, type ResultRecord, type Store
+} from '../../coordinator/store/types.js'
 import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js'
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
@@ -37,6 +40,12 @@ let fileCounter = 0
 /** How a worker thread opens its own connection to the same data. */
 interface RemoteOpen { moduleUrl: string, exportName: string, options: Record<string, unknown> }
 
+/** A job as the version-2 schema stored it (no max_attempts, no not_before). */
+interface LegacyJob { id: string, spec: Record<string, unknown>, now: number }
+
+/** The jobs columns added by migration 3, read behind the store's back. */
+interface Migration3Columns { id: string, max_attempts: number, not_before: number }
+
 interface Backend {
   name: string
   open: () => Promise<Store>
@@ -44,6 +53,15 @@ interface Backend {
   openUnmigrated: () => Promise<Store>
   /** Absent when the data is private to one connection (an in-memory database). */
   openShared?: () => Promise<{ store: Store, remote: RemoteOpen }>
+  /**
+   * A store (not migrated by this call) on a fresh database at schema version 2
+   * holding `jobs`, plus a reader of the migration-3 columns. The migrators
+   * always apply every pending migration, so migrations 1 and 2 are replayed
+   * here from the exported lists, recorded in schema_migrations exactly as
+   * migrate() records them, and the jobs inserted as the version-2 createJob
+   * wrote them. Absent for an in-memory database (private to its connection).
+   */
+  openAtVersion2?: (jobs: LegacyJob[]) => Promise<{ store: Store, columns: () => Promise<Migration3Columns[]> }>
 }
 
 /** Workers load compiled code; a stale build would test yesterday's store. */
@@ -67,6 +85,70 @@ async function openSqlite (path: string): Promise<SqliteStore> {
 }
 
 const tempDbPath = (): string => join(tmp, `store-${process.pid}-${++fileCounter}.db`)
+
+/** See {@link Backend.openAtVersion2}. */
+async function sqliteAtVersion2 (jobs: LegacyJob[]): Promise<{ store: Store, columns: () => Promise<Migration3Columns[]> }> {
+  const path = tempDbPath()
+  const db = new Database(path)
+  try {
+    db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      id INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT`)
+    for (const m of SQLITE_MIGRATIONS.filter(m => m.id <= 2)) {
+      db.exec(m.sql)
+      db.prepare('INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)').run(m.id, m.name, T0)
+    }
+    for (const job of jobs) {
+      db.prepare(`INSERT INTO jobs (id, state, spec, attempt, created_at, updated_at) VALUES (?, 'announced', ?, 1, ?, ?)`)
+        .run(job.id, JSON.stringify(job.spec), job.now, job.now)
+      db.prepare(`INSERT INTO job_events (job_id, at, type, actor, attempt, detail) VALUES (?, ?, 'submitted', 'http', 1, '{}')`)
+        .run(job.id, job.now)
+    }
+  } finally {
+    db.close()
+  }
+  const store = SqliteStore.open({ path })
+  opened.push(store)
+  const columns = async (): Promise<Migration3Columns[]> => {
+    const reader = new Database(path, { readonly: true })
+    try {
+      return reader.prepare<[], Migration3Columns>('SELECT id, max_attempts, not_before FROM jobs ORDER BY id').all()
+    } finally {
+      reader.close()
+    }
+  }
+  return { store, columns }
+}
+
+/** Plain PostgreSQL connections made by the contract tests, closed after each test. */
+const rawPostgres: postgres.Sql[] = []
+afterEach(async () => { await Promise.all(rawPostgres.splice(0).map(async r => { await r.end({ timeout: 5 }) })) })
+
+/** See {@link Backend.openAtVersion2}. */
+async function postgresAtVersion2 (jobs: LegacyJob[]): Promise<{ store: Store, columns: () => Promise<Migration3Columns[]> }> {
+  const url = await freshPostgresUrl()
+  const sql = postgres(url, { max: 1, onnotice: () => {} })
+  rawPostgres.push(sql)
+  await sql.begin(async (tx) => {
+    await tx`CREATE TABLE IF NOT EXISTS schema_migrations (
+      id INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`
+    for (const m of POSTGRES_MIGRATIONS.filter(m => m.id <= 2)) {
+      await tx.unsafe(m.sql)
+      await tx`INSERT INTO schema_migrations (id, name, applied_at) VALUES (${m.id}, ${m.name}, ${T0})`
+    }
+    for (const job of jobs) {
+      await tx`INSERT INTO jobs (id, state, spec, attempt, created_at, updated_at)
+               VALUES (${job.id}, 'announced', ${JSON.stringify(job.spec)}::text::jsonb, 1, ${job.now}, ${job.now})`
+      await tx`INSERT INTO job_events (job_id, at, type, actor, attempt, detail)
+               VALUES (${job.id}, ${job.now}, 'submitted', 'http', 1, '{}'::jsonb)`
+    }
+  })
+  const store = postgresStore(url)
+  const columns = async (): Promise<Migration3Columns[]> =>
+    (await sql<Array<{ id: string, max_attempts: number, not_before: string }>>`
+      SELECT id, max_attempts, not_before::text AS not_before FROM jobs ORDER BY id`)
+      .map(r => ({ id: r.id, max_attempts: r.max_attempts, not_before: Number(r.not_before) }))
+  return { store, columns }
+}
 
 let pg: TestPostgres | null = null
 beforeAll(async () => { pg = await startTestPostgres() })
@@ -98,7 +180,8 @@ const backends: Backend[] = [
       const path = tempDbPath()
       const remote = { moduleUrl: compiledStoreUrl('sqlite'), exportName: 'SqliteStore', options: { path, busyTimeoutMs: 20_000 } }
       return { store: await openSqlite(path), remote }
-    }
+    },
+    openAtVersion2: sqliteAtVersion2
   },
   {
     name: 'sqlite (:memory:)',
@@ -113,7 +196,8 @@ const backends: Backend[] = [
       const url = await freshPostgresUrl()
       const remote = { moduleUrl: compiledStoreUrl('postgres'), exportName: 'PostgresStore', options: { url, maxConnections: 1 } }
       return { store: await openPostgres(url), remote }
-    }
+    },
+    openAtVersion2: postgresAtVersion2
   }
 ]
 
@@ -135,8 +219,27 @@ async function newJob (store: Store, now: number): Promise<string> {
   return id
 }
 
-async function awardTo (store: Store, jobId: string, node: string, now: number): Promise<AttemptRecord> {
-  return await store.award({ jobId, attempt: 1, node, token: newFencingToken(), now, leaseMs: 30_000, detail: { bids: 1 } })
+async function awardTo (store: Store, jobId: string, node: string, now: number, attempt = 1): Promise<AttemptRecord> {
+  return await store.award({ jobId, attempt, node, token: newFencingToken(), now, leaseMs: 30_000, detail: { bids: 1 } })
+}
+
+/** A job whose spec allows `maxAttempts` attempts. */
+async function newJobWith (store: Store, now: number, maxAttempts: number): Promise<string> {
+  const id = uuidv7(now)
+  await store.createJob({ id, spec: { ...spec, maxAttempts }, now })
+  return id
+}
+
+/** Gives up attempt `attempt` of `jobId` as the coordinator does when its lease expires. */
+function lostInput (jobId: string, attempt: number, token: string | null, now: number, backoffMs = 5000): RescheduleInput {
+  return { jobId, attempt, token, now, actor: 'coordinator', reason: 'lease expired', attemptState: 'lost', backoffMs }
+}
+
+/** The rejection of a promise that must reject. */
+async function rejectionOf (promise: Promise<unknown>): Promise<unknown> {
+  return await promise.then(
+    (value: unknown) => { throw new Error(`expected a rejection, got ${JSON.stringify(value)}`) },
+    (err: unknown) => err)
 }
 
 function resultOf (outcome: ResultRecord['outcome'] = 'succeeded'): ResultRecord {
@@ -426,6 +529,254 @@ describe.each(backends)('Store contract: $name', (backend) => {
     await store.releaseLease({ name: 'missing', holder: 'a' })
   })
 
+  it('lists the attempts a node holds now, oldest award first', async () => {
+    const store = await backend.open()
+    const [a, b, c, d, e, f] = [
+      await newJob(store, T0 + 1), await newJob(store, T0 + 2), await newJob(store, T0 + 3),
+      await newJob(store, T0 + 4), await newJob(store, T0 + 5), await newJob(store, T0 + 6)
+    ] as [string, string, string, string, string, string]
+    // Awarded in another order than submitted: the listing follows the award time.
+    const heldC = await awardTo(store, c, nodeId(1), T0 + 10)
+    const heldB = await awardTo(store, b, nodeId(2), T0 + 11)
+    const heldA = await awardTo(store, a, nodeId(1), T0 + 12)
+    await store.markStarted({ jobId: c, attempt: 1, token: heldC.token, node: nodeId(1), startedAt: T0 + 13, now: T0 + 13 })
+    // Finished, rescheduled (its next attempt held by another node) and cancelled: not held by node 1 any more.
+    const done = await awardTo(store, d, nodeId(1), T0 + 14)
+    await store.recordResult({ jobId: d, attempt: 1, token: done.token, node: nodeId(1), now: T0 + 15, result: resultOf() })
+    const gone = await awardTo(store, e, nodeId(1), T0 + 16)
+    await store.rescheduleAttempt(lostInput(e, 1, gone.token, T0 + 17, 0))
+    const heldE = await awardTo(store, e, nodeId(2), T0 + 18, 2)
+    await awardTo(store, f, nodeId(1), T0 + 19)
+    await store.cancel({ jobId: f, now: T0 + 20, actor: 'http', reason: 'x' })
+
+    expect(await store.heldAttempts(nodeId(1))).toEqual([
+      { ...heldC, state: 'running', startedAt: T0 + 13 },
+      heldA
+    ])
+    expect(await store.heldAttempts(nodeId(2))).toEqual([heldB, heldE])
+    expect(await store.heldAttempts(nodeId(3))).toEqual([])
+  })
+
+  it('reschedules a claimed attempt: the next attempt is announced after the backoff', async () => {
+    const store = await backend.open()
+    const id = await newJob(store, T0)
+    const first = await awardTo(store, id, nodeId(1), T0 + 1)
+
+    const outcome = await store.rescheduleAttempt(lostInput(id, 1, first.token, T0 + 100, 5000))
+    expect(outcome).toEqual({
+      job: { id, state: 'announced', spec, attempt: 2, createdAt: T0, updatedAt: T0 + 100 },
+      rescheduled: true
+    })
+    const job = await store.getJob(id)
+    expect(job).toMatchObject({ state: 'announced', attempt: 2, updatedAt: T0 + 100, result: null })
+    expect(job?.attempts).toEqual([{ ...first, state: 'lost', finishedAt: T0 + 100 }])
+    const events = await store.listEvents(id)
+    expect(events.map(ev => ev.type)).toEqual(['submitted', 'awarded', 'rescheduled'])
+    expect(events[2]).toMatchObject({
+      jobId: id, at: T0 + 100, type: 'rescheduled', actor: 'coordinator', attempt: 1,
+      detail: { reason: 'lease expired', nextAttempt: 2, notBefore: T0 + 5100, attemptState: 'lost' }
+    })
+    expect(JSON.stringify(events)).not.toContain(first.token)
+    expect(await store.heldAttempts(nodeId(1))).toEqual([])
+
+    // Offered again only once the backoff has passed (and always without `now`).
+    expect(await store.openJobs(10, T0 + 5099)).toEqual([])
+    expect(await store.openJobs(10, T0 + 5100)).toEqual([{ jobId: id, attempt: 2, spec, createdAt: T0 }])
+    expect((await store.openJobs(10)).map(j => j.attempt)).toEqual([2])
+
+    // The old attempt cannot be awarded again; the new one can.
+    const err = await rejectionOf(awardTo(store, id, nodeId(3), T0 + 5200, 1))
+    expect(err).toBeInstanceOf(ConflictError)
+    expect((err as ConflictError).currentState).toBe('announced')
+    const second = await awardTo(store, id, nodeId(2), T0 + 5201, 2)
+    expect(second).toMatchObject({ number: 2, node: nodeId(2), state: 'claimed' })
+
+    // The old holder is fenced off, for either attempt number.
+    const old = { jobId: id, token: first.token, node: nodeId(1), now: T0 + 5300 }
+    const stale = await rejectionOf(store.recordResult({ ...old, attempt: 1, result: resultOf() }))
+    expect(stale).toBeInstanceOf(StaleAttemptError)
+    expect(stale).toMatchObject({ attempt: 1, reason: 'current attempt is 2' })
+    await expect(store.recordResult({ ...old, attempt: 2, result: resultOf() })).rejects.toBeInstanceOf(StaleAttemptError)
+    await expect(store.markStarted({ ...old, attempt: 1, startedAt: T0 + 5300 })).rejects.toBeInstanceOf(StaleAttemptError)
+    await expect(store.rescheduleAttempt(lostInput(id, 1, first.token, T0 + 5300))).rejects.toBeInstanceOf(StaleAttemptError)
+
+    const result = { ...resultOf(), attempt: 2 }
+    expect(await store.recordResult({ jobId: id, attempt: 2, token: second.token, node: nodeId(2), now: T0 + 5400, result })).toBe('recorded')
+    const ended = await store.getJob(id)
+    expect(ended).toMatchObject({ state: 'succeeded', attempt: 2, result: { attempt: 2, outcome: 'succeeded' } })
+    expect(ended?.attempts.map(x => x.state)).toEqual(['lost', 'succeeded'])
+  })
+
+  it('reschedules a running attempt with any token when none is given', async () => {
+    const store = await backend.open()
+    const id = await newJob(store, T0)
+    const { token } = await awardTo(store, id, nodeId(1), T0 + 1)
+    await store.markStarted({ jobId: id, attempt: 1, token, node: nodeId(1), startedAt: T0 + 2, now: T0 + 3 })
+    const outcome = await store.rescheduleAttempt({
+      jobId: id, attempt: 1, token: null, now: T0 + 50, actor: nodeId(1), reason: 'image pull failed', attemptState: 'failed', backoffMs: 0
+    })
+    expect(outcome).toMatchObject({ job: { state: 'announced', attempt: 2 }, rescheduled: true })
+    expect((await store.getJob(id))?.attempts).toMatchObject([{ state: 'failed', startedAt: T0 + 2, finishedAt: T0 + 50 }])
+    expect((await store.listEvents(id)).at(-1)).toMatchObject({
+      type: 'rescheduled', actor: nodeId(1), attempt: 1,
+      detail: { reason: 'image pull failed', nextAttempt: 2, notBefore: T0 + 50, attemptState: 'failed' }
+    })
+    expect((await store.openJobs(10, T0 + 50)).map(j => j.jobId)).toEqual([id])
+  })
+
+  it('ends the job failed with an attempts-exhausted result when no attempts are left', async () => {
+    const store = await backend.open()
+    // maxAttempts 1: the first give-up ends it. The attempt had started: the result keeps its start.
+    const once = await newJobWith(store, T0, 1)
+    const { token } = await awardTo(store, once, nodeId(1), T0 + 1)
+    await store.markStarted({ jobId: once, attempt: 1, token, node: nodeId(1), startedAt: T0 + 2, now: T0 + 3 })
+    const outcome = await store.rescheduleAttempt({ ...lostInput(once, 1, token, T0 + 100), reason: 'node lost' })
+    expect(outcome).toEqual({
+      job: { id: once, state: 'failed', spec: { ...spec, maxAttempts: 1 }, attempt: 1, createdAt: T0, updatedAt: T0 + 100 },
+      rescheduled: false
+    })
+    const job = await store.getJob(once)
+    expect(job?.result).toEqual({
+      attempt: 1, outcome: 'failed', exitCode: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false,
+      startedAt: T0 + 2, finishedAt: T0 + 100,
+      error: { code: 'attempts-exhausted', message: 'node lost; no attempts left (1 of 1 used)', retryable: false }
+    })
+    expect(job?.attempts).toMatchObject([{ number: 1, state: 'lost', startedAt: T0 + 2, finishedAt: T0 + 100 }])
+    const events = await store.listEvents(once)
+    expect(events.map(ev => ev.type)).toEqual(['submitted', 'awarded', 'started', 'finished'])
+    expect(events[3]).toMatchObject({
+      at: T0 + 100, actor: 'coordinator', attempt: 1,
+      detail: { outcome: 'failed', errorCode: 'attempts-exhausted', reason: 'node lost' }
+    })
+    expect(await store.openJobs(10, T0 + 1_000_000)).toEqual([])
+    expect(await store.heldAttempts(nodeId(1))).toEqual([])
+    const again = await rejectionOf(store.rescheduleAttempt(lostInput(once, 1, token, T0 + 200)))
+    expect(again).toBeInstanceOf(StaleAttemptError)
+    expect(again).toMatchObject({ reason: 'job is failed' })
+    // A late report from the old holder changes nothing. recordResult (unchanged) answers 'duplicate', not
+    // StaleAttemptError: its retry check sees a result row for this attempt, token and node.
+    const late = { jobId: once, attempt: 1, token, node: nodeId(1), now: T0 + 300, result: resultOf() }
+    expect(await store.recordResult(late)).toBe('duplicate')
+    expect(await store.getJob(once)).toEqual(job)
+    await expect(store.recordResult({ ...late, token: newFencingToken() })).rejects.toBeInstanceOf(StaleAttemptError)
+
+    // maxAttempts 2: the second give-up ends it; that attempt never started.
+    const twice = await newJobWith(store, T0 + 1000, 2)
+    const a1 = await awardTo(store, twice, nodeId(1), T0 + 1001)
+    expect((await store.rescheduleAttempt(lostInput(twice, 1, a1.token, T0 + 1002, 0))).rescheduled).toBe(true)
+    const a2 = await awardTo(store, twice, nodeId(2), T0 + 1003, 2)
+    const last = await store.rescheduleAttempt(lostInput(twice, 2, a2.token, T0 + 1004, 0))
+    expect(last).toMatchObject({ job: { state: 'failed', attempt: 2 }, rescheduled: false })
+    expect((await store.getJob(twice))?.result).toMatchObject({
+      attempt: 2, outcome: 'failed', startedAt: null, finishedAt: T0 + 1004,
+      error: { code: 'attempts-exhausted', message: 'lease expired; no attempts left (2 of 2 used)', retryable: false }
+    })
+    expect(await store.countJobs()).toMatchObject({ failed: 2, announced: 0 })
+  })
+
+  it('refuses a reschedule for a wrong token, attempt or state, and a missing job', async () => {
+    const store = await backend.open()
+    const id = await newJob(store, T0)
+    const stale = async (input: RescheduleInput): Promise<string> => {
+      const err = await rejectionOf(store.rescheduleAttempt(input))
+      expect(err).toBeInstanceOf(StaleAttemptError)
+      expect(err).toMatchObject({ jobId: input.jobId, attempt: input.attempt })
+      return (err as StaleAttemptError).reason
+    }
+    expect(await stale(lostInput(id, 1, null, T0 + 1))).toBe('attempt 1 was never awarded')
+
+    const { token } = await awardTo(store, id, nodeId(1), T0 + 2)
+    expect(await stale(lostInput(id, 1, newFencingToken(), T0 + 3))).toBe('fencing token does not match')
+    expect(await stale(lostInput(id, 2, token, T0 + 3))).toBe('current attempt is 1')
+    expect(await stale(lostInput(id, 2, null, T0 + 3))).toBe('current attempt is 1')
+    // Nothing changed and nothing was logged.
+    const job = await store.getJob(id)
+    expect(job).toMatchObject({ state: 'claimed', attempt: 1, updatedAt: T0 + 2, attempts: [{ state: 'claimed', finishedAt: null }] })
+    expect((await store.listEvents(id)).map(ev => ev.type)).toEqual(['submitted', 'awarded'])
+
+    const err = await rejectionOf(store.rescheduleAttempt(lostInput(uuidv7(T0), 1, null, T0 + 4)))
+    expect(err).toBeInstanceOf(NotFoundError)
+
+    await store.recordResult({ jobId: id, attempt: 1, token, node: nodeId(1), now: T0 + 5, result: resultOf() })
+    expect(await stale(lostInput(id, 1, token, T0 + 6))).toBe('job is succeeded')
+    const cancelled = await newJob(store, T0 + 7)
+    const award = await awardTo(store, cancelled, nodeId(1), T0 + 8)
+    await store.cancel({ jobId: cancelled, now: T0 + 9, actor: 'http', reason: 'x' })
+    expect(await stale(lostInput(cancelled, 1, award.token, T0 + 10))).toBe('job is cancelled')
+    expect((await store.getJob(id))?.result?.outcome).toBe('succeeded')
+  })
+
+  it('lets exactly one of 10 concurrent reschedules of one attempt win', async () => {
+    const store = await backend.open()
+    for (const maxAttempts of [3, 1]) {
+      const id = await newJobWith(store, T0 + maxAttempts, maxAttempts)
+      const { token } = await awardTo(store, id, nodeId(1), T0 + 10)
+      const settled = await Promise.allSettled(Array.from({ length: 10 }, async (_, i) =>
+        await store.rescheduleAttempt(lostInput(id, 1, i % 2 === 0 ? token : null, T0 + 20 + i))))
+      const won = settled.filter(r => r.status === 'fulfilled')
+      expect(won).toHaveLength(1)
+      for (const r of settled) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(StaleAttemptError)
+      const job = await store.getJob(id)
+      expect(job?.state).toBe(maxAttempts === 1 ? 'failed' : 'announced')
+      expect(job?.attempt).toBe(maxAttempts === 1 ? 1 : 2)
+      expect(job?.attempts).toMatchObject([{ number: 1, state: 'lost' }])
+      const types = (await store.listEvents(id)).map(ev => ev.type)
+      expect(types).toEqual(['submitted', 'awarded', maxAttempts === 1 ? 'finished' : 'rescheduled'])
+    }
+  })
+
+  it('offers only jobs whose backoff has passed when given now', async () => {
+    const store = await backend.open()
+    const a = await newJob(store, T0 + 1)
+    const b = await newJob(store, T0 + 2)
+    const c = await newJob(store, T0 + 3)
+    const { token } = await awardTo(store, b, nodeId(1), T0 + 4)
+    await store.rescheduleAttempt(lostInput(b, 1, token, T0 + 10, 1000)) // not before T0 + 1010
+    // New jobs are due at once (not_before 0).
+    expect((await store.openJobs(10, 0)).map(j => j.jobId)).toEqual([a, c])
+    expect((await store.openJobs(10, T0 + 1009)).map(j => j.jobId)).toEqual([a, c])
+    expect((await store.openJobs(1, T0 + 1009)).map(j => j.jobId)).toEqual([a])
+    expect((await store.openJobs(10, T0 + 1010)).map(j => j.jobId)).toEqual([a, b, c])
+    expect((await store.openJobs(10)).map(j => j.jobId)).toEqual([a, b, c])
+    expect((await store.openJobs(2, T0 + 1010)).map(j => j.jobId)).toEqual([a, b])
+  })
+
+  it.runIf(backend.openAtVersion2 !== undefined)('migration 3 takes max_attempts of existing jobs from their spec', async () => {
+    if (backend.openAtVersion2 === undefined) throw new Error('unreachable: guarded by runIf')
+    const two = uuidv7(T0 + 1)
+    const one = uuidv7(T0 + 2)
+    const unset = uuidv7(T0 + 3)
+    const { maxAttempts: _omitted, ...withoutMaxAttempts } = spec
+    const { store, columns } = await backend.openAtVersion2([
+      { id: two, spec: { ...spec, maxAttempts: 2 }, now: T0 + 1 },
+      { id: one, spec: { ...spec, maxAttempts: 1 }, now: T0 + 2 },
+      // Stored before the spec had the field: the column default.
+      { id: unset, spec: withoutMaxAttempts, now: T0 + 3 }
+    ])
+    expect((await store.pendingMigrations()).filter(id => id <= 3)).toEqual([3])
+    await store.migrate()
+    expect(await store.pendingMigrations()).toEqual([])
+    expect(await columns()).toEqual([
+      { id: two, max_attempts: 2, not_before: 0 },
+      { id: one, max_attempts: 1, not_before: 0 },
+      { id: unset, max_attempts: 3, not_before: 0 }
+    ])
+    expect((await store.openJobs(10, T0)).map(j => j.jobId)).toEqual([two, one, unset])
+
+    // The limits hold: `two` is rescheduled once, then fails; `one` fails at once.
+    const a1 = await awardTo(store, two, nodeId(1), T0 + 10)
+    expect((await store.rescheduleAttempt(lostInput(two, 1, a1.token, T0 + 11, 0))).rescheduled).toBe(true)
+    const a2 = await awardTo(store, two, nodeId(1), T0 + 12, 2)
+    expect((await store.rescheduleAttempt(lostInput(two, 2, a2.token, T0 + 13, 0))).rescheduled).toBe(false)
+    expect((await store.getJob(two))?.result?.error?.message).toBe('lease expired; no attempts left (2 of 2 used)')
+    const b1 = await awardTo(store, one, nodeId(1), T0 + 14)
+    expect((await store.rescheduleAttempt(lostInput(one, 1, b1.token, T0 + 15, 0))).job.state).toBe('failed')
+
+    // A job created after the migration gets its limit from createJob.
+    const fresh = await newJobWith(store, T0 + 20, 5)
+    expect((await columns()).find(r => r.id === fresh)).toEqual({ id: fresh, max_attempts: 5, not_before: 0 })
+  })
+
   it.runIf(backend.openShared !== undefined)('awards each of 2,000 jobs exactly once across 4 worker threads', async () => {
     if (backend.openShared === undefined) throw new Error('unreachable: guarded by runIf')
     const { store, remote } = await backend.openShared()
@@ -611,6 +962,46 @@ describe('PostgresStore under concurrency', () => {
     const job = await store.getJob(id)
     expect(job?.attempts).toMatchObject([{ state: 'cancelled', finishedAt: T0 + 2 }])
     expect((await store.listEvents(id)).at(-1)).toMatchObject({ type: 'cancelled', detail: { reason: 'race', stoppedNode: nodeId(1) } })
+  })
+
+  it('lets exactly one of 10 reschedules from 10 separate stores win', async () => {
+    const url = await freshPostgresUrl()
+    const first = await openPostgres(url)
+    const id = await newJob(first, T0)
+    const { token } = await awardTo(first, id, nodeId(1), T0 + 1)
+    const stores = [first, ...Array.from({ length: 9 }, () => postgresStore(url, { maxConnections: 1 }))]
+    await Promise.all(stores.map(async s => await s.countJobs()))
+    const settled = await Promise.allSettled(stores.map(async (s, i) => await s.rescheduleAttempt(lostInput(id, 1, token, T0 + 10 + i))))
+    expect(settled.filter(r => r.status === 'fulfilled')).toHaveLength(1)
+    for (const r of settled) {
+      if (r.status === 'rejected') {
+        expect(r.reason).toBeInstanceOf(StaleAttemptError)
+        expect((r.reason as StaleAttemptError).reason).toBe('current attempt is 2')
+      }
+    }
+    expect((await first.listEvents(id)).filter(e => e.type === 'rescheduled')).toHaveLength(1)
+    expect(await first.getJob(id)).toMatchObject({ state: 'announced', attempt: 2, attempts: [{ state: 'lost' }] })
+  })
+
+  it('keeps the start of an attempt started while its reschedule waited for the job row', async () => {
+    const url = await freshPostgresUrl()
+    const store = await openPostgres(url)
+    const id = await newJobWith(store, T0, 1)
+    const { token } = await awardTo(store, id, nodeId(1), T0 + 1)
+    const sql = raw(url)
+    let rescheduling: Promise<unknown> = Promise.resolve()
+    // A markStarted (as the store writes it) that commits only after the reschedule blocked on the row.
+    await sql.begin(async (tx) => {
+      await tx`UPDATE jobs SET state = 'running', updated_at = ${T0 + 3} WHERE id = ${id}`
+      await tx`UPDATE attempts SET state = 'running', started_at = ${T0 + 2} WHERE job_id = ${id} AND number = 1`
+      rescheduling = store.rescheduleAttempt(lostInput(id, 1, token, T0 + 10))
+      rescheduling.catch(() => {})
+      await untilLockWait(sql)
+    })
+    expect(await rescheduling).toMatchObject({ job: { state: 'failed', attempt: 1 }, rescheduled: false })
+    const job = await store.getJob(id)
+    expect(job?.attempts).toMatchObject([{ state: 'lost', startedAt: T0 + 2, finishedAt: T0 + 10 }])
+    expect(job?.result).toMatchObject({ startedAt: T0 + 2, error: { code: 'attempts-exhausted' } })
   })
 
   it('turns a terminated connection and a refused one into StoreUnavailableError', async () => {

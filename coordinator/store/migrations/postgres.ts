@@ -102,5 +102,21 @@ CREATE TABLE leases (
   expires_at BIGINT NOT NULL
 );
 `
+  },
+  {
+    id: 3,
+    name: 'attempt limits and backoff',
+    sql: `
+-- How many attempts a job gets before it ends failed (from spec.maxAttempts),
+-- and the time before which a re-announced job is not offered (backoff).
+-- Constant defaults: adding the columns does not rewrite the table.
+ALTER TABLE jobs
+  ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 3 CHECK (max_attempts >= 1),
+  ADD COLUMN not_before   BIGINT  NOT NULL DEFAULT 0;
+-- Jobs submitted before this migration: take the limit from their spec where it is a usable integer.
+UPDATE jobs SET max_attempts = (spec->>'maxAttempts')::integer
+-- (The pattern admits only integers 1..999999999, so the cast cannot fail.)
+WHERE jsonb_typeof(spec->'maxAttempts') = 'number' AND (spec->>'maxAttempts') ~ '^[1-9][0-9]{0,8}$';
+`
   }
 ]

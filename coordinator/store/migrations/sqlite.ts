@@ -95,5 +95,18 @@ CREATE TABLE leases (
   expires_at INTEGER NOT NULL
 ) STRICT;
 `
+  },
+  {
+    id: 3,
+    name: 'attempt limits and backoff',
+    sql: `
+-- How many attempts a job gets before it ends failed (from spec.maxAttempts),
+-- and the time before which a re-announced job is not offered (backoff).
+ALTER TABLE jobs ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 3 CHECK (max_attempts >= 1);
+ALTER TABLE jobs ADD COLUMN not_before INTEGER NOT NULL DEFAULT 0;
+-- Jobs submitted before this migration: take the limit from their spec where it is a usable integer.
+UPDATE jobs SET max_attempts = json_extract(spec, '$.maxAttempts')
+WHERE json_type(spec, '$.maxAttempts') = 'integer' AND json_extract(spec, '$.maxAttempts') >= 1;
+`
   }
 ]
