@@ -51,6 +51,8 @@ export interface PostgresStoreOptions {
   statementTimeoutMs?: number
   /** Give up opening a connection after this many seconds. @default 10 */
   connectTimeoutSeconds?: number
+  /** Wait before reconnecting after a connection failed, in ms. @default 250 */
+  reconnectBackoffMs?: number
   /** Receives the server's notices and warnings. @default dropped */
   onNotice?: (notice: PostgresNotice) => void
 }
@@ -154,6 +156,10 @@ function createSql (options: PostgresStoreOptions) {
   return postgres(options.url, {
     max: options.maxConnections ?? 10,
     connect_timeout: options.connectTimeoutSeconds ?? 10,
+    // postgres.js waits up to 20 s (growing) before reconnecting, and queues
+    // queries meanwhile: during an outage requests would hang instead of
+    // failing with 503, and recovery would lag. Retry a connection quickly.
+    backoff: () => (options.reconnectBackoffMs ?? 250) / 1000,
     connection: {
       application_name: 'rgrid-coordinator',
       statement_timeout: options.statementTimeoutMs ?? 5000

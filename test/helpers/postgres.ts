@@ -203,7 +203,17 @@ export async function startTestPostgres (options: StartTestPostgresOptions = {})
     url,
     createDatabase: databases.create,
     outage: {
-      stopServer: async () => { await stopServer(running) },
+      // Not the library's stop(): with persistent: false it also deletes the data directory.
+      stopServer: async () => {
+        const handle = running as unknown as { process?: ChildProcess }
+        const child = handle.process
+        if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
+        await new Promise<void>(resolve => {
+          child.once('exit', () => { resolve() })
+          child.kill('SIGINT') // PostgreSQL's fast shutdown: clients are disconnected, data is kept
+        })
+        handle.process = undefined
+      },
       startServer: async () => {
         let timer: NodeJS.Timeout | undefined
         await Promise.race([

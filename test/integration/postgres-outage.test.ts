@@ -44,11 +44,14 @@ describe('PostgreSQL outage', () => {
     // While it is down: a clear 503, never a crash or a hang.
     let unavailable = 0
     let accepted = 0
+    const took: number[] = []
     while (Date.now() - outageStarted < OUTAGE_MS) {
+      const t0 = Date.now()
       const res = await fetch(`${mesh.httpUrl}/v1/jobs`, {
         method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ command: ['echo', 'during'] }), signal: AbortSignal.timeout(15_000)
       })
       const body = await res.json() as { id?: string, error?: { code: string } }
+      took.push(Date.now() - t0)
       if (res.status === 503) {
         unavailable++
         expect(body.error?.code).toBe('store-unavailable')
@@ -64,6 +67,9 @@ describe('PostgreSQL outage', () => {
       await new Promise(resolve => setTimeout(resolve, 250))
     }
     expect(unavailable).toBeGreaterThan(0)
+    console.info(`[outage] submissions during the outage took ${took.join(', ')} ms`)
+    // Failing means failing promptly: a request hanging on a dead database is an outage of the API too.
+    expect(Math.max(...took)).toBeLessThan(5_000)
     await pg.outage.startServer()
     // Resumes by itself: new submissions go through again (the pool reconnects).
     const deadline = Date.now() + 30_000
@@ -75,7 +81,9 @@ describe('PostgreSQL outage', () => {
       else await new Promise(resolve => setTimeout(resolve, 200))
     }
     acknowledged.push(after)
+    console.info(`[outage] database back; first 201 after ${Date.now() - outageStarted - OUTAGE_MS} ms`)
     const jobs = await waitForAll(mesh.httpUrl, acknowledged, 90_000)
+    console.info(`[outage] all ${acknowledged.length} acknowledged jobs done ${Date.now() - outageStarted - OUTAGE_MS} ms after the outage ended (${unavailable} requests got 503)`)
     for (const job of jobs) {
       expect(job.state, `job ${job.id}`).toBe('succeeded')
       expect(job.result).not.toBeNull()
