@@ -1,6 +1,7 @@
 /** Renders docs/benchmarks.md from every result file in bench/results. */
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { renderStoreTable } from './store.js'
 
 interface Summary { n: number, p50: number, p95: number, p99: number, max: number }
 interface E2eResult {
@@ -38,5 +39,13 @@ export function renderBenchmarks (resultsDir: string): string {
       `${f(l.submitToDone.p50)} / ${f(l.submitToDone.p99)} | ${f(r.throughput.jobsPerSecond)} (${r.throughput.jobs} jobs) | ${f(r.throughput.submitPerSecond)} |`)
   }
   lines.push('')
+  lines.push('## Store: awards committed per second')
+  lines.push('')
+  lines.push('Written by `node dist/bench/store.js` (part of `npm run bench`): jobs awarded through the coordinator\'s real')
+  lines.push('code path (`Auction` → `Store.award`, one conditional write per award) with simulated idle bidders. Target')
+  lines.push('(issue 3): ≥ 2,000 awards/s on PostgreSQL on this 2-core machine. PostgreSQL runs with fsync and')
+  lines.push('synchronous commit on.')
+  lines.push('')
+  lines.push(renderStoreTable(resultsDir))
   return lines.join('\n')
 }

@@ -244,7 +244,9 @@ async function main (): Promise<void> {
   for (const b of results) {
     table.push(`| ${b.backend} | ${b.awardsPerSecond} | ${b.seconds} | ${f(b.awardLatencyMs.p50)} / ${f(b.awardLatencyMs.p99)} | ${b.bids} | ${b.createPerSecond} |`)
   }
-  process.stdout.write(`${table.join('\n')}\nwritten to ${file}\n`)
+  const { renderBenchmarks } = await import('./report.js')
+  writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), renderBenchmarks(resultsDir))
+  process.stdout.write(`${table.join('\n')}\nwritten to ${file} and docs/benchmarks.md\n`)
 }
 
 // Run only as a script, so docs tooling can import renderStoreTable.
