@@ -128,7 +128,7 @@ async function runAwards (backend: StoreBackendResult['backend'], setup: string,
       const outcome = await auction.bid(node, { type: 'bid', rid: rid++, jobId, attempt: 1, freeSlots: config.slots, slots: config.slots })
       if (outcome.type === 'award') {
         latencies.push(performance.now() - sent)
-        auction.release(node)
+        auction.release(node, jobId, 1)
       }
     })
   }))

@@ -59,14 +59,19 @@ interface Round {
 export class Auction {
   private readonly rounds = new Map<string, Round>()
   private readonly decided = new Map<string, number>()
-  /** Awards per node not yet finished: guards against a node bidding past its slots. */
-  private readonly active = new Map<string, number>()
+  /**
+   * Attempts this coordinator awarded per node and has not seen end: guards
+   * against a node bidding past its slots. Results may reach another
+   * coordinator, so the node's own list of held attempts (hello, renew)
+   * corrects it: see {@link syncHeld}.
+   */
+  private readonly active = new Map<string, Map<string, number>>()
   private readonly bidWindowMs: number
   private readonly leaseMs: number
   private readonly decidedTtlMs: number
   private sweepAt = 0
   /** Counters for metrics and benchmarks. */
-  readonly stats = { bids: 0, awards: 0, refusals: 0, lostRaces: 0, counterOffers: 0 }
+  readonly stats = { bids: 0, awards: 0, refusals: 0, lostRaces: 0, counterOffers: 0, refusedBy: {} as Record<string, number> }
 
   constructor (private readonly options: AuctionOptions) {
     this.bidWindowMs = options.bidWindowMs ?? 8
@@ -78,7 +83,7 @@ export class Auction {
   async bid (node: string, bid: Bid): Promise<BidOutcome> {
     this.stats.bids++
     const key = `${bid.jobId}/${bid.attempt}`
-    if ((this.active.get(node) ?? 0) >= bid.slots) return this.refuse('overloaded')
+    if (this.count(node) >= bid.slots && !(await this.resyncFromStore(node) < bid.slots)) return this.refuse('overloaded')
     const decidedUntil = this.decided.get(key)
     if (decidedUntil != null) {
       if (decidedUntil > this.options.clock.now()) return await this.counterOffer(node, bid)
@@ -100,16 +105,64 @@ export class Auction {
     })
   }
 
-  /** The node finished (or lost) an attempt: frees its slot in our accounting. */
-  release (node: string): void {
-    const n = (this.active.get(node) ?? 0) - 1
-    if (n <= 0) this.active.delete(node)
-    else this.active.set(node, n)
+  private count (node: string): number {
+    return this.active.get(node)?.size ?? 0
+  }
+
+  private hold (node: string, key: string): void {
+    let held = this.active.get(node)
+    if (held == null) {
+      held = new Map()
+      this.active.set(node, held)
+    }
+    held.set(key, this.options.clock.now())
+  }
+
+  /** The node finished (or lost) an attempt: frees its slot in our accounting. Idempotent. */
+  release (node: string, jobId: string, attempt: number): void {
+    const held = this.active.get(node)
+    if (held == null) return
+    held.delete(`${jobId}/${attempt}`)
+    if (held.size === 0) this.active.delete(node)
+  }
+
+  /**
+   * The node listed the attempts it holds: forget ours it does not hold,
+   * unless awarded so recently that the award may still be on its way.
+   */
+  syncHeld (node: string, held: Array<{ jobId: string, attempt: number }>, graceMs = 5_000): void {
+    const ours = this.active.get(node)
+    if (ours == null) return
+    const keys = new Set(held.map(h => `${h.jobId}/${h.attempt}`))
+    const now = this.options.clock.now()
+    for (const [key, at] of ours) {
+      if (!keys.has(key) && now - at >= graceMs) ours.delete(key)
+    }
+    if (ours.size === 0) this.active.delete(node)
+  }
+
+  private readonly resyncedAt = new Map<string, number>()
+
+  /**
+   * Our count says the node is full, but its results may have gone to
+   * another coordinator: ask the store what the node really holds (at most
+   * once a second per node) and count that instead.
+   */
+  private async resyncFromStore (node: string): Promise<number> {
+    const now = this.options.clock.now()
+    if (now - (this.resyncedAt.get(node) ?? 0) < 1_000) return this.count(node)
+    this.resyncedAt.set(node, now)
+    const held = await this.options.store.heldAttempts(node)
+    const ours = new Map<string, number>()
+    for (const a of held) ours.set(`${a.jobId}/${a.number}`, a.awardedAt)
+    if (ours.size === 0) this.active.delete(node)
+    else this.active.set(node, ours)
+    return ours.size
   }
 
   /** Awards currently counted against a node. */
   activeOn (node: string): number {
-    return this.active.get(node) ?? 0
+    return this.count(node)
   }
 
   stop (): void {
@@ -122,6 +175,7 @@ export class Auction {
 
   private refuse (reason: 'taken' | 'not-open' | 'cancelled' | 'unknown-job' | 'overloaded'): BidOutcome {
     this.stats.refusals++
+    this.stats.refusedBy[reason] = (this.stats.refusedBy[reason] ?? 0) + 1
     return { type: 'refuse', reason }
   }
 
@@ -133,7 +187,7 @@ export class Auction {
     this.sweep(now)
     // Best free fraction, then most free slots, then earliest; skip nodes
     // that filled up while the window was open.
-    const eligible = round.bids.filter(b => (this.active.get(b.node) ?? 0) < b.bid.slots)
+    const eligible = round.bids.filter(b => this.count(b.node) < b.bid.slots)
     eligible.sort((a, b) =>
       (b.bid.freeSlots / b.bid.slots) - (a.bid.freeSlots / a.bid.slots) ||
       b.bid.freeSlots - a.bid.freeSlots || a.at - b.at)
@@ -149,7 +203,7 @@ export class Auction {
     // Nobody eligible: the attempt stays open for later bids.
     if (winner == null) return
     this.decided.set(key, now + this.decidedTtlMs)
-    this.active.set(winner.node, (this.active.get(winner.node) ?? 0) + 1)
+    this.hold(winner.node, key)
     this.commit(winner.node, winner.bid, round.bids.length, false).then((outcome) => {
       // Only a lost race settles the attempt; on any other failure later bids must still be heard.
       if (outcome.type === 'refuse' && outcome.reason !== 'taken' && outcome.reason !== 'cancelled') this.decided.delete(key)
@@ -169,11 +223,11 @@ export class Auction {
   private async counterOffer (node: string, bid: Bid): Promise<BidOutcome> {
     const offers = this.options.counterOffers?.(node, (jobId, attempt) => this.rounds.has(`${jobId}/${attempt}`) || this.decided.has(`${jobId}/${attempt}`)) ?? []
     for (const offer of offers.slice(0, 3)) {
-      if ((this.active.get(node) ?? 0) >= bid.slots) break
+      if (this.count(node) >= bid.slots) break
       const key = `${offer.jobId}/${offer.attempt}`
       if (this.rounds.has(key) || this.decided.has(key)) continue
       this.decided.set(key, this.options.clock.now() + this.decidedTtlMs)
-      this.active.set(node, (this.active.get(node) ?? 0) + 1)
+      this.hold(node, key)
       const outcome = await this.commit(node, { ...bid, jobId: offer.jobId, attempt: offer.attempt }, 1, true)
       if (outcome.type === 'award') {
         this.stats.counterOffers++
@@ -205,7 +259,7 @@ export class Auction {
       this.stats.awards++
       return { type: 'award', token, spec, attempt: record, counterOffer }
     } catch (err) {
-      this.release(node)
+      this.release(node, jobId, attempt)
       if (err instanceof ConflictError) {
         this.stats.lostRaces++
         return this.refuse(err.currentState === 'cancelled' ? 'cancelled' : 'taken')

@@ -252,7 +252,7 @@ export class Coordinator implements CoordinatorApi {
     this.specCache.delete(id)
     const stopped = outcome.stopped
     if (stopped != null) {
-      this.auction.release(stopped.node)
+      this.auction.release(stopped.node, id, stopped.number)
       const delivered = await this.sessions.push(stopped.node, { type: 'cancel', jobId: id, attempt: stopped.number, token: stopped.token, reason: `cancelled by ${actor}` })
       // An undelivered cancel is not lost: the node's next renew learns the attempt was revoked.
       if (!delivered) this.options.log.info('cancel not delivered now; node learns on renew', { jobId: id, node: stopped.node })

@@ -137,6 +137,7 @@ export class SessionServer {
         case 'hello': {
           membership.seen(peerId, frame.capacity, 'session', frame.running.length)
           membership.setSession(peerId, true)
+          auction.syncHeld(peerId, frame.running)
           const revoked = await this.revoked(peerId, frame.running)
           const open = await this.openFor(frame.capacity, LIMITS.pullJobs)
           await this.reply(channel, { type: 'welcome', rid: frame.rid, open, revoked })
@@ -145,6 +146,7 @@ export class SessionServer {
         }
         case 'renew': {
           membership.seen(peerId, frame.capacity, 'session', frame.running.length)
+          auction.syncHeld(peerId, frame.running)
           const revoked = await this.revoked(peerId, frame.running)
           await this.reply(channel, { type: 'renewed', rid: frame.rid, revoked })
           void this.options.recovery.reconcile(peerId, frame.running)
@@ -185,13 +187,14 @@ export class SessionServer {
           const { type: _t, rid: _r, jobId, attempt, token, ...result } = frame
           if (result.outcome === 'failed' && result.error?.retryable === true) {
             // Another node may well succeed: the job gets its next attempt instead of ending failed.
-            if (await this.options.recovery.retry(peerId, jobId, attempt, token, result.error)) auction.release(peerId)
-            else throw new StaleAttemptError(jobId, attempt, 'the attempt is no longer current')
+            auction.release(peerId, jobId, attempt)
+            if (!await this.options.recovery.retry(peerId, jobId, attempt, token, result.error)) throw new StaleAttemptError(jobId, attempt, 'the attempt is no longer current')
             await this.reply(channel, { type: 'ack', rid: frame.rid })
             return
           }
-          const outcome = await store.recordResult({ jobId, attempt, token, node: peerId, now: clock.now(), result: { attempt, ...result } })
-          if (outcome === 'recorded') auction.release(peerId)
+          // Whatever the store says (recorded, duplicate, stale), the node no longer holds the attempt.
+          auction.release(peerId, jobId, attempt)
+          await store.recordResult({ jobId, attempt, token, node: peerId, now: clock.now(), result: { attempt, ...result } })
           await this.reply(channel, { type: 'ack', rid: frame.rid })
           return
         }

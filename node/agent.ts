@@ -60,6 +60,8 @@ export interface NodeAgentOptions {
   bidDelayMaxMs?: number
   /** Ask the coordinator for open jobs when idle at most this often, in ms. @default 1000 */
   pullMs?: number
+  /** Pause bidding this long after a refusal for being full, in ms. @default 250 */
+  overloadBackoffMs?: number
   /** How long stop() lets running jobs finish before stopping them, in ms. @default 30000 */
   drainTimeoutMs?: number
   /** @default systemClock */
@@ -74,6 +76,9 @@ export class NodeAgent {
   private reserved = 0
   private hbSeq = 0
   private lastPullAt = 0
+  private lastPullFull = false
+  private overloadedUntil = 0
+  private pulling = false
   private readonly timers: NodeJS.Timeout[] = []
   private readonly stopController = new AbortController()
   private cands!: Candidates
@@ -84,7 +89,7 @@ export class NodeAgent {
 
   constructor (private readonly options: NodeAgentOptions) {
     this.clock = options.clock ?? systemClock
-    this.reporter = new Reporter({ log: options.log.child('reporter'), session: () => this.links?.session() ?? null })
+    this.reporter = new Reporter({ log: options.log.child('reporter'), session: (prefer) => this.links?.session(prefer) ?? null })
     this.runner = new Runner({
       runtime: options.runtime,
       log: options.log.child('runner'),
@@ -213,7 +218,7 @@ export class NodeAgent {
   }
 
   private pump (): void {
-    if (!this.bidding || this.links?.session() == null) return
+    if (!this.bidding || this.links?.session() == null || this.clock.now() < this.overloadedUntil) return
     while (this.freeSlots() > 0) {
       const next = this.cands.take(this.clock.now(), j => !this.runner.has(j.jobId, j.attempt))
       if (next == null) { void this.pullIfIdle(); return }
@@ -232,8 +237,9 @@ export class NodeAgent {
       const delayMs = busy <= 0 ? 0 : Math.round((this.options.bidDelayMaxMs ?? 20) * busy / this.slots)
       if (delayMs > 0) await new Promise(resolve => setTimeout(resolve, delayMs))
       // Bid where the job was announced; any coordinator on the same database can award it.
-      const session = this.links?.session(coordinator)
-      if (session == null || !this.bidding) return
+      const picked = this.links?.pick(coordinator)
+      if (picked == null || !this.bidding) return
+      const session = picked.session
       this.stats.bids++
       const reply = await session.request({ type: 'bid', jobId: job.jobId, attempt: job.attempt, freeSlots, slots: this.slots })
       if (reply.type === 'award') {
@@ -241,9 +247,14 @@ export class NodeAgent {
         // A counter-offer may award another job than the one we bid on.
         this.cands.remove(reply.jobId, reply.attempt)
         release()
-        this.runner.run(reply as Award, this.stopController.signal)
+        this.runner.run(reply as Award, this.stopController.signal, picked.coordinator)
       } else {
         this.stats.refusals++
+        if (reply.type === 'refuse' && reply.reason === 'overloaded') {
+          // The coordinator counts us as full (its view lags our results by a moment): pause bidding briefly.
+          this.overloadedUntil = this.clock.now() + (this.options.overloadBackoffMs ?? 250)
+          setTimeout(() => { this.pump() }, this.options.overloadBackoffMs ?? 250).unref()
+        }
       }
     } catch (err) {
       this.stats.bidErrors++
@@ -259,14 +270,21 @@ export class NodeAgent {
     const pick = open[Math.floor(Math.random() * open.length)]
     const session = pick?.session
     const now = this.clock.now()
-    if (session == null || !session.isOpen || !this.bidding || this.freeSlots() === 0 || this.cands.size > 0) return
-    if (now - this.lastPullAt < (this.options.pullMs ?? 1_000)) return
+    if (session == null || !session.isOpen || !this.bidding || this.freeSlots() === 0 || this.cands.size > 0 || this.pulling) return
+    // Rate-limit pulls that found nothing; after a full page there is more waiting: pull again at once.
+    if (!this.lastPullFull && now - this.lastPullAt < (this.options.pullMs ?? 1_000)) return
     this.lastPullAt = now
+    this.pulling = true
     try {
-      const reply = await session.request({ type: 'pull', max: Math.min(256, this.freeSlots() * 8) })
+      const max = Math.min(256, this.freeSlots() * 8)
+      const reply = await session.request({ type: 'pull', max })
+      this.lastPullFull = reply.type === 'open' && reply.jobs.length >= max
       if (reply.type === 'open' && reply.jobs.length > 0 && pick != null) this.offer(reply.jobs, pick.coordinator)
     } catch (err) {
+      this.lastPullFull = false
       this.options.log.debug('pull failed', { error: errorMessage(err) })
+    } finally {
+      this.pulling = false
     }
   }
 

@@ -67,12 +67,17 @@ export class CoordinatorLinks {
 
   /** An open session, preferring the given coordinator's. */
   session (prefer?: string): SessionClient | null {
+    return this.pick(prefer)?.session ?? null
+  }
+
+  /** An open session and whose it is, preferring the given coordinator's. */
+  pick (prefer?: string): { coordinator: string, session: SessionClient } | null {
     if (prefer != null) {
       const s = this.links.get(prefer)?.session
-      if (s?.isOpen === true) return s
+      if (s?.isOpen === true) return { coordinator: prefer, session: s }
     }
-    for (const link of this.links.values()) {
-      if (link.session?.isOpen === true) return link.session
+    for (const [id, link] of this.links) {
+      if (link.session?.isOpen === true) return { coordinator: id, session: link.session }
     }
     return null
   }

@@ -20,6 +20,8 @@ interface Entry {
   started: StartedReport | null
   result: ResultRequest | null
   inFlight: boolean
+  /** The coordinator that awarded the attempt: reports go there while it answers. */
+  coordinator: string | undefined
   startedDueAt: number
   attempts: number
   /** Resolved once the result has been acknowledged (or refused as stale). */
@@ -28,7 +30,8 @@ interface Entry {
 
 export interface ReporterOptions {
   log: Logger
-  session: () => SessionClient | null
+  /** An open session, preferably to the given coordinator (the one that awarded the attempt). */
+  session: (prefer?: string) => SessionClient | null
   /** Delay before retrying a failed delivery, in ms. @default 500 */
   retryMs?: number
   /**
@@ -52,8 +55,9 @@ export class Reporter {
     return this.entries.size
   }
 
-  started (report: StartedReport): void {
+  started (report: StartedReport, coordinator?: string): void {
     const e = this.entry(report.jobId, report.attempt)
+    e.coordinator ??= coordinator
     e.started = report
     const delayMs = this.options.startedDelayMs ?? 20
     if (delayMs <= 0) { this.kick(); return }
@@ -69,8 +73,9 @@ export class Reporter {
    * it. The runner holds the attempt's slot until then, so the node and the
    * coordinator always agree on how many attempts the node holds.
    */
-  async result (report: ResultRequest): Promise<void> {
+  async result (report: ResultRequest, coordinator?: string): Promise<void> {
     const e = this.entry(report.jobId, report.attempt)
+    e.coordinator ??= coordinator
     e.result = report
     // Not sent yet: the result says everything `started` would have.
     if (!e.inFlight) e.started = null
@@ -83,7 +88,7 @@ export class Reporter {
     const key = `${jobId}/${attempt}`
     let e = this.entries.get(key)
     if (e == null) {
-      e = { started: null, result: null, inFlight: false, startedDueAt: 0, attempts: 0, settled: [] }
+      e = { started: null, result: null, inFlight: false, coordinator: undefined, startedDueAt: 0, attempts: 0, settled: [] }
       this.entries.set(key, e)
     }
     return e
@@ -91,17 +96,19 @@ export class Reporter {
 
   /** Tries to deliver everything pending now. */
   kick (): void {
-    const session = this.options.session()
-    if (session == null || !session.isOpen) { this.scheduleRetry(); return }
     const now = Date.now()
+    let undeliverable = false
     for (const [key, e] of this.entries) {
       if (e.inFlight) continue
       if (e.started != null && e.result == null && now < e.startedDueAt) continue
       const frame: NodeRequest | null = e.started ?? e.result
       if (frame == null) continue
+      const session = this.options.session(e.coordinator)
+      if (session == null || !session.isOpen) { undeliverable = true; continue }
       e.inFlight = true
       void this.deliver(session, key, e, frame)
     }
+    if (undeliverable) this.scheduleRetry()
   }
 
   private async deliver (session: SessionClient, key: string, e: Entry, frame: NodeRequest): Promise<void> {

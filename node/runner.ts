@@ -58,7 +58,8 @@ export class Runner {
     return [...this.entries.values()].map(({ jobId, attempt, token, awardedAt, startedAt }) => ({ jobId, attempt, token, awardedAt, startedAt }))
   }
 
-  run (award: Award, stopSignal: AbortSignal): void {
+  /** Runs an awarded attempt; `coordinator` (who awarded it) receives its reports while it answers. */
+  run (award: Award, stopSignal: AbortSignal, coordinator?: string): void {
     const key = `${award.jobId}/${award.attempt}`
     if (this.entries.has(key)) return
     const controller = new AbortController()
@@ -69,14 +70,14 @@ export class Runner {
     this.entries.set(key, entry)
     const onStop = (): void => { this.stop(entry, 'shutdown') }
     stopSignal.addEventListener('abort', onStop, { once: true })
-    entry.done = this.execute(award, entry).finally(() => {
+    entry.done = this.execute(award, entry, coordinator).finally(() => {
       stopSignal.removeEventListener('abort', onStop)
       this.entries.delete(key)
       this.options.onFinished()
     })
   }
 
-  private async execute (award: Award, entry: Entry): Promise<void> {
+  private async execute (award: Award, entry: Entry, coordinator?: string): Promise<void> {
     const { runtime, reporter, log } = this.options
     let dir: string | null = null
     let outcome: RunOutcome
@@ -90,7 +91,7 @@ export class Runner {
         signal: entry.controller.signal,
         onStarted: (startedAt) => {
           entry.startedAt = startedAt
-          reporter.started({ type: 'started', jobId: award.jobId, attempt: award.attempt, token: award.token, startedAt })
+          reporter.started({ type: 'started', jobId: award.jobId, attempt: award.attempt, token: award.token, startedAt }, coordinator)
         }
       })
     } catch (err) {
@@ -113,7 +114,7 @@ export class Runner {
     if (entry.stopReason === 'shutdown' && outcome.outcome === 'cancelled') {
       outcome = { ...outcome, outcome: 'failed', error: { code: 'node-shutdown', message: 'the node shut down before the job finished', retryable: true } }
     }
-    await reporter.result({ type: 'result', jobId: award.jobId, attempt: award.attempt, token: award.token, ...outcome })
+    await reporter.result({ type: 'result', jobId: award.jobId, attempt: award.attempt, token: award.token, ...outcome }, coordinator)
   }
 
   private stop (entry: Entry, reason: StopReason): void {

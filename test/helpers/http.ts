@@ -44,7 +44,15 @@ export async function waitForAll (url: string, ids: string[], timeoutMs = 60_000
       if (TERMINAL.has(job.state)) done.set(id, job)
     }
     if (done.size < ids.length) {
-      if (Date.now() > deadline) throw new Error(`${ids.length - done.size} of ${ids.length} jobs not finished after ${timeoutMs} ms`)
+      if (Date.now() > deadline) {
+        const stuck = ids.filter(id => !done.has(id)).slice(0, 5)
+        const states = await Promise.all(stuck.map(async id => {
+          const job = await getJob(url, id)
+          const events = await (await fetch(`${url}/v1/jobs/${id}/events`)).json() as { events: Array<{ type: string, actor: string, detail: unknown }> }
+          return `${id} ${job.state} attempts=${JSON.stringify(job.attempts)} events=${JSON.stringify(events.events)}`
+        }))
+        throw new Error(`${ids.length - done.size} of ${ids.length} jobs not finished after ${timeoutMs} ms; e.g.\n${states.join('\n')}`)
+      }
       await new Promise(resolve => setTimeout(resolve, 100))
     }
   }

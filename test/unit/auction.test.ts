@@ -196,13 +196,26 @@ describe('Auction', () => {
     expect(a.activeOn(node(1))).toBe(2)
     expect(await a.bid(node(1), bid(j3, 2, 2))).toEqual({ type: 'refuse', reason: 'overloaded' })
     expect((await store.getJob(j3))?.state).toBe('announced')
-    a.release(node(1))
+    a.release(node(1), j1, 1)
     expect(a.activeOn(node(1))).toBe(1)
     award(await a.bid(node(1), bid(j3, 1, 2)))
-    a.release(node(1))
-    a.release(node(1))
-    a.release(node(1)) // an extra release never goes negative
+    a.release(node(1), j2, 1)
+    a.release(node(1), j3, 1)
+    a.release(node(1), j3, 1) // releasing twice is harmless
     expect(a.activeOn(node(1))).toBe(0)
+  })
+
+  it('forgets awards the node says it does not hold once past the grace period', async () => {
+    let now = 1_000_000
+    const a = auction({ clock: { now: () => now } })
+    const [j1, j2] = [await newJob(), await newJob()]
+    award(await a.bid(node(1), bid(j1, 2, 2)))
+    award(await a.bid(node(1), bid(j2, 1, 2)))
+    a.syncHeld(node(1), [{ jobId: j1, attempt: 1 }], 5_000)
+    expect(a.activeOn(node(1))).toBe(2) // j2's award may still be on its way
+    now += 5_000
+    a.syncHeld(node(1), [{ jobId: j1, attempt: 1 }], 5_000)
+    expect(a.activeOn(node(1))).toBe(1)
   })
 
   it('stop() refuses bids still waiting in a window', async () => {
