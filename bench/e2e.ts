@@ -18,7 +18,7 @@ import { tmpdir, cpus, totalmem } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execFileSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readFileSync, readdirSync } from 'node:fs'
 import { LocalMesh } from '../cli/local-mesh.js'
 import { renderBenchmarks } from './report.js'
 
@@ -97,14 +97,41 @@ async function throughput (url: string, n: number, clients: number): Promise<{ j
   return { jobs: n, seconds, jobsPerSecond: n / seconds, submitPerSecond: n / ((submitted - start) / 1000) }
 }
 
-/** CPU seconds (user+system) used so far by each mesh process, from /proc. */
+/** CPU seconds (user+system) used so far by a pid, from /proc. */
+function cpuOf (pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100 // USER_HZ on Linux
+}
+
+/** Live child pids of a pid (e.g. a node's process-runtime host), from /proc. */
+function childrenOf (ppid: number): number[] {
+  const out: number[] = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) out.push(Number(entry))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    }
+  }
+  return out
+}
+
+/**
+ * CPU seconds used so far by each mesh process, with its long-lived helper
+ * children (a node's process-runtime host) counted separately as `name+host`.
+ * Jobs' own processes are not counted.
+ */
 function cpuSeconds (mesh: LocalMesh): Record<string, number> {
   const out: Record<string, number> = {}
-  const tick = 100 // USER_HZ on Linux
   for (const p of mesh.processes) {
+    const pid = p.child.pid
+    if (pid == null) continue
     try {
-      const fields = readFileSync(`/proc/${p.child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
-      out[p.name] = (Number(fields[11]) + Number(fields[12])) / tick
+      out[p.name] = cpuOf(pid)
+      const helpers = childrenOf(pid).filter(c => readFileSync(`/proc/${c}/cmdline`, 'utf8').includes('process-host.js'))
+      if (helpers.length > 0) out[`${p.name}+host`] = helpers.reduce((sum, c) => sum + cpuOf(c), 0)
     } catch (err) {
       process.stderr.write(`no CPU figure for ${p.name}: ${(err as Error).message}\n`)
     }

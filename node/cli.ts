@@ -10,7 +10,7 @@ import { availableParallelism, totalmem } from 'node:os'
 import { readFile, writeFile, mkdir } from 'node:fs/promises'
 import { peerIdFromString, peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { NodeAgent } from './agent.js'
-import { ProcessRuntime } from './runtime/process.js'
+import { ForkedProcessRuntime } from './runtime/forked-process.js'
 import { DockerRuntime } from './runtime/docker.js'
 import type { Runtime } from './runtime/types.js'
 import { loadOrCreateIdentity } from '../common/identity.js'
@@ -117,7 +117,7 @@ async function main (): Promise<void> {
   }
 
   const runtime: Runtime = runtimeName === 'process'
-    ? new ProcessRuntime({ logger: log.child('process') })
+    ? new ForkedProcessRuntime({ log: log.child('process') })
     : new DockerRuntime({
       logger: log.child('docker'),
       labels: { 'rgrid.node': peerIdFromPrivateKey(privateKey).toString() },

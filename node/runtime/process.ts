@@ -123,7 +123,7 @@ export class ProcessRuntime implements Runtime {
         // The signal may have been aborted between our check and the spawn.
         if (signal.aborted) onAbort()
         try {
-          request.onStarted?.(startedAt)
+          request.onStarted?.(startedAt, child.pid != null ? { pid: child.pid } : {})
         } catch (err) {
           // A throwing callback must not take the job (or the node) down.
           this.log.warn('onStarted callback threw', { jobId: request.jobId, err: errorMessage(err) })

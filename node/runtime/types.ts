@@ -16,7 +16,7 @@ export interface RunRequest {
   /** Aborting stops the job (cancel or node shutdown); the outcome is `cancelled`. */
   signal: AbortSignal
   /** Called once the job's process or container has actually started. */
-  onStarted?: (startedAt: number) => void
+  onStarted?: (startedAt: number, info?: { pid?: number }) => void
 }
 
 export interface RunOutcome {

@@ -1,0 +1,13 @@
+/** Messages between the node and its process-runtime host (IPC, structured clone). */
+import type { JobSpec } from '../../protocol/schemas.js'
+import type { RunOutcome } from './types.js'
+
+export type HostRequest =
+  | { type: 'run', id: number, jobId: string, attempt: number, spec: JobSpec, workDir: string }
+  | { type: 'cancel', id: number }
+
+export type HostReply =
+  | { type: 'ready' }
+  | { type: 'started', id: number, at: number, pid: number | null }
+  | { type: 'outcome', id: number, outcome: RunOutcome }
+  | { type: 'failed', id: number, message: string }
