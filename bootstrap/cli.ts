@@ -3,12 +3,11 @@
  * rgrid-bootstrap: runs a bootstrap peer. Prints its full multiaddr (with
  * /p2p/<peer id>) as the first line of stdout, for scripts to capture.
  */
-import { parseArgs } from 'node:util'
 import { join } from 'node:path'
 import { BootstrapPeer } from './bootstrap.js'
 import { loadOrCreateIdentity } from '../common/identity.js'
 import { createLogger, type LogLevel } from '../common/log.js'
-import { logUnhandledRejections, stopOnSignals, usageError } from '../common/lifecycle.js'
+import { logUnhandledRejections, parseArgsOrExit, stopOnSignals } from '../common/lifecycle.js'
 import { preferredAddr } from '../common/addrs.js'
 
 const HELP = `Usage: rgrid-bootstrap [--listen MULTIADDR]... [--peer MULTIADDR]... [--data-dir DIR]
@@ -24,21 +23,16 @@ address stays the same across restarts.
 `
 
 async function main (): Promise<void> {
-  let args
-  try {
-    args = parseArgs({
-      options: {
-        listen: { type: 'string', multiple: true },
-        peer: { type: 'string', multiple: true },
-        'data-dir': { type: 'string' },
-        'log-level': { type: 'string' },
-        help: { type: 'boolean', short: 'h' }
-      },
-      strict: true
-    }).values
-  } catch (err) {
-    usageError('rgrid-bootstrap', (err as Error).message)
-  }
+  const args = parseArgsOrExit('rgrid-bootstrap', {
+    options: {
+      listen: { type: 'string', multiple: true },
+      peer: { type: 'string', multiple: true },
+      'data-dir': { type: 'string' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' }
+    },
+    strict: true
+  }).values
   if (args.help === true) { process.stdout.write(HELP); return }
   const log = createLogger('bootstrap', { level: (args['log-level'] ?? 'info') as LogLevel })
   logUnhandledRejections(log)

@@ -3,6 +3,7 @@
  * a graceful stop bounded by a named timeout; a second signal, or the
  * timeout, exits forcefully.
  */
+import { parseArgs, type ParseArgsConfig } from 'node:util'
 import type { Logger } from './log.js'
 
 export interface Stoppable {
@@ -58,4 +59,13 @@ export function logUnhandledRejections (log: Logger): void {
     count++
     log.error('unhandled promise rejection (a bug; please report it)', { count, error: reason instanceof Error ? (reason.stack ?? reason.message) : String(reason) })
   })
+}
+
+/** parseArgs, with a bad command line reported by {@link usageError}. */
+export function parseArgsOrExit<T extends ParseArgsConfig> (program: string, config: T): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config)
+  } catch (err) {
+    usageError(program, (err as Error).message)
+  }
 }

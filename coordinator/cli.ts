@@ -5,7 +5,6 @@
  *
  * stdout: line 1 is the coordinator's full multiaddr, line 2 its HTTP URL.
  */
-import { parseArgs } from 'node:util'
 import { join, resolve } from 'node:path'
 import { mkdir } from 'node:fs/promises'
 import { Coordinator } from './coordinator.js'
@@ -16,7 +15,7 @@ import { PostgresStore } from './store/postgres.js'
 import type { Store } from './store/types.js'
 import { loadOrCreateIdentity } from '../common/identity.js'
 import { createLogger, type LogLevel } from '../common/log.js'
-import { logUnhandledRejections, stopOnSignals, usageError } from '../common/lifecycle.js'
+import { logUnhandledRejections, parseArgsOrExit, stopOnSignals, usageError } from '../common/lifecycle.js'
 import { preferredAddr } from '../common/addrs.js'
 
 const HELP = `Usage: rgrid-coordinator [options]
@@ -70,26 +69,21 @@ function redact (url: string): string {
 }
 
 async function main (): Promise<void> {
-  let parsed
-  try {
-    parsed = parseArgs({
-      allowPositionals: true,
-      options: {
-        http: { type: 'string' },
-        listen: { type: 'string', multiple: true },
-        bootstrap: { type: 'string', multiple: true },
-        db: { type: 'string' },
-        'data-dir': { type: 'string' },
-        'bid-window-ms': { type: 'string' },
-        'no-migrate': { type: 'boolean' },
-        'log-level': { type: 'string' },
-        help: { type: 'boolean', short: 'h' }
-      },
-      strict: true
-    })
-  } catch (err) {
-    usageError('rgrid-coordinator', (err as Error).message)
-  }
+  const parsed = parseArgsOrExit('rgrid-coordinator', {
+    allowPositionals: true,
+    options: {
+      http: { type: 'string' },
+      listen: { type: 'string', multiple: true },
+      bootstrap: { type: 'string', multiple: true },
+      db: { type: 'string' },
+      'data-dir': { type: 'string' },
+      'bid-window-ms': { type: 'string' },
+      'no-migrate': { type: 'boolean' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' }
+    },
+    strict: true
+  })
   const args = parsed.values
   if (args.help === true) { process.stdout.write(HELP); return }
   const [command, ...extra] = parsed.positionals

@@ -4,7 +4,6 @@
  * mesh, bids on jobs and runs what it wins until stopped (SIGINT/SIGTERM
  * drain running jobs first).
  */
-import { parseArgs } from 'node:util'
 import { join, resolve } from 'node:path'
 import { availableParallelism, totalmem } from 'node:os'
 import { readFile, writeFile, mkdir } from 'node:fs/promises'
@@ -15,7 +14,7 @@ import { DockerRuntime } from './runtime/docker.js'
 import type { Runtime } from './runtime/types.js'
 import { loadOrCreateIdentity } from '../common/identity.js'
 import { createLogger, type LogLevel } from '../common/log.js'
-import { logUnhandledRejections, stopOnSignals, usageError } from '../common/lifecycle.js'
+import { logUnhandledRejections, parseArgsOrExit, stopOnSignals, usageError } from '../common/lifecycle.js'
 import { errorMessage } from '../common/errors.js'
 
 const HELP = `Usage: rgrid-node join MULTIADDR... [options]
@@ -60,29 +59,24 @@ function parseLabels (text: string | undefined): Record<string, string> {
 }
 
 async function main (): Promise<void> {
-  let parsed
-  try {
-    parsed = parseArgs({
-      allowPositionals: true,
-      options: {
-        runtime: { type: 'string' },
-        slots: { type: 'string' },
-        cpus: { type: 'string' },
-        'memory-mb': { type: 'string' },
-        labels: { type: 'string' },
-        coordinator: { type: 'string', multiple: true },
-        listen: { type: 'string', multiple: true },
-        'data-dir': { type: 'string' },
-        'docker-default-image': { type: 'string' },
-        'drain-timeout-ms': { type: 'string' },
-        'log-level': { type: 'string' },
-        help: { type: 'boolean', short: 'h' }
-      },
-      strict: true
-    })
-  } catch (err) {
-    usageError('rgrid-node', (err as Error).message)
-  }
+  const parsed = parseArgsOrExit('rgrid-node', {
+    allowPositionals: true,
+    options: {
+      runtime: { type: 'string' },
+      slots: { type: 'string' },
+      cpus: { type: 'string' },
+      'memory-mb': { type: 'string' },
+      labels: { type: 'string' },
+      coordinator: { type: 'string', multiple: true },
+      listen: { type: 'string', multiple: true },
+      'data-dir': { type: 'string' },
+      'docker-default-image': { type: 'string' },
+      'drain-timeout-ms': { type: 'string' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' }
+    },
+    strict: true
+  })
   const args = parsed.values
   if (args.help === true) { process.stdout.write(HELP); return }
   const [command, ...peers] = parsed.positionals

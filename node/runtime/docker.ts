@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream'
 import type { JobError } from '../../protocol/schemas.js'
 import { createLogger, type Logger } from '../../common/log.js'
 import { errorMessage } from '../../common/errors.js'
-import { OutputCollector } from './output.js'
+import { OutputCollector, outcomeOf } from './output.js'
 import type { RunOutcome, RunRequest, Runtime } from './types.js'
 
 export interface DockerRuntimeOptions {
@@ -93,14 +93,8 @@ export class DockerRuntime implements Runtime {
     const stdout = new OutputCollector()
     const stderr = new OutputCollector()
     let startedAt: number | null = null
-    const finish = (outcome: RunOutcome['outcome'], exitCode: number | null, error: JobError | null): RunOutcome => {
-      const out = stdout.result()
-      const err = stderr.result()
-      return {
-        outcome, exitCode, error, startedAt, finishedAt: Date.now(),
-        stdout: out.text, stderr: err.text, stdoutTruncated: out.truncated, stderrTruncated: err.truncated
-      }
-    }
+    const finish = (outcome: RunOutcome['outcome'], exitCode: number | null, error: JobError | null): RunOutcome =>
+      outcomeOf(stdout, stderr, startedAt, outcome, exitCode, error)
     const cancelled = (message: string): RunOutcome => finish('cancelled', null, { code: 'cancelled', message, retryable: false })
     const daemonError = (step: string, err: unknown): RunOutcome =>
       finish('failed', null, { code: 'daemon-error', message: `docker ${step} failed: ${errorMessage(err)}`.slice(0, 4096), retryable: true })

@@ -4,6 +4,8 @@
  */
 import { Writable } from 'node:stream'
 import { LIMITS } from '../../protocol/limits.js'
+import type { JobError } from '../../protocol/schemas.js'
+import type { RunOutcome } from './types.js'
 
 /** What a collector holds once the stream is over. */
 export interface CapturedOutput {
@@ -89,5 +91,18 @@ export class OutputCollector {
         callback()
       }
     })
+  }
+}
+
+/** Builds a run's outcome from its two collectors, finished now. */
+export function outcomeOf (
+  stdout: OutputCollector, stderr: OutputCollector, startedAt: number | null,
+  outcome: RunOutcome['outcome'], exitCode: number | null, error: JobError | null
+): RunOutcome {
+  const out = stdout.result()
+  const err = stderr.result()
+  return {
+    outcome, exitCode, error, startedAt, finishedAt: Date.now(),
+    stdout: out.text, stderr: err.text, stdoutTruncated: out.truncated, stderrTruncated: err.truncated
   }
 }

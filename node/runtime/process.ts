@@ -6,7 +6,7 @@ import { constants as osConstants } from 'node:os'
 import type { JobError } from '../../protocol/schemas.js'
 import { createLogger, type Logger } from '../../common/log.js'
 import { errorMessage } from '../../common/errors.js'
-import { OutputCollector } from './output.js'
+import { OutputCollector, outcomeOf } from './output.js'
 import type { RunOutcome, RunRequest, Runtime } from './types.js'
 
 export interface ProcessRuntimeOptions {
@@ -59,14 +59,8 @@ export class ProcessRuntime implements Runtime {
     const stdout = new OutputCollector()
     const stderr = new OutputCollector()
     let startedAt: number | null = null
-    const finish = (outcome: RunOutcome['outcome'], exitCode: number | null, error: JobError | null): RunOutcome => {
-      const out = stdout.result()
-      const err = stderr.result()
-      return {
-        outcome, exitCode, error, startedAt, finishedAt: Date.now(),
-        stdout: out.text, stderr: err.text, stdoutTruncated: out.truncated, stderrTruncated: err.truncated
-      }
-    }
+    const finish = (outcome: RunOutcome['outcome'], exitCode: number | null, error: JobError | null): RunOutcome =>
+      outcomeOf(stdout, stderr, startedAt, outcome, exitCode, error)
 
     if (signal.aborted) return finish('cancelled', null, { code: 'cancelled', message: 'cancelled before start', retryable: false })
 
