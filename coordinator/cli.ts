@@ -32,6 +32,8 @@ one bidding node, and records claims and results in its store.
   --no-migrate            refuse to start on an out-of-date schema instead of migrating
   --data-dir DIR          identity and embedded database     [./.rgrid/coordinator]
   --bid-window-ms N       wait for better bids from busy nodes [8]
+  --lease-ms N            lease of an awarded attempt; renewed by the node's
+                          session every few seconds              [15000]
   --log-level LEVEL       debug|info|warn|error              [info]
 `
 
@@ -78,6 +80,7 @@ async function main (): Promise<void> {
       db: { type: 'string' },
       'data-dir': { type: 'string' },
       'bid-window-ms': { type: 'string' },
+      'lease-ms': { type: 'string' },
       'no-migrate': { type: 'boolean' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' }
@@ -96,6 +99,8 @@ async function main (): Promise<void> {
   try { http = parseHostPort(args.http ?? '127.0.0.1:8080') } catch (err) { usageError('rgrid-coordinator', `--http: ${(err as Error).message}`) }
   const bidWindowMs = args['bid-window-ms'] != null ? Number(args['bid-window-ms']) : undefined
   if (bidWindowMs != null && (!Number.isFinite(bidWindowMs) || bidWindowMs < 0)) usageError('rgrid-coordinator', '--bid-window-ms must be a number >= 0')
+  const leaseMs = args['lease-ms'] != null ? Number(args['lease-ms']) : undefined
+  if (leaseMs != null && (!Number.isInteger(leaseMs) || leaseMs < 1000)) usageError('rgrid-coordinator', '--lease-ms must be an integer >= 1000')
   await mkdir(dataDir, { recursive: true })
   if (command === 'migrate') {
     const store = await openStore(dbUrl, dataDir, true)
@@ -110,7 +115,8 @@ async function main (): Promise<void> {
     log,
     listen: args.listen ?? ['/ip4/0.0.0.0/tcp/4002'],
     bootstrap: args.bootstrap ?? [],
-    ...(bidWindowMs != null ? { bidWindowMs } : {})
+    ...(bidWindowMs != null ? { bidWindowMs } : {}),
+    ...(leaseMs != null ? { leaseMs } : {})
   })
   await coordinator.start()
   const server = new HttpServer({ app: createHttpApp({ api: coordinator, log: log.child('http') }), host: http.host, port: http.port })

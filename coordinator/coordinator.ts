@@ -20,6 +20,7 @@ import { SessionServer } from './sessions.js'
 import { OpenJobs } from './open-jobs.js'
 import { Leader } from './leader.js'
 import { Recovery } from './recovery.js'
+import { Reaper } from './reaper.js'
 
 export interface CoordinatorOptions {
   privateKey: PrivateKey
@@ -35,7 +36,7 @@ export interface CoordinatorOptions {
   beaconMs?: number
   /** See {@link AuctionOptions.bidWindowMs}. @default 8 */
   bidWindowMs?: number
-  /** Lease given with each award, in ms. @default 30000 */
+  /** Lease given with each award and renewal, in ms; the node renews every 5 s. @default 15000 */
   leaseMs?: number
   /** First re-announcement delay of an unclaimed job, in ms. @default 1000 */
   reannounceMs?: number
@@ -81,6 +82,7 @@ export class Coordinator implements CoordinatorApi {
   readonly membership: Membership
   readonly sessions: SessionServer
   readonly recovery: Recovery
+  readonly reaper: Reaper
   readonly stats = { gossipRejected: 0, beaconFailures: 0 }
 
   constructor (private readonly options: CoordinatorOptions) {
@@ -92,7 +94,7 @@ export class Coordinator implements CoordinatorApi {
       store, clock, log: log.child('auction'),
       specOf: async (id) => this.specCache.get(id) ?? (await store.getJob(id))?.spec ?? null,
       ...(options.bidWindowMs != null ? { bidWindowMs: options.bidWindowMs } : {}),
-      ...(options.leaseMs != null ? { leaseMs: options.leaseMs } : {}),
+      leaseMs: options.leaseMs ?? 15_000,
       onNotOpen: jobId => { this.open.remove(jobId) },
       counterOffers: (node, busy) => {
         const capacity = this.membership.get(node)?.capacity
@@ -108,19 +110,23 @@ export class Coordinator implements CoordinatorApi {
       onOpen: (job, now) => { this.open.add(job, now) },
       ...(options.reannounceMs != null ? { reannounceMs: options.reannounceMs } : {})
     })
-    this.recovery = new Recovery({
-      store, clock, log: log.child('recovery'),
-      requeue: (job, notBefore) => {
-        const announced = toAnnounced({ jobId: job.id, attempt: job.attempt, spec: job.spec, createdAt: job.createdAt })
-        // Jobs in backoff are announced by the leader's scan once it ends.
-        if (notBefore <= clock.now()) {
-          this.open.add(announced, clock.now())
-          this.announcer.enqueue(announced)
-        }
+    const requeue = (job: JobSummary, notBefore: number): void => {
+      const announced = toAnnounced({ jobId: job.id, attempt: job.attempt, spec: job.spec, createdAt: job.createdAt })
+      // Jobs in backoff are announced by the leader's scan once it ends.
+      if (notBefore <= clock.now()) {
+        this.open.add(announced, clock.now())
+        this.announcer.enqueue(announced)
       }
+    }
+    this.recovery = new Recovery({ store, clock, log: log.child('recovery'), requeue })
+    this.reaper = new Reaper({
+      store, clock, log: log.child('reaper'), requeue,
+      isLeader: () => this.leader?.isLeader === true,
+      probe: async node => await this.sessions.push(node, { type: 'probe' })
     })
     this.sessions = new SessionServer({
       store, clock, log: log.child('sessions'), auction: this.auction, announcer: this.announcer, membership: this.membership, recovery: this.recovery,
+      leaseMs: options.leaseMs ?? 15_000,
       onAwarded: jobId => { this.open.remove(jobId) },
       requirementsOf: jobId => this.open.get(jobId)
     })
@@ -177,6 +183,7 @@ export class Coordinator implements CoordinatorApi {
     })
     this.leader.start()
     this.announcer.start()
+    this.reaper.start()
     this.beaconTimer = setInterval(() => { void this.beacon() }, this.options.beaconMs ?? 1_000)
     void this.beacon()
     log.info('coordinator started', { peerId: host.peerId.toString(), addrs: fullAddrs(host) })
@@ -190,6 +197,7 @@ export class Coordinator implements CoordinatorApi {
     if (this.beaconTimer != null) clearInterval(this.beaconTimer)
     this.beaconTimer = null
     this.announcer.stop()
+    this.reaper.stop()
     await this.leader?.stop()
     this.leader = null
     this.auction.stop()
@@ -273,6 +281,7 @@ export class Coordinator implements CoordinatorApi {
       sessions: { ...this.sessions.stats },
       membership: { ...this.membership.stats },
       recovery: { ...this.recovery.stats },
+      reaper: { ...this.reaper.stats },
       leader: { isLeader: this.leader?.isLeader === true, ...this.leader?.stats },
       gossip: { ...this.stats }
     }

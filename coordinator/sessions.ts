@@ -29,6 +29,8 @@ export interface SessionServerOptions {
   log: Logger
   /** Bad frames tolerated on one session before it is cut. @default 20 */
   maxBadFrames?: number
+  /** Lease length given on renewal, in ms. @default 15000 */
+  leaseMs?: number
   /** Called after every award. */
   onAwarded?: (jobId: string) => void
   /** A job's requirements, when known without a store query (open jobs). */
@@ -138,7 +140,7 @@ export class SessionServer {
           membership.seen(peerId, frame.capacity, 'session', frame.running.length)
           membership.setSession(peerId, true)
           auction.syncHeld(peerId, frame.running)
-          const revoked = await this.revoked(peerId, frame.running)
+          const revoked = await this.revoked(peerId, frame.running, 'hello')
           const open = await this.openFor(frame.capacity, LIMITS.pullJobs)
           await this.reply(channel, { type: 'welcome', rid: frame.rid, open, revoked })
           void this.options.recovery.reconcile(peerId, frame.running)
@@ -147,7 +149,10 @@ export class SessionServer {
         case 'renew': {
           membership.seen(peerId, frame.capacity, 'session', frame.running.length)
           auction.syncHeld(peerId, frame.running)
-          const revoked = await this.revoked(peerId, frame.running)
+          if (frame.running.length > 0) {
+            await store.renewLeases({ node: peerId, attempts: frame.running, leaseExpiresAt: clock.now() + (this.options.leaseMs ?? 15_000) })
+          }
+          const revoked = await this.revoked(peerId, frame.running, 'renew')
           await this.reply(channel, { type: 'renewed', rid: frame.rid, revoked })
           void this.options.recovery.reconcile(peerId, frame.running)
           return
@@ -212,14 +217,26 @@ export class SessionServer {
   }
 
   /** Attempts a node believes it holds but whose token is no longer current. */
-  private async revoked (peerId: string, running: RunningRef[]): Promise<Array<{ jobId: string, attempt: number }>> {
+  /**
+   * Attempts a node believes it holds but whose token is no longer current.
+   * Each is refused (the node stops it) and recorded as a `stale-report`,
+   * so the job's log shows that a replaced claimant came back.
+   */
+  private async revoked (peerId: string, running: RunningRef[], report: 'hello' | 'renew'): Promise<Array<{ jobId: string, attempt: number }>> {
     const out: Array<{ jobId: string, attempt: number }> = []
     for (const r of running) {
       const job = await this.options.store.getJob(r.jobId)
       const current = job?.attempts.find(a => a.number === r.attempt)
       const live = job != null && job.attempt === r.attempt && (job.state === 'claimed' || job.state === 'running') &&
         current != null && current.token === r.token && current.node === peerId
-      if (!live) out.push({ jobId: r.jobId, attempt: r.attempt })
+      if (live) continue
+      out.push({ jobId: r.jobId, attempt: r.attempt })
+      if (job == null) continue
+      this.stats.staleReports++
+      await this.options.store.appendEvent({
+        jobId: r.jobId, at: this.options.clock.now(), type: 'stale-report', actor: peerId, attempt: r.attempt,
+        detail: { report, reason: `attempt ${r.attempt} is no longer this node's (job ${job.state}, current attempt ${job.attempt}); told to stop it` }
+      })
     }
     return out
   }

@@ -208,6 +208,8 @@ export class NodeAgent {
 
   private onPush (frame: CoordinatorFrame): void {
     if (frame.type === 'cancel') this.runner.cancel(frame.jobId, frame.attempt, frame.token, frame.reason)
+    // A lease of ours ran out on the coordinator's clock: prove we are alive at once.
+    else if (frame.type === 'probe') void this.renew()
   }
 
   /** New jobs heard of: keep those we could run, then bid while slots are free. */

@@ -37,6 +37,8 @@ coordinator), then bids on announced jobs and runs what it wins.
   --data-dir DIR            identity and work dirs                     [./.rgrid/node]
   --docker-default-image I  image for jobs that name none              [busybox:latest]
   --drain-timeout-ms N      on stop, let running jobs finish this long [30000]
+  --renew-ms N              renew leases over the session this often; keep it
+                            well under the coordinator's --lease-ms    [5000]
   --log-level LEVEL         debug|info|warn|error                      [info]
 `
 
@@ -72,6 +74,7 @@ async function main (): Promise<void> {
       'data-dir': { type: 'string' },
       'docker-default-image': { type: 'string' },
       'drain-timeout-ms': { type: 'string' },
+      'renew-ms': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' }
     },
@@ -89,6 +92,7 @@ async function main (): Promise<void> {
   const slots = positiveInt('--slots', args.slots, Math.max(1, Math.floor(cpus)))
   const memoryMb = positiveInt('--memory-mb', args['memory-mb'], Math.floor(totalmem() / 1024 / 1024 * 0.8))
   const drainTimeoutMs = positiveInt('--drain-timeout-ms', args['drain-timeout-ms'], 30_000)
+  const renewMs = positiveInt('--renew-ms', args['renew-ms'], 5_000)
   const labels = parseLabels(args.labels)
   const log = createLogger('node', { level: (args['log-level'] ?? 'info') as LogLevel })
   logUnhandledRejections(log)
@@ -120,7 +124,7 @@ async function main (): Promise<void> {
   if (runtimeName === 'process') log.warn('process runtime: jobs run without isolation; use it for development and simulations only')
 
   const agent = new NodeAgent({
-    privateKey, runtime, log, bootstrap: peers, slots, cpus, memoryMb, labels, drainTimeoutMs,
+    privateKey, runtime, log, bootstrap: peers, slots, cpus, memoryMb, labels, drainTimeoutMs, renewMs,
     workRoot: join(dataDir, 'work'),
     listen: args.listen ?? ['/ip4/0.0.0.0/tcp/0'],
     coordinators,

@@ -33,7 +33,7 @@ export interface SessionClientOptions {
   host: RGridHost
   coordinator: PeerId
   log: Logger
-  /** Frames the coordinator sends without a request (cancel). */
+  /** Frames the coordinator sends without a request (cancel, probe). */
   onPush: (frame: CoordinatorFrame) => void
   /** Called once when the session ends, for whatever reason. */
   onClose: () => void
@@ -106,7 +106,7 @@ export class SessionClient {
           clearTimeout(waiter.timer)
           this.pending.delete(rid)
           waiter.resolve(frame)
-        } else if (frame.type === 'cancel') {
+        } else if (frame.type === 'cancel' || frame.type === 'probe') {
           this.options.onPush(frame)
         } else if (frame.type === 'error') {
           this.options.log.warn('coordinator reported an error', { code: frame.code, message: frame.message })

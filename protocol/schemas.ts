@@ -240,7 +240,10 @@ export const cancelSchema = z.strictObject({
   reason: z.string().max(512)
 })
 
+/** Pushed by the coordinator when a lease ran out: renew now if you are alive. */
+export const probeSchema = z.strictObject({ type: z.literal('probe') })
+
 export const coordinatorFrameSchema = z.discriminatedUnion('type', [
-  welcomeSchema, awardSchema, refuseSchema, ackSchema, staleSchema, renewedSchema, openJobsSchema, errorFrameSchema, cancelSchema
+  welcomeSchema, awardSchema, refuseSchema, ackSchema, staleSchema, renewedSchema, openJobsSchema, errorFrameSchema, cancelSchema, probeSchema
 ])
 export type CoordinatorFrame = z.output<typeof coordinatorFrameSchema>

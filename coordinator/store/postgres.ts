@@ -27,12 +27,15 @@ import postgres from 'postgres'
 import { NotFoundError, StaleAttemptError, ValidationError } from '../../common/errors.js'
 import type { JobSpec, NodeCapacity } from '../../protocol/schemas.js'
 import { POSTGRES_MIGRATIONS } from './migrations/postgres.js'
-import { awardConflict, cancelConflict, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, maxAttemptsOf, staleReason } from './shared.js'
+import {
+  awardConflict, cancelConflict, checkRenewal, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, maxAttemptsOf, staleReason
+} from './shared.js'
 import {
   ATTEMPTS_EXHAUSTED, StoreUnavailableError,
-  type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type JobEvent, type JobEventType,
-  type JobRecord, type JobState, type JobSummary, type LeaseInput, type ListJobsQuery, type NodeRecord, type OpenJob,
-  type RescheduleInput, type RescheduleOutcome, type ResultInput, type ResultRecord, type Store
+  type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type ExpiredAttemptsQuery, type JobEvent,
+  type JobEventType, type JobRecord, type JobState, type JobSummary, type LeaseInput, type ListJobsQuery, type NodeRecord,
+  type OpenJob, type RenewLeasesInput, type RescheduleInput, type RescheduleOutcome, type ResultInput, type ResultRecord,
+  type Store
 } from './types.js'
 
 export interface PostgresNotice {
@@ -450,6 +453,37 @@ export class PostgresStore implements Store {
       SELECT a.* FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.number = j.attempt
       WHERE j.state IN ('claimed', 'running') AND a.node = ${node}
       ORDER BY a.awarded_at ASC, a.job_id ASC`)
+    return rows.map(toAttempt)
+  }
+
+  async renewLeases (input: RenewLeasesInput): Promise<number> {
+    checkRenewal(input)
+    // Nothing stored holds U+0000 (text cannot): such an entry matches nothing, as in SQLite, instead of failing the statement.
+    const attempts = input.attempts.filter(a => !a.jobId.includes('\u0000') && !a.token.includes('\u0000'))
+    if (attempts.length === 0 || input.node.includes('\u0000')) return 0
+    // One statement for the whole list. UPDATE … FROM updates each attempt row once however many list
+    // entries join it. Checking attempts.state matters under concurrency: when this UPDATE waits for an
+    // attempt row that a reschedule, result or cancel is changing, it re-checks the committed attempt row
+    // (whose state then left claimed/running) but not the job row its snapshot joined.
+    const result = await this.db(async (sql) => await sql`
+      UPDATE attempts SET lease_expires_at = GREATEST(attempts.lease_expires_at, ${input.leaseExpiresAt}::bigint)
+      FROM unnest(${attempts.map(a => a.jobId)}::text[], ${attempts.map(a => a.attempt)}::int[],
+                  ${attempts.map(a => a.token)}::text[]) AS r(job_id, number, token),
+           jobs j
+      WHERE attempts.job_id = r.job_id AND attempts.number = r.number AND attempts.token = r.token
+        AND attempts.node = ${input.node}::text AND attempts.state IN ('claimed', 'running')
+        AND j.id = attempts.job_id AND j.attempt = attempts.number AND j.state IN ('claimed', 'running')`)
+    return result.count
+  }
+
+  async expiredAttempts (query: ExpiredAttemptsQuery): Promise<AttemptRecord[]> {
+    const limit = clampLimit(query.limit, DEFAULT_LIST_LIMIT)
+    // Walks attempts_live_lease (partial: claimed/running attempts) in expiry order; the job row by its key.
+    const rows = await this.db(async (sql) => await sql<AttemptRow[]>`
+      SELECT a.* FROM attempts a JOIN jobs j ON j.id = a.job_id AND j.attempt = a.number
+      WHERE a.state IN ('claimed', 'running') AND a.lease_expires_at <= ${query.now}::bigint AND j.state IN ('claimed', 'running')
+      ORDER BY a.lease_expires_at ASC, a.job_id ASC, a.number ASC
+      LIMIT ${limit}`)
     return rows.map(toAttempt)
   }
 

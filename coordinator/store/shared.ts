@@ -4,6 +4,7 @@
  * compare-and-set turns into.
  */
 import { ConflictError } from '../../common/errors.js'
+import { MAX_RENEW_BATCH, type RenewLeasesInput } from './types.js'
 
 export const DEFAULT_LIST_LIMIT = 50
 export const MAX_LIST_LIMIT = 1000
@@ -56,4 +57,26 @@ export function cancelConflict (jobId: string, state: string): ConflictError {
 
 export function duplicateJob (jobId: string): ConflictError {
   return new ConflictError(`job ${jobId} already exists`, jobId, null)
+}
+
+/** Largest attempt number a renewal may name (the columns are 32-bit integers on PostgreSQL). */
+const MAX_ATTEMPT_NUMBER = 2 ** 31 - 1
+
+/**
+ * Checks a renewal before it reaches the database, so both backends refuse
+ * the same inputs with the same RangeError (rather than PostgreSQL failing
+ * a cast where SQLite would simply match nothing).
+ */
+export function checkRenewal (input: RenewLeasesInput): void {
+  if (input.attempts.length > MAX_RENEW_BATCH) {
+    throw new RangeError(`at most ${MAX_RENEW_BATCH} attempts per renewal, got ${input.attempts.length}`)
+  }
+  if (!Number.isSafeInteger(input.leaseExpiresAt)) {
+    throw new RangeError(`leaseExpiresAt must be a safe integer, got ${input.leaseExpiresAt}`)
+  }
+  for (const a of input.attempts) {
+    if (!Number.isInteger(a.attempt) || a.attempt < 1 || a.attempt > MAX_ATTEMPT_NUMBER) {
+      throw new RangeError(`attempt must be an integer from 1 to ${MAX_ATTEMPT_NUMBER}, got ${a.attempt}`)
+    }
+  }
 }

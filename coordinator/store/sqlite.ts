@@ -16,13 +16,15 @@ import { NotFoundError, StaleAttemptError } from '../../common/errors.js'
 import type { JobError, JobSpec, NodeCapacity } from '../../protocol/schemas.js'
 import { SQLITE_MIGRATIONS } from './migrations/sqlite.js'
 import {
-  awardConflict, cancelConflict, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, exhaustedMessage, maxAttemptsOf, staleReason
+  awardConflict, cancelConflict, checkRenewal, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, exhaustedMessage, maxAttemptsOf,
+  staleReason
 } from './shared.js'
 import {
   ATTEMPTS_EXHAUSTED,
-  type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type JobEvent, type JobEventType,
-  type JobRecord, type JobState, type JobSummary, type LeaseInput, type ListJobsQuery, type NodeRecord, type OpenJob,
-  type RescheduleInput, type RescheduleOutcome, type ResultInput, type ResultRecord, type Store
+  type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type ExpiredAttemptsQuery, type JobEvent,
+  type JobEventType, type JobRecord, type JobState, type JobSummary, type LeaseInput, type ListJobsQuery, type NodeRecord,
+  type OpenJob, type RenewLeasesInput, type RescheduleInput, type RescheduleOutcome, type ResultInput, type ResultRecord,
+  type Store
 } from './types.js'
 
 export interface SqliteStoreOptions {
@@ -117,6 +119,20 @@ function prepareStatements (db: Database.Database) {
       `SELECT a.* FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.number = j.attempt
        WHERE j.state IN ('claimed', 'running') AND a.node = ?
        ORDER BY a.awarded_at ASC, a.job_id ASC`),
+    // One attempt of a renewal. attempts.state is checked as well as the job's: the two move together.
+    renewLease: db.prepare<[number, string, number, string, string]>(
+      `UPDATE attempts SET lease_expires_at = MAX(lease_expires_at, ?)
+       WHERE job_id = ? AND number = ? AND token = ? AND node = ? AND state IN ('claimed', 'running')
+         AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = attempts.job_id AND j.attempt = attempts.number
+                       AND j.state IN ('claimed', 'running'))`),
+    // Walks attempts_live_lease (partial: claimed/running attempts) in expiry order, stopping at the limit,
+    // and looks up each job row by its key. CROSS JOIN keeps attempts the outer loop: without ANALYZE
+    // statistics the planner would rather scan all claimed/running jobs and sort.
+    expiredAttempts: db.prepare<[number, number], AttemptRow>(
+      `SELECT a.* FROM attempts a CROSS JOIN jobs j ON j.id = a.job_id AND j.attempt = a.number
+       WHERE a.state IN ('claimed', 'running') AND a.lease_expires_at <= ? AND j.state IN ('claimed', 'running')
+       ORDER BY a.lease_expires_at ASC, a.job_id ASC, a.number ASC
+       LIMIT ?`),
     // SET expressions see the row as it was; RETURNING shows it as it is now.
     reschedule: db.prepare<[RescheduleParams], JobRow>(
       `UPDATE jobs SET
@@ -357,6 +373,28 @@ export class SqliteStore implements Store {
 
   async heldAttempts (node: string): Promise<AttemptRecord[]> {
     return this.q.heldAttempts.all(node).map(toAttempt)
+  }
+
+  async renewLeases (input: RenewLeasesInput): Promise<number> {
+    checkRenewal(input)
+    if (input.attempts.length === 0) return 0
+    const q = this.q
+    return this.db.transaction((): number => {
+      // A repeated entry counts once, as in PostgreSQL's UPDATE … FROM.
+      const seen = new Set<string>()
+      let renewed = 0
+      for (const a of input.attempts) {
+        const key = JSON.stringify([a.jobId, a.attempt, a.token])
+        if (seen.has(key)) continue
+        seen.add(key)
+        renewed += q.renewLease.run(input.leaseExpiresAt, a.jobId, a.attempt, a.token, input.node).changes
+      }
+      return renewed
+    }).immediate()
+  }
+
+  async expiredAttempts (query: ExpiredAttemptsQuery): Promise<AttemptRecord[]> {
+    return this.q.expiredAttempts.all(query.now, clampLimit(query.limit, DEFAULT_LIST_LIMIT)).map(toAttempt)
   }
 
   async rescheduleAttempt (input: RescheduleInput): Promise<RescheduleOutcome> {

@@ -159,6 +159,30 @@ export class StoreUnavailableError extends Error {
   constructor (message: string, options?: { cause?: unknown }) { super(message, options) }
 }
 
+/** At most this many attempts per {@link Store.renewLeases} call. */
+export const MAX_RENEW_BATCH = 256
+
+/** One attempt a node asks to keep, as it names it in a renewal. */
+export interface RenewedAttempt {
+  jobId: string
+  attempt: number
+  token: string
+}
+
+export interface RenewLeasesInput {
+  /** Peer id of the node renewing; only attempts awarded to it are renewed. */
+  node: string
+  /** At most {@link MAX_RENEW_BATCH}. */
+  attempts: RenewedAttempt[]
+  /** The new expiry, epoch ms; a later expiry already stored is kept (never shortened). */
+  leaseExpiresAt: number
+}
+
+export interface ExpiredAttemptsQuery {
+  now: number
+  limit: number
+}
+
 export interface LeaseInput {
   /** The lease's name, e.g. `background-loops`. */
   name: string
@@ -210,6 +234,28 @@ export interface Store {
    * job is `claimed` or `running`. Oldest award first.
    */
   heldAttempts: (node: string) => Promise<AttemptRecord[]>
+  /**
+   * Extends the leases of attempts `node` still holds: for each listed
+   * attempt that is its job's current attempt (`jobs.attempt = attempt`), the
+   * job `claimed` or `running`, the attempt awarded to `node` with fencing
+   * token `token` (and itself `claimed` or `running`), `lease_expires_at`
+   * becomes the greater of its stored value and `leaseExpiresAt`: a renewal
+   * never shortens a lease. Resolves how many attempts matched (each counted
+   * once, however often it is listed); the others are silently skipped. One
+   * write for the whole list; writes no events (renewals are frequent).
+   * Throws RangeError for more than {@link MAX_RENEW_BATCH} attempts, an
+   * attempt number that is not an integer in 1..2^31-1, or a
+   * `leaseExpiresAt` that is not a safe integer.
+   */
+  renewLeases: (input: RenewLeasesInput) => Promise<number>
+  /**
+   * Current attempts whose lease has run out: the job's current attempt, job
+   * and attempt `claimed` or `running`, `lease_expires_at <= now`. Earliest
+   * expiry first (ties by job id, then attempt number), at most `limit`
+   * (clamped to 1..1000). Read only: the caller gives each one up with
+   * {@link rescheduleAttempt}.
+   */
+  expiredAttempts: (query: ExpiredAttemptsQuery) => Promise<AttemptRecord[]>
   /**
    * Gives up the job's current attempt (lease expired, node lost, retryable
    * failure) in one conditional write on a job that is `claimed` or `running`

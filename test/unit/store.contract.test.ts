@@ -28,7 +28,7 @@ import { SQLITE_MIGRATIONS } from '../../coordinator/store/migrations/sqlite.js'
 import { PostgresStore } from '../../coordinator/store/postgres.js'
 import { SqliteStore } from '../../coordinator/store/sqlite.js'
 import {
-  StoreUnavailableError, type AttemptRecord, type RescheduleInput, type ResultRecord, type Store
+  MAX_RENEW_BATCH, StoreUnavailableError, type AttemptRecord, type RenewedAttempt, type RescheduleInput, type ResultRecord, type Store
 } from '../../coordinator/store/types.js'
 import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js'
 
@@ -233,6 +233,19 @@ async function newJobWith (store: Store, now: number, maxAttempts: number): Prom
 /** Gives up attempt `attempt` of `jobId` as the coordinator does when its lease expires. */
 function lostInput (jobId: string, attempt: number, token: string | null, now: number, backoffMs = 5000): RescheduleInput {
   return { jobId, attempt, token, now, actor: 'coordinator', reason: 'lease expired', attemptState: 'lost', backoffMs }
+}
+
+/** Awards attempt `attempt` of `jobId` to `node` at `now` with a lease of `leaseMs`. */
+async function awardLease (store: Store, jobId: string, node: string, now: number, leaseMs: number, attempt = 1): Promise<AttemptRecord> {
+  return await store.award({ jobId, attempt, node, token: newFencingToken(), now, leaseMs, detail: {} })
+}
+
+/** How a node names an attempt it holds in a renewal. */
+const renewalOf = (a: AttemptRecord): RenewedAttempt => ({ jobId: a.jobId, attempt: a.number, token: a.token })
+
+/** The stored lease expiry of each attempt of `jobId`, by attempt number. */
+async function leasesOf (store: Store, jobId: string): Promise<number[]> {
+  return (await store.getJob(jobId))?.attempts.map(a => a.leaseExpiresAt) ?? []
 }
 
 /** The rejection of a promise that must reject. */
@@ -741,6 +754,138 @@ describe.each(backends)('Store contract: $name', (backend) => {
     expect((await store.openJobs(2, T0 + 1010)).map(j => j.jobId)).toEqual([a, b])
   })
 
+  it('renews only the current attempts the node holds with their tokens, never shortening a lease', async () => {
+    const store = await backend.open()
+    const ids = []
+    for (let i = 1; i <= 7; i++) ids.push(await newJob(store, T0 + i))
+    const [a, b, c, d, e, f, g] = ids as [string, string, string, string, string, string, string]
+    const heldA = await awardLease(store, a, nodeId(1), T0 + 10, 1000) // claimed
+    const heldB = await awardLease(store, b, nodeId(1), T0 + 11, 1000)
+    await store.markStarted({ jobId: b, attempt: 1, token: heldB.token, node: nodeId(1), startedAt: T0 + 12, now: T0 + 12 }) // running
+    const otherNode = await awardLease(store, c, nodeId(2), T0 + 13, 1000)
+    const finished = await awardLease(store, d, nodeId(1), T0 + 14, 1000)
+    await store.recordResult({ jobId: d, attempt: 1, token: finished.token, node: nodeId(1), now: T0 + 15, result: resultOf() })
+    const old = await awardLease(store, e, nodeId(1), T0 + 16, 1000)
+    await store.rescheduleAttempt(lostInput(e, 1, old.token, T0 + 17, 0))
+    const heldE2 = await awardLease(store, e, nodeId(1), T0 + 18, 1000, 2)
+    const cancelled = await awardLease(store, f, nodeId(1), T0 + 19, 1000)
+    await store.cancel({ jobId: f, now: T0 + 20, actor: 'http', reason: 'x' })
+    const lostForGood = await awardLease(store, g, nodeId(1), T0 + 21, 1000)
+    await store.rescheduleAttempt(lostInput(g, 1, lostForGood.token, T0 + 22, 0)) // g: announced, attempt 2 not awarded
+    const eventsBefore = await Promise.all(ids.map(async id => await store.listEvents(id)))
+
+    const until = T0 + 60_000
+    const renewed = await store.renewLeases({
+      node: nodeId(1),
+      leaseExpiresAt: until,
+      attempts: [
+        renewalOf(heldA),
+        renewalOf(heldB),
+        renewalOf(heldE2),
+        renewalOf(heldA), // listed twice: counted once
+        { ...renewalOf(heldA), token: newFencingToken() }, // wrong token
+        { ...renewalOf(heldA), attempt: 2 }, // not its attempt
+        renewalOf(otherNode), // another node's attempt, with its own token
+        renewalOf(finished),
+        renewalOf(old), // the attempt before the reschedule
+        renewalOf(cancelled),
+        renewalOf(lostForGood),
+        { ...renewalOf(lostForGood), attempt: 2 }, // current number, never awarded
+        { jobId: uuidv7(T0), attempt: 1, token: heldA.token } // no such job
+      ]
+    })
+    expect(renewed).toBe(3)
+    expect(await leasesOf(store, a)).toEqual([until])
+    expect(await leasesOf(store, b)).toEqual([until])
+    expect(await leasesOf(store, e)).toEqual([T0 + 1016, until])
+    expect(await leasesOf(store, c)).toEqual([T0 + 1013])
+    expect(await leasesOf(store, d)).toEqual([T0 + 1014])
+    expect(await leasesOf(store, f)).toEqual([T0 + 1019])
+    expect(await leasesOf(store, g)).toEqual([T0 + 1021])
+    // Nothing else about the attempts or jobs changed, and no event was written.
+    expect((await store.getJob(a))?.attempts).toEqual([{ ...heldA, leaseExpiresAt: until }])
+    expect(await store.getJob(b)).toMatchObject({ state: 'running', updatedAt: T0 + 12, attempts: [{ state: 'running', startedAt: T0 + 12 }] })
+    expect(await Promise.all(ids.map(async id => await store.listEvents(id)))).toEqual(eventsBefore)
+
+    // An earlier expiry never shortens a lease; the attempt still counts as held (renewed).
+    expect(await store.renewLeases({ node: nodeId(1), leaseExpiresAt: T0 + 30_000, attempts: [renewalOf(heldA)] })).toBe(1)
+    expect(await leasesOf(store, a)).toEqual([until])
+    expect(await store.renewLeases({ node: nodeId(1), leaseExpiresAt: until + 1, attempts: [renewalOf(heldA)] })).toBe(1)
+    expect(await leasesOf(store, a)).toEqual([until + 1])
+
+    // The other node renews its own; an empty list renews nothing.
+    expect(await store.renewLeases({ node: nodeId(2), leaseExpiresAt: until, attempts: [renewalOf(otherNode), renewalOf(heldA)] })).toBe(1)
+    expect(await leasesOf(store, c)).toEqual([until])
+    expect(await store.renewLeases({ node: nodeId(1), leaseExpiresAt: until, attempts: [] })).toBe(0)
+  })
+
+  it('renews at most 256 attempts per call and refuses malformed renewals', async () => {
+    const store = await backend.open()
+    const id = await newJob(store, T0)
+    const held = await awardLease(store, id, nodeId(1), T0 + 1, 1000)
+    const renewal = async (attempts: RenewedAttempt[], leaseExpiresAt = T0 + 5000): Promise<number> =>
+      await store.renewLeases({ node: nodeId(1), leaseExpiresAt, attempts })
+    const filler = (n: number): RenewedAttempt[] =>
+      Array.from({ length: n }, (_, i) => ({ jobId: uuidv7(T0 + i), attempt: 1 + i, token: newFencingToken() }))
+
+    expect(MAX_RENEW_BATCH).toBe(256)
+    expect(await renewal([...filler(255), renewalOf(held)])).toBe(1)
+    await expect(renewal([...filler(256), renewalOf(held)])).rejects.toBeInstanceOf(RangeError)
+    await expect(renewal([{ ...renewalOf(held), attempt: 1.5 }])).rejects.toBeInstanceOf(RangeError)
+    await expect(renewal([{ ...renewalOf(held), attempt: 0 }])).rejects.toBeInstanceOf(RangeError)
+    await expect(renewal([{ ...renewalOf(held), attempt: 2 ** 31 }])).rejects.toBeInstanceOf(RangeError)
+    await expect(renewal([renewalOf(held)], T0 + 9000.5)).rejects.toBeInstanceOf(RangeError)
+    // Text the database cannot hold matches nothing rather than failing.
+    expect(await renewal([{ ...renewalOf(held), token: 'a\u0000b' }, { ...renewalOf(held), jobId: `${id}\u0000` }])).toBe(0)
+    expect(await store.renewLeases({ node: `${nodeId(1)}\u0000`, leaseExpiresAt: T0 + 9000, attempts: [renewalOf(held)] })).toBe(0)
+    expect(await leasesOf(store, id)).toEqual([T0 + 5000])
+  })
+
+  it('lists current claimed and running attempts whose lease expired, earliest first', async () => {
+    const store = await backend.open()
+    const ids = []
+    for (let i = 1; i <= 9; i++) ids.push(await newJob(store, T0 + i))
+    // The ninth job stays announced (no attempt row).
+    const [a, b, c, d, e, f, g, h] = ids as [string, string, string, string, string, string, string, string]
+    const expA = await awardLease(store, a, nodeId(1), T0 + 10, 990) // expires T0 + 1000
+    const expB = await awardLease(store, b, nodeId(2), T0 + 11, 489) // T0 + 500
+    await store.markStarted({ jobId: b, attempt: 1, token: expB.token, node: nodeId(2), startedAt: T0 + 12, now: T0 + 12 })
+    const runningB = { ...expB, state: 'running' as const, startedAt: T0 + 12 }
+    await awardLease(store, c, nodeId(1), T0 + 13, 4987) // T0 + 5000: not yet expired
+    const done = await awardLease(store, d, nodeId(1), T0 + 14, 10) // expired but finished
+    await store.recordResult({ jobId: d, attempt: 1, token: done.token, node: nodeId(1), now: T0 + 30, result: resultOf() })
+    await awardLease(store, e, nodeId(1), T0 + 15, 10) // expired but cancelled
+    await store.cancel({ jobId: e, now: T0 + 31, actor: 'http', reason: 'x' })
+    const first = await awardLease(store, f, nodeId(1), T0 + 16, 10) // given up, next attempt expired too
+    await store.rescheduleAttempt(lostInput(f, 1, first.token, T0 + 32, 0))
+    const expF2 = await awardLease(store, f, nodeId(2), T0 + 40, 1460, 2) // T0 + 1500
+    const gone = await awardLease(store, g, nodeId(1), T0 + 17, 10) // given up, re-announced, not awarded
+    await store.rescheduleAttempt(lostInput(g, 1, gone.token, T0 + 33, 0))
+    const expH = await awardLease(store, h, nodeId(3), T0 + 18, 982) // T0 + 1000, same as a
+    const tied = [expA, expH].sort((x, y) => x.jobId < y.jobId ? -1 : 1)
+
+    expect(await store.expiredAttempts({ now: T0 + 2000, limit: 10 })).toEqual([runningB, ...tied, expF2])
+    expect(await store.expiredAttempts({ now: T0 + 2000, limit: 2 })).toEqual([runningB, tied[0]])
+    // Inclusive: a lease expiring at `now` has expired.
+    expect(await store.expiredAttempts({ now: T0 + 499, limit: 10 })).toEqual([])
+    expect(await store.expiredAttempts({ now: T0 + 500, limit: 10 })).toEqual([runningB])
+    expect(await store.expiredAttempts({ now: T0 + 5000, limit: 10 })).toHaveLength(5)
+
+    // A renewed lease is no longer expired.
+    expect(await store.renewLeases({ node: nodeId(1), leaseExpiresAt: T0 + 10_000, attempts: [renewalOf(expA)] })).toBe(1)
+    expect(await store.expiredAttempts({ now: T0 + 2000, limit: 10 })).toEqual([runningB, expH, expF2])
+
+    // Given up as the coordinator does: gone from the list, and its old token renews nothing.
+    const outcome = await store.rescheduleAttempt(lostInput(b, 1, expB.token, T0 + 2001, 0))
+    expect(outcome.rescheduled).toBe(true)
+    expect(await store.expiredAttempts({ now: T0 + 2001, limit: 10 })).toEqual([expH, expF2])
+    expect(await store.renewLeases({ node: nodeId(2), leaseExpiresAt: T0 + 10_000, attempts: [renewalOf(expB)] })).toBe(0)
+    // Its next attempt, once awarded and expired, is listed under its own number.
+    const expB2 = await awardLease(store, b, nodeId(3), T0 + 2002, 1, 2)
+    expect(await store.expiredAttempts({ now: T0 + 2003, limit: 10 })).toEqual([expH, expF2, expB2])
+    expect(await store.expiredAttempts({ now: T0 + 2003, limit: 10 })).not.toContainEqual(expect.objectContaining({ jobId: b, number: 1 }))
+  })
+
   it.runIf(backend.openAtVersion2 !== undefined)('migration 3 takes max_attempts of existing jobs from their spec', async () => {
     if (backend.openAtVersion2 === undefined) throw new Error('unreachable: guarded by runIf')
     const two = uuidv7(T0 + 1)
@@ -1002,6 +1147,26 @@ describe('PostgresStore under concurrency', () => {
     const job = await store.getJob(id)
     expect(job?.attempts).toMatchObject([{ state: 'lost', startedAt: T0 + 2, finishedAt: T0 + 10 }])
     expect(job?.result).toMatchObject({ startedAt: T0 + 2, error: { code: 'attempts-exhausted' } })
+  })
+
+  it('renews nothing for an attempt given up while the renewal waited for its row', async () => {
+    const url = await freshPostgresUrl()
+    const store = await openPostgres(url)
+    const id = await newJob(store, T0)
+    const held = await awardLease(store, id, nodeId(1), T0 + 1, 1000)
+    const sql = raw(url)
+    let renewing: Promise<number> = Promise.resolve(-1)
+    // A reschedule (as the store writes it) that commits only after the renewal blocked on the attempt row.
+    // The renewal's snapshot still shows the job claimed with attempt 1; the re-checked attempt row does not.
+    await sql.begin(async (tx) => {
+      await tx`UPDATE jobs SET state = 'announced', attempt = 2, updated_at = ${T0 + 5} WHERE id = ${id}`
+      await tx`UPDATE attempts SET state = 'lost', finished_at = ${T0 + 5} WHERE job_id = ${id} AND number = 1`
+      renewing = store.renewLeases({ node: nodeId(1), leaseExpiresAt: T0 + 60_000, attempts: [renewalOf(held)] })
+      renewing.catch(() => {})
+      await untilLockWait(sql)
+    })
+    expect(await renewing).toBe(0)
+    expect((await store.getJob(id))?.attempts).toMatchObject([{ state: 'lost', leaseExpiresAt: T0 + 1001 }])
   })
 
   it('turns a terminated connection and a refused one into StoreUnavailableError', async () => {

@@ -118,5 +118,18 @@ UPDATE jobs SET max_attempts = (spec->>'maxAttempts')::integer
 -- (The pattern admits only integers 1..999999999, so the cast cannot fail.)
 WHERE jsonb_typeof(spec->'maxAttempts') = 'number' AND (spec->>'maxAttempts') ~ '^[1-9][0-9]{0,8}$';
 `
+  },
+  {
+    id: 4,
+    name: 'live attempts by lease expiry',
+    sql: `
+-- expiredAttempts: the claimed and running attempts, earliest lease expiry first
+-- (ties by job id and number). Partial: finished attempts, the bulk of the table,
+-- are not in it. Every change that ends an attempt's hold (recordResult, cancel,
+-- rescheduleAttempt) also moves attempts.state out of claimed/running.
+-- Built inside the migrator's transaction (not CONCURRENTLY): writes to attempts wait while it builds.
+CREATE INDEX attempts_live_lease ON attempts (lease_expires_at, job_id, number)
+  WHERE state IN ('claimed', 'running');
+`
   }
 ]

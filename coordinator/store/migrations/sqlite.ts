@@ -108,5 +108,17 @@ ALTER TABLE jobs ADD COLUMN not_before INTEGER NOT NULL DEFAULT 0;
 UPDATE jobs SET max_attempts = json_extract(spec, '$.maxAttempts')
 WHERE json_type(spec, '$.maxAttempts') = 'integer' AND json_extract(spec, '$.maxAttempts') >= 1;
 `
+  },
+  {
+    id: 4,
+    name: 'live attempts by lease expiry',
+    sql: `
+-- expiredAttempts: the claimed and running attempts, earliest lease expiry first
+-- (ties by job id and number). Partial: finished attempts, the bulk of the table,
+-- are not in it. Every change that ends an attempt's hold (recordResult, cancel,
+-- rescheduleAttempt) also moves attempts.state out of claimed/running.
+CREATE INDEX attempts_live_lease ON attempts (lease_expires_at, job_id, number)
+  WHERE state IN ('claimed', 'running');
+`
   }
 ]
