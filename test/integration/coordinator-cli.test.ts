@@ -36,7 +36,7 @@ describe('rgrid-coordinator migrations', () => {
     const db = `sqlite:${join(dir, 'fresh.db')}`
     const refused = await coordinator(['--db', db, '--no-migrate'])
     expect(refused.code).toBe(1)
-    expect(refused.stderr).toMatch(/schema is out of date \(pending migrations: 1, 2, 3\)/)
+    expect(refused.stderr).toMatch(/schema is out of date \(pending migrations: 1(, \d+)*\)/)
     const migrated = await coordinator(['migrate', '--db', db])
     expect(migrated.code).toBe(0)
     expect(migrated.stdout).toContain('migrations applied')
