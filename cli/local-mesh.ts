@@ -50,6 +50,10 @@ export interface LocalMeshOptions {
 export interface MeshProcess {
   name: string
   child: ChildProcess
+  /** How it was started, so it can be started again. */
+  bin: string
+  args: string[]
+  lineCount: number
   /** Lines the program printed on stdout at start. */
   lines: string[]
   logFile: string
@@ -74,8 +78,10 @@ export class LocalMesh {
     const log = createWriteStream(logFile, { flags: 'a' })
     const child = spawn(process.execPath, [bin, ...args, '--log-level', this.options.logLevel ?? 'info'], { stdio: ['ignore', 'pipe', 'pipe'] })
     child.stderr.pipe(log)
-    const proc: MeshProcess = { name, child, lines: [], logFile }
-    this.processes.push(proc)
+    const proc: MeshProcess = { name, child, bin, args, lineCount: lines, lines: [], logFile }
+    const existing = this.processes.findIndex(p => p.name === name)
+    if (existing >= 0) this.processes[existing] = proc
+    else this.processes.push(proc)
     const timeoutMs = this.options.startTimeoutMs ?? 20_000
     await new Promise<void>((resolve, reject) => {
       const rl = createInterface({ input: child.stdout })
@@ -120,6 +126,29 @@ export class LocalMesh {
       '--data-dir', join(dir, `node-${i}`), ...(this.options.nodeArgs?.(i) ?? [])
     ], 1)))
     this.nodePeerIds = nodes.map(p => p.lines[0] ?? '')
+  }
+
+  /**
+   * Starts a process again with the same arguments (and so the same data
+   * dir and identity), killing it first if it still runs. A coordinator gets
+   * a new HTTP port: the URL fields are updated.
+   */
+  async restart (name: string): Promise<MeshProcess> {
+    const old = this.processes.find(p => p.name === name)
+    if (old == null) throw new Error(`no process ${name}`)
+    if (old.child.exitCode == null && old.child.signalCode == null) {
+      const exited = new Promise<void>(resolve => { old.child.once('exit', () => { resolve() }) })
+      old.child.kill('SIGKILL')
+      await exited
+    }
+    const proc = await this.launch(name, old.bin, old.args, old.lineCount)
+    const c = this.coordinators.findIndex(x => x.process === old)
+    if (c >= 0) {
+      const addr = proc.lines[0] ?? ''
+      this.coordinators[c] = { addr, peerId: addr.split('/p2p/')[1] ?? '', httpUrl: proc.lines[1] ?? '', process: proc }
+      if (c === 0) { this.coordinatorAddr = addr; this.httpUrl = proc.lines[1] ?? '' }
+    }
+    return proc
   }
 
   /** Polls `GET /v1/nodes` until `count` nodes have an open session (to the given coordinator). */

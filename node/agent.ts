@@ -24,6 +24,7 @@ import type { SessionClient } from './session-client.js'
 import { CoordinatorLinks } from './coordinators.js'
 import { Reporter } from './reporter.js'
 import { Runner, type RunningAttempt } from './runner.js'
+import { Outbox } from './outbox.js'
 
 export const AGENT_VERSION = '0.1.0'
 
@@ -44,6 +45,8 @@ export interface NodeAgentOptions {
   onCoordinator?: (peerId: string) => void
   /** Directory for per-attempt work dirs. */
   workRoot: string
+  /** Path of the outbox database; without it results are kept in memory only. */
+  outboxPath?: string
   /** Concurrent jobs. @default 1 */
   slots?: number
   /** @default 1 */
@@ -84,12 +87,17 @@ export class NodeAgent {
   private cands!: Candidates
   private readonly clock: Clock
   private readonly reporter: Reporter
+  private readonly outbox: Outbox | null
   private readonly runner: Runner
   readonly stats = { bids: 0, awards: 0, refusals: 0, bidErrors: 0, announcementsIgnored: 0, sessionsOpened: 0 }
 
   constructor (private readonly options: NodeAgentOptions) {
     this.clock = options.clock ?? systemClock
-    this.reporter = new Reporter({ log: options.log.child('reporter'), session: (prefer) => this.links?.session(prefer) ?? null })
+    this.outbox = options.outboxPath != null ? new Outbox(options.outboxPath) : null
+    this.reporter = new Reporter({
+      log: options.log.child('reporter'), session: (prefer) => this.links?.session(prefer) ?? null,
+      ...(this.outbox != null ? { outbox: this.outbox } : {})
+    })
     this.runner = new Runner({
       runtime: options.runtime,
       log: options.log.child('runner'),
@@ -146,6 +154,8 @@ export class NodeAgent {
     const { log } = this.options
     await this.options.runtime.start(this.stopController.signal)
     await mkdir(this.options.workRoot, { recursive: true })
+    const restored = this.reporter.restore()
+    if (restored > 0) log.info('results from before the restart will be delivered', { count: restored })
     const host = await createHost({
       privateKey: this.options.privateKey,
       listen: this.options.listen ?? ['/ip4/0.0.0.0/tcp/0'],
@@ -199,7 +209,7 @@ export class NodeAgent {
   /** Introduces the node on a new session and takes the open jobs it is offered. */
   private async hello (session: SessionClient, coordinator: string): Promise<void> {
     this.stats.sessionsOpened++
-    const welcome = await session.request({ type: 'hello', capacity: this.capacity(), running: this.runner.refs() })
+    const welcome = await session.request({ type: 'hello', capacity: this.capacity(), running: this.held() })
     if (welcome.type !== 'welcome') throw new Error(`expected welcome, got ${welcome.type}`)
     for (const r of welcome.revoked) this.runner.revoke(r.jobId, r.attempt, 'the coordinator no longer assigns this attempt to us')
     this.offer(welcome.open, coordinator)
@@ -308,7 +318,7 @@ export class NodeAgent {
     links.reconnect()
     await Promise.all(links.openSessions().map(async ({ session }) => {
       try {
-        const reply = await session.request({ type: 'renew', capacity: this.capacity(), running: this.runner.refs() })
+        const reply = await session.request({ type: 'renew', capacity: this.capacity(), running: this.held() })
         if (reply.type === 'renewed') {
           for (const r of reply.revoked) this.runner.revoke(r.jobId, r.attempt, 'the coordinator no longer assigns this attempt to us')
         }
@@ -316,6 +326,13 @@ export class NodeAgent {
         this.options.log.debug('renew failed', { error: errorMessage(err) })
       }
     }))
+  }
+
+  /** Attempts this node holds: running, or finished with the result not yet settled. */
+  private held (): Array<{ jobId: string, attempt: number, token: string }> {
+    const out = new Map<string, { jobId: string, attempt: number, token: string }>()
+    for (const r of [...this.runner.refs(), ...this.reporter.pendingResults()]) out.set(`${r.jobId}/${r.attempt}`, r)
+    return [...out.values()].slice(0, 256)
   }
 
   /** Attempts running now (for status and tests). */
@@ -348,5 +365,6 @@ export class NodeAgent {
     await this.host?.stop()
     this.host = null
     await this.options.runtime.stop()
+    this.outbox?.close()
   }
 }

@@ -126,6 +126,7 @@ async function main (): Promise<void> {
   const agent = new NodeAgent({
     privateKey, runtime, log, bootstrap: peers, slots, cpus, memoryMb, labels, drainTimeoutMs, renewMs,
     workRoot: join(dataDir, 'work'),
+    outboxPath: join(dataDir, 'outbox.db'),
     listen: args.listen ?? ['/ip4/0.0.0.0/tcp/0'],
     coordinators,
     onCoordinator: (peerId) => {

@@ -12,6 +12,7 @@ import type { ResultReport } from '../protocol/schemas.js'
 import type { Logger } from '../common/log.js'
 import { errorMessage } from '../common/errors.js'
 import type { SessionClient, NodeRequest } from './session-client.js'
+import type { Outbox } from './outbox.js'
 
 export type StartedReport = { type: 'started', jobId: string, attempt: number, token: string, startedAt: number }
 export type ResultRequest = Omit<ResultReport, 'rid'>
@@ -32,6 +33,8 @@ export interface ReporterOptions {
   log: Logger
   /** An open session, preferably to the given coordinator (the one that awarded the attempt). */
   session: (prefer?: string) => SessionClient | null
+  /** Where results are kept until settled; without one they live in memory only. */
+  outbox?: Outbox
   /** Delay before retrying a failed delivery, in ms. @default 500 */
   retryMs?: number
   /**
@@ -74,6 +77,8 @@ export class Reporter {
    * coordinator always agree on how many attempts the node holds.
    */
   async result (report: ResultRequest, coordinator?: string): Promise<void> {
+    // On disk before anyone hears of it: a crash from here on cannot lose the result.
+    this.options.outbox?.put(report, coordinator)
     const e = this.entry(report.jobId, report.attempt)
     e.coordinator ??= coordinator
     e.result = report
@@ -133,7 +138,9 @@ export class Reporter {
     if (settled) {
       if (frame.type === 'started') e.started = null
       else {
+        const done = e.result
         e.result = null
+        if (done != null) this.options.outbox?.delete(done.jobId, done.attempt)
         for (const resolve of e.settled.splice(0)) resolve()
       }
       // A stale `started` means the attempt is over for us; its result would be stale too, but send
@@ -162,6 +169,28 @@ export class Reporter {
     for (const w of this.idleWaiters.splice(0)) w()
   }
 
+  /**
+   * Takes up the results a previous run of this node left in its outbox;
+   * they are delivered like fresh ones. Returns how many.
+   */
+  restore (): number {
+    const entries = this.options.outbox?.all() ?? []
+    for (const { report, coordinator } of entries) {
+      const e = this.entry(report.jobId, report.attempt)
+      e.result = report
+      e.coordinator ??= coordinator
+    }
+    if (entries.length > 0) this.kick()
+    return entries.length
+  }
+
+  /** Attempts whose result is not settled yet: the node still holds them. */
+  pendingResults (): Array<{ jobId: string, attempt: number, token: string }> {
+    const out: Array<{ jobId: string, attempt: number, token: string }> = []
+    for (const e of this.entries.values()) if (e.result != null) out.push({ jobId: e.result.jobId, attempt: e.result.attempt, token: e.result.token })
+    return out
+  }
+
   /** Gives up on undelivered reports (node stopping); their waiters resolve. */
   abandon (): number {
     let n = 0
@@ -170,6 +199,7 @@ export class Reporter {
       for (const resolve of e.settled.splice(0)) resolve()
     }
     this.entries.clear()
+    // What is in the outbox stays there: the next start delivers it.
     return n
   }
 
