@@ -82,6 +82,29 @@ export class DockerRuntime implements Runtime {
       const where = modem.socketPath ?? modem.host ?? 'default address'
       throw new DockerUnavailableError(`Docker engine unreachable at ${where}: ${errorMessage(err)}`, { cause: err })
     }
+    await this.sweepLeftovers()
+  }
+
+  /**
+   * Containers carrying this node's label (`rgrid.node`) that exist at
+   * start were left by a previous run of the node that crashed: their
+   * attempts are no longer this node's (the coordinator reschedules them when
+   * the node says it holds nothing), so they are killed and removed rather
+   * than left to run unreported. Returns how many were removed.
+   */
+  async sweepLeftovers (): Promise<number> {
+    const node = this.labels['rgrid.node']
+    if (node == null) return 0
+    const left = await this.call('list', async () => await this.docker.listContainers({ all: true, filters: { label: [`rgrid.node=${node}`, 'rgrid.job'] } }))
+    for (const c of left) {
+      try {
+        await this.call('remove', async () => { await this.docker.getContainer(c.Id).remove({ force: true }) })
+        this.log.warn('removed a container left by an earlier run of this node', { container: c.Id.slice(0, 12), job: c.Labels['rgrid.job'], attempt: c.Labels['rgrid.attempt'] })
+      } catch (err) {
+        this.log.error('could not remove a leftover container', { container: c.Id.slice(0, 12), error: errorMessage(err) })
+      }
+    }
+    return left.length
   }
 
   /** Nothing to release; running jobs are stopped through their signals. */

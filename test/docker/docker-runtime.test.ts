@@ -197,4 +197,31 @@ describe('DockerRuntime.start', () => {
     await expect(rt.start()).rejects.toThrow(DockerUnavailableError)
     await expect(rt.start()).rejects.toThrow('/nonexistent/docker.sock')
   })
+
+  it('removes containers a crashed earlier run of the same node left behind, and only those', async (ctx) => {
+    needDocker(ctx)
+    const node = `test-node-${randomUUID()}`
+    const other = `test-node-${randomUUID()}`
+    const make = async (nodeLabel: string): Promise<string> => {
+      const c = await docker.createContainer({
+        Image: IMAGE, Cmd: ['sleep', '300'], Labels: { ...RUN_LABEL, 'rgrid.node': nodeLabel, 'rgrid.job': 'left-over', 'rgrid.attempt': '1' },
+        HostConfig: { NetworkMode: 'none' }
+      })
+      await c.start()
+      return c.id
+    }
+    const mine = await make(node)
+    const theirs = await make(other)
+    try {
+      const restarted = new DockerRuntime({ docker, defaultImage: IMAGE, labels: { ...RUN_LABEL, 'rgrid.node': node }, logger: silentLogger })
+      await restarted.start()
+      const left = await docker.listContainers({ all: true, filters: { label: [`rgrid.test-run=${RUN_LABEL['rgrid.test-run']}`] } })
+      expect(left.map(c => c.Id)).not.toContain(mine)
+      expect(left.map(c => c.Id)).toContain(theirs)
+    } finally {
+      await docker.getContainer(theirs).remove({ force: true })
+      // Only if the sweep failed to remove it (the assertion above then already failed).
+      if ((await docker.listContainers({ all: true, filters: { id: [mine] } })).length > 0) await docker.getContainer(mine).remove({ force: true })
+    }
+  })
 })
