@@ -49,6 +49,14 @@ export interface CoordinatorOptions {
    */
   counterOfferAfterMs?: number
   /**
+   * A node holding attempts that is not heard from (heartbeats every 1 s,
+   * renewals) for this long is checked directly without waiting for its
+   * leases to run out. @default 4000
+   */
+  silentNodeMs?: number
+  /** How long a probed node has to answer before its attempts are lost, in ms. @default 2000 */
+  suspectMs?: number
+  /**
    * Lease on the background loops among coordinators sharing a database;
    * another coordinator takes over this long after the leader dies. @default 5000
    */
@@ -122,7 +130,9 @@ export class Coordinator implements CoordinatorApi {
     this.reaper = new Reaper({
       store, clock, log: log.child('reaper'), requeue,
       isLeader: () => this.leader?.isLeader === true,
-      probe: async node => await this.sessions.push(node, { type: 'probe' })
+      suspectMs: options.suspectMs ?? 2_000,
+      probe: async node => await this.sessions.push(node, { type: 'probe' }),
+      silentNodes: () => this.membership.silentHolders(options.silentNodeMs ?? 4_000),
     })
     this.sessions = new SessionServer({
       store, clock, log: log.child('sessions'), auction: this.auction, announcer: this.announcer, membership: this.membership, recovery: this.recovery,

@@ -76,6 +76,20 @@ export class Membership {
     return false
   }
 
+  /**
+   * Nodes not heard from (no heartbeat, no session frame) for `silentMs`:
+   * the store says which attempts they hold, and those get a direct check.
+   */
+  silentHolders (silentMs: number): Array<{ peerId: string, silentForMs: number }> {
+    const now = this.options.clock.now()
+    const out: Array<{ peerId: string, silentForMs: number }> = []
+    for (const m of this.members.values()) {
+      // Beyond ten minutes the node is long declared lost; stop asking the store about it.
+      if (now - m.lastSeenAt >= silentMs && now - m.lastSeenAt < 600_000) out.push({ peerId: m.peerId, silentForMs: now - m.lastSeenAt })
+    }
+    return out
+  }
+
   get (peerId: string): MemberView | undefined {
     return this.members.get(peerId)
   }

@@ -34,6 +34,12 @@ export interface ReaperOptions {
   maxOwnLagMs?: number
   /** Backoff before the next attempt of a job whose node was lost, in ms. @default 0 */
   lostBackoffMs?: number
+  /**
+   * Nodes holding attempts that have gone silent (no heartbeat or session
+   * frame for a while): their attempts are checked like expired leases,
+   * without waiting for the lease. @default () => []
+   */
+  silentNodes?: () => Array<{ peerId: string, silentForMs: number }>
 }
 
 export class Reaper {
@@ -67,10 +73,18 @@ export class Reaper {
     this.lag?.reset()
     try {
       const now = this.options.clock.now()
-      const expired = await this.options.store.expiredAttempts({ now, limit: 256 })
+      const expired = (await this.options.store.expiredAttempts({ now, limit: 256 }))
+        .map(a => ({ a, why: `lease of attempt ${a.number} expired` }))
+      // A node that fell silent need not wait out its leases: check it now.
+      for (const { peerId, silentForMs } of this.options.silentNodes?.() ?? []) {
+        for (const a of await this.options.store.heldAttempts(peerId)) {
+          expired.push({ a, why: `node silent for ${Math.round(silentForMs / 1000)} s (no heartbeat or renewal)` })
+        }
+      }
       const seen = new Set<string>()
-      for (const a of expired) {
+      for (const { a, why } of expired) {
         const key = `${a.jobId}/${a.number}/${a.token}`
+        if (seen.has(key)) continue
         seen.add(key)
         const since = this.suspects.get(key)
         if (since == null) {
@@ -85,7 +99,7 @@ export class Reaper {
           continue
         }
         this.suspects.delete(key)
-        await this.declareLost(a.jobId, a.number, a.token, a.node, now)
+        await this.declareLost(a.jobId, a.number, a.token, a.node, now, why)
       }
       // Suspects whose lease was renewed meanwhile are cleared.
       for (const key of this.suspects.keys()) {
@@ -99,12 +113,12 @@ export class Reaper {
     }
   }
 
-  private async declareLost (jobId: string, attempt: number, token: string, node: string, now: number): Promise<void> {
+  private async declareLost (jobId: string, attempt: number, token: string, node: string, now: number, why: string): Promise<void> {
     const backoffMs = this.options.lostBackoffMs ?? 0
     try {
       const outcome = await this.options.store.rescheduleAttempt({
         jobId, attempt, token, now, actor: 'coordinator', attemptState: 'lost', backoffMs,
-        reason: `lease of attempt ${attempt} expired and node ${node} did not answer a direct check`
+        reason: `${why} and node ${node} did not answer a direct check`
       })
       this.stats.lost++
       this.options.log.warn('attempt lost', { jobId, attempt, node, rescheduled: outcome.rescheduled })
