@@ -30,7 +30,7 @@ export interface RecoveryOptions {
 }
 
 export class Recovery {
-  readonly stats = { orphansRescheduled: 0, retriesRescheduled: 0, exhausted: 0, failures: 0 }
+  readonly stats = { orphansRescheduled: 0, retriesRescheduled: 0, released: 0, exhausted: 0, failures: 0 }
   private readonly reconciling = new Set<string>()
 
   constructor (private readonly options: RecoveryOptions) {}
@@ -64,17 +64,26 @@ export class Recovery {
     }
   }
 
+  /**
+   * A draining node handed the attempt back: announce the job again at once
+   * without using up one of its attempts. Returns false when the report was stale.
+   */
+  async release (node: string, jobId: string, attempt: number, token: string): Promise<boolean> {
+    return await this.reschedule(jobId, attempt, token, 'released', `node ${node} shut down before attempt ${attempt} finished and handed it back`, 0, 'release')
+  }
+
   /** A retryable failure: try again elsewhere after a backoff. Returns false when the report was stale. */
   async retry (node: string, jobId: string, attempt: number, token: string, error: JobError): Promise<boolean> {
     return await this.reschedule(jobId, attempt, token, 'failed', `attempt ${attempt} on ${node} failed: ${error.message} (${error.code}, retryable)`, this.backoff(attempt), 'retry')
   }
 
-  private async reschedule (jobId: string, attempt: number, token: string, attemptState: 'lost' | 'failed', reason: string, backoffMs: number, kind: 'orphan' | 'retry'): Promise<boolean> {
+  private async reschedule (jobId: string, attempt: number, token: string, attemptState: 'lost' | 'failed' | 'released', reason: string, backoffMs: number, kind: 'orphan' | 'retry' | 'release'): Promise<boolean> {
     const now = this.options.clock.now()
     try {
       const outcome = await this.options.store.rescheduleAttempt({ jobId, attempt, token, now, actor: 'coordinator', reason, attemptState, backoffMs })
       if (outcome.rescheduled) {
         if (kind === 'orphan') this.stats.orphansRescheduled++
+        else if (kind === 'release') this.stats.released++
         else this.stats.retriesRescheduled++
         this.options.log.info('rescheduled', { jobId, attempt, nextAttempt: outcome.job.attempt, reason })
         this.options.requeue(outcome.job, now + backoffMs)

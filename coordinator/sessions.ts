@@ -193,7 +193,11 @@ export class SessionServer {
           if (result.outcome === 'failed' && result.error?.retryable === true) {
             // Another node may well succeed: the job gets its next attempt instead of ending failed.
             auction.release(peerId, jobId, attempt)
-            if (!await this.options.recovery.retry(peerId, jobId, attempt, token, result.error)) throw new StaleAttemptError(jobId, attempt, 'the attempt is no longer current')
+            // A draining node hands work back; that must not cost the job one of its attempts.
+            const handedBack = result.error.code === 'node-shutdown'
+              ? await this.options.recovery.release(peerId, jobId, attempt, token)
+              : await this.options.recovery.retry(peerId, jobId, attempt, token, result.error)
+            if (!handedBack) throw new StaleAttemptError(jobId, attempt, 'the attempt is no longer current')
             await this.reply(channel, { type: 'ack', rid: frame.rid })
             return
           }

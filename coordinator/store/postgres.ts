@@ -490,6 +490,8 @@ export class PostgresStore implements Store {
   async rescheduleAttempt (input: RescheduleInput): Promise<RescheduleOutcome> {
     const notBefore = input.now + input.backoffMs
     const reason = noNul(input.reason)
+    // A released attempt (the node handed it back) does not count: max_attempts grows by 1 and the job is always re-announced.
+    const released = input.attemptState === 'released'
     for (let run = 1; ; run++) {
       // SET expressions see the row as it was; RETURNING shows it as it is now. The attempt row is
       // updated by key, so a concurrent markStarted that committed first is updated, not overwritten,
@@ -497,10 +499,11 @@ export class PostgresStore implements Store {
       const [row] = await this.db(async (sql) => await sql<Array<JobRow & { max_attempts: number, not_before: number }>>`
         WITH j AS (
           UPDATE jobs SET
-            state      = CASE WHEN attempt < max_attempts THEN 'announced' ELSE 'failed' END,
-            not_before = CASE WHEN attempt < max_attempts THEN ${notBefore}::bigint ELSE not_before END,
-            attempt    = CASE WHEN attempt < max_attempts THEN attempt + 1 ELSE attempt END,
-            updated_at = ${input.now}
+            state        = CASE WHEN ${released}::boolean OR attempt < max_attempts THEN 'announced' ELSE 'failed' END,
+            not_before   = CASE WHEN ${released}::boolean OR attempt < max_attempts THEN ${notBefore}::bigint ELSE not_before END,
+            attempt      = CASE WHEN ${released}::boolean OR attempt < max_attempts THEN attempt + 1 ELSE attempt END,
+            max_attempts = CASE WHEN ${released}::boolean THEN max_attempts + 1 ELSE max_attempts END,
+            updated_at   = ${input.now}
           WHERE id = ${input.jobId} AND attempt = ${input.attempt} AND state IN ('claimed', 'running')
             AND (${input.token}::text IS NULL OR EXISTS (
               SELECT 1 FROM attempts t WHERE t.job_id = jobs.id AND t.number = jobs.attempt AND t.token = ${input.token}::text))
@@ -527,6 +530,7 @@ export class PostgresStore implements Store {
                  CASE WHEN j.state = 'announced'
                    THEN jsonb_build_object('reason', ${reason}::text, 'nextAttempt', j.attempt, 'notBefore', j.not_before,
                                            'attemptState', ${input.attemptState}::text)
+                        || CASE WHEN ${released}::boolean THEN '{"released": true}'::jsonb ELSE '{}'::jsonb END
                    ELSE jsonb_build_object('outcome', 'failed', 'exitCode', NULL::integer, 'errorCode', ${ATTEMPTS_EXHAUSTED}::text,
                                            'reason', ${reason}::text)
                  END

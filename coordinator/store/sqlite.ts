@@ -38,7 +38,7 @@ interface JobRow {
   id: string, state: JobState, spec: string, attempt: number, created_at: number, updated_at: number
   max_attempts: number, not_before: number
 }
-interface RescheduleParams { jobId: string, attempt: number, token: string | null, now: number, notBefore: number }
+interface RescheduleParams { jobId: string, attempt: number, token: string | null, now: number, notBefore: number, released: 0 | 1 }
 interface AttemptRow {
   job_id: string, number: number, node: string, token: string, state: AttemptState
   awarded_at: number, started_at: number | null, finished_at: number | null, lease_expires_at: number
@@ -133,13 +133,15 @@ function prepareStatements (db: Database.Database) {
        WHERE a.state IN ('claimed', 'running') AND a.lease_expires_at <= ? AND j.state IN ('claimed', 'running')
        ORDER BY a.lease_expires_at ASC, a.job_id ASC, a.number ASC
        LIMIT ?`),
-    // SET expressions see the row as it was; RETURNING shows it as it is now.
+    // SET expressions see the row as it was; RETURNING shows it as it is now. A released attempt
+    // (@released = 1) does not count: max_attempts grows by 1 and the job is always re-announced.
     reschedule: db.prepare<[RescheduleParams], JobRow>(
       `UPDATE jobs SET
-         state      = CASE WHEN attempt < max_attempts THEN 'announced' ELSE 'failed' END,
-         not_before = CASE WHEN attempt < max_attempts THEN @notBefore ELSE not_before END,
-         attempt    = CASE WHEN attempt < max_attempts THEN attempt + 1 ELSE attempt END,
-         updated_at = @now
+         state        = CASE WHEN @released = 1 OR attempt < max_attempts THEN 'announced' ELSE 'failed' END,
+         not_before   = CASE WHEN @released = 1 OR attempt < max_attempts THEN @notBefore ELSE not_before END,
+         attempt      = CASE WHEN @released = 1 OR attempt < max_attempts THEN attempt + 1 ELSE attempt END,
+         max_attempts = CASE WHEN @released = 1 THEN max_attempts + 1 ELSE max_attempts END,
+         updated_at   = @now
        WHERE id = @jobId AND attempt = @attempt AND state IN ('claimed', 'running')
          AND (@token IS NULL OR EXISTS (SELECT 1 FROM attempts WHERE job_id = jobs.id AND number = jobs.attempt AND token = @token))
        RETURNING *`),
@@ -401,7 +403,8 @@ export class SqliteStore implements Store {
     const q = this.q
     const outcome = this.db.transaction((): RescheduleOutcome | Error => {
       const row = q.reschedule.get({
-        jobId: input.jobId, attempt: input.attempt, token: input.token, now: input.now, notBefore: input.now + input.backoffMs
+        jobId: input.jobId, attempt: input.attempt, token: input.token, now: input.now, notBefore: input.now + input.backoffMs,
+        released: input.attemptState === 'released' ? 1 : 0
       })
       if (row === undefined) {
         const job = q.getJob.get(input.jobId)
@@ -414,7 +417,10 @@ export class SqliteStore implements Store {
       if (rescheduled) {
         q.insertEvent.run({
           jobId: input.jobId, at: input.now, type: 'rescheduled', actor: input.actor, attempt: input.attempt,
-          detail: JSON.stringify({ reason: input.reason, nextAttempt: row.attempt, notBefore: row.not_before, attemptState: input.attemptState })
+          detail: JSON.stringify({
+            reason: input.reason, nextAttempt: row.attempt, notBefore: row.not_before, attemptState: input.attemptState,
+            ...(input.attemptState === 'released' ? { released: true } : {})
+          })
         })
       } else {
         const error: JobError = { code: ATTEMPTS_EXHAUSTED, message: exhaustedMessage(input.reason, row.max_attempts), retryable: false }

@@ -14,7 +14,8 @@ import type { JobSpec, NodeCapacity, JobError } from '../../protocol/schemas.js'
 
 export type JobState = 'announced' | 'claimed' | 'running' | 'succeeded' | 'failed' | 'cancelled'
 export const TERMINAL_JOB_STATES: ReadonlySet<JobState> = new Set(['succeeded', 'failed', 'cancelled'])
-export type AttemptState = 'claimed' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'lost'
+/** `released`: handed back by its node (a drain on shutdown) without using up an attempt (migration 5). */
+export type AttemptState = 'claimed' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'lost' | 'released'
 
 export interface AttemptRecord {
   jobId: string
@@ -125,8 +126,12 @@ export interface RescheduleInput {
   actor: string
   /** Why, e.g. `lease expired` or the node's retryable error; kept in the event and, when exhausted, in the result. */
   reason: string
-  /** What the given-up attempt becomes. */
-  attemptState: 'lost' | 'failed'
+  /**
+   * What the given-up attempt becomes. `released`: the node handed it back (a drain on shutdown); it does not
+   * count against the job's limit: the same write raises `max_attempts` by 1, so the job always goes back to
+   * `announced` with the next attempt, never to `failed`.
+   */
+  attemptState: 'lost' | 'failed' | 'released'
   /** The re-announced job is not offered before `now + backoffMs`. */
   backoffMs: number
 }
@@ -264,7 +269,9 @@ export interface Store {
    * (`attempt < max_attempts`) the job goes back to `announced` with the next
    * attempt, not offered before `now + backoffMs`, and a `rescheduled` event;
    * otherwise it ends `failed` with an `attempts-exhausted` result and a
-   * `finished` event. Throws NotFoundError, or StaleAttemptError when the
+   * `finished` event. With `attemptState: 'released'` the same write also
+   * raises `max_attempts` by 1, so the job is always re-announced (the event's
+   * detail then carries `released: true`). Throws NotFoundError, or StaleAttemptError when the
    * attempt or token is not current or the job is not claimed/running.
    */
   rescheduleAttempt: (input: RescheduleInput) => Promise<RescheduleOutcome>

@@ -92,3 +92,32 @@ describe('process lifecycle', () => {
     }
   })
 })
+
+describe('graceful drain', () => {
+  it('a node whose drain times out hands its job back without using up an attempt; another node finishes it', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'rgrid-release-'))
+    const mesh = new LocalMesh({ dataDir, nodes: 2, slots: 1, runtime: 'process', nodeArgs: () => ['--drain-timeout-ms', '500'] })
+    try {
+      await mesh.start()
+      await mesh.waitForNodes(2)
+      // One attempt only: if the hand-back counted, the job would end failed.
+      const { body } = await submit(mesh.httpUrl, { command: ['sh', '-c', 'sleep 2; echo finished'], maxAttempts: 1 })
+      const running = await waitForJob(mesh.httpUrl, body.id, j => j.state === 'running')
+      const first = running.attempts[0]!.node
+      const node = mesh.processes.find(p => p.name === `node-${mesh.nodePeerIds.indexOf(first)}`)!
+      node.child.kill('SIGTERM')
+      const code = await new Promise<number | null>(resolve => node.child.once('exit', c => { resolve(c) }))
+      expect(code).toBe(0)
+      const job = await waitForJob(mesh.httpUrl, body.id, j => j.state === 'succeeded' || j.state === 'failed', 30_000)
+      expect(job.state).toBe('succeeded')
+      expect(job.result?.stdout).toBe('finished\n')
+      expect(job.attempts.map(a => a.state)).toEqual(['released', 'succeeded'])
+      expect(job.attempts[1]!.node).not.toBe(first)
+      const { events } = await (await fetch(`${mesh.httpUrl}/v1/jobs/${body.id}/events`)).json() as { events: Array<{ type: string, detail: Record<string, unknown> }> }
+      expect(events.find(e => e.type === 'rescheduled')?.detail.attemptState).toBe('released')
+    } finally {
+      await mesh.stop()
+      rmSync(dataDir, { recursive: true, force: true })
+    }
+  })
+})

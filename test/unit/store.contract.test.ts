@@ -46,6 +46,18 @@ interface LegacyJob { id: string, spec: Record<string, unknown>, now: number }
 /** The jobs columns added by migration 3, read behind the store's back. */
 interface Migration3Columns { id: string, max_attempts: number, not_before: number }
 
+/** The shape of the attempts table, read behind the store's back (for migration 5). */
+interface AttemptsSchema {
+  /** Indexes on attempts other than the primary key's, by name. */
+  indexes: string[]
+  /** Definition of the CHECK on attempts.state (SQLite: the table's CREATE statement). */
+  stateCheck: string
+  /** Foreign keys of attempts, as `<parent table>(<column>) ON DELETE <action>`. */
+  foreignKeys: string[]
+  /** Rows that break a foreign key (SQLite: PRAGMA foreign_key_check; PostgreSQL: attempts without their job). */
+  foreignKeyProblems: number
+}
+
 interface Backend {
   name: string
   open: () => Promise<Store>
@@ -62,6 +74,13 @@ interface Backend {
    * wrote them. Absent for an in-memory database (private to its connection).
    */
   openAtVersion2?: (jobs: LegacyJob[]) => Promise<{ store: Store, columns: () => Promise<Migration3Columns[]> }>
+  /**
+   * A store (not migrated by this call) on a fresh database at schema version 4
+   * (migrations 1 to 4 replayed and recorded as migrate() records them), plus a
+   * reader of the attempts table's shape. The store's methods work on that
+   * schema, so data is written through them. Absent for an in-memory database.
+   */
+  openAtVersion4?: () => Promise<{ store: Store, attemptsSchema: () => Promise<AttemptsSchema> }>
 }
 
 /** Workers load compiled code; a stale build would test yesterday's store. */
@@ -119,6 +138,39 @@ async function sqliteAtVersion2 (jobs: LegacyJob[]): Promise<{ store: Store, col
   return { store, columns }
 }
 
+/** See {@link Backend.openAtVersion4}. */
+async function sqliteAtVersion4 (): Promise<{ store: Store, attemptsSchema: () => Promise<AttemptsSchema> }> {
+  const path = tempDbPath()
+  const db = new Database(path)
+  try {
+    db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      id INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT`)
+    for (const m of SQLITE_MIGRATIONS.filter(m => m.id <= 4)) {
+      db.exec(m.sql)
+      db.prepare('INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)').run(m.id, m.name, T0)
+    }
+  } finally {
+    db.close()
+  }
+  const store = SqliteStore.open({ path })
+  opened.push(store)
+  const attemptsSchema = async (): Promise<AttemptsSchema> => {
+    const reader = new Database(path, { readonly: true })
+    try {
+      const indexes = reader.prepare<[], string>(
+        `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'attempts' AND sql IS NOT NULL ORDER BY name`).pluck().all()
+      const stateCheck = reader.prepare<[], string>(`SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'attempts'`).pluck().get() ?? ''
+      const foreignKeys = reader.prepare<[], { table: string, from: string, to: string, on_delete: string }>(
+        `SELECT * FROM pragma_foreign_key_list('attempts')`).all().map(fk => `${fk.table}(${fk.to}) ON DELETE ${fk.on_delete}`)
+      const foreignKeyProblems = reader.prepare('PRAGMA foreign_key_check').all().length
+      return { indexes, stateCheck, foreignKeys, foreignKeyProblems }
+    } finally {
+      reader.close()
+    }
+  }
+  return { store, attemptsSchema }
+}
+
 /** Plain PostgreSQL connections made by the contract tests, closed after each test. */
 const rawPostgres: postgres.Sql[] = []
 afterEach(async () => { await Promise.all(rawPostgres.splice(0).map(async r => { await r.end({ timeout: 5 }) })) })
@@ -148,6 +200,43 @@ async function postgresAtVersion2 (jobs: LegacyJob[]): Promise<{ store: Store, c
       SELECT id, max_attempts, not_before::text AS not_before FROM jobs ORDER BY id`)
       .map(r => ({ id: r.id, max_attempts: r.max_attempts, not_before: Number(r.not_before) }))
   return { store, columns }
+}
+
+/** See {@link Backend.openAtVersion4}. */
+async function postgresAtVersion4 (): Promise<{ store: Store, attemptsSchema: () => Promise<AttemptsSchema> }> {
+  const url = await freshPostgresUrl()
+  const sql = postgres(url, { max: 1, onnotice: () => {} })
+  rawPostgres.push(sql)
+  await sql.begin(async (tx) => {
+    await tx`CREATE TABLE IF NOT EXISTS schema_migrations (
+      id INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`
+    for (const m of POSTGRES_MIGRATIONS.filter(m => m.id <= 4)) {
+      await tx.unsafe(m.sql)
+      await tx`INSERT INTO schema_migrations (id, name, applied_at) VALUES (${m.id}, ${m.name}, ${T0})`
+    }
+  })
+  const store = postgresStore(url)
+  const attemptsSchema = async (): Promise<AttemptsSchema> => {
+    const indexes = (await sql<Array<{ indexname: string }>>`
+      SELECT indexname FROM pg_indexes WHERE tablename = 'attempts' AND indexname <> 'attempts_pkey' ORDER BY indexname`)
+      .map(r => r.indexname)
+    // Every CHECK on attempts that names the state column, as `<name>: <definition>`.
+    const checks = await sql<Array<{ conname: string, def: string }>>`
+      SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint
+      WHERE conrelid = 'attempts'::regclass AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%state%' ORDER BY conname`
+    const fks = await sql<Array<{ def: string }>>`
+      SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = 'attempts'::regclass AND contype = 'f'`
+    const [orphans] = await sql<Array<{ n: number }>>`
+      SELECT count(*)::int AS n FROM attempts a WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = a.job_id)`
+    return {
+      indexes,
+      stateCheck: checks.map(c => `${c.conname}: ${c.def}`).join('\n'),
+      // e.g. "FOREIGN KEY (job_id) REFERENCES jobs(id) ON DELETE CASCADE"
+      foreignKeys: fks.map(f => f.def.replace(/^FOREIGN KEY \(\w+\) REFERENCES /, '')),
+      foreignKeyProblems: orphans?.n ?? -1
+    }
+  }
+  return { store, attemptsSchema }
 }
 
 let pg: TestPostgres | null = null
@@ -181,7 +270,8 @@ const backends: Backend[] = [
       const remote = { moduleUrl: compiledStoreUrl('sqlite'), exportName: 'SqliteStore', options: { path, busyTimeoutMs: 20_000 } }
       return { store: await openSqlite(path), remote }
     },
-    openAtVersion2: sqliteAtVersion2
+    openAtVersion2: sqliteAtVersion2,
+    openAtVersion4: sqliteAtVersion4
   },
   {
     name: 'sqlite (:memory:)',
@@ -197,7 +287,8 @@ const backends: Backend[] = [
       const remote = { moduleUrl: compiledStoreUrl('postgres'), exportName: 'PostgresStore', options: { url, maxConnections: 1 } }
       return { store: await openPostgres(url), remote }
     },
-    openAtVersion2: postgresAtVersion2
+    openAtVersion2: postgresAtVersion2,
+    openAtVersion4: postgresAtVersion4
   }
 ]
 
@@ -589,6 +680,7 @@ describe.each(backends)('Store contract: $name', (backend) => {
       jobId: id, at: T0 + 100, type: 'rescheduled', actor: 'coordinator', attempt: 1,
       detail: { reason: 'lease expired', nextAttempt: 2, notBefore: T0 + 5100, attemptState: 'lost' }
     })
+    expect(events[2]?.detail).not.toHaveProperty('released')
     expect(JSON.stringify(events)).not.toContain(first.token)
     expect(await store.heldAttempts(nodeId(1))).toEqual([])
 
@@ -736,6 +828,94 @@ describe.each(backends)('Store contract: $name', (backend) => {
       const types = (await store.listEvents(id)).map(ev => ev.type)
       expect(types).toEqual(['submitted', 'awarded', maxAttempts === 1 ? 'finished' : 'rescheduled'])
     }
+  })
+
+  it('releases a claimed or running attempt without using up an attempt', async () => {
+    const store = await backend.open()
+    const release = (jobId: string, attempt: number, token: string | null, now: number): RescheduleInput =>
+      ({ ...lostInput(jobId, attempt, token, now, 0), actor: nodeId(1), reason: 'node draining', attemptState: 'released' })
+
+    // maxAttempts 1: a release re-announces the job (a lost attempt would have failed it).
+    const once = await newJobWith(store, T0, 1)
+    const first = await awardTo(store, once, nodeId(1), T0 + 1)
+    expect(await store.rescheduleAttempt(release(once, 1, first.token, T0 + 100))).toEqual({
+      job: { id: once, state: 'announced', spec: { ...spec, maxAttempts: 1 }, attempt: 2, createdAt: T0, updatedAt: T0 + 100 },
+      rescheduled: true
+    })
+    const job = await store.getJob(once)
+    expect(job).toMatchObject({ state: 'announced', attempt: 2, result: null })
+    expect(job?.attempts).toEqual([{ ...first, state: 'released', finishedAt: T0 + 100 }])
+    const events = await store.listEvents(once)
+    expect(events.map(ev => ev.type)).toEqual(['submitted', 'awarded', 'rescheduled'])
+    expect(events[2]).toMatchObject({ at: T0 + 100, actor: nodeId(1), attempt: 1 })
+    expect(events[2]?.detail).toEqual({ reason: 'node draining', nextAttempt: 2, notBefore: T0 + 100, attemptState: 'released', released: true })
+    expect(await store.heldAttempts(nodeId(1))).toEqual([])
+    expect((await store.openJobs(10, T0 + 100)).map(j => j.jobId)).toEqual([once])
+    // The released holder is fenced off.
+    const stale = await rejectionOf(store.rescheduleAttempt(release(once, 1, first.token, T0 + 101)))
+    expect(stale).toBeInstanceOf(StaleAttemptError)
+    expect(stale).toMatchObject({ reason: 'current attempt is 2' })
+    await expect(store.recordResult({ jobId: once, attempt: 1, token: first.token, node: nodeId(1), now: T0 + 102, result: resultOf() }))
+      .rejects.toBeInstanceOf(StaleAttemptError)
+    // Attempt 2 is the one counted attempt: losing it ends the job, with both attempts kept.
+    const second = await awardTo(store, once, nodeId(2), T0 + 200, 2)
+    expect(await store.rescheduleAttempt(lostInput(once, 2, second.token, T0 + 300))).toMatchObject({
+      job: { state: 'failed', attempt: 2 }, rescheduled: false
+    })
+    const ended = await store.getJob(once)
+    expect(ended?.attempts.map(a => [a.number, a.state])).toEqual([[1, 'released'], [2, 'lost']])
+    // max_attempts counts the released attempt (1 + 1), hence "2 of 2".
+    expect(ended?.result).toMatchObject({
+      attempt: 2, outcome: 'failed',
+      error: { code: 'attempts-exhausted', message: 'lease expired; no attempts left (2 of 2 used)', retryable: false }
+    })
+
+    // maxAttempts 2, a running attempt released with any token: still two counted attempts after it.
+    const twice = await newJobWith(store, T0 + 1000, 2)
+    const b1 = await awardTo(store, twice, nodeId(1), T0 + 1001)
+    await store.markStarted({ jobId: twice, attempt: 1, token: b1.token, node: nodeId(1), startedAt: T0 + 1002, now: T0 + 1003 })
+    expect(await store.rescheduleAttempt(release(twice, 1, null, T0 + 1004))).toMatchObject({
+      job: { state: 'announced', attempt: 2 }, rescheduled: true
+    })
+    expect((await store.getJob(twice))?.attempts).toMatchObject([{ state: 'released', startedAt: T0 + 1002, finishedAt: T0 + 1004 }])
+    const b2 = await awardTo(store, twice, nodeId(2), T0 + 1005, 2)
+    expect((await store.rescheduleAttempt(lostInput(twice, 2, b2.token, T0 + 1006, 0))).job).toMatchObject({ state: 'announced', attempt: 3 })
+    const b3 = await awardTo(store, twice, nodeId(2), T0 + 1007, 3)
+    expect((await store.rescheduleAttempt(lostInput(twice, 3, b3.token, T0 + 1008, 0))).job).toMatchObject({ state: 'failed', attempt: 3 })
+    expect((await store.getJob(twice))?.attempts.map(a => a.state)).toEqual(['released', 'lost', 'lost'])
+    expect(await store.countJobs()).toMatchObject({ failed: 2, announced: 0 })
+  })
+
+  it('refuses a release for a wrong token or state, and counts one of 10 concurrent releases', async () => {
+    const store = await backend.open()
+    const release = (jobId: string, attempt: number, token: string | null, now: number): RescheduleInput =>
+      ({ ...lostInput(jobId, attempt, token, now, 0), reason: 'node draining', attemptState: 'released' })
+    const stale = async (input: RescheduleInput): Promise<string> => {
+      const err = await rejectionOf(store.rescheduleAttempt(input))
+      expect(err).toBeInstanceOf(StaleAttemptError)
+      return (err as StaleAttemptError).reason
+    }
+    const id = await newJobWith(store, T0, 1)
+    expect(await stale(release(id, 1, null, T0 + 1))).toBe('attempt 1 was never awarded')
+    const { token } = await awardTo(store, id, nodeId(1), T0 + 2)
+    expect(await stale(release(id, 1, newFencingToken(), T0 + 3))).toBe('fencing token does not match')
+    expect(await stale(release(id, 2, token, T0 + 3))).toBe('current attempt is 1')
+    expect(await store.getJob(id)).toMatchObject({ state: 'claimed', attempt: 1, updatedAt: T0 + 2, attempts: [{ state: 'claimed' }] })
+    expect((await store.listEvents(id)).map(ev => ev.type)).toEqual(['submitted', 'awarded'])
+    // The refused releases raised no limit: losing attempt 1 of 1 ends the job.
+    expect((await store.rescheduleAttempt(lostInput(id, 1, token, T0 + 4))).rescheduled).toBe(false)
+    expect(await stale(release(id, 1, token, T0 + 5))).toBe('job is failed')
+
+    // Ten racing releases of one attempt: one wins, and the limit grows once.
+    const raced = await newJobWith(store, T0 + 10, 1)
+    const r1 = await awardTo(store, raced, nodeId(1), T0 + 11)
+    const settled = await Promise.allSettled(Array.from({ length: 10 }, async (_, i) =>
+      await store.rescheduleAttempt(release(raced, 1, i % 2 === 0 ? r1.token : null, T0 + 20 + i))))
+    expect(settled.filter(r => r.status === 'fulfilled')).toHaveLength(1)
+    for (const r of settled) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(StaleAttemptError)
+    expect((await store.listEvents(raced)).map(ev => ev.type)).toEqual(['submitted', 'awarded', 'rescheduled'])
+    const r2 = await awardTo(store, raced, nodeId(2), T0 + 40, 2)
+    expect((await store.rescheduleAttempt(lostInput(raced, 2, r2.token, T0 + 41))).job.state).toBe('failed')
   })
 
   it('offers only jobs whose backoff has passed when given now', async () => {
@@ -920,6 +1100,62 @@ describe.each(backends)('Store contract: $name', (backend) => {
     // A job created after the migration gets its limit from createJob.
     const fresh = await newJobWith(store, T0 + 20, 5)
     expect((await columns()).find(r => r.id === fresh)).toEqual({ id: fresh, max_attempts: 5, not_before: 0 })
+  })
+
+  it.runIf(backend.openAtVersion4 !== undefined)('migration 5 lets attempts be released and keeps existing attempts', async () => {
+    if (backend.openAtVersion4 === undefined) throw new Error('unreachable: guarded by runIf')
+    const { store, attemptsSchema } = await backend.openAtVersion4()
+    const before = await attemptsSchema()
+    expect(before.stateCheck).not.toContain('released')
+    expect(before.indexes).toEqual(['attempts_live_lease'])
+    if (backend.name === 'postgres') expect(before.stateCheck).toMatch(/^attempts_state_check: CHECK/)
+
+    // Jobs with attempts in every state the version-4 schema allows, written by the store itself.
+    const claimed = await newJob(store, T0 + 1)
+    await awardLease(store, claimed, nodeId(1), T0 + 10, 1000)
+    const running = await newJob(store, T0 + 2)
+    const run = await awardLease(store, running, nodeId(1), T0 + 11, 5000)
+    await store.markStarted({ jobId: running, attempt: 1, token: run.token, node: nodeId(1), startedAt: T0 + 12, now: T0 + 12 })
+    const retried = await newJob(store, T0 + 3)
+    const lost = await awardTo(store, retried, nodeId(2), T0 + 13)
+    await store.rescheduleAttempt(lostInput(retried, 1, lost.token, T0 + 14, 0))
+    const failedOnce = await awardTo(store, retried, nodeId(2), T0 + 15, 2)
+    await store.rescheduleAttempt({ ...lostInput(retried, 2, failedOnce.token, T0 + 16, 0), attemptState: 'failed' })
+    await awardLease(store, retried, nodeId(3), T0 + 17, 500, 3)
+    const done = await newJob(store, T0 + 4)
+    const ok = await awardTo(store, done, nodeId(3), T0 + 18)
+    await store.recordResult({ jobId: done, attempt: 1, token: ok.token, node: nodeId(3), now: T0 + 19, result: resultOf() })
+    const stopped = await newJob(store, T0 + 5)
+    await awardTo(store, stopped, nodeId(3), T0 + 20)
+    await store.cancel({ jobId: stopped, now: T0 + 21, actor: 'http', reason: 'x' })
+    const ids = [claimed, running, retried, done, stopped]
+    const jobsBefore = await Promise.all(ids.map(async id => await store.getJob(id)))
+    expect(jobsBefore.flatMap(j => j?.attempts.map(a => a.state) ?? []))
+      .toEqual(['claimed', 'running', 'lost', 'failed', 'claimed', 'succeeded', 'cancelled'])
+    const expiredBefore = await store.expiredAttempts({ now: T0 + 100_000, limit: 10 })
+    expect(expiredBefore.map(a => a.jobId)).toEqual([retried, claimed, running])
+
+    expect(await store.pendingMigrations()).toEqual([5])
+    await store.migrate()
+    expect(await store.pendingMigrations()).toEqual([])
+
+    // Same rows, same answers; the table keeps its index and foreign key, and no row breaks it.
+    expect(await Promise.all(ids.map(async id => await store.getJob(id)))).toEqual(jobsBefore)
+    expect(await store.expiredAttempts({ now: T0 + 100_000, limit: 10 })).toEqual(expiredBefore)
+    const after = await attemptsSchema()
+    expect(after.stateCheck).toContain('released')
+    expect(after.indexes).toEqual(['attempts_live_lease'])
+    expect(after.foreignKeys).toEqual(['jobs(id) ON DELETE CASCADE'])
+    expect(after.foreignKeys).toEqual(before.foreignKeys)
+    expect(after.foreignKeyProblems).toBe(0)
+    if (backend.name === 'postgres') expect(after.stateCheck).toMatch(/^attempts_state_check: CHECK/)
+
+    // The new state is accepted (and the old ones still are).
+    const handedBack = await store.rescheduleAttempt({ ...lostInput(running, 1, run.token, T0 + 30, 0), attemptState: 'released' })
+    expect(handedBack.job).toMatchObject({ state: 'announced', attempt: 2 })
+    expect((await store.getJob(running))?.attempts).toMatchObject([{ state: 'released', startedAt: T0 + 12, finishedAt: T0 + 30 }])
+    expect(await store.expiredAttempts({ now: T0 + 100_000, limit: 10 })).toEqual(expiredBefore.filter(a => a.jobId !== running))
+    expect((await attemptsSchema()).foreignKeyProblems).toBe(0)
   })
 
   it.runIf(backend.openShared !== undefined)('awards each of 2,000 jobs exactly once across 4 worker threads', async () => {

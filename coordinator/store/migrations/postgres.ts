@@ -131,5 +131,18 @@ WHERE jsonb_typeof(spec->'maxAttempts') = 'number' AND (spec->>'maxAttempts') ~ 
 CREATE INDEX attempts_live_lease ON attempts (lease_expires_at, job_id, number)
   WHERE state IN ('claimed', 'running');
 `
+  },
+  {
+    id: 5,
+    name: 'released attempts',
+    sql: `
+-- attempts.state may be 'released': the node handed the attempt back (a drain on shutdown).
+-- The state CHECK of migration 1 is unnamed: PostgreSQL named it attempts_state_check.
+-- One ALTER: the wider CHECK is checked against every row (a scan) under its ACCESS EXCLUSIVE lock;
+-- rows and indexes are kept.
+ALTER TABLE attempts
+  DROP CONSTRAINT attempts_state_check,
+  ADD CONSTRAINT attempts_state_check CHECK (state IN ('claimed', 'running', 'succeeded', 'failed', 'cancelled', 'lost', 'released'));
+`
   }
 ]

@@ -120,5 +120,35 @@ WHERE json_type(spec, '$.maxAttempts') = 'integer' AND json_extract(spec, '$.max
 CREATE INDEX attempts_live_lease ON attempts (lease_expires_at, job_id, number)
   WHERE state IN ('claimed', 'running');
 `
+  },
+  {
+    id: 5,
+    name: 'released attempts',
+    sql: `
+-- attempts.state may be 'released': the node handed the attempt back (a drain on shutdown).
+-- A CHECK constraint cannot be altered in SQLite, so the table is rebuilt: same columns in the
+-- same order, same key and foreign key (ON DELETE CASCADE), STRICT, only the state CHECK grows.
+-- Foreign keys stay on: no table references attempts, so dropping it deletes no parent rows,
+-- and the copied rows reference the same jobs as before.
+CREATE TABLE attempts_new (
+  job_id           TEXT    NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  number           INTEGER NOT NULL CHECK (number >= 1),
+  node             TEXT    NOT NULL,
+  token            TEXT    NOT NULL,
+  state            TEXT    NOT NULL CHECK (state IN ('claimed', 'running', 'succeeded', 'failed', 'cancelled', 'lost', 'released')),
+  awarded_at       INTEGER NOT NULL,
+  started_at       INTEGER,
+  finished_at      INTEGER,
+  lease_expires_at INTEGER NOT NULL,
+  PRIMARY KEY (job_id, number)
+) STRICT;
+INSERT INTO attempts_new (job_id, number, node, token, state, awarded_at, started_at, finished_at, lease_expires_at)
+  SELECT job_id, number, node, token, state, awarded_at, started_at, finished_at, lease_expires_at FROM attempts;
+-- Drops attempts_live_lease (migration 4) with the table; no trigger or view uses attempts.
+DROP TABLE attempts;
+ALTER TABLE attempts_new RENAME TO attempts;
+CREATE INDEX attempts_live_lease ON attempts (lease_expires_at, job_id, number)
+  WHERE state IN ('claimed', 'running');
+`
   }
 ]
