@@ -47,6 +47,20 @@ export function renderBenchmarks (resultsDir: string): string {
       `${f(l.submitToDone.p50)} / ${f(l.submitToDone.p99)} | ${f(r.throughput.jobsPerSecond)} (${r.throughput.jobs} jobs) | ${f(r.throughput.submitPerSecond)} |`)
   }
   lines.push('')
+  lines.push('## Recovery: node death to its job running elsewhere')
+  lines.push('')
+  lines.push('Written by `node dist/bench/recovery.js` (part of `npm run bench`): 3 nodes; each round a job runs on one node,')
+  lines.push('that node is killed with SIGKILL, and the time until the job\'s next attempt has started on another node is')
+  lines.push('measured (then the node is restarted). Target (issue 4): p95 ≤ 5 s.')
+  lines.push('')
+  lines.push('| date | commit | kills | detector settings | p50 (ms) | p95 (ms) | max (ms) |')
+  lines.push('|---|---|---|---|---|---|---|')
+  for (const n of readdirSync(resultsDir).filter(x => x.startsWith('recovery-') && x.endsWith('.json')).sort()) {
+    const r = JSON.parse(readFileSync(join(resultsDir, n), 'utf8')) as { date: string, commit: string, config: { kills: number, defaults: string }, msFromKillToRunningElsewhere: { p50: number, p95: number, max: number } }
+    const m = r.msFromKillToRunningElsewhere
+    lines.push(`| ${r.date.slice(0, 16).replace('T', ' ')} | ${r.commit} | ${r.config.kills} | ${r.config.defaults} | ${m.p50} | ${m.p95} | ${m.max} |`)
+  }
+  lines.push('')
   lines.push('## Store: awards committed per second')
   lines.push('')
   lines.push('Written by `node dist/bench/store.js` (part of `npm run bench`): jobs awarded through the coordinator\'s real')

@@ -51,10 +51,10 @@ export interface CoordinatorOptions {
   /**
    * A node holding attempts that is not heard from (heartbeats every 1 s,
    * renewals) for this long is checked directly without waiting for its
-   * leases to run out. @default 4000
+   * leases to run out. @default 3000
    */
   silentNodeMs?: number
-  /** How long a probed node has to answer before its attempts are lost, in ms. @default 2000 */
+  /** How long a probed node has to answer before its attempts are lost, in ms. @default 1500 */
   suspectMs?: number
   /**
    * Lease on the background loops among coordinators sharing a database;
@@ -130,9 +130,10 @@ export class Coordinator implements CoordinatorApi {
     this.reaper = new Reaper({
       store, clock, log: log.child('reaper'), requeue,
       isLeader: () => this.leader?.isLeader === true,
-      suspectMs: options.suspectMs ?? 2_000,
+      suspectMs: options.suspectMs ?? 1_500,
       probe: async node => await this.sessions.push(node, { type: 'probe' }),
-      silentNodes: () => this.membership.silentHolders(options.silentNodeMs ?? 4_000),
+      silentNodes: () => this.membership.silentHolders(options.silentNodeMs ?? 3_000),
+      scanMs: 500,
     })
     this.sessions = new SessionServer({
       store, clock, log: log.child('sessions'), auction: this.auction, announcer: this.announcer, membership: this.membership, recovery: this.recovery,
