@@ -88,6 +88,35 @@ describe('node faults', () => {
     }
   })
 
+  it('100 jobs with a node killed midway: every job ends once, and every reschedule has a reason', async () => {
+    await mesh.waitForNodes(3)
+    const live = mesh.processes.filter(p => p.name.startsWith('node-') && p.child.exitCode == null && p.child.signalCode == null)
+    const ids: string[] = []
+    for (let i = 0; i < 100; i++) ids.push((await submit(mesh.httpUrl, { command: ['sh', '-c', `sleep 0.1; echo job-${i}`] })).body.id)
+    // Kill a node that is busy once the run is under way.
+    let victim: string | null = null
+    const deadline = Date.now() + 30_000
+    while (victim == null && Date.now() < deadline) {
+      const { nodes } = await (await fetch(`${mesh.httpUrl}/v1/nodes`)).json() as { nodes: Array<{ peerId: string, running: number }> }
+      victim = nodes.find(n => n.running > 0 && live.some(p => p.name === `node-${mesh.nodePeerIds.indexOf(n.peerId)}`))?.peerId ?? null
+      if (victim == null) await new Promise(resolve => setTimeout(resolve, 50))
+    }
+    expect(victim).not.toBeNull()
+    mesh.processes.find(p => p.name === `node-${mesh.nodePeerIds.indexOf(victim!)}`)!.child.kill('SIGKILL')
+    const jobs = await waitForAll(mesh.httpUrl, ids, 120_000)
+    for (const [i, job] of jobs.entries()) {
+      expect(job.state, `job ${i}`).toBe('succeeded')
+      expect(job.result?.stdout).toBe(`job-${i}\n`)
+      expect(job.attempts.filter(a => a.state === 'succeeded')).toHaveLength(1)
+      if (job.attempts.length > 1) {
+        const ev = await events(job.id)
+        const resched = ev.filter(e => e.type === 'rescheduled')
+        expect(resched).toHaveLength(job.attempts.length - 1)
+        for (const r of resched) expect(String(r.detail.reason)).toMatch(/did not answer a direct check|does not hold attempt/)
+      }
+    }
+  })
+
   it('still runs new work on the surviving nodes', async () => {
     const ids: string[] = []
     for (let i = 0; i < 6; i++) ids.push((await submit(mesh.httpUrl, { command: ['echo', `after-${i}`] })).body.id)
