@@ -1,0 +1,48 @@
+/**
+ * Fault scenario: the only coordinator (embedded SQLite store) is killed
+ * with SIGKILL in the middle of 100 jobs and started again from its data
+ * dir. Every acknowledged job must end exactly once with its own output.
+ */
+import { describe, it, expect, afterAll } from 'vitest'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { LocalMesh } from '../../dist/cli/local-mesh.js'
+import { submit, waitForAll } from '../helpers/http.js'
+
+const dataDir = mkdtempSync(join(tmpdir(), 'rgrid-coord-restart-'))
+const mesh = new LocalMesh({ dataDir, nodes: 3, slots: 2, runtime: 'process' })
+
+afterAll(async () => {
+  await mesh.stop()
+  rmSync(dataDir, { recursive: true, force: true })
+})
+
+describe('coordinator restart', () => {
+  it('kill -9 of the coordinator mid-run, then a restart: 100 jobs each end exactly once', async () => {
+    await mesh.start()
+    await mesh.waitForNodes(3)
+    const ids: string[] = []
+    for (let i = 0; i < 100; i++) ids.push((await submit(mesh.httpUrl, { command: ['sh', '-c', `sleep 0.2; echo job-${i}`] })).body.id)
+    // Kill it while work is in flight: some jobs done, some running, some waiting.
+    const deadline = Date.now() + 30_000
+    for (;;) {
+      const stats = await (await fetch(`${mesh.httpUrl}/v1/stats`)).json() as { jobs: Record<string, number> }
+      if ((stats.jobs.succeeded ?? 0) >= 20) break
+      if (Date.now() > deadline) throw new Error('the run never got going')
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+    await mesh.restart('coordinator')
+    await mesh.waitForNodes(3)
+    const jobs = await waitForAll(mesh.httpUrl, ids, 120_000)
+    for (const [i, job] of jobs.entries()) {
+      expect(job.state, `job ${i}`).toBe('succeeded')
+      expect(job.result?.stdout).toBe(`job-${i}\n`)
+      expect(job.attempts.filter(a => a.state === 'succeeded')).toHaveLength(1)
+      const { events } = await (await fetch(`${mesh.httpUrl}/v1/jobs/${job.id}/events`)).json() as { events: Array<{ type: string, detail: Record<string, unknown> }> }
+      expect(events.filter(e => e.type === 'finished')).toHaveLength(1)
+      // Every reschedule says why.
+      for (const r of events.filter(e => e.type === 'rescheduled')) expect(String(r.detail.reason).length).toBeGreaterThan(10)
+    }
+  })
+})
