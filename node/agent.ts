@@ -65,6 +65,12 @@ export interface NodeAgentOptions {
   pullMs?: number
   /** Pause bidding this long after a refusal for being full, in ms. @default 250 */
   overloadBackoffMs?: number
+  /**
+   * Fault injection for tests and research: the share of received gossip
+   * messages (announcements, beacons, heartbeats) this node ignores, as if
+   * they were lost. @default 0
+   */
+  gossipDropRate?: number
   /** How long stop() lets running jobs finish before stopping them, in ms. @default 30000 */
   drainTimeoutMs?: number
   /** @default systemClock */
@@ -89,7 +95,7 @@ export class NodeAgent {
   private readonly reporter: Reporter
   private readonly outbox: Outbox | null
   private readonly runner: Runner
-  readonly stats = { bids: 0, awards: 0, refusals: 0, bidErrors: 0, announcementsIgnored: 0, sessionsOpened: 0 }
+  readonly stats = { bids: 0, awards: 0, refusals: 0, bidErrors: 0, announcementsIgnored: 0, sessionsOpened: 0, gossipDropped: 0 }
 
   constructor (private readonly options: NodeAgentOptions) {
     this.clock = options.clock ?? systemClock
@@ -191,6 +197,7 @@ export class NodeAgent {
 
   private onGossip (msg: { topic: string, type: string, data: Uint8Array, from?: PeerId }): void {
     if (msg.type !== 'signed' || msg.from == null) return
+    if ((this.options.gossipDropRate ?? 0) > 0 && Math.random() < (this.options.gossipDropRate ?? 0)) { this.stats.gossipDropped++; return }
     try {
       if (msg.topic === HEARTBEAT_TOPIC) {
         const hb = decodeGossip(msg.data, decodeHeartbeatTopic)

@@ -39,6 +39,8 @@ coordinator), then bids on announced jobs and runs what it wins.
   --drain-timeout-ms N      on stop, let running jobs finish this long [30000]
   --renew-ms N              renew leases over the session this often; keep it
                             well under the coordinator's --lease-ms    [5000]
+  --fault-drop-gossip R     fault injection for tests and research: ignore
+                            this share (0..1) of received gossip        [0]
   --log-level LEVEL         debug|info|warn|error                      [info]
 `
 
@@ -75,6 +77,7 @@ async function main (): Promise<void> {
       'docker-default-image': { type: 'string' },
       'drain-timeout-ms': { type: 'string' },
       'renew-ms': { type: 'string' },
+      'fault-drop-gossip': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' }
     },
@@ -93,6 +96,8 @@ async function main (): Promise<void> {
   const memoryMb = positiveInt('--memory-mb', args['memory-mb'], Math.floor(totalmem() / 1024 / 1024 * 0.8))
   const drainTimeoutMs = positiveInt('--drain-timeout-ms', args['drain-timeout-ms'], 30_000)
   const renewMs = positiveInt('--renew-ms', args['renew-ms'], 5_000)
+  const gossipDropRate = Number(args['fault-drop-gossip'] ?? 0)
+  if (!(gossipDropRate >= 0 && gossipDropRate < 1)) usageError('rgrid-node', '--fault-drop-gossip must be a number from 0 to below 1')
   const labels = parseLabels(args.labels)
   const log = createLogger('node', { level: (args['log-level'] ?? 'info') as LogLevel })
   logUnhandledRejections(log)
@@ -121,10 +126,11 @@ async function main (): Promise<void> {
       labels: { 'rgrid.node': peerIdFromPrivateKey(privateKey).toString() },
       ...(args['docker-default-image'] != null ? { defaultImage: args['docker-default-image'] } : {})
     })
+  if (gossipDropRate > 0) log.warn('fault injection: ignoring a share of received gossip', { gossipDropRate })
   if (runtimeName === 'process') log.warn('process runtime: jobs run without isolation; use it for development and simulations only')
 
   const agent = new NodeAgent({
-    privateKey, runtime, log, bootstrap: peers, slots, cpus, memoryMb, labels, drainTimeoutMs, renewMs,
+    privateKey, runtime, log, bootstrap: peers, slots, cpus, memoryMb, labels, drainTimeoutMs, renewMs, gossipDropRate,
     workRoot: join(dataDir, 'work'),
     outboxPath: join(dataDir, 'outbox.db'),
     listen: args.listen ?? ['/ip4/0.0.0.0/tcp/0'],

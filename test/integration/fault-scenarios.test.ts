@@ -1,5 +1,6 @@
 /**
- * Fault scenario: the only coordinator (embedded SQLite store) is killed
+
+ * Fault scenarios with 100 jobs each. The only coordinator (embedded SQLite store) is killed
  * with SIGKILL in the middle of 100 jobs and started again from its data
  * dir. Every acknowledged job must end exactly once with its own output.
  */
@@ -43,6 +44,28 @@ describe('coordinator restart', () => {
       expect(events.filter(e => e.type === 'finished')).toHaveLength(1)
       // Every reschedule says why.
       for (const r of events.filter(e => e.type === 'rescheduled')) expect(String(r.detail.reason).length).toBeGreaterThan(10)
+    }
+  })
+})
+
+describe('lossy gossip', () => {
+  it('every node ignoring half of its gossip: 100 jobs still each end exactly once', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rgrid-lossy-'))
+    const lossy = new LocalMesh({ dataDir: dir, nodes: 3, slots: 2, runtime: 'process', nodeArgs: () => ['--fault-drop-gossip', '0.5'] })
+    try {
+      await lossy.start()
+      await lossy.waitForNodes(3)
+      const ids: string[] = []
+      for (let i = 0; i < 100; i++) ids.push((await submit(lossy.httpUrl, { command: ['sh', '-c', `echo job-${i}`] })).body.id)
+      const jobs = await waitForAll(lossy.httpUrl, ids, 120_000)
+      for (const [i, job] of jobs.entries()) {
+        expect(job.state, `job ${i}`).toBe('succeeded')
+        expect(job.result?.stdout).toBe(`job-${i}\n`)
+        expect(job.attempts).toHaveLength(1)
+      }
+    } finally {
+      await lossy.stop()
+      rmSync(dir, { recursive: true, force: true })
     }
   })
 })
