@@ -1,8 +1,8 @@
 /**
-
- * Fault scenarios with 100 jobs each. The only coordinator (embedded SQLite store) is killed
- * with SIGKILL in the middle of 100 jobs and started again from its data
- * dir. Every acknowledged job must end exactly once with its own output.
+ * Fault scenarios with 100 jobs each, over real processes: the only
+ * coordinator (embedded SQLite store) killed with SIGKILL mid-run and started
+ * again from its data dir; every node ignoring half of the gossip it
+ * receives. Every acknowledged job must end exactly once with its own output.
  */
 import { describe, it, expect, afterAll } from 'vitest'
 import { mkdtempSync, rmSync } from 'node:fs'
