@@ -18,8 +18,8 @@ import { tmpdir, cpus, totalmem } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execFileSync } from 'node:child_process'
-import { readFileSync, readdirSync } from 'node:fs'
-import { LocalMesh } from '../cli/local-mesh.js'
+import { readFileSync } from 'node:fs'
+import { LocalMesh, childPids } from '../cli/local-mesh.js'
 import { renderBenchmarks } from './report.js'
 
 const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
@@ -103,21 +103,6 @@ function cpuOf (pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100 // USER_HZ on Linux
 }
 
-/** Live child pids of a pid (e.g. a node's process-runtime host), from /proc. */
-function childrenOf (ppid: number): number[] {
-  const out: number[] = []
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) out.push(Number(entry))
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-    }
-  }
-  return out
-}
-
 /**
  * CPU seconds used so far by each mesh process, with its long-lived helper
  * children (a node's process-runtime host) counted separately as `name+host`.
@@ -130,7 +115,7 @@ function cpuSeconds (mesh: LocalMesh): Record<string, number> {
     if (pid == null) continue
     try {
       out[p.name] = cpuOf(pid)
-      const helpers = childrenOf(pid).filter(c => readFileSync(`/proc/${c}/cmdline`, 'utf8').includes('process-host.js'))
+      const helpers = childPids(pid).filter(c => readFileSync(`/proc/${c}/cmdline`, 'utf8').includes('process-host.js'))
       if (helpers.length > 0) out[`${p.name}+host`] = helpers.reduce((sum, c) => sum + cpuOf(c), 0)
     } catch (err) {
       process.stderr.write(`no CPU figure for ${p.name}: ${(err as Error).message}\n`)

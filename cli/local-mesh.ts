@@ -5,7 +5,7 @@
  * benchmarks.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createWriteStream } from 'node:fs'
+import { createWriteStream, readdirSync, readFileSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -18,6 +18,22 @@ export const BINS = {
   bootstrap: join(DIST, 'bootstrap', 'cli.js'),
   coordinator: join(DIST, 'coordinator', 'cli.js'),
   node: join(DIST, 'node', 'cli.js')
+}
+
+/** Live child pids of a process, from /proc (Linux). */
+export function childPids (ppid: number): number[] {
+  const out: number[] = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) out.push(Number(entry))
+    } catch (err) {
+      // A process that ended while we looked is not a child any more.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    }
+  }
+  return out
 }
 
 export interface LocalMeshOptions {

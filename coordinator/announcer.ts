@@ -163,7 +163,8 @@ export class Announcer {
       const openIds = new Set<string>()
       for (const job of open) {
         openIds.add(job.jobId)
-        this.options.onOpen?.(toAnnounced(job), now)
+        const announced = toAnnounced(job)
+        this.options.onOpen?.(announced, now)
         const seen = this.announced.get(job.jobId)
         if (seen != null && now - seen.at < seen.gapMs) continue
         if (seen != null) {
@@ -173,7 +174,7 @@ export class Announcer {
             detail: { round: seen.rounds + 1, reason: `no award ${Math.round((now - seen.at) / 1000)}s after the last announcement` }
           })
         }
-        this.enqueue(toAnnounced(job))
+        this.enqueue(announced)
       }
       // Jobs claimed or cancelled elsewhere (another coordinator, a restart) drop out.
       if (open.length < 4 * LIMITS.announcementJobs) {

@@ -97,12 +97,13 @@ export class Coordinator implements CoordinatorApi {
     const { store, log } = options
     this.clock = options.clock ?? systemClock
     const clock = this.clock
+    const leaseMs = options.leaseMs ?? 15_000
     this.membership = new Membership({ store, clock, log: log.child('membership') })
     this.auction = new Auction({
       store, clock, log: log.child('auction'),
       specOf: async (id) => this.specCache.get(id) ?? (await store.getJob(id))?.spec ?? null,
       ...(options.bidWindowMs != null ? { bidWindowMs: options.bidWindowMs } : {}),
-      leaseMs: options.leaseMs ?? 15_000,
+      leaseMs,
       onNotOpen: jobId => { this.open.remove(jobId) },
       counterOffers: (node, busy) => {
         const capacity = this.membership.get(node)?.capacity
@@ -133,11 +134,11 @@ export class Coordinator implements CoordinatorApi {
       suspectMs: options.suspectMs ?? 1_500,
       probe: async node => await this.sessions.push(node, { type: 'probe' }),
       silentNodes: () => this.membership.silentHolders(options.silentNodeMs ?? 3_000),
-      scanMs: 500,
+      scanMs: 500
     })
     this.sessions = new SessionServer({
       store, clock, log: log.child('sessions'), auction: this.auction, announcer: this.announcer, membership: this.membership, recovery: this.recovery,
-      leaseMs: options.leaseMs ?? 15_000,
+      leaseMs,
       onAwarded: jobId => { this.open.remove(jobId) },
       requirementsOf: jobId => this.open.get(jobId)
     })

@@ -13,7 +13,7 @@ import type { JobError } from '../protocol/schemas.js'
 import type { Clock } from '../common/clock.js'
 import type { Logger } from '../common/log.js'
 import { StaleAttemptError, errorMessage } from '../common/errors.js'
-import type { Store, JobSummary } from './store/types.js'
+import type { Store, JobSummary, AttemptRecord } from './store/types.js'
 
 export interface RecoveryOptions {
   store: Store
@@ -42,15 +42,16 @@ export class Recovery {
 
   /**
    * Compares what the store says a node holds with what the node says it
-   * holds; attempts the node does not know about are rescheduled.
+   * holds; attempts the node does not know about are rescheduled. `stored`
+   * is the store's answer when the caller has just read it.
    */
-  async reconcile (node: string, held: Array<{ jobId: string, attempt: number, token: string }>): Promise<void> {
+  async reconcile (node: string, held: Array<{ jobId: string, attempt: number, token: string }>, stored?: AttemptRecord[]): Promise<void> {
     if (this.reconciling.has(node)) return
     this.reconciling.add(node)
     try {
       const now = this.options.clock.now()
       const known = new Set(held.map(h => `${h.jobId}/${h.attempt}/${h.token}`))
-      const attempts = await this.options.store.heldAttempts(node)
+      const attempts = stored ?? await this.options.store.heldAttempts(node)
       for (const a of attempts) {
         if (known.has(`${a.jobId}/${a.number}/${a.token}`)) continue
         if (now - a.awardedAt < (this.options.orphanGraceMs ?? 5_000)) continue

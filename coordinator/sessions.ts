@@ -12,7 +12,7 @@ import { FrameChannel } from '../common/session.js'
 import { StaleAttemptError, errorMessage } from '../common/errors.js'
 import type { Clock } from '../common/clock.js'
 import type { Logger } from '../common/log.js'
-import type { Store } from './store/types.js'
+import type { Store, AttemptRecord } from './store/types.js'
 import type { Auction } from './auction.js'
 import type { Announcer } from './announcer.js'
 import { toAnnounced } from './announcer.js'
@@ -29,8 +29,8 @@ export interface SessionServerOptions {
   log: Logger
   /** Bad frames tolerated on one session before it is cut. @default 20 */
   maxBadFrames?: number
-  /** Lease length given on renewal, in ms. @default 15000 */
-  leaseMs?: number
+  /** Lease length given on renewal, in ms. */
+  leaseMs: number
   /** Called after every award. */
   onAwarded?: (jobId: string) => void
   /** A job's requirements, when known without a store query (open jobs). */
@@ -140,21 +140,23 @@ export class SessionServer {
           membership.seen(peerId, frame.capacity, 'session', frame.running.length)
           membership.setSession(peerId, true)
           auction.syncHeld(peerId, frame.running)
-          const revoked = await this.revoked(peerId, frame.running, 'hello')
+          const stored = await store.heldAttempts(peerId)
+          const revoked = await this.revoked(peerId, frame.running, stored, 'hello')
           const open = await this.openFor(frame.capacity, LIMITS.pullJobs)
           await this.reply(channel, { type: 'welcome', rid: frame.rid, open, revoked })
-          void this.options.recovery.reconcile(peerId, frame.running)
+          void this.options.recovery.reconcile(peerId, frame.running, stored)
           return
         }
         case 'renew': {
           membership.seen(peerId, frame.capacity, 'session', frame.running.length)
           auction.syncHeld(peerId, frame.running)
           if (frame.running.length > 0) {
-            await store.renewLeases({ node: peerId, attempts: frame.running, leaseExpiresAt: clock.now() + (this.options.leaseMs ?? 15_000) })
+            await store.renewLeases({ node: peerId, attempts: frame.running, leaseExpiresAt: clock.now() + this.options.leaseMs })
           }
-          const revoked = await this.revoked(peerId, frame.running, 'renew')
+          const stored = await store.heldAttempts(peerId)
+          const revoked = await this.revoked(peerId, frame.running, stored, 'renew')
           await this.reply(channel, { type: 'renewed', rid: frame.rid, revoked })
-          void this.options.recovery.reconcile(peerId, frame.running)
+          void this.options.recovery.reconcile(peerId, frame.running, stored)
           return
         }
         case 'pull': {
@@ -220,21 +222,21 @@ export class SessionServer {
     }
   }
 
-  /** Attempts a node believes it holds but whose token is no longer current. */
   /**
-   * Attempts a node believes it holds but whose token is no longer current.
-   * Each is refused (the node stops it) and recorded as a `stale-report`,
-   * so the job's log shows that a replaced claimant came back.
+   * Attempts a node believes it holds but whose token is no longer current:
+   * those missing from what the store says the node holds (`stored`: current
+   * claimed/running attempts of this node). Each is refused (the node stops
+   * it) and recorded as a `stale-report`, so the job's log shows that a
+   * replaced claimant came back.
    */
-  private async revoked (peerId: string, running: RunningRef[], report: 'hello' | 'renew'): Promise<Array<{ jobId: string, attempt: number }>> {
+  private async revoked (peerId: string, running: RunningRef[], stored: AttemptRecord[], report: 'hello' | 'renew'): Promise<Array<{ jobId: string, attempt: number }>> {
+    const live = new Set(stored.map(a => `${a.jobId}/${a.number}/${a.token}`))
     const out: Array<{ jobId: string, attempt: number }> = []
     for (const r of running) {
-      const job = await this.options.store.getJob(r.jobId)
-      const current = job?.attempts.find(a => a.number === r.attempt)
-      const live = job != null && job.attempt === r.attempt && (job.state === 'claimed' || job.state === 'running') &&
-        current != null && current.token === r.token && current.node === peerId
-      if (live) continue
+      if (live.has(`${r.jobId}/${r.attempt}/${r.token}`)) continue
       out.push({ jobId: r.jobId, attempt: r.attempt })
+      // Read only for the rare revoked attempt: the event names the job's state.
+      const job = await this.options.store.getJob(r.jobId)
       if (job == null) continue
       this.stats.staleReports++
       await this.options.store.appendEvent({

@@ -4,31 +4,15 @@
  */
 import { describe, it, expect } from 'vitest'
 import { spawn } from 'node:child_process'
-import { mkdtempSync, rmSync, readdirSync, readFileSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
-import { LocalMesh } from '../../dist/cli/local-mesh.js'
+import { LocalMesh, childPids } from '../../dist/cli/local-mesh.js'
 import { submit, waitForJob } from '../helpers/http.js'
 
 const RGRID = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'cli', 'rgrid.js')
-
-/** Pids whose parent is `ppid`, from /proc. */
-function childrenOf (ppid: number): number[] {
-  const out: number[] = []
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      if (Number(fields[1]) === ppid) out.push(Number(entry))
-    } catch {
-      // The process ended while we looked: not a child any more.
-    }
-  }
-  return out
-}
 
 function alive (pid: number): boolean {
   try { process.kill(pid, 0); return true } catch { return false }
@@ -54,7 +38,7 @@ describe('process lifecycle', () => {
         if (m != null) url = m[1]!
       })
       await until('the dev mesh URL', () => url !== '', 60_000)
-      const children = childrenOf(dev.pid!)
+      const children = childPids(dev.pid!)
       expect(children).toHaveLength(4) // bootstrap, coordinator, two nodes
       const { body } = await submit(url, { command: ['echo', 'dev-ok'] })
       const job = await waitForJob(url, body.id, j => j.state === 'succeeded')
