@@ -11,7 +11,8 @@ import { ping, type Ping } from '@libp2p/ping'
 import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
 import { bootstrap } from '@libp2p/bootstrap'
 import { gossipsub, TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
-import type { PeerId, PrivateKey } from '@libp2p/interface'
+import type { ConnectionGater, PeerId, PrivateKey } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
 import { DecodeError } from '../protocol/codec.js'
 import type { Logger } from './log.js'
 
@@ -43,6 +44,33 @@ export interface HostOptions {
    * @default 700
    */
   gossipHeartbeatMs?: number
+  /**
+   * Fault injection: while `gate.cut` is true every dial and every inbound
+   * connection is refused, as if the host's network were unplugged.
+   * @default none (never cut)
+   */
+  gate?: PartitionGate
+}
+
+/** A switch that cuts a host off the network; see {@link cutOff} and {@link heal}. */
+export interface PartitionGate { cut: boolean }
+
+/**
+ * Cuts the host off: from now on the gate refuses every connection, and the
+ * open ones are aborted (the far side sees the link drop, as when a cable is
+ * pulled or a firewall starts resetting connections).
+ */
+export function cutOff (host: RGridHost, gate: PartitionGate): number {
+  gate.cut = true
+  const open = host.getConnections()
+  for (const c of open) c.abort(new Error('fault injection: cut off the network'))
+  return open.length
+}
+
+/** Lets connections through again and redials `peers` (bootstrap, coordinators). */
+export async function heal (host: RGridHost, gate: PartitionGate, peers: string[], signal: AbortSignal): Promise<void> {
+  gate.cut = false
+  await Promise.allSettled(peers.map(async addr => await host.dial(multiaddr(addr), { signal })))
 }
 
 /** Creates (but does not start) a host. */
@@ -57,6 +85,7 @@ export async function createHost (options: HostOptions): Promise<RGridHost> {
     // A busy event loop makes pings time out; aborting the connection then
     // turns a slow node into a partition. Liveness is our heartbeat's job.
     connectionMonitor: { abortConnectionOnPingFailure: false },
+    ...(options.gate != null ? { connectionGater: gateOf(options.gate) } : {}),
     peerDiscovery: options.bootstrap.length > 0 ? [bootstrap({ list: options.bootstrap, timeout: 100 })] : [],
     services: {
       identify: identify(),
@@ -86,6 +115,20 @@ export async function createHost (options: HostOptions): Promise<RGridHost> {
       })
     }
   })
+}
+
+function gateOf (gate: PartitionGate): ConnectionGater {
+  const denied = (): boolean => gate.cut
+  return {
+    denyDialPeer: denied,
+    denyDialMultiaddr: denied,
+    denyInboundConnection: denied,
+    denyOutboundConnection: denied,
+    denyInboundEncryptedConnection: denied,
+    denyOutboundEncryptedConnection: denied,
+    denyInboundUpgradedConnection: denied,
+    denyOutboundUpgradedConnection: denied
+  }
 }
 
 /**

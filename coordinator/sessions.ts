@@ -199,7 +199,14 @@ export class SessionServer {
             const handedBack = result.error.code === 'node-shutdown'
               ? await this.options.recovery.release(peerId, jobId, attempt, token)
               : await this.options.recovery.retry(peerId, jobId, attempt, token, result.error)
-            if (!handedBack) throw new StaleAttemptError(jobId, attempt, 'the attempt is no longer current')
+            if (!handedBack) {
+              const reason = 'the attempt is no longer current'
+              // Stale results with a final outcome are logged by the store; this path must log its own.
+              if (await store.getJob(jobId) != null) {
+                await store.appendEvent({ jobId, at: clock.now(), type: 'stale-report', actor: peerId, attempt, detail: { report: 'result', reason, errorCode: result.error.code } })
+              }
+              throw new StaleAttemptError(jobId, attempt, reason)
+            }
             await this.reply(channel, { type: 'ack', rid: frame.rid })
             return
           }
@@ -237,7 +244,8 @@ export class SessionServer {
       out.push({ jobId: r.jobId, attempt: r.attempt })
       // Read only for the rare revoked attempt: the event names the job's state.
       const job = await this.options.store.getJob(r.jobId)
-      if (job == null) continue
+      // Its own result is recorded and the ack is still on its way: stopping is harmless, but nothing was stale.
+      if (job == null || job.result?.attempt === r.attempt) continue
       this.stats.staleReports++
       await this.options.store.appendEvent({
         jobId: r.jobId, at: this.options.clock.now(), type: 'stale-report', actor: peerId, attempt: r.attempt,

@@ -14,7 +14,7 @@ import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC } from '../protocol/ids.js'
 import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
 import type { AnnouncedJob, Award, CoordinatorFrame, NodeCapacity } from '../protocol/schemas.js'
 import { mismatch } from '../protocol/matching.js'
-import { createHost, decodeGossip, installValidator, type RGridHost } from '../common/p2p.js'
+import { createHost, cutOff, decodeGossip, heal, installValidator, type PartitionGate, type RGridHost } from '../common/p2p.js'
 import { systemClock, type Clock } from '../common/clock.js'
 import type { Logger } from '../common/log.js'
 import { errorMessage } from '../common/errors.js'
@@ -71,6 +71,11 @@ export interface NodeAgentOptions {
    * they were lost. @default 0
    */
   gossipDropRate?: number
+  /**
+   * Fault injection: allow {@link NodeAgent.setCutOff} to cut the node off
+   * the network (a connection gater refuses every connection). @default false
+   */
+  faultPartition?: boolean
   /** How long stop() lets running jobs finish before stopping them, in ms. @default 30000 */
   drainTimeoutMs?: number
   /** @default systemClock */
@@ -95,10 +100,12 @@ export class NodeAgent {
   private readonly reporter: Reporter
   private readonly outbox: Outbox | null
   private readonly runner: Runner
+  private readonly gate: PartitionGate | undefined
   readonly stats = { bids: 0, awards: 0, refusals: 0, bidErrors: 0, announcementsIgnored: 0, sessionsOpened: 0, gossipDropped: 0 }
 
   constructor (private readonly options: NodeAgentOptions) {
     this.clock = options.clock ?? systemClock
+    this.gate = options.faultPartition === true ? { cut: false } : undefined
     this.outbox = options.outboxPath != null ? new Outbox(options.outboxPath) : null
     this.reporter = new Reporter({
       log: options.log.child('reporter'), session: (prefer) => this.links?.session(prefer) ?? null,
@@ -165,7 +172,8 @@ export class NodeAgent {
     const host = await createHost({
       privateKey: this.options.privateKey,
       listen: this.options.listen ?? ['/ip4/0.0.0.0/tcp/0'],
-      bootstrap: this.options.bootstrap
+      bootstrap: this.options.bootstrap,
+      ...(this.gate != null ? { gate: this.gate } : {})
     })
     this.cands = new Candidates({ self: host.peerId.toString() })
     const links = new CoordinatorLinks({
@@ -340,6 +348,24 @@ export class NodeAgent {
     const out = new Map<string, { jobId: string, attempt: number, token: string }>()
     for (const r of [...this.runner.refs(), ...this.reporter.pendingResults()]) out.set(`${r.jobId}/${r.attempt}`, r)
     return [...out.values()].slice(0, 256)
+  }
+
+  /**
+   * Fault injection (needs `faultPartition`): cuts the node off the network
+   * or heals it. Jobs keep running while cut off; their results wait in the
+   * outbox, and the coordinator decides on heal whether they still count.
+   */
+  async setCutOff (cut: boolean): Promise<void> {
+    const host = this.host
+    if (this.gate == null || host == null) throw new Error('partition fault injection is not enabled on this node')
+    if (cut) {
+      const closed = cutOff(host, this.gate)
+      this.options.log.warn('fault injection: cut off the network', { connectionsClosed: closed })
+    } else {
+      await heal(host, this.gate, this.options.bootstrap, this.stopController.signal)
+      this.links?.reconnect()
+      this.options.log.warn('fault injection: network healed', { connections: host.getConnections().length })
+    }
   }
 
   /** Attempts running now (for status and tests). */

@@ -41,6 +41,9 @@ coordinator), then bids on announced jobs and runs what it wins.
                             well under the coordinator's --lease-ms    [5000]
   --fault-drop-gossip R     fault injection for tests and research: ignore
                             this share (0..1) of received gossip        [0]
+  --fault-partition-signal  fault injection: SIGUSR2 cuts the node off the
+                            network (every connection refused and closed),
+                            the next SIGUSR2 heals it
   --log-level LEVEL         debug|info|warn|error                      [info]
 `
 
@@ -78,6 +81,7 @@ async function main (): Promise<void> {
       'drain-timeout-ms': { type: 'string' },
       'renew-ms': { type: 'string' },
       'fault-drop-gossip': { type: 'string' },
+      'fault-partition-signal': { type: 'boolean' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' }
     },
@@ -131,6 +135,7 @@ async function main (): Promise<void> {
 
   const agent = new NodeAgent({
     privateKey, runtime, log, bootstrap: peers, slots, cpus, memoryMb, labels, drainTimeoutMs, renewMs, gossipDropRate,
+    faultPartition: args['fault-partition-signal'] === true,
     workRoot: join(dataDir, 'work'),
     outboxPath: join(dataDir, 'outbox.db'),
     listen: args.listen ?? ['/ip4/0.0.0.0/tcp/0'],
@@ -142,6 +147,14 @@ async function main (): Promise<void> {
   await agent.start()
   process.stdout.write(`${agent.peerId}\n`)
   stopOnSignals(agent, log, { gracefulStopMs: drainTimeoutMs + 15_000 })
+  if (args['fault-partition-signal'] === true) {
+    log.warn('fault injection: SIGUSR2 cuts this node off the network, the next SIGUSR2 heals it')
+    let cut = false
+    process.on('SIGUSR2', () => {
+      cut = !cut
+      agent.setCutOff(cut).catch((err: unknown) => { log.error('partition fault injection failed', { error: errorMessage(err) }) })
+    })
+  }
 }
 
 main().catch((err: unknown) => {

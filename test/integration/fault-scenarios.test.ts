@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LocalMesh } from '../../dist/cli/local-mesh.js'
 import { submit, waitForAll } from '../helpers/http.js'
+import { expectExactlyOnce } from '../helpers/exactly-once.js'
 
 const dataDir = mkdtempSync(join(tmpdir(), 'rgrid-coord-restart-'))
 const mesh = new LocalMesh({ dataDir, nodes: 3, slots: 2, runtime: 'process' })
@@ -36,15 +37,8 @@ describe('coordinator restart', () => {
     await mesh.restart('coordinator')
     await mesh.waitForNodes(3)
     const jobs = await waitForAll(mesh.httpUrl, ids, 120_000)
-    for (const [i, job] of jobs.entries()) {
-      expect(job.state, `job ${i}`).toBe('succeeded')
-      expect(job.result?.stdout).toBe(`job-${i}\n`)
-      expect(job.attempts.filter(a => a.state === 'succeeded')).toHaveLength(1)
-      const { events } = await (await fetch(`${mesh.httpUrl}/v1/jobs/${job.id}/events`)).json() as { events: Array<{ type: string, detail: Record<string, unknown> }> }
-      expect(events.filter(e => e.type === 'finished')).toHaveLength(1)
-      // Every reschedule says why.
-      for (const r of events.filter(e => e.type === 'rescheduled')) expect(String(r.detail.reason).length).toBeGreaterThan(10)
-    }
+    const summary = await expectExactlyOnce(mesh.httpUrl, jobs, i => `job-${i}\n`)
+    console.info(`[coordinator-restart] ${summary.replaced} attempts replaced, ${summary.staleReports} stale reports; reasons: ${JSON.stringify([...summary.reasons])}`)
   })
 })
 
@@ -58,11 +52,9 @@ describe('lossy gossip', () => {
       const ids: string[] = []
       for (let i = 0; i < 100; i++) ids.push((await submit(lossy.httpUrl, { command: ['sh', '-c', `echo job-${i}`] })).body.id)
       const jobs = await waitForAll(lossy.httpUrl, ids, 120_000)
-      for (const [i, job] of jobs.entries()) {
-        expect(job.state, `job ${i}`).toBe('succeeded')
-        expect(job.result?.stdout).toBe(`job-${i}\n`)
-        expect(job.attempts).toHaveLength(1)
-      }
+      const summary = await expectExactlyOnce(lossy.httpUrl, jobs, i => `job-${i}\n`)
+      // Lost gossip may delay work but must not cost attempts: leases are renewed over the session too.
+      expect(summary.replaced).toBe(0)
     } finally {
       await lossy.stop()
       rmSync(dir, { recursive: true, force: true })

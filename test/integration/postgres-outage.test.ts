@@ -1,7 +1,8 @@
 /**
  * A PostgreSQL outage mid-run: the coordinator stays up, answers 503 while
  * its database is away, loses no submission it acknowledged, and resumes by
- * itself when the database comes back.
+ * itself when the database comes back. Then a restart of PostgreSQL in the
+ * middle of 100 jobs: each ends exactly once.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -10,6 +11,7 @@ import { join } from 'node:path'
 import { LocalMesh } from '../../dist/cli/local-mesh.js'
 import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js'
 import { submit, waitForAll } from '../helpers/http.js'
+import { expectExactlyOnce } from '../helpers/exactly-once.js'
 
 const OUTAGE_MS = 10_000
 let pg: TestPostgres
@@ -91,5 +93,37 @@ describe('PostgreSQL outage', () => {
     expect(jobs.slice(0, 20).map(j => j.result?.stdout)).toEqual(Array.from({ length: 20 }, (_, i) => `before-${i}\n`))
     expect(mesh.processes.every(p => p.child.exitCode === null && p.child.signalCode === null)).toBe(true)
     expect(accepted + unavailable).toBeGreaterThan(0)
+  })
+
+  it('PostgreSQL restarted in the middle of 100 jobs: each ends exactly once', async (ctx) => {
+    if (pg.outage == null) { ctx.skip('RGRID_TEST_DATABASE_URL names a server this test cannot restart'); return }
+    const succeeded = async (): Promise<number> => {
+      const res = await fetch(`${mesh.httpUrl}/v1/stats`)
+      return res.status === 200 ? ((await res.json() as { jobs: Record<string, number> }).jobs.succeeded ?? 0) : 0
+    }
+    const before = await succeeded()
+    const ids: string[] = []
+    for (let i = 0; i < 100; i++) ids.push((await submit(mesh.httpUrl, { command: ['sh', '-c', `sleep 0.2; echo run-${i}`] })).body.id)
+    const deadline = Date.now() + 30_000
+    for (;;) {
+      // Restart it with work in flight: some jobs done, some running, some waiting.
+      if (await succeeded() - before >= 20) break
+      if (Date.now() > deadline) throw new Error('the run never got going')
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+    const t0 = Date.now()
+    await pg.outage.stopServer()
+    // Down for 2 s while jobs keep finishing on the nodes: their results must wait, not vanish.
+    while (Date.now() - t0 < 2_000) {
+      const res = await fetch(`${mesh.httpUrl}/v1/jobs/${ids[0]!}`)
+      expect(res.status).toBe(503)
+      await new Promise(resolve => setTimeout(resolve, 200))
+    }
+    await pg.outage.startServer()
+    console.info(`[pg-restart] database restarted after ${Date.now() - t0} ms`)
+    const jobs = await waitForAll(mesh.httpUrl, ids, 120_000)
+    const summary = await expectExactlyOnce(mesh.httpUrl, jobs, i => `run-${i}\n`)
+    console.info(`[pg-restart] ${summary.replaced} attempts replaced, ${summary.staleReports} stale reports; reasons: ${JSON.stringify([...summary.reasons])}`)
+    expect(mesh.processes.every(p => p.child.exitCode === null && p.child.signalCode === null)).toBe(true)
   })
 })
