@@ -61,6 +61,21 @@ export function renderBenchmarks (resultsDir: string): string {
     lines.push(`| ${r.date.slice(0, 16).replace('T', ' ')} | ${r.commit} | ${r.config.kills} | ${r.config.defaults} | ${m.p50} | ${m.p95} | ${m.max} |`)
   }
   lines.push('')
+  lines.push('## False declarations of death under CPU saturation')
+  lines.push('')
+  lines.push('Written by `node dist/bench/false-death.js` (part of `npm run bench`): 3 nodes × 2 slots on this 2-core machine,')
+  lines.push('every slot kept busy for the whole run with a pure CPU loop in its own process (so 6 busy loops compete with the')
+  lines.push('node agents, the coordinator and the bootstrap peer for 2 cores). Nobody dies, so every attempt declared `lost` is a')
+  lines.push('false declaration. Target (issue 4): 0 over 10 minutes. Probes are suspicions the direct check cleared;')
+  lines.push('held back counts scans where the coordinator distrusted its own lagging clock.')
+  lines.push('')
+  lines.push('| date | commit | minutes | nodes×slots | CPU busy | jobs done | false declarations | probes | held back for lag |')
+  lines.push('|---|---|---|---|---|---|---|---|---|')
+  for (const n of readdirSync(resultsDir).filter(x => x.startsWith('false-death-') && x.endsWith('.json')).sort()) {
+    const r = JSON.parse(readFileSync(join(resultsDir, n), 'utf8')) as { date: string, commit: string, config: { minutes: number, nodes: number, slots: number }, cpuBusyPercent: number, jobsSucceeded: number, falseDeclarations: number, reaper: { probes: number, heldBackForLag: number } }
+    lines.push(`| ${r.date.slice(0, 16).replace('T', ' ')} | ${r.commit} | ${r.config.minutes} | ${r.config.nodes}×${r.config.slots} | ${r.cpuBusyPercent}% | ${r.jobsSucceeded} | ${r.falseDeclarations} | ${r.reaper.probes} | ${r.reaper.heldBackForLag} |`)
+  }
+  lines.push('')
   lines.push('## Store: awards committed per second')
   lines.push('')
   lines.push('Written by `node dist/bench/store.js` (part of `npm run bench`): jobs awarded through the coordinator\'s real')
