@@ -34,6 +34,9 @@ one bidding node, and records claims and results in its store.
   --bid-window-ms N       wait for better bids from busy nodes [8]
   --lease-ms N            lease of an awarded attempt; renewed by the node's
                           session every few seconds              [15000]
+  --silent-node-ms N      a node holding work and silent this long (no
+                          heartbeat, no renewal) gets a direct check; no
+                          answer within 1.5 s and it is declared lost [3000]
   --log-level LEVEL       debug|info|warn|error              [info]
 `
 
@@ -81,6 +84,7 @@ async function main (): Promise<void> {
       'data-dir': { type: 'string' },
       'bid-window-ms': { type: 'string' },
       'lease-ms': { type: 'string' },
+      'silent-node-ms': { type: 'string' },
       'no-migrate': { type: 'boolean' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' }
@@ -101,6 +105,8 @@ async function main (): Promise<void> {
   if (bidWindowMs != null && (!Number.isFinite(bidWindowMs) || bidWindowMs < 0)) usageError('rgrid-coordinator', '--bid-window-ms must be a number >= 0')
   const leaseMs = args['lease-ms'] != null ? Number(args['lease-ms']) : undefined
   if (leaseMs != null && (!Number.isInteger(leaseMs) || leaseMs < 1000)) usageError('rgrid-coordinator', '--lease-ms must be an integer >= 1000')
+  const silentNodeMs = args['silent-node-ms'] != null ? Number(args['silent-node-ms']) : undefined
+  if (silentNodeMs != null && (!Number.isInteger(silentNodeMs) || silentNodeMs < 1000)) usageError('rgrid-coordinator', '--silent-node-ms must be an integer >= 1000')
   await mkdir(dataDir, { recursive: true })
   if (command === 'migrate') {
     const store = await openStore(dbUrl, dataDir, true)
@@ -116,7 +122,8 @@ async function main (): Promise<void> {
     listen: args.listen ?? ['/ip4/0.0.0.0/tcp/4002'],
     bootstrap: args.bootstrap ?? [],
     ...(bidWindowMs != null ? { bidWindowMs } : {}),
-    ...(leaseMs != null ? { leaseMs } : {})
+    ...(leaseMs != null ? { leaseMs } : {}),
+    ...(silentNodeMs != null ? { silentNodeMs } : {})
   })
   await coordinator.start()
   const server = new HttpServer({ app: createHttpApp({ api: coordinator, log: log.child('http') }), host: http.host, port: http.port })

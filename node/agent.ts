@@ -169,6 +169,7 @@ export class NodeAgent {
     await mkdir(this.options.workRoot, { recursive: true })
     const restored = this.reporter.restore()
     if (restored > 0) log.info('results from before the restart will be delivered', { count: restored })
+    await this.adoptLeftovers()
     const host = await createHost({
       privateKey: this.options.privateKey,
       listen: this.options.listen ?? ['/ip4/0.0.0.0/tcp/0'],
@@ -195,6 +196,28 @@ export class NodeAgent {
     this.every(this.options.renewMs ?? 5_000, () => { void this.renew() })
     this.every(this.options.pullMs ?? 1_000, () => { void this.pullIfIdle() })
     log.info('node started', { peerId: host.peerId.toString(), slots: this.slots, runtime: this.options.runtime.name })
+  }
+
+  /**
+   * Jobs an earlier run of this node left behind are followed to their end
+   * and reported, never forgotten. They are listed as held in the first
+   * hello, so the coordinator keeps them or (if it has moved on) revokes
+   * them, which stops them.
+   */
+  private async adoptLeftovers (): Promise<void> {
+    const adopted = await this.options.runtime.adopt?.(this.stopController.signal) ?? []
+    const reported = new Set(this.reporter.pendingResults().map(r => `${r.jobId}/${r.attempt}`))
+    for (const a of adopted) {
+      // Its result already waits in the outbox: following it again would report twice.
+      if (reported.has(`${a.jobId}/${a.attempt}`)) {
+        const stop = new AbortController()
+        stop.abort(new Error('already reported'))
+        await a.resume(stop.signal).catch((err: unknown) => { this.options.log.warn('could not remove an already reported container', { jobId: a.jobId, error: errorMessage(err) }) })
+        continue
+      }
+      this.runner.adopt(a, this.stopController.signal)
+    }
+    if (adopted.length > 0) this.options.log.info('adopted jobs left by an earlier run of this node', { count: adopted.length, jobs: adopted.map(a => `${a.jobId}/${a.attempt}`) })
   }
 
   private every (ms: number, fn: () => void): void {

@@ -6,7 +6,7 @@
 import type { Award } from '../protocol/schemas.js'
 import type { Logger } from '../common/log.js'
 import { errorMessage } from '../common/errors.js'
-import type { Runtime, RunOutcome } from './runtime/types.js'
+import type { AdoptedAttempt, Runtime, RunOutcome } from './runtime/types.js'
 import type { Reporter } from './reporter.js'
 
 export interface RunningAttempt {
@@ -24,6 +24,9 @@ interface Entry extends RunningAttempt {
   stopReason: StopReason | null
   done: Promise<void>
 }
+
+/** Runs one attempt; `useDir` names its work dir, removed once it is over. */
+type AttemptBody = (entry: Entry, useDir: (dir: string) => void) => Promise<RunOutcome>
 
 export interface RunnerOptions {
   runtime: Runtime
@@ -60,32 +63,14 @@ export class Runner {
 
   /** Runs an awarded attempt; `coordinator` (who awarded it) receives its reports while it answers. */
   run (award: Award, stopSignal: AbortSignal, coordinator?: string): void {
-    const key = `${award.jobId}/${award.attempt}`
-    if (this.entries.has(key)) return
-    const controller = new AbortController()
-    const entry: Entry = {
-      jobId: award.jobId, attempt: award.attempt, token: award.token, awardedAt: Date.now(), startedAt: null,
-      controller, stopReason: null, done: Promise.resolve()
-    }
-    this.entries.set(key, entry)
-    const onStop = (): void => { this.stop(entry, 'shutdown') }
-    stopSignal.addEventListener('abort', onStop, { once: true })
-    entry.done = this.execute(award, entry, coordinator).finally(() => {
-      stopSignal.removeEventListener('abort', onStop)
-      this.entries.delete(key)
-      this.options.onFinished()
-    })
-  }
-
-  private async execute (award: Award, entry: Entry, coordinator?: string): Promise<void> {
-    const { runtime, reporter, log } = this.options
-    let dir: string | null = null
-    let outcome: RunOutcome
-    try {
-      dir = await this.options.workDir(award.jobId, award.attempt)
-      outcome = await runtime.run({
+    const { runtime, reporter } = this.options
+    this.track(award, null, stopSignal, coordinator, async (entry, useDir) => {
+      const dir = await this.options.workDir(award.jobId, award.attempt)
+      useDir(dir)
+      const outcome = await runtime.run({
         jobId: award.jobId,
         attempt: award.attempt,
+        token: award.token,
         spec: award.spec,
         workDir: dir,
         signal: entry.controller.signal,
@@ -94,9 +79,51 @@ export class Runner {
           reporter.started({ type: 'started', jobId: award.jobId, attempt: award.attempt, token: award.token, startedAt }, coordinator)
         }
       })
+      return outcome
+    })
+  }
+
+  /**
+   * Takes back a job an earlier run of this node started (see
+   * `Runtime.adopt`): it holds a slot and is reported like any other
+   * attempt, unless the coordinator revokes it.
+   */
+  adopt (adopted: AdoptedAttempt, stopSignal: AbortSignal): void {
+    this.track(adopted, adopted.startedAt, stopSignal, undefined, async (entry, useDir) => {
+      if (adopted.workDir != null) useDir(adopted.workDir)
+      return await adopted.resume(entry.controller.signal)
+    })
+  }
+
+  private track (ref: { jobId: string, attempt: number, token: string }, startedAt: number | null, stopSignal: AbortSignal, coordinator: string | undefined,
+    body: AttemptBody): void {
+    const key = `${ref.jobId}/${ref.attempt}`
+    if (this.entries.has(key)) return
+    const controller = new AbortController()
+    const entry: Entry = {
+      jobId: ref.jobId, attempt: ref.attempt, token: ref.token, awardedAt: Date.now(), startedAt,
+      controller, stopReason: null, done: Promise.resolve()
+    }
+    this.entries.set(key, entry)
+    const onStop = (): void => { this.stop(entry, 'shutdown') }
+    stopSignal.addEventListener('abort', onStop, { once: true })
+    entry.done = this.execute(entry, coordinator, body).finally(() => {
+      stopSignal.removeEventListener('abort', onStop)
+      this.entries.delete(key)
+      this.options.onFinished()
+    })
+  }
+
+  private async execute (entry: Entry, coordinator: string | undefined, body: AttemptBody): Promise<void> {
+    const { reporter, log } = this.options
+    const { jobId, attempt, token } = entry
+    let outcome: RunOutcome
+    let dir: string | null = null
+    try {
+      outcome = await body(entry, d => { dir = d })
     } catch (err) {
       // Runtimes return outcomes for job failures; a throw is a node-side fault, so another node may do better.
-      log.error('runtime failed', { jobId: award.jobId, error: errorMessage(err) })
+      log.error('runtime failed', { jobId, error: errorMessage(err) })
       outcome = {
         outcome: 'failed', exitCode: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false,
         startedAt: entry.startedAt, finishedAt: Date.now(),
@@ -104,17 +131,18 @@ export class Runner {
       }
     } finally {
       if (dir != null) {
-        await this.options.cleanup(dir).catch((err: unknown) => { log.warn('work dir cleanup failed', { dir, error: errorMessage(err) }) })
+        const d = dir
+        await this.options.cleanup(d).catch((err: unknown) => { log.warn('work dir cleanup failed', { dir: d, error: errorMessage(err) }) })
       }
     }
     if (entry.stopReason === 'revoked') {
-      log.info('attempt revoked; result not reported', { jobId: award.jobId, attempt: award.attempt })
+      log.info('attempt revoked; result not reported', { jobId, attempt })
       return
     }
     if (entry.stopReason === 'shutdown' && outcome.outcome === 'cancelled') {
       outcome = { ...outcome, outcome: 'failed', error: { code: 'node-shutdown', message: 'the node shut down before the job finished', retryable: true } }
     }
-    await reporter.result({ type: 'result', jobId: award.jobId, attempt: award.attempt, token: award.token, ...outcome }, coordinator)
+    await reporter.result({ type: 'result', jobId, attempt, token, ...outcome }, coordinator)
   }
 
   private stop (entry: Entry, reason: StopReason): void {

@@ -8,7 +8,7 @@ import type { JobError } from '../../protocol/schemas.js'
 import { createLogger, type Logger } from '../../common/log.js'
 import { errorMessage } from '../../common/errors.js'
 import { OutputCollector, outcomeOf } from './output.js'
-import type { RunOutcome, RunRequest, Runtime } from './types.js'
+import type { AdoptedAttempt, RunOutcome, RunRequest, Runtime } from './types.js'
 
 export interface DockerRuntimeOptions {
   /** The engine client. @default new Dockerode() (DOCKER_HOST, else /var/run/docker.sock) */
@@ -39,6 +39,19 @@ export class DockerTimeoutError extends Error {
   override readonly name = 'DockerTimeoutError'
   constructor (readonly operation: string, readonly ms: number) { super(`docker ${operation} did not answer within ${ms} ms`) }
 }
+
+/** What following a container to its end needs to know of its job. */
+interface FollowedJob {
+  jobId: string
+  signal: AbortSignal
+  /** Time left before the job is killed for its timeout. */
+  timeoutMs: number
+  timeoutSeconds: number
+  memoryMb: number
+  command: string
+}
+
+type Finish = (outcome: RunOutcome['outcome'], exitCode: number | null, error: JobError | null) => RunOutcome
 
 /** Docker refuses memory limits below 6 MiB; the schema allows 4. */
 const MIN_MEMORY_MB = 6
@@ -82,29 +95,82 @@ export class DockerRuntime implements Runtime {
       const where = modem.socketPath ?? modem.host ?? 'default address'
       throw new DockerUnavailableError(`Docker engine unreachable at ${where}: ${errorMessage(err)}`, { cause: err })
     }
-    await this.sweepLeftovers()
   }
 
   /**
-   * Containers carrying this node's label (`rgrid.node`) that exist at
-   * start were left by a previous run of the node that crashed: their
-   * attempts are no longer this node's (the coordinator reschedules them when
-   * the node says it holds nothing), so they are killed and removed rather
-   * than left to run unreported. Returns how many were removed.
+   * Finds the containers an earlier run of this node (same `rgrid.node`
+   * label) left behind when it crashed or was killed. Each one that carries
+   * its attempt's fencing token is returned for the node to follow to its end
+   * and report, running or already exited; the coordinator decides whether
+   * that attempt is still the node's. Containers without a token (started by
+   * an older version) cannot be reported and are removed.
    */
-  async sweepLeftovers (): Promise<number> {
+  async adopt (signal: AbortSignal): Promise<AdoptedAttempt[]> {
     const node = this.labels['rgrid.node']
-    if (node == null) return 0
-    const left = await this.call('list', async () => await this.docker.listContainers({ all: true, filters: { label: [`rgrid.node=${node}`, 'rgrid.job'] } }))
+    if (node == null) return []
+    const left = await this.call('list', async abortSignal => await this.docker.listContainers({ all: true, filters: { label: [`rgrid.node=${node}`, 'rgrid.job'] }, abortSignal }))
+    const adopted: AdoptedAttempt[] = []
     for (const c of left) {
-      try {
-        await this.call('remove', async () => { await this.docker.getContainer(c.Id).remove({ force: true }) })
-        this.log.warn('removed a container left by an earlier run of this node', { container: c.Id.slice(0, 12), job: c.Labels['rgrid.job'], attempt: c.Labels['rgrid.attempt'] })
-      } catch (err) {
-        this.log.error('could not remove a leftover container', { container: c.Id.slice(0, 12), error: errorMessage(err) })
+      if (signal.aborted) break
+      const labels = c.Labels
+      const jobId = labels['rgrid.job'] ?? ''
+      const attempt = Number(labels['rgrid.attempt'])
+      const token = labels['rgrid.token']
+      const timeoutSeconds = Number(labels['rgrid.timeout-seconds'])
+      const container = this.docker.getContainer(c.Id)
+      if (token == null || jobId === '' || !Number.isInteger(attempt) || !(timeoutSeconds > 0)) {
+        this.log.warn('removing a container left by an earlier run of this node that cannot be reported', { container: c.Id.slice(0, 12), job: jobId })
+        await this.remove(container, jobId)
+        continue
       }
+      let startedAt: number | null = null
+      try {
+        const info = await this.call('inspect', async abortSignal => await container.inspect({ abortSignal }))
+        const t = Date.parse(info.State.StartedAt)
+        // A container that was created but never started reports the zero time.
+        startedAt = Number.isFinite(t) && t > 0 ? t : null
+      } catch (err) {
+        this.log.warn('cannot inspect a left-over container; following it anyway', { container: c.Id.slice(0, 12), error: errorMessage(err) })
+      }
+      const mount = c.Mounts.find(m => m.Destination === '/work')
+      const memoryMb = Number(labels['rgrid.memory-mb'])
+      adopted.push({
+        jobId, attempt, token, startedAt,
+        workDir: mount?.Source ?? null,
+        resume: async (jobSignal) => await this.resume(container, {
+          jobId, signal: jobSignal, timeoutSeconds, memoryMb: Number.isFinite(memoryMb) ? memoryMb : 0, command: labels['rgrid.command'] ?? '',
+          // What is left of its timeout, counted from when it really started.
+          timeoutMs: startedAt == null ? 0 : startedAt + timeoutSeconds * 1000 - Date.now()
+        }, startedAt)
+      })
+      this.log.info('adopting a container left by an earlier run of this node', { container: c.Id.slice(0, 12), jobId, attempt, state: c.State })
     }
-    return left.length
+    return adopted
+  }
+
+  /** Follows an adopted container: output from its first byte (the engine kept it), then its end. */
+  private async resume (ctr: Dockerode.Container, job: FollowedJob, startedAt: number | null): Promise<RunOutcome> {
+    const stdout = new OutputCollector()
+    const stderr = new OutputCollector()
+    const finish: Finish = (outcome, exitCode, error) => outcomeOf(stdout, stderr, startedAt, outcome, exitCode, error)
+    let stream: NodeJS.ReadableStream | null = null
+    try {
+      if (startedAt == null) {
+        // Never started: the earlier run died between create and start. Nothing ran, so another node may run it.
+        return finish('failed', null, { code: 'node-error', message: 'the node restarted before the container started', retryable: true })
+      }
+      try {
+        stream = await this.call('logs', async abortSignal => await ctr.logs({ follow: true, stdout: true, stderr: true, abortSignal }))
+      } catch (err) {
+        return finish('failed', null, { code: 'daemon-error', message: `docker logs failed: ${errorMessage(err)}`.slice(0, 4096), retryable: true })
+      }
+      const outputEnded = this.endOf(stream, job.jobId)
+      this.docker.modem.demuxStream(stream, stdout.writable(), stderr.writable())
+      return await this.follow(ctr, job, outputEnded, finish)
+    } finally {
+      if (stream !== null) (stream as unknown as Duplex).destroy()
+      await this.remove(ctr, job.jobId)
+    }
   }
 
   /** Nothing to release; running jobs are stopped through their signals. */
@@ -144,7 +210,16 @@ export class DockerRuntime implements Runtime {
           AttachStdout: true,
           AttachStderr: true,
           // Ours last: a configured label must not hide which job a container is.
-          Labels: { ...this.labels, 'rgrid.job': jobId, 'rgrid.attempt': String(attempt) },
+          // The token and limits ride along so a restarted node can adopt the container (see adopt()).
+          Labels: {
+            ...this.labels,
+            'rgrid.job': jobId,
+            'rgrid.attempt': String(attempt),
+            ...(request.token != null ? { 'rgrid.token': request.token } : {}),
+            'rgrid.timeout-seconds': String(spec.timeoutSeconds),
+            'rgrid.memory-mb': String(spec.resources.memoryMb),
+            'rgrid.command': (spec.command[0] ?? '').slice(0, 256)
+          },
           HostConfig: {
             NetworkMode: 'none',
             NanoCpus: Math.round(spec.resources.cpus * 1e9),
@@ -186,29 +261,8 @@ export class DockerRuntime implements Runtime {
         this.log.warn('onStarted callback threw', { jobId, err: errorMessage(err) })
       }
 
-      const ended = await this.supervise(ctr, request)
-      await this.bounded(outputEnded, this.drainTimeoutMs, () => {
-        this.log.warn('container output did not end after exit; using what arrived', { jobId })
-      })
-
-      if (ended.stopReason === 'cancelled') return cancelled('job was cancelled')
-      if (ended.stopReason === 'timeout') {
-        return finish('failed', null, { code: 'timeout', message: `job exceeded its timeout of ${spec.timeoutSeconds}s and was killed`, retryable: false })
-      }
-      if (ended.statusCode === null) return daemonError('wait', ended.error)
-      const oomKilled = await this.wasOomKilled(ctr, jobId)
-      if (oomKilled) {
-        // OOMKilled is set when any process in the container was killed for
-        // memory, even if the main process then exited 0: its output is not
-        // trustworthy, so the attempt fails.
-        return finish('failed', ended.statusCode, {
-          code: 'oom-killed',
-          message: `job exceeded its memory limit of ${spec.resources.memoryMb} MiB and was killed`,
-          retryable: false
-        })
-      }
-      if (ended.statusCode === 0) return finish('succeeded', 0, null)
-      return finish('failed', ended.statusCode, { code: 'exit-nonzero', message: `"${spec.command[0] ?? ''}" exited with code ${ended.statusCode}`, retryable: false })
+      const job: FollowedJob = { jobId, signal, timeoutMs: spec.timeoutSeconds * 1000, timeoutSeconds: spec.timeoutSeconds, memoryMb: spec.resources.memoryMb, command: spec.command[0] ?? '' }
+      return await this.follow(ctr, job, outputEnded, finish)
     } finally {
       // The attach stream is a raw socket; end it even if the engine did not.
       if (stream !== null) (stream as unknown as Duplex).destroy()
@@ -217,12 +271,44 @@ export class DockerRuntime implements Runtime {
   }
 
   /**
+   * Follows a started container to its end (timeout, cancel, exit) and says
+   * how it ended. Shared by fresh runs and adopted containers.
+   */
+  private async follow (ctr: Dockerode.Container, job: FollowedJob, outputEnded: Promise<void>, finish: Finish): Promise<RunOutcome> {
+    const { jobId } = job
+    const ended = await this.supervise(ctr, job)
+    await this.bounded(outputEnded, this.drainTimeoutMs, () => {
+      this.log.warn('container output did not end after exit; using what arrived', { jobId })
+    })
+    if (ended.stopReason === 'cancelled') return finish('cancelled', null, { code: 'cancelled', message: 'job was cancelled', retryable: false })
+    if (ended.stopReason === 'timeout') {
+      return finish('failed', null, { code: 'timeout', message: `job exceeded its timeout of ${job.timeoutSeconds}s and was killed`, retryable: false })
+    }
+    if (ended.statusCode === null) {
+      return finish('failed', null, { code: 'daemon-error', message: `docker wait failed: ${errorMessage(ended.error)}`.slice(0, 4096), retryable: true })
+    }
+    const oomKilled = await this.wasOomKilled(ctr, jobId)
+    if (oomKilled) {
+      // OOMKilled is set when any process in the container was killed for
+      // memory, even if the main process then exited 0: its output is not
+      // trustworthy, so the attempt fails.
+      return finish('failed', ended.statusCode, {
+        code: 'oom-killed',
+        message: `job exceeded its memory limit of ${job.memoryMb} MiB and was killed`,
+        retryable: false
+      })
+    }
+    if (ended.statusCode === 0) return finish('succeeded', 0, null)
+    return finish('failed', ended.statusCode, { code: 'exit-nonzero', message: `"${job.command}" exited with code ${ended.statusCode}`, retryable: false })
+  }
+
+  /**
    * Waits for the container to exit while enforcing the timeout and the abort
    * signal. Bounded: if the container survives SIGKILL for `apiTimeoutMs`, the
    * wait is abandoned (the forced remove in `run` still cleans up).
    */
-  private async supervise (container: Dockerode.Container, request: RunRequest): Promise<{ stopReason: 'timeout' | 'cancelled' | null, statusCode: number | null, error: unknown }> {
-    const { signal, spec, jobId } = request
+  private async supervise (container: Dockerode.Container, job: FollowedJob): Promise<{ stopReason: 'timeout' | 'cancelled' | null, statusCode: number | null, error: unknown }> {
+    const { signal, jobId } = job
     const waitAbort = new AbortController()
     let stopReason: 'timeout' | 'cancelled' | null = null
     const timers: NodeJS.Timeout[] = []
@@ -236,7 +322,7 @@ export class DockerRuntime implements Runtime {
       }, this.killGraceMs))
     }
     const onAbort = (): void => { stopJob('cancelled') }
-    timers.push(setTimeout(() => { stopJob('timeout') }, spec.timeoutSeconds * 1000))
+    timers.push(setTimeout(() => { stopJob('timeout') }, Math.max(0, job.timeoutMs)))
     signal.addEventListener('abort', onAbort, { once: true })
     if (signal.aborted) onAbort()
     try {

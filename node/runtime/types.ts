@@ -15,6 +15,12 @@ export interface RunRequest {
   workDir: string
   /** Aborting stops the job (cancel or node shutdown); the outcome is `cancelled`. */
   signal: AbortSignal
+  /**
+   * The attempt's fencing token. Runtimes whose jobs can outlive the node
+   * (containers) keep it with the job so a restarted node can adopt and
+   * report it.
+   */
+  token?: string
   /** Called once the job's process or container has actually started. */
   onStarted?: (startedAt: number, info?: { pid?: number }) => void
 }
@@ -36,6 +42,19 @@ export interface RunOutcome {
   error: JobError | null
 }
 
+/** A job an earlier run of this node started that is still there after a restart. */
+export interface AdoptedAttempt {
+  jobId: string
+  attempt: number
+  token: string
+  /** When it really started, or null if it never did. */
+  startedAt: number | null
+  /** Its work dir, to remove once it is over. */
+  workDir: string | null
+  /** Follows it to its end, enforcing what is left of its timeout; aborting stops it. */
+  resume: (signal: AbortSignal) => Promise<RunOutcome>
+}
+
 export interface Runtime {
   readonly name: RuntimeName
   /** Checks the runtime is usable (e.g. the Docker daemon answers). Idempotent. */
@@ -43,4 +62,10 @@ export interface Runtime {
   /** Idempotent. Does not stop running jobs: abort their signals for that. */
   stop: () => Promise<void>
   run: (request: RunRequest) => Promise<RunOutcome>
+  /**
+   * Jobs an earlier run of this node left running (or finished but
+   * unreported) that this runtime can follow again. Runtimes whose jobs die
+   * with the node do not implement it.
+   */
+  adopt?: (signal: AbortSignal) => Promise<AdoptedAttempt[]>
 }

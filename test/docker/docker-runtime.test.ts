@@ -197,31 +197,97 @@ describe('DockerRuntime.start', () => {
     await expect(rt.start()).rejects.toThrow(DockerUnavailableError)
     await expect(rt.start()).rejects.toThrow('/nonexistent/docker.sock')
   })
+})
 
-  it('removes containers a crashed earlier run of the same node left behind, and only those', async (ctx) => {
+describe('DockerRuntime.adopt', () => {
+  /** A container as a crashed earlier run of `node` would have left it. */
+  const leave = async (node: string, cmd: string[], labels: Record<string, string> = {}, start = true): Promise<string> => {
+    const c = await docker.createContainer({
+      Image: IMAGE, Cmd: cmd,
+      Labels: { ...RUN_LABEL, 'rgrid.node': node, 'rgrid.job': `job-${randomUUID()}`, 'rgrid.attempt': '2', 'rgrid.token': `tok-${randomUUID()}`, 'rgrid.timeout-seconds': '60', 'rgrid.memory-mb': '64', 'rgrid.command': cmd[0]!, ...labels },
+      HostConfig: { NetworkMode: 'none', Mounts: [{ Type: 'bind', Source: workDir, Target: '/work' }] }
+    })
+    if (start) await c.start()
+    return c.id
+  }
+  const exists = async (id: string): Promise<boolean> => (await docker.listContainers({ all: true, filters: { id: [id] } })).length > 0
+  const rtFor = (node: string): DockerRuntime => new DockerRuntime({ docker, defaultImage: IMAGE, killGraceMs: 500, labels: { ...RUN_LABEL, 'rgrid.node': node }, logger: silentLogger })
+
+  it('follows a still-running container to its end with all its output, then removes it', async (ctx) => {
     needDocker(ctx)
     const node = `test-node-${randomUUID()}`
     const other = `test-node-${randomUUID()}`
-    const make = async (nodeLabel: string): Promise<string> => {
-      const c = await docker.createContainer({
-        Image: IMAGE, Cmd: ['sleep', '300'], Labels: { ...RUN_LABEL, 'rgrid.node': nodeLabel, 'rgrid.job': 'left-over', 'rgrid.attempt': '1' },
-        HostConfig: { NetworkMode: 'none' }
-      })
-      await c.start()
-      return c.id
-    }
-    const mine = await make(node)
-    const theirs = await make(other)
+    const mine = await leave(node, ['sh', '-c', 'echo before-restart; sleep 1; echo after-restart; echo err >&2'])
+    const theirs = await leave(other, ['sleep', '300'])
     try {
-      const restarted = new DockerRuntime({ docker, defaultImage: IMAGE, labels: { ...RUN_LABEL, 'rgrid.node': node }, logger: silentLogger })
-      await restarted.start()
-      const left = await docker.listContainers({ all: true, filters: { label: [`rgrid.test-run=${RUN_LABEL['rgrid.test-run']}`] } })
-      expect(left.map(c => c.Id)).not.toContain(mine)
-      expect(left.map(c => c.Id)).toContain(theirs)
+      const adopted = await rtFor(node).adopt(AbortSignal.timeout(30_000))
+      expect(adopted).toHaveLength(1)
+      const [a] = adopted
+      const labels = (await docker.getContainer(mine).inspect()).Config.Labels
+      expect(a).toMatchObject({ jobId: labels['rgrid.job'], attempt: 2, token: labels['rgrid.token'], workDir })
+      expect(a!.startedAt).toBeGreaterThan(Date.now() - 30_000)
+      const res = await a!.resume(new AbortController().signal)
+      expect(res.outcome).toBe('succeeded')
+      expect(res.stdout).toBe('before-restart\nafter-restart\n')
+      expect(res.stderr).toBe('err\n')
+      expect(await exists(mine)).toBe(false)
+      // Another node's container is none of this node's business.
+      expect(await exists(theirs)).toBe(true)
     } finally {
       await docker.getContainer(theirs).remove({ force: true })
-      // Only if the sweep failed to remove it (the assertion above then already failed).
-      if ((await docker.listContainers({ all: true, filters: { id: [mine] } })).length > 0) await docker.getContainer(mine).remove({ force: true })
+      if (await exists(mine)) await docker.getContainer(mine).remove({ force: true })
     }
+  })
+
+  it('reports a container that exited while the node was down, with its exit code', async (ctx) => {
+    needDocker(ctx)
+    const node = `test-node-${randomUUID()}`
+    const id = await leave(node, ['sh', '-c', 'echo done-while-away; exit 3'])
+    await docker.getContainer(id).wait()
+    const [a] = await rtFor(node).adopt(AbortSignal.timeout(30_000))
+    const res = await a!.resume(new AbortController().signal)
+    expect(res).toMatchObject({ outcome: 'failed', exitCode: 3, stdout: 'done-while-away\n' })
+    expect(res.error?.code).toBe('exit-nonzero')
+    expect(await exists(id)).toBe(false)
+  })
+
+  it('keeps the timeout counted from the real start, and stops the container when told', async (ctx) => {
+    needDocker(ctx)
+    const node = `test-node-${randomUUID()}`
+    const late = await leave(node, ['sleep', '300'], { 'rgrid.timeout-seconds': '1' })
+    // Past its 1 s timeout by the time it is adopted.
+    await new Promise(resolve => setTimeout(resolve, 1200))
+    const running = await leave(node, ['sleep', '300'])
+    const adopted = await rtFor(node).adopt(AbortSignal.timeout(30_000))
+    const byId = new Map(await Promise.all(adopted.map(async a => [a.jobId, a] as const)))
+    const lateLabels = (await docker.getContainer(late).inspect()).Config.Labels
+    const runningLabels = (await docker.getContainer(running).inspect()).Config.Labels
+    const stop = new AbortController()
+    const [timedOut, cancelled] = await Promise.all([
+      byId.get(lateLabels['rgrid.job']!)!.resume(new AbortController().signal),
+      (async () => { const p = byId.get(runningLabels['rgrid.job']!)!.resume(stop.signal); stop.abort(new Error('revoked')); return await p })()
+    ])
+    expect(timedOut.error?.code).toBe('timeout')
+    expect(cancelled.outcome).toBe('cancelled')
+    expect(await exists(late)).toBe(false)
+    expect(await exists(running)).toBe(false)
+  })
+
+  it('removes left-over containers that carry no token (they cannot be reported) and returns those never started as retryable', async (ctx) => {
+    needDocker(ctx)
+    const node = `test-node-${randomUUID()}`
+    const tokenless = await docker.createContainer({
+      Image: IMAGE, Cmd: ['sleep', '300'], Labels: { ...RUN_LABEL, 'rgrid.node': node, 'rgrid.job': 'left-over', 'rgrid.attempt': '1' }, HostConfig: { NetworkMode: 'none' }
+    })
+    await tokenless.start()
+    const created = await leave(node, ['true'], {}, false)
+    const adopted = await rtFor(node).adopt(AbortSignal.timeout(30_000))
+    expect(await exists(tokenless.id)).toBe(false)
+    expect(adopted).toHaveLength(1)
+    expect(adopted[0]!.startedAt).toBeNull()
+    const res = await adopted[0]!.resume(new AbortController().signal)
+    expect(res.outcome).toBe('failed')
+    expect(res.error).toMatchObject({ code: 'node-error', retryable: true })
+    expect(await exists(created)).toBe(false)
   })
 })

@@ -5,13 +5,13 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import Dockerode from 'dockerode'
 import { LocalMesh } from '../../dist/cli/local-mesh.js'
-import { submit, waitForAll } from '../helpers/http.js'
+import { submit, waitForAll, waitForJob, TERMINAL } from '../helpers/http.js'
 
 const IMAGE = 'rgrid-test/busybox:latest'
 const BUILD_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', 'images', 'build.sh')
@@ -31,7 +31,11 @@ beforeAll(async () => {
   }
   execFileSync('bash', [BUILD_SCRIPT], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 120_000 })
   dataDir = mkdtempSync(join(tmpdir(), 'rgrid-docker-mesh-'))
-  mesh = new LocalMesh({ dataDir, nodes: 1, slots: 3, runtime: 'docker', nodeArgs: () => ['--docker-default-image', IMAGE, '--memory-mb', '2048'] })
+  mesh = new LocalMesh({
+    dataDir, nodes: 1, slots: 3, runtime: 'docker', nodeArgs: () => ['--docker-default-image', IMAGE, '--memory-mb', '2048'],
+    // The restart test needs the node back before the coordinator gives up on it.
+    coordinatorArgs: ['--silent-node-ms', '20000']
+  })
   await mesh.start()
   await mesh.waitForNodes(1)
 }, 180_000)
@@ -67,5 +71,41 @@ describe('docker runtime end to end', () => {
     expect(missing?.result?.error?.code).toBe('image-missing')
     const left = await docker.listContainers({ all: true, filters: { label: [`rgrid.node=${mesh.nodePeerIds[0]}`] } })
     expect(left).toEqual([])
+  })
+
+  it('a node killed with SIGKILL and restarted adopts its running container: the job ends once with all its output', async (ctx) => {
+    if (unavailable != null || mesh == null) { ctx.skip(`Docker engine unreachable: ${unavailable}`); return }
+    const { body } = await submit(mesh.httpUrl, { command: ['sh', '-c', 'echo before; sleep 4; echo after'] })
+    const running = await waitForJob(mesh.httpUrl, body.id, j => j.state === 'running', 30_000)
+    const node = mesh.nodePeerIds[0]!
+    expect(running.attempts[0]!.node).toBe(node)
+    const restarted = await mesh.restart('node-0')
+    expect(restarted.lines[0]).toBe(node)
+    const job = await waitForJob(mesh.httpUrl, body.id, j => TERMINAL.has(j.state), 60_000)
+    expect(job.state).toBe('succeeded')
+    // The same attempt, not a rerun: the container outlived its node and was followed again.
+    expect(job.attempts.map(a => a.state)).toEqual(['succeeded'])
+    expect(job.result?.stdout).toBe('before\nafter\n')
+    expect(readFileSync(restarted.logFile, 'utf8')).toMatch(/adopting a container left by an earlier run/)
+    const left = await docker.listContainers({ all: true, filters: { label: [`rgrid.node=${node}`] } })
+    expect(left).toEqual([])
+  })
+
+  it('a cancel travels to the node and kills the container', async (ctx) => {
+    if (unavailable != null || mesh == null) { ctx.skip(`Docker engine unreachable: ${unavailable}`); return }
+    const { body } = await submit(mesh.httpUrl, { command: ['sleep', '300'] })
+    await waitForJob(mesh.httpUrl, body.id, j => j.state === 'running', 30_000)
+    const containers = async (): Promise<number> => (await docker.listContainers({ all: true, filters: { label: [`rgrid.job=${body.id}`] } })).length
+    expect(await containers()).toBe(1)
+    const res = await fetch(`${mesh.httpUrl}/v1/jobs/${body.id}/cancel`, { method: 'POST' })
+    expect(res.status).toBe(200)
+    const deadline = Date.now() + 15_000
+    while (await containers() > 0) {
+      if (Date.now() > deadline) throw new Error('the cancelled job\'s container is still there after 15 s')
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+    const job = await waitForJob(mesh.httpUrl, body.id, () => true)
+    expect(job.state).toBe('cancelled')
+    expect(job.attempts.map(a => a.state)).toEqual(['cancelled'])
   })
 })

@@ -6,12 +6,12 @@
  * as stale when it comes back; it then takes new work again.
  */
 import { describe, it, expect, afterAll } from 'vitest'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LocalMesh } from '../../dist/cli/local-mesh.js'
 import { getJob, submit, waitForAll } from '../helpers/http.js'
-import { expectExactlyOnce } from '../helpers/exactly-once.js'
+import { expectExactlyOnce, jobEvents } from '../helpers/exactly-once.js'
 
 const dataDir = mkdtempSync(join(tmpdir(), 'rgrid-partition-'))
 const mesh = new LocalMesh({
@@ -75,5 +75,29 @@ describe('network partition', () => {
       expect(job.state).toBe('succeeded')
       expect(job.attempts.at(-1)!.node).toBe(victim)
     }
+  })
+
+  it('a job cancelled while its node is cut off: the node\'s late result is refused and the job stays cancelled', async () => {
+    await mesh.waitForNodes(3)
+    const victim = mesh.nodePeerIds[0]!
+    const proc = mesh.processes.find(p => p.name === 'node-0')!
+    const marker = join(dataDir, `finished-${Date.now()}`)
+    const { body } = await submit(mesh.httpUrl, { command: ['sh', '-c', `sleep 1; echo late; touch ${marker}`], labels: { pin: 'cut' } })
+    await until('the job runs on the victim', 30_000, async () => (await getJob(mesh.httpUrl, body.id)).state === 'running')
+    proc.child.kill('SIGUSR2')
+    await until('the coordinator sees the session drop', 10_000, async () => (await nodes()).find(n => n.peerId === victim)?.session !== true)
+    // The cancel cannot reach the node: the job is cancelled in the store, the node runs on.
+    const res = await fetch(`${mesh.httpUrl}/v1/jobs/${body.id}/cancel`, { method: 'POST' })
+    expect(res.status).toBe(200)
+    await until('the job finishes on the cut-off node', 30_000, async () => existsSync(marker))
+    proc.child.kill('SIGUSR2')
+    await mesh.waitForNodes(3, 30_000)
+    await until('the late report is refused', 30_000, async () => (await jobEvents(mesh.httpUrl, body.id)).some(e => e.type === 'stale-report' && e.actor === victim))
+    const job = await getJob(mesh.httpUrl, body.id)
+    expect(job.state).toBe('cancelled')
+    expect(job.result).toBeNull()
+    expect(job.attempts.map(a => a.state)).toEqual(['cancelled'])
+    const reasons = (await jobEvents(mesh.httpUrl, body.id)).filter(e => e.type === 'stale-report').map(e => String(e.detail.reason))
+    expect(reasons.join(' ')).toMatch(/cancelled/)
   })
 })
