@@ -43,3 +43,19 @@ export function errorMessage (err: unknown): string {
   if (err instanceof Error) return err.message
   return String(err)
 }
+
+/** A file or a job's files are larger than the coordinator accepts. */
+export class TooLargeError extends Error {
+  override readonly name = 'TooLargeError'
+  constructor (readonly what: string, readonly size: number, readonly limit: number) {
+    super(`${what} is ${size} bytes; the limit is ${limit} bytes`)
+  }
+}
+
+/** A job names an input object that was never uploaded. */
+export class InputMissingError extends Error {
+  override readonly name = 'InputMissingError'
+  constructor (readonly object: string, readonly path: string) {
+    super(`input ${JSON.stringify(path)} names object ${object}, which is not stored: upload it first (POST /v1/uploads, then PUT to the URL)`)
+  }
+}

@@ -6,13 +6,18 @@
  * stdout: line 1 is the coordinator's full multiaddr, line 2 its HTTP URL.
  */
 import { join, resolve } from 'node:path'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
 import { Coordinator } from './coordinator.js'
 import { createHttpApp } from './http.js'
 import { HttpServer, parseHostPort } from './http-server.js'
 import { SqliteStore } from './store/sqlite.js'
 import { PostgresStore } from './store/postgres.js'
 import type { Store } from './store/types.js'
+import { Transfers } from './transfers.js'
+import { EmbeddedObjectStore } from './objects/embedded.js'
+import { S3ObjectStore, parseS3Url } from './objects/s3.js'
+import type { ObjectStore } from './objects/types.js'
 import { loadOrCreateIdentity } from '../common/identity.js'
 import { createLogger, type LogLevel } from '../common/log.js'
 import { logUnhandledRejections, parseArgsOrExit, stopOnSignals, usageError } from '../common/lifecycle.js'
@@ -37,6 +42,14 @@ one bidding node, and records claims and results in its store.
   --silent-node-ms N      a node holding work and silent this long (no
                           heartbeat, no renewal) gets a direct check; no
                           answer within 1.5 s and it is declared lost [3000]
+  --objects URL           where job inputs and outputs live: embedded (files
+                          in DATA_DIR/objects, served by this HTTP server) or
+                          s3://ACCESS:SECRET@host:port/bucket?region=R&ssl=false&create=true
+                          (or RGRID_OBJECTS_URL)             [embedded]
+  --public-url URL        base URL nodes and submitters reach this HTTP server
+                          at, for embedded object URLs       [the --http address]
+  --max-file-mb N         largest input or output file       [256]
+  --max-job-mb N          largest total of a job's inputs, or of its outputs [1024]
   --log-level LEVEL       debug|info|warn|error              [info]
 `
 
@@ -85,6 +98,10 @@ async function main (): Promise<void> {
       'bid-window-ms': { type: 'string' },
       'lease-ms': { type: 'string' },
       'silent-node-ms': { type: 'string' },
+      objects: { type: 'string' },
+      'public-url': { type: 'string' },
+      'max-file-mb': { type: 'string' },
+      'max-job-mb': { type: 'string' },
       'no-migrate': { type: 'boolean' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' }
@@ -114,8 +131,35 @@ async function main (): Promise<void> {
     process.stdout.write(`migrations applied to ${redact(dbUrl)}\n`)
     return
   }
+  const objectsUrl = args.objects ?? process.env.RGRID_OBJECTS_URL ?? 'embedded'
+  const mb = (name: string, text: string | undefined, fallback: number): number => {
+    if (text == null) return fallback * 1024 * 1024
+    const n = Number(text)
+    if (!Number.isInteger(n) || n < 1) usageError('rgrid-coordinator', `--${name} must be a positive integer`)
+    return n * 1024 * 1024
+  }
+  const maxFileBytes = mb('max-file-mb', args['max-file-mb'], 256)
+  const maxJobBytes = mb('max-job-mb', args['max-job-mb'], 1024)
+  let publicUrl = args['public-url']
+  if (publicUrl != null) {
+    try { if (!/^https?:$/.test(new URL(publicUrl).protocol)) throw new Error('not http') } catch { usageError('rgrid-coordinator', '--public-url must be an http(s) URL') }
+  }
+  let embedded: EmbeddedObjectStore | null = null
+  let objects: ObjectStore
+  if (objectsUrl === 'embedded') {
+    embedded = new EmbeddedObjectStore({
+      root: join(dataDir, 'objects'),
+      secret: await loadOrCreateSecret(join(dataDir, 'objects.key')),
+      publicUrl: () => publicUrl ?? 'http://127.0.0.1'
+    })
+    objects = embedded
+  } else {
+    try { objects = new S3ObjectStore(parseS3Url(objectsUrl)) } catch (err) { usageError('rgrid-coordinator', `--objects: ${(err as Error).message}`) }
+  }
+  const transfers = new Transfers({ objects, maxFileBytes, maxJobBytes })
   const store = await openStore(dbUrl, dataDir, args['no-migrate'] !== true)
   const coordinator = new Coordinator({
+    transfers,
     privateKey: await loadOrCreateIdentity(dataDir),
     store,
     log,
@@ -126,8 +170,13 @@ async function main (): Promise<void> {
     ...(silentNodeMs != null ? { silentNodeMs } : {})
   })
   await coordinator.start()
-  const server = new HttpServer({ app: createHttpApp({ api: coordinator, log: log.child('http') }), host: http.host, port: http.port })
+  const server = new HttpServer({
+    app: createHttpApp({ api: coordinator, log: log.child('http'), ...(embedded != null ? { objects: embedded } : {}) }),
+    host: http.host, port: http.port
+  })
   await server.start()
+  publicUrl ??= server.url
+  log.info('objects', { store: objects.kind, ...(embedded != null ? { url: publicUrl } : {}), maxFileBytes, maxJobBytes })
   process.stdout.write(`${preferredAddr(coordinator.addrs())}\n${server.url}\n`)
   log.info('HTTP API listening', { url: server.url })
   stopOnSignals({
@@ -143,3 +192,23 @@ main().catch((err: unknown) => {
   process.stderr.write(`rgrid-coordinator: ${(err as Error).message}\n`)
   process.exit(1)
 })
+
+/** The embedded object store's URL key: 32 random bytes, made once and kept (0600) so URLs survive restarts. */
+async function loadOrCreateSecret (path: string): Promise<Uint8Array> {
+  try {
+    const key = await readFile(path)
+    if (key.length >= 32) return key
+    throw new Error(`${path} holds ${key.length} bytes; it needs at least 32 (delete it to make a new one)`)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  const key = randomBytes(32)
+  // 'wx': if another coordinator sharing this dir made one meanwhile, use that one.
+  try {
+    await writeFile(path, key, { mode: 0o600, flag: 'wx' })
+    return key
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    return await readFile(path)
+  }
+}

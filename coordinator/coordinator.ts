@@ -11,7 +11,7 @@ import { createHost, decodeGossip, fullAddrs, installValidator, type RGridHost }
 import { systemClock, type Clock } from '../common/clock.js'
 import type { Logger } from '../common/log.js'
 import { uuidv7 } from '../common/ids.js'
-import { errorMessage } from '../common/errors.js'
+import { NotFoundError, ValidationError, errorMessage } from '../common/errors.js'
 import type { Store, JobSummary, JobRecord, JobEvent, ListJobsQuery, CancelOutcome } from './store/types.js'
 import { Auction } from './auction.js'
 import { Announcer, toAnnounced } from './announcer.js'
@@ -21,6 +21,7 @@ import { OpenJobs } from './open-jobs.js'
 import { Leader } from './leader.js'
 import { Recovery } from './recovery.js'
 import { Reaper } from './reaper.js'
+import type { ArtifactLink, Transfers, UploadGrant } from './transfers.js'
 
 export interface CoordinatorOptions {
   privateKey: PrivateKey
@@ -61,6 +62,12 @@ export interface CoordinatorOptions {
    * another coordinator takes over this long after the leader dies. @default 5000
    */
   leaderTtlMs?: number
+  /**
+   * Job inputs and outputs (presigned URLs over an object store). Without
+   * it, jobs may only name inputs by URL and cannot have outputs.
+   * @default none
+   */
+  transfers?: Transfers
 }
 
 /** The operations the HTTP API needs; tests can fake it. */
@@ -74,6 +81,10 @@ export interface CoordinatorApi {
   health: () => { peerId: string, addrs: string[] }
   /** Job counts by state and the services' counters, for operators and benchmarks. */
   metrics: () => Promise<Record<string, unknown>>
+  /** `POST /v1/uploads`: where to PUT a file, unless its content is stored already. */
+  grantUpload: (sha256: string, size: number) => Promise<UploadGrant>
+  /** `GET /v1/jobs/:id/artifacts`: the outputs of the job's recorded result, with download URLs. */
+  artifacts: (id: string) => Promise<ArtifactLink[]>
 }
 
 export class Coordinator implements CoordinatorApi {
@@ -140,7 +151,8 @@ export class Coordinator implements CoordinatorApi {
       store, clock, log: log.child('sessions'), auction: this.auction, announcer: this.announcer, membership: this.membership, recovery: this.recovery,
       leaseMs,
       onAwarded: jobId => { this.open.remove(jobId) },
-      requirementsOf: jobId => this.open.get(jobId)
+      requirementsOf: jobId => this.open.get(jobId),
+      ...(options.transfers != null ? { transfers: options.transfers } : {})
     })
   }
 
@@ -160,6 +172,7 @@ export class Coordinator implements CoordinatorApi {
 
   private async doStart (): Promise<void> {
     const { log } = this.options
+    await this.options.transfers?.objects.start()
     const host = await createHost({
       privateKey: this.options.privateKey,
       listen: this.options.listen ?? ['/ip4/127.0.0.1/tcp/0'],
@@ -222,6 +235,7 @@ export class Coordinator implements CoordinatorApi {
       ])
       await host.stop()
     }
+    await this.options.transfers?.objects.stop()
   }
 
   private async publish (topic: string, message: unknown): Promise<void> {
@@ -240,6 +254,10 @@ export class Coordinator implements CoordinatorApi {
   }
 
   async submit (spec: JobSpec): Promise<JobSummary> {
+    if (spec.inputs.some(i => i.object != null) || spec.outputs.length > 0) {
+      if (this.options.transfers == null) throw new ValidationError('this coordinator has no object store: inputs must be URLs and jobs cannot have outputs', 'inputs')
+      await this.options.transfers.checkInputs(spec)
+    }
     const now = this.clock.now()
     const job = await this.options.store.createJob({ id: uuidv7(now), spec, now })
     if (this.specCache.size >= 10_000) {
@@ -251,6 +269,19 @@ export class Coordinator implements CoordinatorApi {
     this.open.add(announced, now)
     this.announcer.enqueue(announced)
     return job
+  }
+
+  async grantUpload (sha256: string, size: number): Promise<UploadGrant> {
+    if (this.options.transfers == null) throw new ValidationError('this coordinator has no object store', null)
+    return await this.options.transfers.grantUpload(sha256, size, this.clock.now())
+  }
+
+  async artifacts (id: string): Promise<ArtifactLink[]> {
+    const job = await this.options.store.getJob(id)
+    if (job == null) throw new NotFoundError('job', id)
+    const result = job.result
+    if (result == null || result.artifacts.length === 0 || this.options.transfers == null) return []
+    return await this.options.transfers.links(id, result.attempt, result.artifacts)
   }
 
   async getJob (id: string): Promise<JobRecord | null> {
@@ -295,7 +326,8 @@ export class Coordinator implements CoordinatorApi {
       recovery: { ...this.recovery.stats },
       reaper: { ...this.reaper.stats },
       leader: { isLeader: this.leader?.isLeader === true, ...this.leader?.stats },
-      gossip: { ...this.stats }
+      gossip: { ...this.stats },
+      transfers: this.options.transfers != null ? { ...this.options.transfers.stats } : null
     }
   }
 

@@ -6,7 +6,9 @@ import { Hono, type Context } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { decodeJobSpec, DecodeError } from '../protocol/codec.js'
 import { LIMITS } from '../protocol/limits.js'
-import { ConflictError, NotFoundError, StaleAttemptError, ValidationError } from '../common/errors.js'
+import { ConflictError, InputMissingError, NotFoundError, StaleAttemptError, TooLargeError, ValidationError } from '../common/errors.js'
+import { uploadRequestSchema } from '../protocol/schemas.js'
+import { ObjectStoreUnavailableError } from './objects/types.js'
 import type { Logger } from '../common/log.js'
 import type { CoordinatorApi } from './coordinator.js'
 import { StoreUnavailableError, type JobRecord, type JobState, type JobSummary } from './store/types.js'
@@ -23,6 +25,9 @@ export function toHttpError (err: unknown): { status: Status, code: string, mess
   if (err instanceof NotFoundError) return { status: 404, code: 'not-found', message: err.message }
   if (err instanceof ConflictError) return { status: 409, code: 'conflict', message: err.message }
   if (err instanceof StaleAttemptError) return { status: 409, code: 'stale-attempt', message: err.message }
+  if (err instanceof TooLargeError) return { status: 413, code: 'too-large', message: err.message }
+  if (err instanceof InputMissingError) return { status: 400, code: 'input-missing', message: err.message }
+  if (err instanceof ObjectStoreUnavailableError) return { status: 503, code: 'objects-unavailable', message: 'the coordinator cannot reach its object store right now; retry shortly' }
   if (err instanceof StoreUnavailableError) return { status: 503, code: 'store-unavailable', message: 'the coordinator cannot reach its database right now; retry shortly' }
   return { status: 500, code: 'internal', message: 'internal error; see the coordinator log' }
 }
@@ -50,6 +55,8 @@ export interface HttpAppOptions {
   log: Logger
   /** Largest request body, in bytes. @default 2 * LIMITS.jobSpecBytes */
   maxBodyBytes?: number
+  /** Serves `/objects/*` (the embedded object store's signed URLs). @default none */
+  objects?: { handle: (request: Request) => Promise<Response> }
 }
 
 export function createHttpApp (options: HttpAppOptions): Hono {
@@ -62,7 +69,7 @@ export function createHttpApp (options: HttpAppOptions): Hono {
     const e = toHttpError(err)
     if (e.status === 500) log.error('request failed', { path: c.req.path, error: (err as Error).stack ?? String(err) })
     if (e.status === 503) {
-      log.warn('database unavailable', { path: c.req.path, error: (err as Error).message })
+      log.warn('a dependency is unavailable', { path: c.req.path, error: (err as Error).message })
       c.header('Retry-After', '2')
     }
     return fail(c, e.status, e.code, e.message)
@@ -117,6 +124,35 @@ export function createHttpApp (options: HttpAppOptions): Hono {
     if (job == null) throw new NotFoundError('job', id)
     return c.json(jobJson(job))
   })
+
+  app.get('/v1/jobs/:id/artifacts', async c => {
+    const id = jobId(c)
+    return c.json({ artifacts: await api.artifacts(id) })
+  })
+
+  app.post('/v1/uploads', limit, async c => {
+    const type = c.req.header('content-type') ?? ''
+    if (!type.startsWith('application/json')) return fail(c, 415, 'unsupported-media-type', 'send {"sha256", "size"} as application/json')
+    let body: unknown
+    try {
+      body = await c.req.json()
+    } catch {
+      return fail(c, 400, 'invalid-json', 'request body is not valid JSON')
+    }
+    const parsed = uploadRequestSchema.safeParse(body)
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]
+      throw new ValidationError(`${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`, issue?.path.join('.') ?? null)
+    }
+    const grant = await api.grantUpload(parsed.data.sha256, parsed.data.size)
+    return c.json(grant, grant.url == null ? 200 : 201)
+  })
+
+  if (options.objects != null) {
+    const objects = options.objects
+    // Streamed: no body limit here; the signed URL carries the exact size.
+    app.on(['GET', 'HEAD', 'PUT'], '/objects/*', async c => await objects.handle(c.req.raw))
+  }
 
   app.get('/v1/jobs/:id/events', async c => {
     const id = jobId(c)

@@ -4,12 +4,12 @@
  * Requests are answered on the same stream; cancellations are pushed on it.
  */
 import type { Connection, Stream } from '@libp2p/interface'
-import type { AnnouncedJob, CoordinatorFrame, NodeCapacity, NodeFrame } from '../protocol/schemas.js'
+import type { AnnouncedJob, CoordinatorFrame, InputSource, JobSpec, NodeCapacity, NodeFrame } from '../protocol/schemas.js'
 import { decodeNodeFrame } from '../protocol/codec.js'
 import { LIMITS } from '../protocol/limits.js'
 import { mismatch } from '../protocol/matching.js'
 import { FrameChannel } from '../common/session.js'
-import { StaleAttemptError, errorMessage } from '../common/errors.js'
+import { StaleAttemptError, TooLargeError, errorMessage } from '../common/errors.js'
 import type { Clock } from '../common/clock.js'
 import type { Logger } from '../common/log.js'
 import type { Store, AttemptRecord } from './store/types.js'
@@ -18,6 +18,7 @@ import type { Announcer } from './announcer.js'
 import { toAnnounced } from './announcer.js'
 import type { Membership } from './membership.js'
 import type { Recovery } from './recovery.js'
+import type { Transfers } from './transfers.js'
 
 export interface SessionServerOptions {
   store: Store
@@ -35,6 +36,8 @@ export interface SessionServerOptions {
   onAwarded?: (jobId: string) => void
   /** A job's requirements, when known without a store query (open jobs). */
   requirementsOf?: (jobId: string) => AnnouncedJob | undefined
+  /** Inputs and outputs; without it jobs cannot have stored inputs or outputs. */
+  transfers?: Transfers
 }
 
 type Channel = FrameChannel<NodeFrame, CoordinatorFrame>
@@ -179,7 +182,21 @@ export class SessionServer {
             const { jobId, number: attempt } = outcome.attempt
             announcer.awarded(jobId, attempt)
             this.options.onAwarded?.(jobId)
-            await this.reply(channel, { type: 'award', rid: frame.rid, jobId, attempt, token: outcome.token, spec: outcome.spec })
+            let inputs: InputSource[] = []
+            try {
+              inputs = await this.inputSources(outcome.spec)
+            } catch (err) {
+              // Without its inputs the attempt cannot run: hand it back for a later try instead of leaving it to its lease.
+              this.options.log.warn('cannot sign input URLs; the attempt goes back', { jobId, error: errorMessage(err) })
+              auction.release(peerId, jobId, attempt)
+              await this.options.recovery.retry(peerId, jobId, attempt, outcome.token, { code: 'objects-unavailable', message: `the coordinator could not sign input URLs: ${errorMessage(err)}`, retryable: true })
+              await this.reply(channel, { type: 'error', rid: frame.rid, code: 'objects-unavailable', message: 'the object store is unavailable; the job will be announced again' })
+              return
+            }
+            await this.reply(channel, {
+              type: 'award', rid: frame.rid, jobId, attempt, token: outcome.token, spec: outcome.spec, inputs,
+              ...(this.options.transfers != null ? { maxFileBytes: this.options.transfers.maxFileBytes, maxJobBytes: this.options.transfers.maxJobBytes } : {})
+            })
           } else {
             await this.reply(channel, { type: 'refuse', rid: frame.rid, jobId: frame.jobId, attempt: frame.attempt, reason: outcome.reason })
           }
@@ -190,8 +207,18 @@ export class SessionServer {
           await this.reply(channel, { type: 'ack', rid: frame.rid })
           return
         }
+        case 'outputs': {
+          await this.grantOutputs(channel, peerId, frame)
+          return
+        }
         case 'result': {
-          const { type: _t, rid: _r, jobId, attempt, token, ...result } = frame
+          const { type: _t, rid: _r, jobId, attempt, token, ...reported } = frame
+          let result = reported
+          if (result.artifacts.length > 0) {
+            const problem = this.options.transfers == null ? 'this coordinator stores no outputs' : await this.options.transfers.checkArtifacts(jobId, attempt, result.artifacts)
+            // Outputs the node says it uploaded but the store does not hold: the attempt did not deliver, another may.
+            if (problem != null) result = { ...result, outcome: 'failed', artifacts: [], error: { code: 'output-upload-failed', message: problem, retryable: true } }
+          }
           if (result.outcome === 'failed' && result.error?.retryable === true) {
             // Another node may well succeed: the job gets its next attempt instead of ending failed.
             auction.release(peerId, jobId, attempt)
@@ -253,6 +280,44 @@ export class SessionServer {
       })
     }
     return out
+  }
+
+  private async inputSources (spec: JobSpec): Promise<InputSource[]> {
+    if (spec.inputs.length === 0) return []
+    const transfers = this.options.transfers
+    if (transfers == null) {
+      if (spec.inputs.some(i => i.object != null)) throw new Error('this coordinator has no object store')
+      return spec.inputs.map(i => ({ path: i.path, url: i.url!, sha256: i.sha256 ?? null, size: null }))
+    }
+    return await transfers.inputSources(spec)
+  }
+
+  /** Upload URLs for the current attempt's holder only: the same fencing as a result. */
+  private async grantOutputs (channel: Channel, peerId: string, frame: Extract<NodeFrame, { type: 'outputs' }>): Promise<void> {
+    const { store, clock } = this.options
+    const transfers = this.options.transfers
+    if (transfers == null) {
+      await this.reply(channel, { type: 'error', rid: frame.rid, code: 'objects-disabled', message: 'this coordinator stores no outputs' })
+      return
+    }
+    const job = await store.getJob(frame.jobId)
+    const held = job?.attempts.find(a => a.number === frame.attempt)
+    const current = job != null && job.attempt === frame.attempt && (job.state === 'claimed' || job.state === 'running') &&
+      held?.token === frame.token && held.node === peerId
+    if (!current) {
+      const reason = job == null ? 'no such job' : `attempt ${frame.attempt} is not the current attempt held by this node (job ${job.state}, current attempt ${job.attempt})`
+      if (job != null) {
+        await store.appendEvent({ jobId: frame.jobId, at: clock.now(), type: 'stale-report', actor: peerId, attempt: frame.attempt, detail: { report: 'outputs', reason } })
+      }
+      throw new StaleAttemptError(frame.jobId, frame.attempt, reason)
+    }
+    try {
+      const files = await transfers.outputUrls(frame.jobId, frame.attempt, frame.files)
+      await this.reply(channel, { type: 'uploads', rid: frame.rid, files })
+    } catch (err) {
+      if (!(err instanceof TooLargeError)) throw err
+      await this.reply(channel, { type: 'error', rid: frame.rid, code: 'too-large', message: err.message })
+    }
   }
 
   private async openFor (capacity: NodeCapacity, max: number): Promise<AnnouncedJob[]> {

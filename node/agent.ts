@@ -23,7 +23,9 @@ import { Candidates } from './candidates.js'
 import type { SessionClient } from './session-client.js'
 import { CoordinatorLinks } from './coordinators.js'
 import { Reporter } from './reporter.js'
-import { Runner, type RunningAttempt } from './runner.js'
+import { Runner, type OutputsRequest, type RunningAttempt } from './runner.js'
+import { InputCache } from './input-cache.js'
+import { NodeTransfers, TransferError } from './transfers.js'
 import { Outbox } from './outbox.js'
 
 export const AGENT_VERSION = '0.1.0'
@@ -47,6 +49,10 @@ export interface NodeAgentOptions {
   workRoot: string
   /** Path of the outbox database; without it results are kept in memory only. */
   outboxPath?: string
+  /** Directory of the input cache. @default `<workRoot>/../cache` */
+  cacheDir?: string
+  /** Size cap of the input cache, in bytes. @default 1073741824 (1 GiB) */
+  cacheMaxBytes?: number
   /** Concurrent jobs. @default 1 */
   slots?: number
   /** @default 1 */
@@ -76,6 +82,8 @@ export interface NodeAgentOptions {
    * the network (a connection gater refuses every connection). @default false
    */
   faultPartition?: boolean
+  /** How long a finished attempt waits for a coordinator to grant its output uploads, in ms. @default 60000 */
+  uploadWaitMs?: number
   /** How long stop() lets running jobs finish before stopping them, in ms. @default 30000 */
   drainTimeoutMs?: number
   /** @default systemClock */
@@ -100,6 +108,8 @@ export class NodeAgent {
   private readonly reporter: Reporter
   private readonly outbox: Outbox | null
   private readonly runner: Runner
+  readonly cache: InputCache
+  readonly transfers: NodeTransfers
   private readonly gate: PartitionGate | undefined
   readonly stats = { bids: 0, awards: 0, refusals: 0, bidErrors: 0, announcementsIgnored: 0, sessionsOpened: 0, gossipDropped: 0 }
 
@@ -111,8 +121,16 @@ export class NodeAgent {
       log: options.log.child('reporter'), session: (prefer) => this.links?.session(prefer) ?? null,
       ...(this.outbox != null ? { outbox: this.outbox } : {})
     })
+    this.cache = new InputCache({
+      dir: options.cacheDir ?? join(options.workRoot, '..', 'cache'),
+      log: options.log.child('cache'),
+      ...(options.cacheMaxBytes != null ? { maxBytes: options.cacheMaxBytes } : {})
+    })
+    this.transfers = new NodeTransfers({ cache: this.cache, log: options.log.child('transfers') })
     this.runner = new Runner({
       runtime: options.runtime,
+      transfers: this.transfers,
+      requestUploads: async (request, coordinator) => await this.requestUploads(request, coordinator),
       log: options.log.child('runner'),
       workDir: async (jobId, attempt) => {
         const dir = join(options.workRoot, `${jobId}-${attempt}`)
@@ -167,6 +185,7 @@ export class NodeAgent {
     const { log } = this.options
     await this.options.runtime.start(this.stopController.signal)
     await mkdir(this.options.workRoot, { recursive: true })
+    await this.cache.start()
     const restored = this.reporter.restore()
     if (restored > 0) log.info('results from before the restart will be delivered', { count: restored })
     await this.adoptLeftovers()
@@ -364,6 +383,29 @@ export class NodeAgent {
         this.options.log.debug('renew failed', { error: errorMessage(err) })
       }
     }))
+  }
+
+  /**
+   * Asks for output upload URLs, preferably from the awarding coordinator.
+   * Waits out a coordinator outage for up to `uploadWaitMs`: outputs are
+   * worth a short wait, but a slot cannot be held forever.
+   */
+  private async requestUploads (request: OutputsRequest, coordinator?: string): Promise<CoordinatorFrame> {
+    const deadline = this.clock.now() + (this.options.uploadWaitMs ?? 60_000)
+    let delay = 250
+    for (;;) {
+      const session = this.links?.session(coordinator)
+      try {
+        if (session == null) throw new Error('no session to a coordinator')
+        const reply = await session.request(request)
+        if (reply.type !== 'error' || reply.code !== 'internal') return reply
+        throw new Error(reply.message)
+      } catch (err) {
+        if (this.clock.now() + delay > deadline || this.stopController.signal.aborted) throw new TransferError('output-upload-failed', `no upload URLs from a coordinator: ${errorMessage(err)}`, true)
+        await new Promise(resolve => setTimeout(resolve, delay))
+        delay = Math.min(delay * 2, 5_000)
+      }
+    }
   }
 
   /** Attempts this node holds: running, or finished with the result not yet settled. */

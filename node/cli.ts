@@ -37,6 +37,8 @@ coordinator), then bids on announced jobs and runs what it wins.
   --data-dir DIR            identity and work dirs                     [./.rgrid/node]
   --docker-default-image I  image for jobs that name none              [busybox:latest]
   --drain-timeout-ms N      on stop, let running jobs finish this long [30000]
+  --cache-mb N              inputs cached by content in DATA_DIR/cache,
+                            least recently used evicted beyond this     [1024]
   --renew-ms N              renew leases over the session this often; keep it
                             well under the coordinator's --lease-ms    [5000]
   --fault-drop-gossip R     fault injection for tests and research: ignore
@@ -79,6 +81,7 @@ async function main (): Promise<void> {
       'data-dir': { type: 'string' },
       'docker-default-image': { type: 'string' },
       'drain-timeout-ms': { type: 'string' },
+      'cache-mb': { type: 'string' },
       'renew-ms': { type: 'string' },
       'fault-drop-gossip': { type: 'string' },
       'fault-partition-signal': { type: 'boolean' },
@@ -100,6 +103,7 @@ async function main (): Promise<void> {
   const memoryMb = positiveInt('--memory-mb', args['memory-mb'], Math.floor(totalmem() / 1024 / 1024 * 0.8))
   const drainTimeoutMs = positiveInt('--drain-timeout-ms', args['drain-timeout-ms'], 30_000)
   const renewMs = positiveInt('--renew-ms', args['renew-ms'], 5_000)
+  const cacheMb = positiveInt('--cache-mb', args['cache-mb'], 1024)
   const gossipDropRate = Number(args['fault-drop-gossip'] ?? 0)
   if (!(gossipDropRate >= 0 && gossipDropRate < 1)) usageError('rgrid-node', '--fault-drop-gossip must be a number from 0 to below 1')
   const labels = parseLabels(args.labels)
@@ -138,6 +142,8 @@ async function main (): Promise<void> {
     faultPartition: args['fault-partition-signal'] === true,
     workRoot: join(dataDir, 'work'),
     outboxPath: join(dataDir, 'outbox.db'),
+    cacheDir: join(dataDir, 'cache'),
+    cacheMaxBytes: cacheMb * 1024 * 1024,
     listen: args.listen ?? ['/ip4/0.0.0.0/tcp/0'],
     coordinators,
     onCoordinator: (peerId) => {

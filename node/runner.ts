@@ -3,11 +3,12 @@
  * reporter. Knows which attempts are running and can stop one (cancel,
  * revoke) or all of them (shutdown).
  */
-import type { Award } from '../protocol/schemas.js'
+import type { Artifact, Award, CoordinatorFrame, NodeFrame } from '../protocol/schemas.js'
 import type { Logger } from '../common/log.js'
 import { errorMessage } from '../common/errors.js'
 import type { AdoptedAttempt, Runtime, RunOutcome } from './runtime/types.js'
 import type { Reporter } from './reporter.js'
+import { TransferError, type NodeTransfers, type TransferLimits } from './transfers.js'
 
 export interface RunningAttempt {
   jobId: string
@@ -25,8 +26,11 @@ interface Entry extends RunningAttempt {
   done: Promise<void>
 }
 
+/** What is reported: the runtime's outcome and the outputs delivered. */
+type Reported = RunOutcome & { artifacts?: Artifact[] }
+
 /** Runs one attempt; `useDir` names its work dir, removed once it is over. */
-type AttemptBody = (entry: Entry, useDir: (dir: string) => void) => Promise<RunOutcome>
+type AttemptBody = (entry: Entry, useDir: (dir: string) => void) => Promise<Reported>
 
 export interface RunnerOptions {
   runtime: Runtime
@@ -38,7 +42,23 @@ export interface RunnerOptions {
   cleanup: (dir: string) => Promise<void>
   /** Called after an attempt has ended and its slot is free. */
   onFinished: () => void
+  /** Fetches inputs and uploads outputs; jobs with either fail without it. */
+  transfers?: NodeTransfers
+  /**
+   * Asks the coordinator (preferably `coordinator`) for upload URLs; fenced
+   * by the token, so it answers `stale` to a replaced attempt.
+   */
+  requestUploads?: (request: OutputsRequest, coordinator?: string) => Promise<CoordinatorFrame>
 }
+
+/** An `outputs` frame without its request id. */
+export type OutputsRequest = Omit<Extract<NodeFrame, { type: 'outputs' }>, 'rid'>
+
+/** Used when the award does not say (an older coordinator). */
+const DEFAULT_LIMITS: TransferLimits = { maxFileBytes: 256 * 1024 * 1024, maxJobBytes: 1024 * 1024 * 1024 }
+
+/** The attempt is no longer ours (the coordinator said so while we delivered it): do not report it. */
+class AttemptRevoked extends Error { override readonly name = 'AttemptRevoked' }
 
 export class Runner {
   private readonly entries = new Map<string, Entry>()
@@ -64,9 +84,19 @@ export class Runner {
   /** Runs an awarded attempt; `coordinator` (who awarded it) receives its reports while it answers. */
   run (award: Award, stopSignal: AbortSignal, coordinator?: string): void {
     const { runtime, reporter } = this.options
+    const limits = { maxFileBytes: award.maxFileBytes ?? DEFAULT_LIMITS.maxFileBytes, maxJobBytes: award.maxJobBytes ?? DEFAULT_LIMITS.maxJobBytes }
     this.track(award, null, stopSignal, coordinator, async (entry, useDir) => {
       const dir = await this.options.workDir(award.jobId, award.attempt)
       useDir(dir)
+      if (award.inputs.length > 0) {
+        try {
+          if (this.options.transfers == null) throw new TransferError('node-error', 'this node cannot fetch inputs', true)
+          await this.options.transfers.stageInputs(award.inputs, dir, limits, entry.controller.signal)
+        } catch (err) {
+          if (entry.controller.signal.aborted) return { ...failure(entry, 'cancelled', 'cancelled while fetching inputs', false), outcome: 'cancelled' }
+          return transferFailure(entry, err)
+        }
+      }
       const outcome = await runtime.run({
         jobId: award.jobId,
         attempt: award.attempt,
@@ -79,8 +109,31 @@ export class Runner {
           reporter.started({ type: 'started', jobId: award.jobId, attempt: award.attempt, token: award.token, startedAt }, coordinator)
         }
       })
-      return outcome
+      return await this.deliver(award, award.spec.outputs.map(o => o.path), limits, dir, entry, outcome, coordinator)
     })
+  }
+
+  /** Uploads the declared outputs that exist, whatever the exit status (logs of a failure are outputs too). */
+  private async deliver (ref: { jobId: string, attempt: number, token: string }, patterns: string[], limits: TransferLimits, dir: string,
+    entry: Entry, outcome: RunOutcome, coordinator: string | undefined): Promise<Reported> {
+    if (patterns.length === 0 || outcome.outcome === 'cancelled' || entry.stopReason != null) return outcome
+    const { transfers, requestUploads } = this.options
+    try {
+      if (transfers == null || requestUploads == null) throw new TransferError('node-error', 'this node cannot upload outputs', true)
+      const found = await transfers.collectOutputs(dir, patterns, limits)
+      if (found.length === 0) return { ...outcome, artifacts: [] }
+      const artifacts = found.map(({ path, size, sha256, contentType }) => ({ path, size, sha256, contentType }))
+      const reply = await requestUploads({ type: 'outputs', jobId: ref.jobId, attempt: ref.attempt, token: ref.token, files: artifacts }, coordinator)
+      if (reply.type === 'stale') throw new AttemptRevoked(reply.reason)
+      if (reply.type === 'error') throw new TransferError(reply.code === 'too-large' ? 'output-too-large' : 'output-upload-failed', reply.message, reply.code !== 'too-large')
+      if (reply.type !== 'uploads') throw new TransferError('output-upload-failed', `expected upload URLs, got ${reply.type}`, true)
+      const urls = new Map(reply.files.map(f => [f.path, f.url]))
+      await transfers.upload(found.map(f => ({ ...f, url: urls.get(f.path) ?? '' })), entry.controller.signal)
+      return { ...outcome, artifacts }
+    } catch (err) {
+      if (err instanceof AttemptRevoked) throw err
+      return { ...transferFailure(entry, err), stdout: outcome.stdout, stderr: outcome.stderr, exitCode: outcome.exitCode, startedAt: outcome.startedAt }
+    }
   }
 
   /**
@@ -91,7 +144,9 @@ export class Runner {
   adopt (adopted: AdoptedAttempt, stopSignal: AbortSignal): void {
     this.track(adopted, adopted.startedAt, stopSignal, undefined, async (entry, useDir) => {
       if (adopted.workDir != null) useDir(adopted.workDir)
-      return await adopted.resume(entry.controller.signal)
+      const outcome = await adopted.resume(entry.controller.signal)
+      if (adopted.workDir == null) return outcome
+      return await this.deliver(adopted, adopted.outputs, adopted.limits ?? DEFAULT_LIMITS, adopted.workDir, entry, outcome, undefined)
     })
   }
 
@@ -117,11 +172,15 @@ export class Runner {
   private async execute (entry: Entry, coordinator: string | undefined, body: AttemptBody): Promise<void> {
     const { reporter, log } = this.options
     const { jobId, attempt, token } = entry
-    let outcome: RunOutcome
+    let outcome: Reported
     let dir: string | null = null
     try {
       outcome = await body(entry, d => { dir = d })
     } catch (err) {
+      if (err instanceof AttemptRevoked) {
+        log.warn('attempt replaced while its outputs were delivered; result not reported', { jobId, attempt, reason: err.message })
+        entry.stopReason = 'revoked'
+      }
       // Runtimes return outcomes for job failures; a throw is a node-side fault, so another node may do better.
       log.error('runtime failed', { jobId, error: errorMessage(err) })
       outcome = {
@@ -142,7 +201,7 @@ export class Runner {
     if (entry.stopReason === 'shutdown' && outcome.outcome === 'cancelled') {
       outcome = { ...outcome, outcome: 'failed', error: { code: 'node-shutdown', message: 'the node shut down before the job finished', retryable: true } }
     }
-    await reporter.result({ type: 'result', jobId, attempt, token, ...outcome }, coordinator)
+    await reporter.result({ type: 'result', jobId, attempt, token, ...outcome, artifacts: outcome.artifacts ?? [] }, coordinator)
   }
 
   private stop (entry: Entry, reason: StopReason): void {
@@ -182,4 +241,16 @@ export class Runner {
     clearTimeout(timer)
     return ok && this.entries.size === 0
   }
+}
+
+function failure (entry: Entry, code: string, message: string, retryable: boolean): RunOutcome {
+  return {
+    outcome: 'failed', exitCode: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false,
+    startedAt: entry.startedAt, finishedAt: Date.now(), error: { code, message, retryable }
+  }
+}
+
+function transferFailure (entry: Entry, err: unknown): RunOutcome {
+  if (err instanceof TransferError) return failure(entry, err.code, err.message, err.retryable)
+  return failure(entry, 'node-error', `the node could not move the job's files: ${errorMessage(err)}`, true)
 }

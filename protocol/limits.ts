@@ -28,5 +28,13 @@ export const LIMITS = {
   /** Most running attempts listed in one heartbeat. */
   heartbeatRunning: 256,
   /** Most open jobs returned by one pull. */
-  pullJobs: 256
+  pullJobs: 256,
+  /** Most input files of one job. */
+  inputFiles: 64,
+  /** Most output patterns of one job, and most files one attempt may upload. */
+  outputFiles: 256,
+  /** Longest work-dir path or output pattern, in characters. */
+  pathChars: 1024,
+  /** Longest input URL, in characters. */
+  urlChars: 4096
 } as const

@@ -25,6 +25,47 @@ const argText = z.string().max(LIMITS.argChars).refine(t => !t.includes('\u0000'
 
 const envKey = z.string().min(1).max(256).regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name')
 
+/**
+ * A path inside the job's work dir: relative, `/`-separated, without empty,
+ * `.` or `..` segments, so it cannot name anything outside the work dir
+ * (symlinks are the node's to check when it touches the file).
+ */
+const pathChecks = (label: string) => z.string().min(1).max(LIMITS.pathChars)
+  .refine(p => !p.includes('\u0000'), 'must not contain NUL characters')
+  .refine(p => !p.startsWith('/'), `${label} must be relative to the work dir, not absolute`)
+  .refine(p => !p.includes('\\'), `${label} must use / as the separator`)
+  .refine(p => p.split('/').every(seg => seg !== '' && seg !== '.' && seg !== '..'), `${label} must stay inside the work dir (no "..", "." or empty segments)`)
+export const workPathSchema = pathChecks('path')
+/** An output pattern: a work-dir path where `*`, `?` and `**` match as in a shell glob. */
+export const outputPatternSchema = pathChecks('pattern')
+
+export const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'must be a sha256 as 64 lower-case hex digits')
+/** A stored input, named by its content: `sha256:<hex>` (from `POST /v1/uploads`). */
+export const objectIdSchema = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'must be an object id from POST /v1/uploads (sha256:<64 hex digits>)')
+const httpUrl = z.string().max(LIMITS.urlChars).refine(u => {
+  try { const p = new URL(u).protocol; return p === 'http:' || p === 'https:' } catch { return false }
+}, 'must be an http or https URL')
+
+/** A file placed in the work dir before the command starts: from a URL, or an uploaded object. */
+export const jobInputSchema = z.strictObject({
+  path: workPathSchema,
+  url: httpUrl.optional(),
+  object: objectIdSchema.optional(),
+  /** Checked after download; a mismatch fails the attempt (retryable). Implied by `object`. */
+  sha256: sha256Hex.optional()
+}).refine(i => (i.url == null) !== (i.object == null), 'an input needs exactly one of url and object')
+  .refine(i => i.object == null || i.sha256 == null || i.object === `sha256:${i.sha256}`, 'sha256 contradicts the object id')
+export type JobInput = z.output<typeof jobInputSchema>
+
+/** Files uploaded after the command exits, if they exist. */
+export const jobOutputSchema = z.strictObject({ path: outputPatternSchema })
+
+/** `POST /v1/uploads`: the content a submitter is about to upload. */
+export const uploadRequestSchema = z.strictObject({
+  sha256: sha256Hex,
+  size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)
+})
+
 /** Resources a job needs; a node bids only if it has them free. */
 export const resourcesSchema = z.strictObject({
   /** CPU cores, fractions allowed. */
@@ -50,7 +91,12 @@ export const jobSpecSchema = z.strictObject({
   /** Labels a node must carry (all of them, equal values) to run the job. */
   labels: labelsSchema.default({}),
   /** Attempts before the job ends failed. */
-  maxAttempts: z.number().int().min(1).max(10).default(3)
+  maxAttempts: z.number().int().min(1).max(10).default(3),
+  /** Files placed under the work dir before the command starts. */
+  inputs: z.array(jobInputSchema).max(LIMITS.inputFiles)
+    .refine(list => new Set(list.map(i => i.path)).size === list.length, 'two inputs have the same path').default([]),
+  /** Files (glob patterns) uploaded after the command exits; those that do not exist are skipped. */
+  outputs: z.array(jobOutputSchema).max(LIMITS.outputFiles).default([])
 })
 export type JobSpec = z.output<typeof jobSpecSchema>
 export type JobSpecInput = z.input<typeof jobSpecSchema>
@@ -149,6 +195,15 @@ const jobErrorSchema = z.strictObject({
 })
 export type JobError = z.output<typeof jobErrorSchema>
 
+/** An output file an attempt uploaded. */
+export const artifactSchema = z.strictObject({
+  path: workPathSchema,
+  size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  sha256: sha256Hex,
+  contentType: z.string().min(1).max(256)
+})
+export type Artifact = z.output<typeof artifactSchema>
+
 /** The outcome of one attempt, reported by the node that holds it. */
 export const resultSchema = z.strictObject({
   type: z.literal('result'), rid: requestId,
@@ -161,9 +216,22 @@ export const resultSchema = z.strictObject({
   stderrTruncated: z.boolean(),
   startedAt: epochMs.nullable(),
   finishedAt: epochMs,
-  error: jobErrorSchema.nullable()
+  error: jobErrorSchema.nullable(),
+  /** Output files uploaded through URLs from `outputs`. */
+  artifacts: z.array(artifactSchema).max(LIMITS.outputFiles).default([])
 })
 export type ResultReport = z.output<typeof resultSchema>
+
+
+/**
+ * Asks for upload URLs for an attempt's output files. Fenced like a result:
+ * only the current attempt's holder gets URLs.
+ */
+export const outputsSchema = z.strictObject({
+  type: z.literal('outputs'), rid: requestId,
+  jobId, attempt: attemptNumber, token: fencingToken,
+  files: z.array(artifactSchema).min(1).max(LIMITS.outputFiles)
+})
 
 export const pullSchema = z.strictObject({
   type: z.literal('pull'), rid: requestId,
@@ -180,7 +248,7 @@ export const renewSchema = z.strictObject({
   running: z.array(z.strictObject({ jobId, attempt: attemptNumber, token: fencingToken })).max(LIMITS.heartbeatRunning)
 })
 
-export const nodeFrameSchema = z.discriminatedUnion('type', [helloSchema, bidSchema, startedSchema, resultSchema, pullSchema, renewSchema])
+export const nodeFrameSchema = z.discriminatedUnion('type', [helloSchema, bidSchema, startedSchema, resultSchema, pullSchema, renewSchema, outputsSchema])
 export type NodeFrame = z.output<typeof nodeFrameSchema>
 
 // ---- session stream: coordinator -> node ----
@@ -193,10 +261,24 @@ export const welcomeSchema = z.strictObject({
   revoked: z.array(runningRef).max(LIMITS.heartbeatRunning)
 })
 
+/** Where the node fetches one input: a presigned GET for objects, the spec's URL otherwise. */
+export const inputSourceSchema = z.strictObject({
+  path: workPathSchema,
+  url: httpUrl,
+  sha256: sha256Hex.nullable(),
+  /** Known for stored objects; the download is cut off beyond it. */
+  size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).nullable()
+})
+export type InputSource = z.output<typeof inputSourceSchema>
+
 export const awardSchema = z.strictObject({
   type: z.literal('award'), rid: requestId,
   jobId, attempt: attemptNumber, token: fencingToken,
-  spec: jobSpecSchema
+  spec: jobSpecSchema,
+  inputs: z.array(inputSourceSchema).max(LIMITS.inputFiles).default([]),
+  /** Largest single input or output file, and largest total per attempt, the coordinator accepts, in bytes. */
+  maxFileBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  maxJobBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional()
 })
 export type Award = z.output<typeof awardSchema>
 
@@ -222,6 +304,12 @@ export const renewedSchema = z.strictObject({
   revoked: z.array(runningRef).max(LIMITS.heartbeatRunning)
 })
 
+/** Reply to `outputs`: where to PUT each file (presigned, short-lived). */
+export const uploadsSchema = z.strictObject({
+  type: z.literal('uploads'), rid: requestId,
+  files: z.array(z.strictObject({ path: workPathSchema, url: httpUrl })).max(LIMITS.outputFiles)
+})
+
 export const openJobsSchema = z.strictObject({
   type: z.literal('open'), rid: requestId,
   jobs: z.array(announcedJobSchema).max(LIMITS.pullJobs)
@@ -244,6 +332,6 @@ export const cancelSchema = z.strictObject({
 export const probeSchema = z.strictObject({ type: z.literal('probe') })
 
 export const coordinatorFrameSchema = z.discriminatedUnion('type', [
-  welcomeSchema, awardSchema, refuseSchema, ackSchema, staleSchema, renewedSchema, openJobsSchema, errorFrameSchema, cancelSchema, probeSchema
+  welcomeSchema, awardSchema, refuseSchema, ackSchema, staleSchema, renewedSchema, openJobsSchema, errorFrameSchema, cancelSchema, probeSchema, uploadsSchema
 ])
 export type CoordinatorFrame = z.output<typeof coordinatorFrameSchema>

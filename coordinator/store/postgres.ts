@@ -286,7 +286,7 @@ export class PostgresStore implements Store {
         (SELECT jsonb_build_object(
             'attempt', r.attempt, 'outcome', r.outcome, 'exitCode', r.exit_code, 'stdout', r.stdout, 'stderr', r.stderr,
             'stdoutTruncated', r.stdout_truncated, 'stderrTruncated', r.stderr_truncated,
-            'startedAt', r.started_at, 'finishedAt', r.finished_at, 'error', r.error)
+            'startedAt', r.started_at, 'finishedAt', r.finished_at, 'error', r.error, 'artifacts', r.artifacts)
           FROM results r WHERE r.job_id = j.id) AS result
       FROM jobs j WHERE j.id = ${id}`)
     if (row === undefined) return null
@@ -414,10 +414,10 @@ export class PostgresStore implements Store {
         ), r AS (
           -- The row is keyed by the attempt the token fenced, not by result.attempt.
           INSERT INTO results (job_id, attempt, outcome, exit_code, stdout, stderr, stdout_truncated, stderr_truncated,
-                               started_at, finished_at, error)
+                               started_at, finished_at, error, artifacts)
           SELECT id, attempt, ${result.outcome}::text, ${result.exitCode}::integer, ${noNul(result.stdout)}::text,
                  ${noNul(result.stderr)}::text, ${result.stdoutTruncated}::boolean, ${result.stderrTruncated}::boolean,
-                 ${result.startedAt}::bigint, ${result.finishedAt}::bigint, ${error}::text::jsonb
+                 ${result.startedAt}::bigint, ${result.finishedAt}::bigint, ${error}::text::jsonb, ${jsonText(result.artifacts)}::text::jsonb
           FROM j
         ), a AS (
           UPDATE attempts SET state = ${result.outcome}::text,

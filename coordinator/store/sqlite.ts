@@ -13,7 +13,7 @@
 import Database from 'better-sqlite3'
 import { systemClock } from '../../common/clock.js'
 import { NotFoundError, StaleAttemptError } from '../../common/errors.js'
-import type { JobError, JobSpec, NodeCapacity } from '../../protocol/schemas.js'
+import type { JobError, JobSpec, NodeCapacity, Artifact } from '../../protocol/schemas.js'
 import { SQLITE_MIGRATIONS } from './migrations/sqlite.js'
 import {
   awardConflict, cancelConflict, checkRenewal, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, exhaustedMessage, maxAttemptsOf,
@@ -45,7 +45,7 @@ interface AttemptRow {
 }
 interface ResultRow {
   attempt: number, outcome: ResultRecord['outcome'], exit_code: number | null, stdout: string, stderr: string
-  stdout_truncated: number, stderr_truncated: number, started_at: number | null, finished_at: number, error: string | null
+  stdout_truncated: number, stderr_truncated: number, started_at: number | null, finished_at: number, error: string | null, artifacts: string
 }
 interface NodeRow { peer_id: string, capacity: string, first_seen_at: number, last_seen_at: number }
 interface EventRow { seq: number, job_id: string, at: number, type: JobEventType, actor: string, attempt: number | null, detail: string }
@@ -69,7 +69,8 @@ function toResult (row: ResultRow): ResultRecord {
   return {
     attempt, outcome, exitCode: row.exit_code, stdout, stderr,
     stdoutTruncated: row.stdout_truncated === 1, stderrTruncated: row.stderr_truncated === 1,
-    startedAt: row.started_at, finishedAt: row.finished_at, error: row.error === null ? null : JSON.parse(row.error) as JobError
+    startedAt: row.started_at, finishedAt: row.finished_at, error: row.error === null ? null : JSON.parse(row.error) as JobError,
+    artifacts: JSON.parse(row.artifacts) as Artifact[]
   }
 }
 
@@ -110,9 +111,9 @@ function prepareStatements (db: Database.Database) {
       `UPDATE attempts SET state = ?, started_at = COALESCE(started_at, ?), finished_at = ? WHERE job_id = ? AND number = ?`),
     insertResult: db.prepare<[Record<string, string | number | null>]>(
       `INSERT INTO results (job_id, attempt, outcome, exit_code, stdout, stderr, stdout_truncated, stderr_truncated,
-                            started_at, finished_at, error)
+                            started_at, finished_at, error, artifacts)
        VALUES (@jobId, @attempt, @outcome, @exitCode, @stdout, @stderr, @stdoutTruncated, @stderrTruncated,
-               @startedAt, @finishedAt, @error)`),
+               @startedAt, @finishedAt, @error, @artifacts)`),
     getResult: db.prepare<[string], ResultRow>('SELECT * FROM results WHERE job_id = ?'),
     // Driven from jobs (few are claimed or running, found through jobs_state_created), then the attempt by its key.
     heldAttempts: db.prepare<[string], AttemptRow>(
@@ -343,7 +344,8 @@ export class SqliteStore implements Store {
           stdout: result.stdout, stderr: result.stderr,
           stdoutTruncated: result.stdoutTruncated ? 1 : 0, stderrTruncated: result.stderrTruncated ? 1 : 0,
           startedAt: result.startedAt, finishedAt: result.finishedAt,
-          error: result.error === null ? null : JSON.stringify(result.error)
+          error: result.error === null ? null : JSON.stringify(result.error),
+          artifacts: JSON.stringify(result.artifacts)
         })
         q.attemptFinished.run(result.outcome, result.startedAt, result.finishedAt, input.jobId, input.attempt)
         q.insertEvent.run({
@@ -427,7 +429,8 @@ export class SqliteStore implements Store {
         q.insertResult.run({
           jobId: input.jobId, attempt: input.attempt, outcome: 'failed', exitCode: null, stdout: '', stderr: '',
           stdoutTruncated: 0, stderrTruncated: 0, startedAt: given?.started_at ?? null, finishedAt: input.now,
-          error: JSON.stringify(error)
+          error: JSON.stringify(error),
+          artifacts: '[]'
         })
         q.insertEvent.run({
           jobId: input.jobId, at: input.now, type: 'finished', actor: input.actor, attempt: input.attempt,

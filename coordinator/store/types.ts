@@ -10,7 +10,7 @@
  * - {@link StaleAttemptError} when a report names an attempt or token that is
  *   no longer the job's current one (fencing).
  */
-import type { JobSpec, NodeCapacity, JobError } from '../../protocol/schemas.js'
+import type { JobSpec, NodeCapacity, JobError, Artifact } from '../../protocol/schemas.js'
 
 export type JobState = 'announced' | 'claimed' | 'running' | 'succeeded' | 'failed' | 'cancelled'
 export const TERMINAL_JOB_STATES: ReadonlySet<JobState> = new Set(['succeeded', 'failed', 'cancelled'])
@@ -41,6 +41,8 @@ export interface ResultRecord {
   startedAt: number | null
   finishedAt: number
   error: JobError | null
+  /** Output files the attempt uploaded. */
+  artifacts: Artifact[]
 }
 
 export interface JobRecord {

@@ -4,7 +4,7 @@
  */
 import Dockerode from 'dockerode'
 import type { Duplex } from 'node:stream'
-import type { JobError } from '../../protocol/schemas.js'
+import { outputPatternSchema, type JobError } from '../../protocol/schemas.js'
 import { createLogger, type Logger } from '../../common/log.js'
 import { errorMessage } from '../../common/errors.js'
 import { OutputCollector, outcomeOf } from './output.js'
@@ -136,6 +136,7 @@ export class DockerRuntime implements Runtime {
       const memoryMb = Number(labels['rgrid.memory-mb'])
       adopted.push({
         jobId, attempt, token, startedAt,
+        outputs: outputPatterns(labels['rgrid.outputs']),
         workDir: mount?.Source ?? null,
         resume: async (jobSignal) => await this.resume(container, {
           jobId, signal: jobSignal, timeoutSeconds, memoryMb: Number.isFinite(memoryMb) ? memoryMb : 0, command: labels['rgrid.command'] ?? '',
@@ -218,7 +219,8 @@ export class DockerRuntime implements Runtime {
             ...(request.token != null ? { 'rgrid.token': request.token } : {}),
             'rgrid.timeout-seconds': String(spec.timeoutSeconds),
             'rgrid.memory-mb': String(spec.resources.memoryMb),
-            'rgrid.command': (spec.command[0] ?? '').slice(0, 256)
+            'rgrid.command': (spec.command[0] ?? '').slice(0, 256),
+            'rgrid.outputs': JSON.stringify(spec.outputs.map(o => o.path))
           },
           HostConfig: {
             NetworkMode: 'none',
@@ -453,4 +455,16 @@ export class DockerRuntime implements Runtime {
 function statusCode (err: unknown): number | undefined {
   const code = (err as { statusCode?: unknown } | null)?.statusCode
   return typeof code === 'number' ? code : undefined
+}
+
+/** The output patterns kept in a container's label; none when absent or unreadable. */
+function outputPatterns (label: string | undefined): string[] {
+  if (label == null) return []
+  try {
+    const parsed: unknown = JSON.parse(label)
+    return Array.isArray(parsed) ? parsed.filter((p): p is string => outputPatternSchema.safeParse(p).success) : []
+  } catch {
+    // We write this label ourselves; an unreadable one can only mean no outputs we could trust.
+    return []
+  }
 }

@@ -51,6 +51,10 @@ export interface AdoptedAttempt {
   startedAt: number | null
   /** Its work dir, to remove once it is over. */
   workDir: string | null
+  /** Its output patterns, uploaded once it ends. */
+  outputs: string[]
+  /** File limits from its award, when known. */
+  limits?: { maxFileBytes: number, maxJobBytes: number }
   /** Follows it to its end, enforcing what is left of its timeout; aborting stops it. */
   resume: (signal: AbortSignal) => Promise<RunOutcome>
 }

@@ -144,5 +144,15 @@ ALTER TABLE attempts
   DROP CONSTRAINT attempts_state_check,
   ADD CONSTRAINT attempts_state_check CHECK (state IN ('claimed', 'running', 'succeeded', 'failed', 'cancelled', 'lost', 'released'));
 `
+  },
+  {
+    id: 6,
+    name: 'result artifacts',
+    sql: `
+-- The files an attempt uploaded (path, size, sha256, content type), as a JSON array,
+-- written with the result in the same conditional insert: only the attempt whose
+-- token was current can record any. A constant default: no table rewrite.
+ALTER TABLE results ADD COLUMN artifacts JSONB NOT NULL DEFAULT '[]'::jsonb;
+`
   }
 ]

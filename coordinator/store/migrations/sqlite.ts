@@ -150,5 +150,15 @@ ALTER TABLE attempts_new RENAME TO attempts;
 CREATE INDEX attempts_live_lease ON attempts (lease_expires_at, job_id, number)
   WHERE state IN ('claimed', 'running');
 `
+  },
+  {
+    id: 6,
+    name: 'result artifacts',
+    sql: `
+-- The files an attempt uploaded (path, size, sha256, content type), as a JSON array,
+-- written with the result in the same conditional insert: only the attempt whose
+-- token was current can record any.
+ALTER TABLE results ADD COLUMN artifacts TEXT NOT NULL DEFAULT '[]';
+`
   }
 ]
