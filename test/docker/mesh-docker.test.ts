@@ -5,6 +5,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { execFileSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
@@ -107,5 +108,24 @@ describe('docker runtime end to end', () => {
     const job = await waitForJob(mesh.httpUrl, body.id, () => true)
     expect(job.state).toBe('cancelled')
     expect(job.attempts.map(a => a.state)).toEqual(['cancelled'])
+  })
+
+  it('a container reads an uploaded input from /work and its two outputs come back as artifacts', async (ctx) => {
+    if (unavailable != null || mesh == null) { ctx.skip(`Docker engine unreachable: ${unavailable}`); return }
+    const data = 'line one\nline two\nline three\n'
+    const sha256 = createHash('sha256').update(data).digest('hex')
+    const grant = await (await fetch(`${mesh.httpUrl}/v1/uploads`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ sha256, size: data.length }) })).json() as { object: string, url: string | null }
+    if (grant.url != null) expect((await fetch(grant.url, { method: 'PUT', body: data })).status).toBe(200)
+    const { body } = await submit(mesh.httpUrl, {
+      command: ['sh', '-c', 'mkdir -p results && wc -l < in/data.txt > results/lines.txt && head -n 1 in/data.txt > results/first.txt'],
+      inputs: [{ path: 'in/data.txt', object: grant.object }],
+      outputs: [{ path: 'results/*.txt' }]
+    })
+    const job = await waitForJob(mesh.httpUrl, body.id, j => TERMINAL.has(j.state), 60_000)
+    expect(job.state, JSON.stringify(job.result)).toBe('succeeded')
+    const { artifacts } = await (await fetch(`${mesh.httpUrl}/v1/jobs/${body.id}/artifacts`)).json() as { artifacts: Array<{ path: string, url: string }> }
+    expect(artifacts.map(a => a.path)).toEqual(['results/first.txt', 'results/lines.txt'])
+    expect(await (await fetch(artifacts[0]!.url)).text()).toBe('line one\n')
+    expect((await (await fetch(artifacts[1]!.url)).text()).trim()).toBe('3')
   })
 })
