@@ -3,6 +3,7 @@
  * rgrid: the submitter's and researcher's command line.
  * This build has `rgrid dev`; submitter commands arrive with issue 6.
  */
+import { createHash } from 'node:crypto'
 import { parseArgs } from 'node:util'
 import { join, resolve } from 'node:path'
 import { mkdir, rm } from 'node:fs/promises'
@@ -27,9 +28,24 @@ runs until Ctrl-C, then stops them all.
 
 interface JobView { id: string, state: string, result: { exitCode: number | null, stdout: string, stderr: string, error: { message: string } | null } | null, attempts: Array<{ node: string }> }
 
+/** Uploads `content` as a job input the way a submitter would; returns its object id. */
+async function uploadInput (url: string, content: string): Promise<string> {
+  const sha256 = createHash('sha256').update(content).digest('hex')
+  const res = await fetch(`${url}/v1/uploads`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ sha256, size: Buffer.byteLength(content) }) })
+  const grant = await res.json() as { object: string, url: string | null }
+  if (res.status >= 300) throw new Error(`upload refused: ${res.status} ${JSON.stringify(grant)}`)
+  if (grant.url != null) {
+    const put = await fetch(grant.url, { method: 'PUT', body: content })
+    if (put.status !== 200) throw new Error(`upload failed: ${put.status} ${await put.text()}`)
+  }
+  return grant.object
+}
+
 async function samples (url: string): Promise<void> {
+  const script = 'mkdir -p out\nfor n in 1 2 3 4 5; do echo "$n,$((n * n))"; done > out/squares.csv\necho "wrote $(wc -l < out/squares.csv) rows"\n'
   const jobs = [
     { command: ['echo', 'hello from an rgrid node'] },
+    { command: ['sh', 'squares.sh'], inputs: [{ path: 'squares.sh', object: await uploadInput(url, script) }], outputs: [{ path: 'out/*.csv' }] },
     { command: ['sh', '-c', 'echo "running as pid $$ on $(uname -s)"; echo "to stderr" >&2'] },
     { command: [process.execPath, '-e', 'console.log("6 * 7 =", 6 * 7)'] },
     { command: ['sh', '-c', 'echo failing on purpose; exit 3'] }
@@ -54,6 +70,8 @@ async function samples (url: string): Promise<void> {
       if (job.result?.stdout) process.stdout.write(`  stdout: ${job.result.stdout.trimEnd()}\n`)
       if (job.result?.stderr) process.stdout.write(`  stderr: ${job.result.stderr.trimEnd()}\n`)
       if (job.result?.error) process.stdout.write(`  error:  ${job.result.error.message}\n`)
+      const { artifacts } = await (await fetch(`${url}/v1/jobs/${id}/artifacts`)).json() as { artifacts: Array<{ path: string, size: number, url: string }> }
+      for (const a of artifacts) process.stdout.write(`  output: ${a.path} (${a.size} bytes) ${a.url}\n`)
     }
     if (pending.size > 0) await new Promise(resolve => setTimeout(resolve, 100))
   }

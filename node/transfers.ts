@@ -166,13 +166,10 @@ export class NodeTransfers {
         const relPath = rel.split(sep).join('/')
         if (found.has(relPath)) continue
         const file = join(root, rel)
-        const info = await lstat(file)
-        let real = file
-        if (info.isSymbolicLink()) {
-          real = await realpath(file).catch(() => '')
-          if (real === '' || !real.startsWith(root + sep)) {
-            throw new TransferError('path-outside-workdir', `output ${relPath} is a link to a file outside the work dir`, false)
-          }
+        // The file itself or any directory on its way may be a link: resolve the whole path, not just the last name.
+        const real = await realpath(file).catch(() => '')
+        if (real === '' || !real.startsWith(root + sep)) {
+          throw new TransferError('path-outside-workdir', `output ${relPath} is a link to a file outside the work dir`, false)
         }
         const s = await stat(real)
         if (!s.isFile()) continue
