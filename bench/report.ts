@@ -76,6 +76,21 @@ export function renderBenchmarks (resultsDir: string): string {
     lines.push(`| ${r.date.slice(0, 16).replace('T', ' ')} | ${r.commit} | ${r.config.minutes} | ${r.config.nodes}×${r.config.slots} | ${r.cpuBusyPercent}% | ${r.jobsSucceeded} | ${r.falseDeclarations} | ${r.reaper.probes} | ${r.reaper.heldBackForLag} |`)
   }
   lines.push('')
+  lines.push('## Transfers: one large input in, the same bytes out')
+  lines.push('')
+  lines.push('Written by `node dist/bench/transfer.js` (part of `npm run bench`): the submitter uploads a file through a')
+  lines.push('presigned URL of the embedded store, a job copies it to `out/` (the node downloads and hashes the input, then')
+  lines.push('hashes and uploads the output), the submitter downloads the artifact and checks its hash. The job time')
+  lines.push('includes scheduling, both node transfers and the copy. Peak resident memory (VmHWM) of the coordinator and')
+  lines.push('the node shows the transfers stream: it stays far below the file size.')
+  lines.push('')
+  lines.push('| date | commit | size (MiB) | upload (MiB/s) | job (s) | download (MiB/s) | peak RSS coordinator / node (MiB) |')
+  lines.push('|---|---|---|---|---|---|---|')
+  for (const n of readdirSync(resultsDir).filter(x => x.startsWith('transfer-') && x.endsWith('.json')).sort()) {
+    const r = JSON.parse(readFileSync(join(resultsDir, n), 'utf8')) as { date: string, commit: string, config: { mb: number }, ms: { job: number }, mibPerSecond: { upload: number, download: number }, peakRssMiB: { coordinator: number, node: number } }
+    lines.push(`| ${r.date.slice(0, 16).replace('T', ' ')} | ${r.commit} | ${r.config.mb} | ${r.mibPerSecond.upload} | ${(r.ms.job / 1000).toFixed(1)} | ${r.mibPerSecond.download} | ${r.peakRssMiB.coordinator} / ${r.peakRssMiB.node} |`)
+  }
+  lines.push('')
   lines.push('## Store: awards committed per second')
   lines.push('')
   lines.push('Written by `node dist/bench/store.js` (part of `npm run bench`): jobs awarded through the coordinator\'s real')

@@ -12,6 +12,7 @@
  * so one process already races them on the server.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { createHash } from 'node:crypto'
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -22,7 +23,7 @@ import Database from 'better-sqlite3'
 import postgres from 'postgres'
 import { ConflictError, NotFoundError, StaleAttemptError, ValidationError } from '../../common/errors.js'
 import { newFencingToken, uuidv7 } from '../../common/ids.js'
-import { jobSpecSchema, type NodeCapacity } from '../../protocol/schemas.js'
+import { jobSpecSchema, type Artifact, type NodeCapacity } from '../../protocol/schemas.js'
 import { POSTGRES_MIGRATIONS } from '../../coordinator/store/migrations/postgres.js'
 import { SQLITE_MIGRATIONS } from '../../coordinator/store/migrations/sqlite.js'
 import { PostgresStore } from '../../coordinator/store/postgres.js'
@@ -77,8 +78,10 @@ interface Backend {
   /**
    * A store (not migrated by this call) on a fresh database at schema version 4
    * (migrations 1 to 4 replayed and recorded as migrate() records them), plus a
-   * reader of the attempts table's shape. The store's methods work on that
-   * schema, so data is written through them. Absent for an in-memory database.
+   * reader of the attempts table's shape. Migration 6 is replayed and recorded
+   * too: it only adds results.artifacts, which today's store writes with every
+   * result, and it does not touch attempts. The store's methods then work on
+   * that schema, so data is written through them. Absent for an in-memory database.
    */
   openAtVersion4?: () => Promise<{ store: Store, attemptsSchema: () => Promise<AttemptsSchema> }>
 }
@@ -145,7 +148,7 @@ async function sqliteAtVersion4 (): Promise<{ store: Store, attemptsSchema: () =
   try {
     db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
       id INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT`)
-    for (const m of SQLITE_MIGRATIONS.filter(m => m.id <= 4)) {
+    for (const m of SQLITE_MIGRATIONS.filter(m => m.id <= 4 || m.id === 6)) {
       db.exec(m.sql)
       db.prepare('INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)').run(m.id, m.name, T0)
     }
@@ -210,7 +213,7 @@ async function postgresAtVersion4 (): Promise<{ store: Store, attemptsSchema: ()
   await sql.begin(async (tx) => {
     await tx`CREATE TABLE IF NOT EXISTS schema_migrations (
       id INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`
-    for (const m of POSTGRES_MIGRATIONS.filter(m => m.id <= 4)) {
+    for (const m of POSTGRES_MIGRATIONS.filter(m => m.id <= 4 || m.id === 6)) {
       await tx.unsafe(m.sql)
       await tx`INSERT INTO schema_migrations (id, name, applied_at) VALUES (${m.id}, ${m.name}, ${T0})`
     }
@@ -350,8 +353,17 @@ function resultOf (outcome: ResultRecord['outcome'] = 'succeeded'): ResultRecord
   return {
     attempt: 1, outcome, exitCode: outcome === 'succeeded' ? 0 : 2, stdout: 'out\n', stderr: '',
     stdoutTruncated: true, stderrTruncated: false, startedAt: T0 + 10, finishedAt: T0 + 20,
-    error: outcome === 'succeeded' ? null : { code: 'exit-nonzero', message: 'exit code 2', retryable: false }
+    error: outcome === 'succeeded' ? null : { code: 'exit-nonzero', message: 'exit code 2', retryable: false },
+    artifacts: []
   }
+}
+
+/** Output files as a node reports them, distinct per `tag` so one attempt's cannot pass for another's. */
+function artifactsOf (tag: string): Artifact[] {
+  return [
+    { path: `out/${tag}.csv`, size: 12, sha256: createHash('sha256').update(tag).digest('hex'), contentType: 'text/csv' },
+    { path: `logs/${tag}/run.log`, size: 0, sha256: 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', contentType: 'text/plain' }
+  ]
 }
 
 const WORKER_SOURCE = `
@@ -520,6 +532,45 @@ describe.each(backends)('Store contract: $name', (backend) => {
     expect(stale[0]).toMatchObject({ actor: nodeId(2), attempt: 1, at: T0 + 30 })
     expect(stale[0]?.detail.reason).toEqual(expect.any(String))
     expect(await store.recordResult({ ...input, token, node: nodeId(1) })).toBe('recorded')
+  })
+
+  it('returns the artifacts a result was recorded with, exactly', async () => {
+    const store = await backend.open()
+    const id = await newJob(store, T0)
+    const { token } = await awardTo(store, id, nodeId(1), T0 + 1)
+    const result = { ...resultOf(), artifacts: artifactsOf('first') }
+    expect(await store.recordResult({ jobId: id, attempt: 1, token, node: nodeId(1), now: T0 + 30, result })).toBe('recorded')
+    const job = await store.getJob(id)
+    expect(job?.result?.artifacts).toEqual(artifactsOf('first'))
+    expect(job?.result).toEqual(result)
+  })
+
+  it('returns no artifacts for a result recorded without any', async () => {
+    const store = await backend.open()
+    const id = await newJob(store, T0)
+    const { token } = await awardTo(store, id, nodeId(1), T0 + 1)
+    await store.recordResult({ jobId: id, attempt: 1, token, node: nodeId(1), now: T0 + 30, result: resultOf('failed') })
+    expect((await store.getJob(id))?.result?.artifacts).toEqual([])
+  })
+
+  it('refuses the artifacts of a stale attempt and keeps those of the current one', async () => {
+    const store = await backend.open()
+    const id = await newJob(store, T0)
+    const first = await awardTo(store, id, nodeId(1), T0 + 1)
+    await store.rescheduleAttempt(lostInput(id, 1, first.token, T0 + 100, 0))
+    const second = await awardTo(store, id, nodeId(2), T0 + 200, 2)
+
+    const late = { jobId: id, token: first.token, node: nodeId(1), result: { ...resultOf(), artifacts: artifactsOf('stale') } }
+    await expect(store.recordResult({ ...late, attempt: 1, now: T0 + 300 })).rejects.toBeInstanceOf(StaleAttemptError)
+    expect((await store.getJob(id))?.result).toBeNull()
+
+    const current = { ...resultOf(), attempt: 2, artifacts: artifactsOf('current') }
+    expect(await store.recordResult({ jobId: id, attempt: 2, token: second.token, node: nodeId(2), now: T0 + 400, result: current })).toBe('recorded')
+    // A stale report arriving after the current result must not replace or add to its artifacts.
+    await expect(store.recordResult({ ...late, attempt: 2, now: T0 + 500 })).rejects.toBeInstanceOf(StaleAttemptError)
+    const job = await store.getJob(id)
+    expect(job?.result).toEqual(current)
+    expect(job?.result?.artifacts).toEqual(artifactsOf('current'))
   })
 
   it('cancels announced and running jobs, and refuses ended or missing ones', async () => {
@@ -744,7 +795,8 @@ describe.each(backends)('Store contract: $name', (backend) => {
     expect(job?.result).toEqual({
       attempt: 1, outcome: 'failed', exitCode: null, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false,
       startedAt: T0 + 2, finishedAt: T0 + 100,
-      error: { code: 'attempts-exhausted', message: 'node lost; no attempts left (1 of 1 used)', retryable: false }
+      error: { code: 'attempts-exhausted', message: 'node lost; no attempts left (1 of 1 used)', retryable: false },
+      artifacts: []
     })
     expect(job?.attempts).toMatchObject([{ number: 1, state: 'lost', startedAt: T0 + 2, finishedAt: T0 + 100 }])
     const events = await store.listEvents(once)
