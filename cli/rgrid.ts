@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 /**
- * rgrid: the submitter's and researcher's command line.
- * This build has `rgrid dev`; submitter commands arrive with issue 6.
+ * rgrid: the submitter's and researcher's command line: `rgrid dev` here,
+ * the submitter commands in commands.ts.
  */
 import { createHash } from 'node:crypto'
 import { parseArgs } from 'node:util'
 import { join, resolve } from 'node:path'
 import { mkdir, rm } from 'node:fs/promises'
 import { LocalMesh } from './local-mesh.js'
+import { SUBMIT_HELP, submitCommand } from './commands.js'
 import { usageError } from '../common/lifecycle.js'
 import { errorMessage } from '../common/errors.js'
 
@@ -132,8 +133,8 @@ async function dev (argv: string[]): Promise<void> {
 async function main (): Promise<void> {
   const [command, ...rest] = process.argv.slice(2)
   if (command === 'dev') return await dev(rest)
-  if (command == null || command === '--help' || command === '-h' || command === 'help') { process.stdout.write(HELP); return }
-  usageError('rgrid', `unknown command ${JSON.stringify(command)} (this build has: dev)`)
+  if (command == null || command === '--help' || command === '-h' || command === 'help') { process.stdout.write(SUBMIT_HELP); return }
+  process.exitCode = await submitCommand(command, rest)
 }
 
 main().catch((err: unknown) => {

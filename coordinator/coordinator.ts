@@ -12,7 +12,7 @@ import { systemClock, type Clock } from '../common/clock.js'
 import type { Logger } from '../common/log.js'
 import { uuidv7 } from '../common/ids.js'
 import { NotFoundError, ValidationError, errorMessage } from '../common/errors.js'
-import type { Store, JobSummary, JobRecord, JobEvent, ListJobsQuery, CancelOutcome } from './store/types.js'
+import type { Store, JobSummary, JobRecord, JobEvent, ListJobsQuery, CancelOutcome, LogLine } from './store/types.js'
 import { Auction } from './auction.js'
 import { Announcer, toAnnounced } from './announcer.js'
 import { Membership, type MemberView } from './membership.js'
@@ -68,6 +68,8 @@ export interface CoordinatorOptions {
    * @default none
    */
   transfers?: Transfers
+  /** Live log lines kept per job. @default 50000 */
+  maxLogLinesPerJob?: number
 }
 
 /** The operations the HTTP API needs; tests can fake it. */
@@ -81,6 +83,10 @@ export interface CoordinatorApi {
   health: () => { peerId: string, addrs: string[] }
   /** Job counts by state and the services' counters, for operators and benchmarks. */
   metrics: () => Promise<Record<string, unknown>>
+  /** Live log lines after `after`, oldest first. */
+  listLogs: (id: string, after: number, limit: number) => Promise<LogLine[]>
+  /** Resolves when lines for the job may have arrived, or after `timeoutMs`, or when `signal` aborts. */
+  waitForLogs: (id: string, timeoutMs: number, signal: AbortSignal) => Promise<void>
   /** `POST /v1/uploads`: where to PUT a file, unless its content is stored already. */
   grantUpload: (sha256: string, size: number) => Promise<UploadGrant>
   /** `GET /v1/jobs/:id/artifacts`: the outputs of the job's recorded result, with download URLs. */
@@ -95,6 +101,8 @@ export class Coordinator implements CoordinatorApi {
   private leader: Leader | null = null
   private readonly clock: Clock
   private readonly specCache = new Map<string, JobSpec>()
+  /** Followers of a job's live log, woken when its lines arrive on this coordinator. */
+  private readonly logWaiters = new Map<string, Set<() => void>>()
   readonly open = new OpenJobs()
   readonly auction: Auction
   readonly announcer: Announcer
@@ -152,7 +160,9 @@ export class Coordinator implements CoordinatorApi {
       leaseMs,
       onAwarded: jobId => { this.open.remove(jobId) },
       requirementsOf: jobId => this.open.get(jobId),
-      ...(options.transfers != null ? { transfers: options.transfers } : {})
+      ...(options.transfers != null ? { transfers: options.transfers } : {}),
+      ...(options.maxLogLinesPerJob != null ? { maxLogLinesPerJob: options.maxLogLinesPerJob } : {}),
+      onLogs: jobId => { this.logWaiters.get(jobId)?.forEach(wake => { wake() }) }
     })
   }
 
@@ -269,6 +279,32 @@ export class Coordinator implements CoordinatorApi {
     this.open.add(announced, now)
     this.announcer.enqueue(announced)
     return job
+  }
+
+  async listLogs (id: string, after: number, limit: number): Promise<LogLine[]> {
+    return await this.options.store.listLogs({ jobId: id, after, limit })
+  }
+
+  /**
+   * Lines stored through another coordinator sharing the database do not
+   * wake us; the timeout makes followers poll, so they see them too.
+   */
+  async waitForLogs (id: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return
+    await new Promise<void>(resolve => {
+      const waiters = this.logWaiters.get(id) ?? new Set<() => void>()
+      this.logWaiters.set(id, waiters)
+      const done = (): void => {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', done)
+        waiters.delete(done)
+        if (waiters.size === 0) this.logWaiters.delete(id)
+        resolve()
+      }
+      const timer = setTimeout(done, timeoutMs)
+      signal.addEventListener('abort', done, { once: true })
+      waiters.add(done)
+    })
   }
 
   async grantUpload (sha256: string, size: number): Promise<UploadGrant> {

@@ -4,6 +4,7 @@
  */
 import { Hono, type Context } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
+import { streamSSE } from 'hono/streaming'
 import { decodeJobSpec, DecodeError } from '../protocol/codec.js'
 import { LIMITS } from '../protocol/limits.js'
 import { ConflictError, InputMissingError, NotFoundError, StaleAttemptError, TooLargeError, ValidationError } from '../common/errors.js'
@@ -14,6 +15,7 @@ import type { CoordinatorApi } from './coordinator.js'
 import { StoreUnavailableError, type JobRecord, type JobState, type JobSummary } from './store/types.js'
 
 const JOB_STATES: ReadonlySet<string> = new Set(['announced', 'claimed', 'running', 'succeeded', 'failed', 'cancelled'])
+const TERMINAL_STATES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled'])
 const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 type Status = 400 | 404 | 409 | 413 | 415 | 500 | 503
@@ -123,6 +125,52 @@ export function createHttpApp (options: HttpAppOptions): Hono {
     const job = await api.getJob(id)
     if (job == null) throw new NotFoundError('job', id)
     return c.json(jobJson(job))
+  })
+
+  app.get('/v1/jobs/:id/logs', async c => {
+    const id = jobId(c)
+    const job = await api.getJob(id)
+    if (job == null) throw new NotFoundError('job', id)
+    const afterText = c.req.query('after') ?? c.req.header('last-event-id') ?? '0'
+    const after = Number(afterText)
+    if (!Number.isSafeInteger(after) || after < 0) throw new ValidationError('after must be a line number >= 0', 'after')
+    const limitN = Number(c.req.query('limit') ?? 1000)
+    if (!Number.isInteger(limitN) || limitN < 1 || limitN > 5000) throw new ValidationError('limit must be an integer from 1 to 5000', 'limit')
+    const follow = c.req.query('follow') === '1' || c.req.query('follow') === 'true' || (c.req.header('accept') ?? '').includes('text/event-stream')
+    if (!follow) {
+      const lines = await api.listLogs(id, after, limitN)
+      return c.json({ lines, next: lines.at(-1)?.line ?? after })
+    }
+    // Server-Sent Events: each line is an event whose id is its line number, so a client that
+    // reconnects with Last-Event-ID resumes exactly; `end` comes once the job has ended and every line went out.
+    return streamSSE(c, async stream => {
+      const abort = new AbortController()
+      stream.onAbort(() => { abort.abort() })
+      let cursor = after
+      while (!abort.signal.aborted) {
+        const lines = await api.listLogs(id, cursor, 1000)
+        for (const l of lines) {
+          await stream.writeSSE({ event: 'log', id: String(l.line), data: JSON.stringify(l) })
+          cursor = l.line
+        }
+        if (lines.length === 1000) continue
+        const now = await api.getJob(id)
+        if (now == null || TERMINAL_STATES.has(now.state)) {
+          // The result may have landed after our last read: one more read, then the end.
+          for (;;) {
+            const rest = await api.listLogs(id, cursor, 5000)
+            for (const l of rest) {
+              await stream.writeSSE({ event: 'log', id: String(l.line), data: JSON.stringify(l) })
+              cursor = l.line
+            }
+            if (rest.length < 5000 || abort.signal.aborted) break
+          }
+          await stream.writeSSE({ event: 'end', data: JSON.stringify({ state: now?.state ?? 'unknown', next: cursor }) })
+          return
+        }
+        await api.waitForLogs(id, 1_000, abort.signal)
+      }
+    })
   })
 
   app.get('/v1/jobs/:id/artifacts', async c => {

@@ -38,6 +38,10 @@ export interface SessionServerOptions {
   requirementsOf?: (jobId: string) => AnnouncedJob | undefined
   /** Inputs and outputs; without it jobs cannot have stored inputs or outputs. */
   transfers?: Transfers
+  /** Live log lines kept per job; the rest are dropped. @default 50000 */
+  maxLogLinesPerJob?: number
+  /** Called after live log lines of a job were stored (wakes followers). */
+  onLogs?: (jobId: string) => void
 }
 
 type Channel = FrameChannel<NodeFrame, CoordinatorFrame>
@@ -45,7 +49,7 @@ type RunningRef = { jobId: string, attempt: number, token: string }
 
 export class SessionServer {
   private readonly sessions = new Map<string, Channel>()
-  readonly stats = { sessions: 0, frames: 0, badFrames: 0, staleReports: 0, handlerFailures: 0 }
+  readonly stats = { sessions: 0, frames: 0, badFrames: 0, staleReports: 0, handlerFailures: 0, logLines: 0, logLinesDropped: 0 }
 
   constructor (private readonly options: SessionServerOptions) {}
 
@@ -204,6 +208,17 @@ export class SessionServer {
         }
         case 'started': {
           await store.markStarted({ jobId: frame.jobId, attempt: frame.attempt, token: frame.token, node: peerId, startedAt: frame.startedAt, now: clock.now() })
+          await this.reply(channel, { type: 'ack', rid: frame.rid })
+          return
+        }
+        case 'log': {
+          const { stored, dropped } = await store.appendLogs({
+            jobId: frame.jobId, attempt: frame.attempt, token: frame.token, node: peerId, now: clock.now(), lines: frame.lines,
+            maxLines: this.options.maxLogLinesPerJob ?? 50_000
+          })
+          this.stats.logLines += stored
+          this.stats.logLinesDropped += dropped
+          if (stored > 0) this.options.onLogs?.(frame.jobId)
           await this.reply(channel, { type: 'ack', rid: frame.rid })
           return
         }

@@ -25,6 +25,7 @@ import { CoordinatorLinks } from './coordinators.js'
 import { Reporter } from './reporter.js'
 import { Runner, type OutputsRequest, type RunningAttempt } from './runner.js'
 import { InputCache } from './input-cache.js'
+import { LogShipper } from './log-shipper.js'
 import { NodeTransfers, TransferError } from './transfers.js'
 import { Outbox } from './outbox.js'
 
@@ -127,8 +128,19 @@ export class NodeAgent {
       ...(options.cacheMaxBytes != null ? { maxBytes: options.cacheMaxBytes } : {})
     })
     this.transfers = new NodeTransfers({ cache: this.cache, log: options.log.child('transfers') })
+    const logs = new LogShipper({
+      log: options.log.child('logs'),
+      clock: this.clock,
+      send: async (request, coordinator) => {
+        const session = this.links?.session(coordinator)
+        if (session == null) throw new Error('no session to a coordinator')
+        return await session.request(request)
+      },
+      onStale: (jobId, attempt, reason) => { this.runner.revoke(jobId, attempt, `live log refused: ${reason}`) }
+    })
     this.runner = new Runner({
       runtime: options.runtime,
+      logs,
       transfers: this.transfers,
       requestUploads: async (request, coordinator) => await this.requestUploads(request, coordinator),
       log: options.log.child('runner'),

@@ -9,6 +9,7 @@ import { errorMessage } from '../common/errors.js'
 import type { AdoptedAttempt, Runtime, RunOutcome } from './runtime/types.js'
 import type { Reporter } from './reporter.js'
 import { TransferError, type NodeTransfers, type TransferLimits } from './transfers.js'
+import type { LogShipper } from './log-shipper.js'
 
 export interface RunningAttempt {
   jobId: string
@@ -42,6 +43,8 @@ export interface RunnerOptions {
   cleanup: (dir: string) => Promise<void>
   /** Called after an attempt has ended and its slot is free. */
   onFinished: () => void
+  /** Ships live output lines while attempts run. @default none (no live logs) */
+  logs?: LogShipper
   /** Fetches inputs and uploads outputs; jobs with either fail without it. */
   transfers?: NodeTransfers
   /**
@@ -97,6 +100,7 @@ export class Runner {
           return transferFailure(entry, err)
         }
       }
+      const live = this.options.logs?.open(award, coordinator)
       const outcome = await runtime.run({
         jobId: award.jobId,
         attempt: award.attempt,
@@ -104,11 +108,14 @@ export class Runner {
         spec: award.spec,
         workDir: dir,
         signal: entry.controller.signal,
+        ...(live != null ? { onOutput: (stream: 'stdout' | 'stderr', chunk: Uint8Array) => { live.write(stream, chunk) } } : {}),
         onStarted: (startedAt) => {
           entry.startedAt = startedAt
           reporter.started({ type: 'started', jobId: award.jobId, attempt: award.attempt, token: award.token, startedAt }, coordinator)
         }
       })
+      // Live lines first: once the result is recorded, lines from this attempt are refused.
+      await live?.close()
       return await this.deliver(award, award.spec.outputs.map(o => o.path), limits, dir, entry, outcome, coordinator)
     })
   }

@@ -36,5 +36,9 @@ export const LIMITS = {
   /** Longest work-dir path or output pattern, in characters. */
   pathChars: 1024,
   /** Longest input URL, in characters. */
-  urlChars: 4096
+  urlChars: 4096,
+  /** Longest live log line, in characters; longer lines are cut into pieces. */
+  logLineChars: 8192,
+  /** Most lines in one `log` frame (the frame size limit also applies). */
+  logBatchLines: 1000
 } as const

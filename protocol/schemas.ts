@@ -224,6 +224,21 @@ export type ResultReport = z.output<typeof resultSchema>
 
 
 /**
+ * Live output of a running attempt, in order. Fenced like a result: lines
+ * from an attempt that is not current are refused (`stale`), and the node
+ * stops that attempt.
+ */
+export const logSchema = z.strictObject({
+  type: z.literal('log'), rid: requestId,
+  jobId, attempt: attemptNumber, token: fencingToken,
+  lines: z.array(z.strictObject({
+    stream: z.enum(['stdout', 'stderr']),
+    at: epochMs,
+    text: z.string().max(LIMITS.logLineChars)
+  })).min(1).max(LIMITS.logBatchLines)
+})
+
+/**
  * Asks for upload URLs for an attempt's output files. Fenced like a result:
  * only the current attempt's holder gets URLs.
  */
@@ -248,7 +263,7 @@ export const renewSchema = z.strictObject({
   running: z.array(z.strictObject({ jobId, attempt: attemptNumber, token: fencingToken })).max(LIMITS.heartbeatRunning)
 })
 
-export const nodeFrameSchema = z.discriminatedUnion('type', [helloSchema, bidSchema, startedSchema, resultSchema, pullSchema, renewSchema, outputsSchema])
+export const nodeFrameSchema = z.discriminatedUnion('type', [helloSchema, bidSchema, startedSchema, resultSchema, pullSchema, renewSchema, outputsSchema, logSchema])
 export type NodeFrame = z.output<typeof nodeFrameSchema>
 
 // ---- session stream: coordinator -> node ----

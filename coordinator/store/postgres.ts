@@ -28,13 +28,14 @@ import { NotFoundError, StaleAttemptError, ValidationError } from '../../common/
 import type { JobSpec, NodeCapacity } from '../../protocol/schemas.js'
 import { POSTGRES_MIGRATIONS } from './migrations/postgres.js'
 import {
-  awardConflict, cancelConflict, checkRenewal, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, maxAttemptsOf, staleReason
+  awardConflict, cancelConflict, checkLogBatch, checkRenewal, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, logQuery, maxAttemptsOf,
+  staleReason
 } from './shared.js'
 import {
   ATTEMPTS_EXHAUSTED, StoreUnavailableError,
-  type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type ExpiredAttemptsQuery, type JobEvent,
-  type JobEventType, type JobRecord, type JobState, type JobSummary, type LeaseInput, type ListJobsQuery, type NodeRecord,
-  type OpenJob, type RenewLeasesInput, type RescheduleInput, type RescheduleOutcome, type ResultInput, type ResultRecord,
+  type AppendLogsInput, type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type ExpiredAttemptsQuery, type JobEvent,
+  type JobEventType, type JobRecord, type JobState, type JobSummary, type LeaseInput, type ListJobsQuery, type LogLine,
+  type NodeRecord, type OpenJob, type RenewLeasesInput, type RescheduleInput, type RescheduleOutcome, type ResultInput, type ResultRecord,
   type Store
 } from './types.js'
 
@@ -633,6 +634,68 @@ export class PostgresStore implements Store {
       seq: number, job_id: string, at: number, type: JobEventType, actor: string, attempt: number | null, detail: Record<string, unknown>
     }>>`SELECT * FROM job_events WHERE job_id = ${jobId} ORDER BY seq`)
     return rows.map(({ seq, at, type, actor, attempt, detail, ...row }) => ({ seq, jobId: row.job_id, at, type, actor, attempt, detail }))
+  }
+
+  async appendLogs (input: AppendLogsInput): Promise<{ stored: number, dropped: number }> {
+    checkLogBatch(input)
+    const count = input.lines.length
+    // An empty batch stores nothing whoever sends it, so it is answered without a round trip and
+    // without checking the attempt: a stale holder learns it with its next non-empty batch.
+    if (count === 0) return { stored: 0, dropped: 0 }
+    const streams = input.lines.map(l => l.stream)
+    const ats = input.lines.map(l => l.at)
+    const texts = input.lines.map(l => noNul(l.text))
+    for (let run = 1; ; run++) {
+      // One statement. `h` is the compare-and-set: it locks the job row (FOR UPDATE) only if this
+      // node's token holds the current attempt, and reads the line count. Under READ COMMITTED a
+      // concurrent append makes it wait for that lock, then re-check its condition against the
+      // committed row and read the count that append left, so racing batches get disjoint line
+      // numbers. (An UPDATE's RETURNING shows only the new count, from which the old one cannot be
+      // told once the cap is reached; the lock is what makes the count read here the one `j` bumps.)
+      // Lines are numbered in input order from unnest's ordinality; those past the cap are not
+      // inserted, and at the cap the job row is not rewritten at all.
+      const [row] = await this.db(async (sql) => await sql<Array<{ stored: number }>>`
+        WITH h AS (
+          SELECT id, attempt, log_lines AS before,
+                 LEAST(${count}::bigint, GREATEST(0, ${input.maxLines}::bigint - log_lines)) AS stored
+          FROM jobs
+          WHERE id = ${input.jobId} AND attempt = ${input.attempt} AND state IN ('claimed', 'running')
+            AND EXISTS (SELECT 1 FROM attempts t WHERE t.job_id = jobs.id AND t.number = jobs.attempt
+                          AND t.token = ${input.token} AND t.node = ${input.node})
+          FOR UPDATE
+        ), j AS (
+          UPDATE jobs SET log_lines = jobs.log_lines + h.stored
+          FROM h WHERE jobs.id = h.id AND h.stored > 0
+          RETURNING h.id, h.attempt, h.before, h.stored
+        ), l AS (
+          INSERT INTO job_logs (job_id, line, attempt, stream, at, text)
+          SELECT j.id, (j.before + r.ord)::integer, j.attempt, r.stream, r.at, r.text
+          FROM j CROSS JOIN unnest(${streams}::text[], ${ats}::bigint[], ${texts}::text[]) WITH ORDINALITY AS r(stream, at, text, ord)
+          WHERE r.ord <= j.stored
+        )
+        SELECT stored FROM h`)
+      if (row !== undefined) return { stored: row.stored, dropped: count - row.stored }
+      const job = await this.diagnose(input.jobId, input.attempt)
+      const current = currentOf(job)
+      const holds = job !== undefined && job.attempt === input.attempt && current?.token === input.token && current.node === input.node
+      // The statement's snapshot predated a commit it then waited for (say the award of this attempt): look again.
+      if (holds && (job.state === 'claimed' || job.state === 'running') && run < MAX_RERUNS) continue
+      const reason = staleReason(job, current, input.attempt, input.token, input.node)
+      if (job !== undefined) await this.recordStale(input.jobId, input.now, input.node, input.attempt, 'log', reason)
+      throw new StaleAttemptError(input.jobId, input.attempt, reason)
+    }
+  }
+
+  async listLogs (query: { jobId: string, after: number, limit: number }): Promise<LogLine[]> {
+    const { after, limit } = logQuery(query)
+    // No job id holds U+0000 (text cannot): none has lines, as in SQLite, instead of failing the statement.
+    if (query.jobId.includes('\u0000')) return []
+    // Walks the primary key (job_id, line) from `after`. int4 and int8 (at) both come back as JS numbers.
+    const rows = await this.db(async (sql) => await sql<LogLine[]>`
+      SELECT line, attempt, stream, at, text FROM job_logs
+      WHERE job_id = ${query.jobId} AND line > ${after}::bigint
+      ORDER BY line LIMIT ${limit}`)
+    return rows.map(({ line, attempt, stream, at, text }) => ({ line, attempt, stream, at, text }))
   }
 
   async tryAcquireLease (input: LeaseInput): Promise<boolean> {

@@ -4,14 +4,14 @@
  * compare-and-set turns into.
  */
 import { ConflictError } from '../../common/errors.js'
-import { MAX_RENEW_BATCH, type RenewLeasesInput } from './types.js'
+import { MAX_LOG_BATCH, MAX_RENEW_BATCH, type AppendLogsInput, type RenewLeasesInput } from './types.js'
 
 export const DEFAULT_LIST_LIMIT = 50
 export const MAX_LIST_LIMIT = 1000
 
-export function clampLimit (limit: number | undefined, fallback: number): number {
+export function clampLimit (limit: number | undefined, fallback: number, max = MAX_LIST_LIMIT): number {
   if (limit === undefined || !Number.isFinite(limit)) return fallback
-  return Math.min(MAX_LIST_LIMIT, Math.max(1, Math.trunc(limit)))
+  return Math.min(max, Math.max(1, Math.trunc(limit)))
 }
 
 /**
@@ -79,4 +79,42 @@ export function checkRenewal (input: RenewLeasesInput): void {
       throw new RangeError(`attempt must be an integer from 1 to ${MAX_ATTEMPT_NUMBER}, got ${a.attempt}`)
     }
   }
+}
+
+/** Most lines one listLogs call returns. */
+export const MAX_LOG_LIST_LIMIT = 5000
+
+/**
+ * Checks an appendLogs batch before it reaches the database, so both
+ * backends refuse the same inputs with the same RangeError (rather than a
+ * SqliteError from a STRICT column or CHECK on one and a PostgresError from a
+ * cast on the other).
+ */
+export function checkLogBatch (input: AppendLogsInput): void {
+  if (input.lines.length > MAX_LOG_BATCH) {
+    throw new RangeError(`at most ${MAX_LOG_BATCH} log lines per call, got ${input.lines.length}`)
+  }
+  if (!Number.isSafeInteger(input.maxLines) || input.maxLines < 0) {
+    throw new RangeError(`maxLines must be a non-negative safe integer, got ${input.maxLines}`)
+  }
+  for (const l of input.lines) {
+    if (l.stream !== 'stdout' && l.stream !== 'stderr') throw new RangeError(`a log line's stream must be stdout or stderr, got ${String(l.stream)}`)
+    if (!Number.isSafeInteger(l.at)) throw new RangeError(`a log line's at must be a safe integer, got ${l.at}`)
+  }
+}
+
+/** How many of `count` new lines a job that already has `stored` lines keeps under the cap `maxLines` (never negative). */
+export function logLinesKept (stored: number, count: number, maxLines: number): number {
+  return Math.max(0, Math.min(count, maxLines - stored))
+}
+
+/**
+ * A listLogs query made safe for both backends: `after` a whole number in
+ * 0..2^53-1 (anything below 1 lists from the first line; a fraction rounds
+ * down, which selects the same lines; NaN counts as 0), `limit` clamped to
+ * 1..{@link MAX_LOG_LIST_LIMIT}.
+ */
+export function logQuery (query: { after: number, limit: number }): { after: number, limit: number } {
+  const after = Number.isNaN(query.after) ? 0 : Math.min(Number.MAX_SAFE_INTEGER, Math.max(0, Math.floor(query.after)))
+  return { after, limit: clampLimit(query.limit, MAX_LOG_LIST_LIMIT, MAX_LOG_LIST_LIMIT) }
 }

@@ -16,14 +16,14 @@ import { NotFoundError, StaleAttemptError } from '../../common/errors.js'
 import type { JobError, JobSpec, NodeCapacity, Artifact } from '../../protocol/schemas.js'
 import { SQLITE_MIGRATIONS } from './migrations/sqlite.js'
 import {
-  awardConflict, cancelConflict, checkRenewal, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, exhaustedMessage, maxAttemptsOf,
-  staleReason
+  awardConflict, cancelConflict, checkLogBatch, checkRenewal, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, exhaustedMessage,
+  logLinesKept, logQuery, maxAttemptsOf, staleReason
 } from './shared.js'
 import {
   ATTEMPTS_EXHAUSTED,
-  type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type ExpiredAttemptsQuery, type JobEvent,
-  type JobEventType, type JobRecord, type JobState, type JobSummary, type LeaseInput, type ListJobsQuery, type NodeRecord,
-  type OpenJob, type RenewLeasesInput, type RescheduleInput, type RescheduleOutcome, type ResultInput, type ResultRecord,
+  type AppendLogsInput, type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type ExpiredAttemptsQuery, type JobEvent,
+  type JobEventType, type JobRecord, type JobState, type JobSummary, type LeaseInput, type ListJobsQuery, type LogLine,
+  type NodeRecord, type OpenJob, type RenewLeasesInput, type RescheduleInput, type RescheduleOutcome, type ResultInput, type ResultRecord,
   type Store
 } from './types.js'
 
@@ -49,6 +49,7 @@ interface ResultRow {
 }
 interface NodeRow { peer_id: string, capacity: string, first_seen_at: number, last_seen_at: number }
 interface EventRow { seq: number, job_id: string, at: number, type: JobEventType, actor: string, attempt: number | null, detail: string }
+interface LogParams { jobId: string, line: number, attempt: number, stream: LogLine['stream'], at: number, text: string }
 interface EventParams { jobId: string, at: number, type: JobEventType, actor: string, attempt: number | null, detail: string }
 
 function toSummary (row: JobRow): JobSummary {
@@ -160,6 +161,19 @@ function prepareStatements (db: Database.Database) {
     insertEvent: db.prepare<[EventParams]>(
       `INSERT INTO job_events (job_id, at, type, actor, attempt, detail) VALUES (@jobId, @at, @type, @actor, @attempt, @detail)`),
     listEvents: db.prepare<[string], EventRow>('SELECT * FROM job_events WHERE job_id = ? ORDER BY seq'),
+    // appendLogs' compare-and-set, read inside its IMMEDIATE transaction (the write lock is already held,
+    // so nothing can change the row before the writes that follow): the job's line count if, and only if,
+    // the job is claimed or running with this attempt current and held by this token and node.
+    logHolder: db.prepare<[string, number, string, string], { log_lines: number }>(
+      `SELECT log_lines FROM jobs
+       WHERE id = ? AND attempt = ? AND state IN ('claimed', 'running')
+         AND EXISTS (SELECT 1 FROM attempts WHERE job_id = jobs.id AND number = jobs.attempt AND token = ? AND node = ?)`),
+    addLogLines: db.prepare<[number, string]>('UPDATE jobs SET log_lines = log_lines + ? WHERE id = ?'),
+    insertLog: db.prepare<[LogParams]>(
+      `INSERT INTO job_logs (job_id, line, attempt, stream, at, text) VALUES (@jobId, @line, @attempt, @stream, @at, @text)`),
+    // Walks the primary key (job_id, line) from `after`, stopping at the limit.
+    listLogs: db.prepare<[string, number, number], LogLine>(
+      'SELECT line, attempt, stream, at, text FROM job_logs WHERE job_id = ? AND line > ? ORDER BY line LIMIT ?'),
     // One conditional upsert: a row comes back only when this holder now holds the lease.
     acquireLease: db.prepare<[string, string, number, number], { holder: string }>(
       `INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
@@ -494,6 +508,41 @@ export class SqliteStore implements Store {
     return this.q.listEvents.all(jobId).map(({ seq, at, type, actor, attempt, ...row }) => ({
       seq, jobId: row.job_id, at, type, actor, attempt, detail: JSON.parse(row.detail) as Record<string, unknown>
     }))
+  }
+
+  async appendLogs (input: AppendLogsInput): Promise<{ stored: number, dropped: number }> {
+    checkLogBatch(input)
+    // An empty batch stores nothing whoever sends it, so it is answered without a transaction and
+    // without checking the attempt: a stale holder learns it with its next non-empty batch.
+    if (input.lines.length === 0) return { stored: 0, dropped: 0 }
+    const q = this.q
+    const outcome = this.db.transaction((): number | { stale: string } => {
+      const holder = q.logHolder.get(input.jobId, input.attempt, input.token, input.node)
+      if (holder !== undefined) {
+        const stored = logLinesKept(holder.log_lines, input.lines.length, input.maxLines)
+        // At the cap nothing is written at all: the job row keeps its count.
+        if (stored === 0) return 0
+        q.addLogLines.run(stored, input.jobId)
+        for (let i = 0; i < stored; i++) {
+          const l = input.lines[i]
+          if (l === undefined) break
+          q.insertLog.run({ jobId: input.jobId, line: holder.log_lines + 1 + i, attempt: input.attempt, stream: l.stream, at: l.at, text: l.text })
+        }
+        return stored
+      }
+      const job = q.getJob.get(input.jobId)
+      const current = job === undefined ? undefined : q.getAttempt.get(input.jobId, job.attempt)
+      const reason = staleReason(job, current, input.attempt, input.token, input.node)
+      if (job !== undefined) this.recordStale(input.jobId, input.now, input.node, input.attempt, 'log', reason)
+      return { stale: reason }
+    }).immediate()
+    if (typeof outcome === 'object') throw new StaleAttemptError(input.jobId, input.attempt, outcome.stale)
+    return { stored: outcome, dropped: input.lines.length - outcome }
+  }
+
+  async listLogs (query: { jobId: string, after: number, limit: number }): Promise<LogLine[]> {
+    const { after, limit } = logQuery(query)
+    return this.q.listLogs.all(query.jobId, after, limit)
   }
 
   async tryAcquireLease (input: LeaseInput): Promise<boolean> {

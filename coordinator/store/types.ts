@@ -73,6 +73,32 @@ export type JobEventType =
   /** Reserved for the coordinator's lease-expiry handling (written through appendEvent). */
   | 'lease-expired' | 'lost'
 
+/** Most lines one appendLogs call takes. */
+export const MAX_LOG_BATCH = 1000
+
+/** One line of a job's live output. */
+export interface LogLine {
+  /** 1, 2, … per job, in arrival order, across attempts. */
+  line: number
+  attempt: number
+  stream: 'stdout' | 'stderr'
+  /** When the node read it (the node's clock). */
+  at: number
+  /** Without its newline; at most 8 KiB (longer lines arrive cut into pieces). */
+  text: string
+}
+
+export interface AppendLogsInput {
+  jobId: string
+  attempt: number
+  token: string
+  node: string
+  now: number
+  lines: Array<Pick<LogLine, 'stream' | 'at' | 'text'>>
+  /** Lines kept per job; the rest are dropped. */
+  maxLines: number
+}
+
 export interface JobEvent {
   seq: number
   jobId: string
@@ -290,6 +316,19 @@ export interface Store {
   appendEvent: (event: Omit<JobEvent, 'seq'>) => Promise<void>
   /** Oldest first. */
   listEvents: (jobId: string) => Promise<JobEvent[]>
+  /**
+   * Appends live output lines for the holder of the job's current attempt
+   * (job `claimed` or `running`, `attempt` current, `token` and `node`
+   * matching), numbering them after the job's last line (`line` 1, 2, …,
+   * per job, across attempts), in one conditional write. Lines beyond
+   * `maxLines` for the job are not stored: resolves how many were stored
+   * and how many dropped for the cap. Throws StaleAttemptError (and records
+   * a `stale-report` event with `report: 'log'`) when the attempt is not
+   * current; RangeError for more than {@link MAX_LOG_BATCH} lines.
+   */
+  appendLogs: (input: AppendLogsInput) => Promise<{ stored: number, dropped: number }>
+  /** Lines with `line > after`, oldest first, at most `limit` (clamped to 1..5000). */
+  listLogs: (query: { jobId: string, after: number, limit: number }) => Promise<LogLine[]>
   /**
    * Acquires or renews the named lease in one conditional write: taken when
    * nobody holds it, when `holder` already holds it (renewal, the expiry moves

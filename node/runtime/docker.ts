@@ -3,7 +3,7 @@
  * with no network, CPU and memory limits, and only its work dir mounted.
  */
 import Dockerode from 'dockerode'
-import type { Duplex } from 'node:stream'
+import { Writable, type Duplex } from 'node:stream'
 import { outputPatternSchema, type JobError } from '../../protocol/schemas.js'
 import { createLogger, type Logger } from '../../common/log.js'
 import { errorMessage } from '../../common/errors.js'
@@ -242,7 +242,7 @@ export class DockerRuntime implements Runtime {
         return daemonError('create', err)
       }
       const outputEnded = this.endOf(stream, jobId)
-      this.docker.modem.demuxStream(stream, stdout.writable(), stderr.writable())
+      this.docker.modem.demuxStream(stream, tee(stdout.writable(), 'stdout', request.onOutput), tee(stderr.writable(), 'stderr', request.onOutput))
 
       if (signal.aborted) return cancelled('cancelled before start')
       const ctr = container
@@ -467,4 +467,16 @@ function outputPatterns (label: string | undefined): string[] {
     // We write this label ourselves; an unreadable one can only mean no outputs we could trust.
     return []
   }
+}
+
+/** `out`, also handing every chunk to `live` (live logs) when there is one. */
+function tee (out: Writable, stream: 'stdout' | 'stderr', live: ((stream: 'stdout' | 'stderr', chunk: Uint8Array) => void) | undefined): Writable {
+  if (live == null) return out
+  return new Writable({
+    write (chunk: Buffer, _enc, done) {
+      live(stream, chunk)
+      out.write(chunk, done)
+    },
+    final (done) { out.end(done) }
+  })
 }

@@ -21,6 +21,7 @@ const HOST = join(dirname(fileURLToPath(import.meta.url)), 'process-host.js')
 interface Pending {
   resolve: (outcome: RunOutcome) => void
   onStarted: ((at: number) => void) | undefined
+  onOutput: RunRequest['onOutput']
   startedAt: number | null
   /** The job's process (and process group) id, to clean up if the host dies. */
   pid: number | null
@@ -77,6 +78,10 @@ export class ForkedProcessRuntime implements Runtime {
     if (msg.type === 'ready') return
     const p = this.pending.get(msg.id)
     if (p == null) return
+    if (msg.type === 'output') {
+      p.onOutput?.(msg.stream, msg.data)
+      return
+    }
     if (msg.type === 'started') {
       p.startedAt = msg.at
       p.pid = msg.pid
@@ -123,11 +128,11 @@ export class ForkedProcessRuntime implements Runtime {
     }
     const id = this.nextId++
     const outcome = new Promise<RunOutcome>(resolve => {
-      this.pending.set(id, { resolve, onStarted: request.onStarted, startedAt: null, pid: null })
+      this.pending.set(id, { resolve, onStarted: request.onStarted, onOutput: request.onOutput, startedAt: null, pid: null })
     })
     const cancel = (): void => { this.sendTo(host, { type: 'cancel', id }) }
     request.signal.addEventListener('abort', cancel, { once: true })
-    this.sendTo(host, { type: 'run', id, jobId: request.jobId, attempt: request.attempt, spec: request.spec, workDir: request.workDir })
+    this.sendTo(host, { type: 'run', id, jobId: request.jobId, attempt: request.attempt, spec: request.spec, workDir: request.workDir, live: request.onOutput != null })
     if (request.signal.aborted) cancel()
     try {
       return await outcome

@@ -26,7 +26,8 @@ process.on('message', (raw: unknown) => {
       spec: msg.spec,
       workDir: msg.workDir,
       signal: controller.signal,
-      onStarted: (at, info) => { send({ type: 'started', id: msg.id, at, pid: info?.pid ?? null }) }
+      onStarted: (at, info) => { send({ type: 'started', id: msg.id, at, pid: info?.pid ?? null }) },
+      ...(msg.live ? { onOutput: (stream: 'stdout' | 'stderr', data: Uint8Array) => { send({ type: 'output', id: msg.id, stream, data }) } } : {})
     }).then((outcome) => { send({ type: 'outcome', id: msg.id, outcome }) }, (err: unknown) => {
       send({ type: 'failed', id: msg.id, message: err instanceof Error ? err.message : String(err) })
     }).finally(() => { running.delete(msg.id) })

@@ -82,8 +82,9 @@ export class ProcessRuntime implements Runtime {
       // spawn throws synchronously for invalid arguments (e.g. a NUL byte).
       return finish('failed', null, { code: 'spawn-failed', message: `cannot start "${program}": ${errorMessage(err)}`, retryable: false })
     }
-    child.stdout?.on('data', (chunk: Buffer) => { stdout.push(chunk) })
-    child.stderr?.on('data', (chunk: Buffer) => { stderr.push(chunk) })
+    const live = request.onOutput
+    child.stdout?.on('data', (chunk: Buffer) => { stdout.push(chunk); live?.('stdout', chunk) })
+    child.stderr?.on('data', (chunk: Buffer) => { stderr.push(chunk); live?.('stderr', chunk) })
 
     let stopReason: 'timeout' | 'cancelled' | null = null
     let graceTimer: NodeJS.Timeout | undefined

@@ -21,6 +21,11 @@ export interface RunRequest {
    * report it.
    */
   token?: string
+  /**
+   * Receives the job's output as it is produced (for live logs). Must not
+   * throw or block: the runtime calls it on its own data path.
+   */
+  onOutput?: (stream: 'stdout' | 'stderr', chunk: Uint8Array) => void
   /** Called once the job's process or container has actually started. */
   onStarted?: (startedAt: number, info?: { pid?: number }) => void
 }

@@ -79,7 +79,7 @@ describe('POST /v1/jobs', () => {
     expect(status).toBe(200)
     expect(body).toMatchObject({ id, state: 'announced', attempts: [], result: null })
     expect(body.spec).toEqual({
-      command: ['echo', 'hi'], env: {}, resources: { cpus: 1, memoryMb: 256 }, timeoutSeconds: 3600, labels: {}, maxAttempts: 3
+      command: ['echo', 'hi'], env: {}, resources: { cpus: 1, memoryMb: 256 }, timeoutSeconds: 3600, labels: {}, maxAttempts: 3, inputs: [], outputs: []
     })
   })
 
@@ -179,7 +179,7 @@ describe('GET /v1/jobs/:id', () => {
     await store.award({ jobId: id, attempt: 1, node: NODE, token, now: T0 + 100, leaseMs: 30_000, detail: { bids: 1 } })
     const result: ResultRecord = {
       attempt: 1, outcome: 'succeeded', exitCode: 0, stdout: 'hi\n', stderr: '', stdoutTruncated: false, stderrTruncated: false,
-      startedAt: T0 + 110, finishedAt: T0 + 120, error: null
+      startedAt: T0 + 110, finishedAt: T0 + 120, error: null, artifacts: []
     }
     expect(await store.recordResult({ jobId: id, attempt: 1, token, node: NODE, now: T0 + 130, result })).toBe('recorded')
 

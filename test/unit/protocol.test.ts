@@ -13,7 +13,12 @@ const clone = <T>(v: T): T => structuredClone(v)
 
 const capacity: NodeCapacity = { slots: 4, freeSlots: 2, cpus: 8, memoryMb: 16384, labels: { zone: 'a' }, runtime: 'process', version: '0.1.0' }
 const announced: AnnouncedJob = { jobId: JOB, attempt: 1, image: 'alpine:3', resources: { cpus: 1, memoryMb: 256 }, labels: { zone: 'a' }, timeoutSeconds: 60 }
-const fullSpec = { image: 'alpine:3', command: ['echo', 'hi'], env: { A_1: 'x' }, resources: { cpus: 0.5, memoryMb: 128 }, timeoutSeconds: 10, labels: { gpu: 'no' }, maxAttempts: 2 }
+const SHA = 'a'.repeat(64)
+const fullSpec = {
+  image: 'alpine:3', command: ['echo', 'hi'], env: { A_1: 'x' }, resources: { cpus: 0.5, memoryMb: 128 }, timeoutSeconds: 10, labels: { gpu: 'no' }, maxAttempts: 2,
+  inputs: [{ path: 'bin/run.sh', object: `sha256:${SHA}` }, { path: 'data/in.csv', url: 'https://example.org/in.csv', sha256: SHA }],
+  outputs: [{ path: 'out/**/*.csv' }]
+}
 
 type BytesDecoder = (bytes: Uint8Array) => unknown
 interface Case { name: string, decode: BytesDecoder, limit: number, valid: Array<Record<string, unknown>> }
@@ -35,8 +40,11 @@ const cases: Case[] = [
       { type: 'started', rid: 2, jobId: JOB, attempt: 1, token: TOKEN, startedAt: 10 },
       {
         type: 'result', rid: 3, jobId: JOB, attempt: 1, token: TOKEN, outcome: 'failed', exitCode: 2, stdout: 'out', stderr: 'err',
-        stdoutTruncated: false, stderrTruncated: true, startedAt: 10, finishedAt: 20, error: { code: 'exit', message: 'exited 2', retryable: false }
+        stdoutTruncated: false, stderrTruncated: true, startedAt: 10, finishedAt: 20, error: { code: 'exit', message: 'exited 2', retryable: false },
+        artifacts: [{ path: 'out/a.csv', size: 3, sha256: SHA, contentType: 'text/csv' }]
       },
+      { type: 'outputs', rid: 6, jobId: JOB, attempt: 1, token: TOKEN, files: [{ path: 'out/a.csv', size: 3, sha256: SHA, contentType: 'text/csv' }] },
+      { type: 'log', rid: 7, jobId: JOB, attempt: 1, token: TOKEN, lines: [{ stream: 'stdout', at: 5, text: 'hello' }, { stream: 'stderr', at: 6, text: '' }] },
       { type: 'pull', rid: 4, max: 8 },
       { type: 'renew', rid: 5, capacity, running: [] }
     ]
@@ -45,7 +53,8 @@ const cases: Case[] = [
     name: 'decodeCoordinatorFrame', decode: decodeCoordinatorFrame, limit: LIMITS.sessionFrameBytes,
     valid: [
       { type: 'welcome', rid: 0, open: [announced], revoked: [{ jobId: JOB, attempt: 1 }] },
-      { type: 'award', rid: 1, jobId: JOB, attempt: 1, token: TOKEN, spec: fullSpec },
+      { type: 'award', rid: 1, jobId: JOB, attempt: 1, token: TOKEN, spec: fullSpec, inputs: [{ path: 'a', url: 'http://127.0.0.1:1/objects/inputs/x?sig=y', sha256: SHA, size: 3 }], maxFileBytes: 10, maxJobBytes: 20 },
+      { type: 'uploads', rid: 7, files: [{ path: 'out/a.csv', url: 'http://127.0.0.1:1/objects/outputs/x' }] },
       { type: 'refuse', rid: 2, jobId: JOB, attempt: 1, reason: 'taken' },
       { type: 'ack', rid: 3 },
       { type: 'stale', rid: 4, jobId: JOB, attempt: 1, reason: 'token mismatch' },
@@ -183,7 +192,7 @@ describe('schema errors name the offending field', () => {
 describe('decodeJobSpec', () => {
   it('applies defaults', () => {
     expect(decodeJobSpec({ command: ['true'] })).toEqual({
-      command: ['true'], env: {}, resources: { cpus: 1, memoryMb: 256 }, timeoutSeconds: 3600, labels: {}, maxAttempts: 3
+      command: ['true'], env: {}, resources: { cpus: 1, memoryMb: 256 }, timeoutSeconds: 3600, labels: {}, maxAttempts: 3, inputs: [], outputs: []
     })
     expect(decodeJobSpec({ command: ['true'], resources: { cpus: 2 } }).resources).toEqual({ cpus: 2, memoryMb: 256 })
   })
@@ -191,6 +200,31 @@ describe('decodeJobSpec', () => {
   it('keeps given values', () => {
     expect(decodeJobSpec(clone(fullSpec))).toEqual(fullSpec)
     expect(jobSpecSchema.parse(decodeJobSpec(clone(fullSpec)))).toEqual(fullSpec)
+  })
+
+  it('refuses input and output paths that could leave the work dir, naming the field', () => {
+    const bad: Array<[unknown, RegExp]> = [
+      [{ inputs: [{ path: '../x', url: 'https://h/x' }] }, /inputs\[0\]\.path: path must stay inside/],
+      [{ inputs: [{ path: 'a/../../x', url: 'https://h/x' }] }, /inputs\[0\]\.path/],
+      [{ inputs: [{ path: '/etc/passwd', url: 'https://h/x' }] }, /must be relative/],
+      [{ inputs: [{ path: 'a\\b', url: 'https://h/x' }] }, /separator/],
+      [{ inputs: [{ path: 'a//b', url: 'https://h/x' }] }, /inputs\[0\]\.path/],
+      [{ inputs: [{ path: './a', url: 'https://h/x' }] }, /inputs\[0\]\.path/],
+      [{ inputs: [{ path: 'a\u0000b', url: 'https://h/x' }] }, /NUL/],
+      [{ inputs: [{ path: 'a', url: 'file:///etc/passwd' }] }, /http or https/],
+      [{ inputs: [{ path: 'a' }] }, /exactly one of url and object/],
+      [{ inputs: [{ path: 'a', url: 'https://h/x', object: `sha256:${SHA}` }] }, /exactly one of url and object/],
+      [{ inputs: [{ path: 'a', object: `sha256:${SHA}`, sha256: 'b'.repeat(64) }] }, /contradicts/],
+      [{ inputs: [{ path: 'a', object: 'sha1:abc' }] }, /object id/],
+      [{ inputs: [{ path: 'a', url: 'https://h/1' }, { path: 'a', url: 'https://h/2' }] }, /same path/],
+      [{ outputs: [{ path: '../*' }] }, /outputs\[0\]\.path/],
+      [{ outputs: [{ path: '/tmp/*' }] }, /must be relative/]
+    ]
+    for (const [extra, message] of bad) {
+      const err = decodeError(() => decodeJobSpec({ command: ['true'], ...(extra as object) }))
+      expect(err.message, JSON.stringify(extra)).toMatch(message)
+    }
+    expect(decodeJobSpec({ command: ['true'], inputs: [{ path: 'deep/er/file..txt', url: 'http://h/x' }], outputs: [{ path: 'out/**/*.csv' }] }).inputs).toHaveLength(1)
   })
 
   it('checks the UTF-8 size of text, not its length (decodeText)', () => {

@@ -29,7 +29,8 @@ import { SQLITE_MIGRATIONS } from '../../coordinator/store/migrations/sqlite.js'
 import { PostgresStore } from '../../coordinator/store/postgres.js'
 import { SqliteStore } from '../../coordinator/store/sqlite.js'
 import {
-  MAX_RENEW_BATCH, StoreUnavailableError, type AttemptRecord, type RenewedAttempt, type RescheduleInput, type ResultRecord, type Store
+  MAX_LOG_BATCH, MAX_RENEW_BATCH, StoreUnavailableError, type AppendLogsInput, type AttemptRecord, type LogLine, type RenewedAttempt,
+  type RescheduleInput, type ResultRecord, type Store
 } from '../../coordinator/store/types.js'
 import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js'
 
@@ -78,10 +79,12 @@ interface Backend {
   /**
    * A store (not migrated by this call) on a fresh database at schema version 4
    * (migrations 1 to 4 replayed and recorded as migrate() records them), plus a
-   * reader of the attempts table's shape. Migration 6 is replayed and recorded
-   * too: it only adds results.artifacts, which today's store writes with every
-   * result, and it does not touch attempts. The store's methods then work on
-   * that schema, so data is written through them. Absent for an in-memory database.
+   * reader of the attempts table's shape. Migrations 6 and 7 are replayed and
+   * recorded too: they only add results.artifacts, which today's store writes
+   * with every result, and jobs.log_lines with the job_logs table, which the
+   * SQLite store prepares its statements against; neither touches attempts.
+   * The store's methods then work on that schema, so data is written through
+   * them. Absent for an in-memory database.
    */
   openAtVersion4?: () => Promise<{ store: Store, attemptsSchema: () => Promise<AttemptsSchema> }>
 }
@@ -148,7 +151,7 @@ async function sqliteAtVersion4 (): Promise<{ store: Store, attemptsSchema: () =
   try {
     db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
       id INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT`)
-    for (const m of SQLITE_MIGRATIONS.filter(m => m.id <= 4 || m.id === 6)) {
+    for (const m of SQLITE_MIGRATIONS.filter(m => m.id <= 4 || m.id === 6 || m.id === 7)) {
       db.exec(m.sql)
       db.prepare('INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)').run(m.id, m.name, T0)
     }
@@ -213,7 +216,7 @@ async function postgresAtVersion4 (): Promise<{ store: Store, attemptsSchema: ()
   await sql.begin(async (tx) => {
     await tx`CREATE TABLE IF NOT EXISTS schema_migrations (
       id INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`
-    for (const m of POSTGRES_MIGRATIONS.filter(m => m.id <= 4 || m.id === 6)) {
+    for (const m of POSTGRES_MIGRATIONS.filter(m => m.id <= 4 || m.id === 6 || m.id === 7)) {
       await tx.unsafe(m.sql)
       await tx`INSERT INTO schema_migrations (id, name, applied_at) VALUES (${m.id}, ${m.name}, ${T0})`
     }
@@ -340,6 +343,18 @@ const renewalOf = (a: AttemptRecord): RenewedAttempt => ({ jobId: a.jobId, attem
 /** The stored lease expiry of each attempt of `jobId`, by attempt number. */
 async function leasesOf (store: Store, jobId: string): Promise<number[]> {
   return (await store.getJob(jobId))?.attempts.map(a => a.leaseExpiresAt) ?? []
+}
+
+type NewLogLine = Pick<LogLine, 'stream' | 'at' | 'text'>
+
+/** An appendLogs call from the holder of `held`. */
+function logsFrom (held: AttemptRecord, lines: NewLogLine[], maxLines = 50_000, now = T0 + 500): AppendLogsInput {
+  return { jobId: held.jobId, attempt: held.number, token: held.token, node: held.node, now, lines, maxLines }
+}
+
+/** `count` stdout lines `<tag> 1`, `<tag> 2`, … */
+function linesOf (tag: string, count: number, at = T0 + 100): NewLogLine[] {
+  return Array.from({ length: count }, (_, i) => ({ stream: 'stdout' as const, at: at + i, text: `${tag} ${i + 1}` }))
 }
 
 /** The rejection of a promise that must reject. */
@@ -1118,6 +1133,212 @@ describe.each(backends)('Store contract: $name', (backend) => {
     expect(await store.expiredAttempts({ now: T0 + 2003, limit: 10 })).not.toContainEqual(expect.objectContaining({ jobId: b, number: 1 }))
   })
 
+  it('appends the holder\'s log lines, numbered per job across batches, and lists them after a line', async () => {
+    const store = await backend.open()
+    const id = await newJob(store, T0)
+    const other = await newJob(store, T0 + 1)
+    const held = await awardTo(store, id, nodeId(1), T0 + 2)
+    const otherHeld = await awardTo(store, other, nodeId(2), T0 + 3)
+    expect(await store.listLogs({ jobId: id, after: 0, limit: 100 })).toEqual([])
+
+    // While claimed, then while running.
+    const first: NewLogLine[] = [
+      { stream: 'stdout', at: T0 + 10, text: 'hello' },
+      { stream: 'stderr', at: T0 + 11, text: 'warning: x' },
+      { stream: 'stdout', at: T0 + 11, text: '' }
+    ]
+    expect(await store.appendLogs(logsFrom(held, first))).toEqual({ stored: 3, dropped: 0 })
+    await store.markStarted({ jobId: id, attempt: 1, token: held.token, node: nodeId(1), startedAt: T0 + 12, now: T0 + 12 })
+    const second: NewLogLine[] = [
+      { stream: 'stdout', at: T0 + 20, text: 'quotes " \' backslash \\ braces {a,b} NULL ✓ \t tab' },
+      { stream: 'stderr', at: T0 + 21, text: 'bye' }
+    ]
+    expect(await store.appendLogs(logsFrom(held, second))).toEqual({ stored: 2, dropped: 0 })
+    // Another job's lines are numbered on their own.
+    expect(await store.appendLogs(logsFrom(otherHeld, linesOf('other', 2)))).toEqual({ stored: 2, dropped: 0 })
+
+    const all = await store.listLogs({ jobId: id, after: 0, limit: 100 })
+    expect(all).toEqual([...first, ...second].map((l, i) => ({ line: i + 1, attempt: 1, ...l })))
+    expect(await store.listLogs({ jobId: other, after: 0, limit: 100 }))
+      .toEqual(linesOf('other', 2).map((l, i) => ({ line: i + 1, attempt: 1, ...l })))
+    expect(await store.listLogs({ jobId: id, after: 2, limit: 2 })).toEqual(all.slice(2, 4))
+    expect(await store.listLogs({ jobId: id, after: 4, limit: 100 })).toEqual(all.slice(4))
+    expect(await store.listLogs({ jobId: id, after: 5, limit: 100 })).toEqual([])
+    expect(await store.listLogs({ jobId: id, after: -3, limit: 100 })).toEqual(all)
+    expect(await store.listLogs({ jobId: id, after: 1.5, limit: 100 })).toEqual(all.slice(1))
+    // The limit is clamped to at least 1.
+    expect(await store.listLogs({ jobId: id, after: 0, limit: 0 })).toEqual(all.slice(0, 1))
+    expect(await store.listLogs({ jobId: uuidv7(T0), after: 0, limit: 100 })).toEqual([])
+
+    // An empty batch is a no-op, even from a stale holder (it is not checked).
+    expect(await store.appendLogs(logsFrom(held, []))).toEqual({ stored: 0, dropped: 0 })
+    expect(await store.appendLogs({ ...logsFrom(held, []), token: newFencingToken() })).toEqual({ stored: 0, dropped: 0 })
+    expect(await store.listLogs({ jobId: id, after: 0, limit: 100 })).toEqual(all)
+
+    // Lines are not state changes: no events, and the job row's state and updatedAt stay.
+    expect((await store.listEvents(id)).map(e => e.type)).toEqual(['submitted', 'awarded', 'started'])
+    expect(await store.getJob(id)).toMatchObject({ state: 'running', attempt: 1, updatedAt: T0 + 12 })
+  })
+
+  it('refuses log lines from a wrong token or node, a finished job or a replaced attempt, with a stale report', async () => {
+    const store = await backend.open()
+    const refused = async (input: AppendLogsInput): Promise<string> => {
+      const err = await rejectionOf(store.appendLogs(input))
+      expect(err).toBeInstanceOf(StaleAttemptError)
+      expect(err).toMatchObject({ jobId: input.jobId, attempt: input.attempt })
+      return (err as StaleAttemptError).reason
+    }
+    const lines = linesOf('x', 2)
+    const staleReports = async (jobId: string): Promise<unknown[]> =>
+      (await store.listEvents(jobId)).filter(e => e.type === 'stale-report').map(e => ({ actor: e.actor, attempt: e.attempt, at: e.at, detail: e.detail }))
+
+    const unawarded = await newJob(store, T0)
+    const nobody = { jobId: unawarded, attempt: 1, token: newFencingToken(), node: nodeId(1), now: T0 + 1, lines, maxLines: 100 }
+    expect(await refused(nobody)).toBe('attempt 1 was never awarded')
+
+    const id = await newJob(store, T0 + 2)
+    const held = await awardTo(store, id, nodeId(1), T0 + 3)
+    expect(await refused({ ...logsFrom(held, lines, 100, T0 + 10), token: newFencingToken() })).toBe('fencing token does not match')
+    expect(await refused({ ...logsFrom(held, lines, 100, T0 + 11), node: nodeId(2) })).toBe('attempt 1 belongs to another node')
+    expect(await refused({ ...logsFrom(held, lines, 100, T0 + 12), attempt: 2 })).toBe('current attempt is 1')
+    expect(await staleReports(id)).toEqual([
+      { actor: nodeId(1), attempt: 1, at: T0 + 10, detail: { report: 'log', reason: 'fencing token does not match' } },
+      { actor: nodeId(2), attempt: 1, at: T0 + 11, detail: { report: 'log', reason: 'attempt 1 belongs to another node' } },
+      { actor: nodeId(1), attempt: 2, at: T0 + 12, detail: { report: 'log', reason: 'current attempt is 1' } }
+    ])
+    expect(JSON.stringify(await store.listEvents(id))).not.toContain(held.token)
+    expect(await store.listLogs({ jobId: id, after: 0, limit: 100 })).toEqual([])
+
+    // A finished job takes no more lines, from its own holder either.
+    expect(await store.appendLogs(logsFrom(held, lines))).toEqual({ stored: 2, dropped: 0 })
+    await store.recordResult({ jobId: id, attempt: 1, token: held.token, node: nodeId(1), now: T0 + 20, result: resultOf() })
+    expect(await refused(logsFrom(held, linesOf('late', 1), 100, T0 + 21))).toBe('job is succeeded')
+    expect((await store.listLogs({ jobId: id, after: 0, limit: 100 })).map(l => l.text)).toEqual(['x 1', 'x 2'])
+    expect((await staleReports(id)).at(-1)).toEqual({ actor: nodeId(1), attempt: 1, at: T0 + 21, detail: { report: 'log', reason: 'job is succeeded' } })
+
+    // A replaced attempt: neither its own number nor the new one works with the old token.
+    const moved = await newJob(store, T0 + 30)
+    const before = await awardTo(store, moved, nodeId(1), T0 + 31)
+    await store.rescheduleAttempt(lostInput(moved, 1, before.token, T0 + 32, 0))
+    expect(await refused(logsFrom(before, lines, 100, T0 + 33))).toBe('current attempt is 2')
+    await awardTo(store, moved, nodeId(2), T0 + 34, 2)
+    expect(await refused(logsFrom(before, lines, 100, T0 + 35))).toBe('current attempt is 2')
+    expect(await refused({ ...logsFrom(before, lines, 100, T0 + 36), attempt: 2 })).toBe('fencing token does not match')
+    expect((await staleReports(moved)).map(r => (r as { detail: { report: string } }).detail.report)).toEqual(['log', 'log', 'log'])
+    expect(await store.listLogs({ jobId: moved, after: 0, limit: 100 })).toEqual([])
+
+    // A cancelled job, and an unknown one (no event: events hang off a job row).
+    const cancelled = await newJob(store, T0 + 40)
+    const gone = await awardTo(store, cancelled, nodeId(1), T0 + 41)
+    await store.cancel({ jobId: cancelled, now: T0 + 42, actor: 'http', reason: 'x' })
+    expect(await refused(logsFrom(gone, lines, 100, T0 + 43))).toBe('job is cancelled')
+    const unknown = uuidv7(T0 + 50)
+    expect(await refused({ ...logsFrom(held, lines), jobId: unknown })).toBe('job not found')
+    expect(await store.listEvents(unknown)).toEqual([])
+    expect(await store.listLogs({ jobId: unknown, after: 0, limit: 100 })).toEqual([])
+    expect((await store.getJob(id))?.state).toBe('succeeded')
+  })
+
+  it('keeps at most maxLines lines per job, numbering on across attempts', async () => {
+    const store = await backend.open()
+    const id = await newJob(store, T0)
+    const a1 = await awardTo(store, id, nodeId(1), T0 + 1)
+    expect(await store.appendLogs(logsFrom(a1, linesOf('a', 3), 5))).toEqual({ stored: 3, dropped: 0 })
+    expect(await store.appendLogs(logsFrom(a1, linesOf('b', 4), 5))).toEqual({ stored: 2, dropped: 2 })
+    expect(await store.appendLogs(logsFrom(a1, linesOf('c', 1), 5))).toEqual({ stored: 0, dropped: 1 })
+    expect(await store.appendLogs(logsFrom(a1, linesOf('d', 3), 5))).toEqual({ stored: 0, dropped: 3 })
+    const firstFive = await store.listLogs({ jobId: id, after: 0, limit: 100 })
+    expect(firstFive.map(l => [l.line, l.attempt, l.text])).toEqual([
+      [1, 1, 'a 1'], [2, 1, 'a 2'], [3, 1, 'a 3'], [4, 1, 'b 1'], [5, 1, 'b 2']
+    ])
+
+    // The next attempt's lines come after those of the first; the cap counts the job's lines, not the attempt's.
+    await store.rescheduleAttempt(lostInput(id, 1, a1.token, T0 + 10, 0))
+    const a2 = await awardTo(store, id, nodeId(2), T0 + 11, 2)
+    expect(await store.appendLogs(logsFrom(a2, linesOf('e', 1), 5))).toEqual({ stored: 0, dropped: 1 })
+    expect(await store.appendLogs(logsFrom(a2, linesOf('f', 3), 7))).toEqual({ stored: 2, dropped: 1 })
+    expect(await store.appendLogs(logsFrom(a2, linesOf('g', 1), 7))).toEqual({ stored: 0, dropped: 1 })
+    // A cap below what is already stored stores nothing (and removes nothing); maxLines 0 too.
+    expect(await store.appendLogs(logsFrom(a2, linesOf('h', 2), 3))).toEqual({ stored: 0, dropped: 2 })
+    expect(await store.appendLogs(logsFrom(a2, linesOf('i', 2), 0))).toEqual({ stored: 0, dropped: 2 })
+    expect(await store.appendLogs(logsFrom(a2, linesOf('j', 2), 8))).toEqual({ stored: 1, dropped: 1 })
+    const all = await store.listLogs({ jobId: id, after: 0, limit: 100 })
+    expect(all.slice(0, 5)).toEqual(firstFive)
+    expect(all.slice(5).map(l => [l.line, l.attempt, l.text])).toEqual([[6, 2, 'f 1'], [7, 2, 'f 2'], [8, 2, 'j 1']])
+  })
+
+  it('refuses more than MAX_LOG_BATCH lines per call and lists at most 5000 lines', async () => {
+    const store = await backend.open()
+    const id = await newJob(store, T0)
+    const held = await awardTo(store, id, nodeId(1), T0 + 1)
+    const tooMany = linesOf('x', MAX_LOG_BATCH + 1)
+    await expect(store.appendLogs(logsFrom(held, tooMany))).rejects.toBeInstanceOf(RangeError)
+    // Before any database work: an unknown job is not even looked up, and no stale report is written.
+    await expect(store.appendLogs({ ...logsFrom(held, tooMany), token: newFencingToken() })).rejects.toBeInstanceOf(RangeError)
+    await expect(store.appendLogs({ ...logsFrom(held, tooMany), jobId: uuidv7(T0) })).rejects.toBeInstanceOf(RangeError)
+    // Malformed lines and caps are refused alike on both backends.
+    await expect(store.appendLogs(logsFrom(held, linesOf('x', 1), -1))).rejects.toBeInstanceOf(RangeError)
+    await expect(store.appendLogs(logsFrom(held, linesOf('x', 1), 1.5))).rejects.toBeInstanceOf(RangeError)
+    await expect(store.appendLogs(logsFrom(held, [{ stream: 'stdout', at: T0 + 0.5, text: 'x' }]))).rejects.toBeInstanceOf(RangeError)
+    await expect(store.appendLogs(logsFrom(held, [{ stream: 'stdin' as 'stdout', at: T0, text: 'x' }]))).rejects.toBeInstanceOf(RangeError)
+    expect(await store.listLogs({ jobId: id, after: 0, limit: 100 })).toEqual([])
+    expect((await store.listEvents(id)).map(e => e.type)).toEqual(['submitted', 'awarded'])
+
+    // Exactly MAX_LOG_BATCH is fine. 5,001 lines in all: a listing stops at 5,000.
+    for (let batch = 0; batch < 5; batch++) {
+      expect(await store.appendLogs(logsFrom(held, linesOf(`b${batch}`, MAX_LOG_BATCH)))).toEqual({ stored: MAX_LOG_BATCH, dropped: 0 })
+    }
+    expect(await store.appendLogs(logsFrom(held, linesOf('last', 1)))).toEqual({ stored: 1, dropped: 0 })
+    const listed = await store.listLogs({ jobId: id, after: 0, limit: 1_000_000 })
+    expect(listed).toHaveLength(5000)
+    expect(listed.map(l => l.line)).toEqual(Array.from({ length: 5000 }, (_, i) => i + 1))
+    expect(listed[1000]).toMatchObject({ line: 1001, text: 'b1 1' })
+    expect(await store.listLogs({ jobId: id, after: 5000, limit: 5000 })).toMatchObject([{ line: 5001, text: 'last 1' }])
+  })
+
+  it('numbers the lines of 10 concurrent batches 1..100 without gaps or duplicates', async () => {
+    const store = await backend.open()
+    const id = await newJob(store, T0)
+    const held = await awardTo(store, id, nodeId(1), T0 + 1)
+    const answers = await Promise.all(Array.from({ length: 10 }, async (_, b) =>
+      await store.appendLogs(logsFrom(held, linesOf(`batch${b}`, 10, T0 + 100 * b)))))
+    expect(answers).toEqual(Array.from({ length: 10 }, () => ({ stored: 10, dropped: 0 })))
+    const listed = await store.listLogs({ jobId: id, after: 0, limit: 1000 })
+    expect(listed.map(l => l.line)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1))
+    // Each batch got a contiguous run of numbers, its lines in their input order.
+    for (let b = 0; b < 10; b++) {
+      const mine = listed.filter(l => l.text.startsWith(`batch${b} `))
+      expect(mine.map(l => l.text)).toEqual(linesOf(`batch${b}`, 10).map(l => l.text))
+      expect(mine.map(l => l.line - (mine[0]?.line ?? 0))).toEqual(Array.from({ length: 10 }, (_, i) => i))
+    }
+  })
+
+  it('stores U+0000 in a log line as SQLite does in output and PostgreSQL replaces it with U+FFFD', async () => {
+    const store = await backend.open()
+    const id = await newJob(store, T0)
+    const held = await awardTo(store, id, nodeId(1), T0 + 1)
+    const lines: NewLogLine[] = [{ stream: 'stdout', at: T0 + 2, text: 'a\u0000b' }, { stream: 'stderr', at: T0 + 3, text: '\u0000' }]
+    expect(await store.appendLogs(logsFrom(held, lines))).toEqual({ stored: 2, dropped: 0 })
+    // The same as results.stdout on each backend (see "stores U+0000 in output as U+FFFD" below).
+    const nul = backend.name === 'postgres' ? '\uFFFD' : '\u0000'
+    expect((await store.listLogs({ jobId: id, after: 0, limit: 10 })).map(l => l.text)).toEqual([`a${nul}b`, nul])
+    const result = { ...resultOf(), stdout: 'a\u0000b' }
+    await store.recordResult({ jobId: id, attempt: 1, token: held.token, node: nodeId(1), now: T0 + 4, result })
+    expect((await store.getJob(id))?.result?.stdout).toBe(`a${nul}b`)
+  })
+
+  it.runIf(backend.openAtVersion2 !== undefined)('migration 7 numbers the log lines of jobs created before it from 1', async () => {
+    if (backend.openAtVersion2 === undefined) throw new Error('unreachable: guarded by runIf')
+    const old = uuidv7(T0 + 1)
+    const { store } = await backend.openAtVersion2([{ id: old, spec, now: T0 + 1 }])
+    expect(await store.pendingMigrations()).toContain(7)
+    await store.migrate()
+    expect(await store.pendingMigrations()).toEqual([])
+    const held = await awardTo(store, old, nodeId(1), T0 + 2)
+    expect(await store.appendLogs(logsFrom(held, linesOf('x', 3), 2))).toEqual({ stored: 2, dropped: 1 })
+    expect((await store.listLogs({ jobId: old, after: 0, limit: 10 })).map(l => [l.line, l.text])).toEqual([[1, 'x 1'], [2, 'x 2']])
+  })
+
   it.runIf(backend.openAtVersion2 !== undefined)('migration 3 takes max_attempts of existing jobs from their spec', async () => {
     if (backend.openAtVersion2 === undefined) throw new Error('unreachable: guarded by runIf')
     const two = uuidv7(T0 + 1)
@@ -1505,6 +1726,23 @@ describe('PostgresStore under concurrency', () => {
       expect(Date.now() - started).toBeLessThan(3000)
     })
     expect((await store.getJob(id))?.state).toBe('announced')
+  })
+
+  it('numbers racing log batches from 10 separate stores without gaps or duplicates, up to the cap', async () => {
+    const url = await freshPostgresUrl()
+    const setup = await openPostgres(url)
+    const id = await newJob(setup, T0)
+    const held = await awardTo(setup, id, nodeId(1), T0 + 1)
+    const stores = Array.from({ length: 10 }, () => postgresStore(url, { maxConnections: 1 }))
+    // 10 batches of 10 against a cap of 55: exactly 55 stored, whatever the order.
+    const answers = await Promise.all(stores.map(async (s, b) => await s.appendLogs(logsFrom(held, linesOf(`batch${b}`, 10), 55))))
+    expect(answers.reduce((n, a) => n + a.stored, 0)).toBe(55)
+    expect(answers.reduce((n, a) => n + a.dropped, 0)).toBe(45)
+    expect(answers.filter(a => a.stored === 5)).toHaveLength(1)
+    const listed = await setup.listLogs({ jobId: id, after: 0, limit: 1000 })
+    expect(listed.map(l => l.line)).toEqual(Array.from({ length: 55 }, (_, i) => i + 1))
+    const [row] = await raw(url)<Array<{ n: number }>>`SELECT log_lines::int AS n FROM jobs WHERE id = ${id}`
+    expect(row?.n).toBe(55)
   })
 
   it('stores U+0000 in output as U+FFFD and refuses it in a spec', async () => {

@@ -154,5 +154,29 @@ ALTER TABLE attempts
 -- token was current can record any. A constant default: no table rewrite.
 ALTER TABLE results ADD COLUMN artifacts JSONB NOT NULL DEFAULT '[]'::jsonb;
 `
+  },
+  {
+    id: 7,
+    name: 'live job logs',
+    sql: `
+-- How many log lines the job has stored so far, across its attempts: appendLogs numbers its
+-- new lines after it and checks the per-job cap against it in the same statement that locks
+-- the job row for its compare-and-set, so concurrent appends get disjoint line numbers and no
+-- count over job_logs is needed. A constant default (0 for existing jobs): no table rewrite.
+ALTER TABLE jobs ADD COLUMN log_lines BIGINT NOT NULL DEFAULT 0;
+-- The live output lines themselves, numbered 1, 2, ... per job in arrival order (across
+-- attempts). The primary key is also listLogs' index (job_id = $1 AND line > $2 ORDER BY line),
+-- and makes a duplicate line number impossible even if the count above were ever wrong.
+-- text cannot hold U+0000: the store replaces it with U+FFFD, as in results.stdout.
+CREATE TABLE job_logs (
+  job_id  TEXT    COLLATE "C" NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  line    INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  stream  TEXT    NOT NULL CHECK (stream IN ('stdout', 'stderr')),
+  at      BIGINT  NOT NULL,
+  text    TEXT    NOT NULL,
+  PRIMARY KEY (job_id, line)
+);
+`
   }
 ]

@@ -160,5 +160,27 @@ CREATE INDEX attempts_live_lease ON attempts (lease_expires_at, job_id, number)
 -- token was current can record any.
 ALTER TABLE results ADD COLUMN artifacts TEXT NOT NULL DEFAULT '[]';
 `
+  },
+  {
+    id: 7,
+    name: 'live job logs',
+    sql: `
+-- How many log lines the job has stored so far, across its attempts: appendLogs numbers its
+-- new lines after it and checks the per-job cap against it, in the same transaction as its
+-- compare-and-set on the job row, so no count over job_logs is needed. 0 for existing jobs.
+ALTER TABLE jobs ADD COLUMN log_lines INTEGER NOT NULL DEFAULT 0;
+-- The live output lines themselves, numbered 1, 2, ... per job in arrival order (across
+-- attempts). The primary key is also listLogs' index (job_id = ? AND line > ? ORDER BY line),
+-- and makes a duplicate line number impossible even if the count above were ever wrong.
+CREATE TABLE job_logs (
+  job_id  TEXT    NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  line    INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  stream  TEXT    NOT NULL CHECK (stream IN ('stdout', 'stderr')),
+  at      INTEGER NOT NULL,
+  text    TEXT    NOT NULL,
+  PRIMARY KEY (job_id, line)
+) STRICT;
+`
   }
 ]

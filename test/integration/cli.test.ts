@@ -1,0 +1,114 @@
+/**
+ * The `rgrid` submitter CLI as a user runs it: the real binary against a
+ * real mesh. `rgrid run` uploads the script and file arguments, streams the
+ * output, downloads what the job wrote under out/, and exits with the job's
+ * exit code; read commands print text or --json; errors are one line with a
+ * non-zero exit code.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { LocalMesh } from '../../dist/cli/local-mesh.js'
+
+const RGRID = join(import.meta.dirname, '..', '..', 'dist', 'cli', 'rgrid.js')
+
+let mesh: LocalMesh
+let dataDir: string
+let work: string
+
+beforeAll(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'rgrid-cli-'))
+  work = join(dataDir, 'laptop')
+  mkdirSync(work)
+  mesh = new LocalMesh({ dataDir, nodes: 2, slots: 2, runtime: 'process' })
+  await mesh.start()
+  await mesh.waitForNodes(2)
+}, 120_000)
+
+afterAll(async () => {
+  await mesh?.stop()
+  rmSync(dataDir, { recursive: true, force: true })
+})
+
+interface Ran { code: number | null, stdout: string, stderr: string }
+
+async function rgrid (args: string[], env: Record<string, string> = {}): Promise<Ran> {
+  return await new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [RGRID, ...args], { cwd: work, env: { ...process.env, RGRID_COORDINATOR: mesh.httpUrl, RGRID_CONFIG: join(dataDir, 'none.json'), ...env } })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
+    child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`rgrid ${args.join(' ')} did not exit; stderr: ${stderr}`)) }, 60_000)
+    child.on('exit', code => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
+  })
+}
+
+describe('rgrid CLI', () => {
+  it('run: uploads the script and a data file, streams output, downloads out/, exits 0', async () => {
+    writeFileSync(join(work, 'analyze.sh'), 'echo "rows: $(wc -l < "$1")"\nmkdir -p out\nsort -r "$1" > out/sorted.csv\necho "arg2=$2"\n')
+    writeFileSync(join(work, 'data.csv'), 'b\na\nc\n')
+    const r = await rgrid(['run', '--output-dir', 'results', 'analyze.sh', 'data.csv', 'plain-arg'])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toBe('rows: 3\narg2=plain-arg\n')
+    expect(r.stderr).toMatch(/job [0-9a-f-]{36} submitted/)
+    expect(readFileSync(join(work, 'results', 'out', 'sorted.csv'), 'utf8')).toBe('c\nb\na\n')
+  })
+
+  it('run: exits with the job\'s exit code and says why on stderr', async () => {
+    writeFileSync(join(work, 'fail.sh'), 'echo partial; echo oops >&2; exit 7\n')
+    const r = await rgrid(['run', '--attempts', '1', 'fail.sh'])
+    expect(r.code).toBe(7)
+    expect(r.stdout).toBe('partial\n')
+    expect(r.stderr).toContain('oops')
+    expect(r.stderr).toMatch(/failed: "sh" exited with code 7/)
+  })
+
+  it('read commands: status, list, logs, nodes, cancel, with --json', async () => {
+    writeFileSync(join(work, 'slow.sh'), 'echo started; sleep 30\n')
+    const d = await rgrid(['run', '--detach', 'slow.sh'])
+    expect(d.code, d.stderr).toBe(0)
+    const id = d.stdout.trim()
+    expect(id).toMatch(/^[0-9a-f-]{36}$/)
+    const status = await rgrid(['status', '--json', id])
+    expect(JSON.parse(status.stdout)).toMatchObject({ id })
+    // logs -f prints the line while the job still runs; then cancel ends it and the follow.
+    const follow = spawn(process.execPath, [RGRID, 'logs', '-f', id], { env: { ...process.env, RGRID_COORDINATOR: mesh.httpUrl } })
+    let followed = ''
+    follow.stdout.on('data', (c: Buffer) => { followed += c.toString() })
+    const deadline = Date.now() + 30_000
+    while (!followed.includes('started') && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+    expect(followed).toBe('started\n')
+    const ended = new Promise<number | null>(resolve => follow.on('exit', resolve))
+    const cancel = await rgrid(['cancel', id])
+    expect(cancel.code).toBe(0)
+    expect(await ended).toBe(0)
+    const list = await rgrid(['list', '--state', 'cancelled'])
+    expect(list.stdout).toContain(id)
+    const logs = await rgrid(['logs', id])
+    expect(logs.stdout).toBe('started\n')
+    const nodes = JSON.parse((await rgrid(['nodes', '--json'])).stdout) as Array<{ peerId: string }>
+    expect(nodes.map(n => n.peerId).sort()).toEqual([...mesh.nodePeerIds].sort())
+  })
+
+  it('errors: one line and a distinct exit code', async () => {
+    const unreachable = await rgrid(['status', '01900000-0000-7000-8000-000000000000'], { RGRID_COORDINATOR: 'http://127.0.0.1:9' })
+    expect(unreachable.code).toBe(3)
+    expect(unreachable.stderr.trim().split('\n')).toHaveLength(1)
+    expect(unreachable.stderr).toContain('cannot reach the coordinator at http://127.0.0.1:9')
+    const missing = await rgrid(['status', '01900000-0000-7000-8000-000000000000'])
+    expect(missing.code).toBe(4)
+    expect(missing.stderr).toContain('not found')
+    const usage = await rgrid(['run', '--memory', 'lots', 'x.sh'])
+    expect(usage.code).toBe(2)
+    expect(usage.stderr).toContain('--memory')
+    const noFile = await rgrid(['run', 'does-not-exist.py'])
+    expect(noFile.code).toBe(2)
+    expect(noFile.stderr).toContain('does-not-exist.py: no such file')
+    const invalid = await rgrid(['run', '--timeout', '30d', 'fail.sh'])
+    expect(invalid.code).toBe(3)
+    expect(invalid.stderr).toContain('timeoutSeconds')
+  })
+})
