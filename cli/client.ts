@@ -71,6 +71,10 @@ export class Client {
 
   async cancel (id: string): Promise<JobSummary> { return await this.call('POST', `/v1/jobs/${encodeURIComponent(id)}/cancel`) }
   async events (id: string): Promise<JobEvent[]> { return (await this.call<{ events: JobEvent[] }>('GET', `/v1/jobs/${encodeURIComponent(id)}/events`)).events }
+  async explain (id: string): Promise<{ id: string, state: string, summary: string, next: string, nodes: Array<{ peerId: string, verdict: string, reason: string }>, recent: JobEvent[] }> {
+    return await this.call('GET', `/v1/jobs/${encodeURIComponent(id)}/explain`)
+  }
+
   async nodes (): Promise<unknown[]> { return (await this.call<{ nodes: unknown[] }>('GET', '/v1/nodes')).nodes }
   async artifacts (id: string): Promise<ArtifactLink[]> { return (await this.call<{ artifacts: ArtifactLink[] }>('GET', `/v1/jobs/${encodeURIComponent(id)}/artifacts`)).artifacts }
   async logs (id: string, after: number): Promise<{ lines: LogLine[], next: number }> {

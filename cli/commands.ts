@@ -33,6 +33,7 @@ export const SUBMIT_HELP = `Usage: rgrid COMMAND [options]
   logs [-f] ID                    output lines (-f: follow until the job ends)
   cancel ID                       cancel a job
   download ID [--output-dir DIR]  fetch a job's outputs
+  explain ID                      why the job is where it is, node by node
   nodes                           nodes and their capacity
   dev                             a local mesh (rgrid dev --help)
 
@@ -149,6 +150,22 @@ async function dispatch (command: string, argv: string[]): Promise<number> {
         if (page.lines.length === 0) return 0
         after = page.next
       }
+    }
+    case 'explain': {
+      const { values, positionals } = parse(argv, {})
+      const id = one(positionals, 'a job id')
+      const e = await clientFor(values.coordinator as string | undefined).explain(id)
+      if (values.json === true) { out(JSON.stringify(e, null, 2) + '\n'); return 0 }
+      out(`${e.id}  ${e.state}\n\n${e.summary}\nNext: ${e.next}\n`)
+      if (e.nodes.length > 0 && !['succeeded', 'failed', 'cancelled'].includes(e.state)) {
+        out('\nNodes:\n')
+        for (const n of e.nodes) out(`  …${n.peerId.slice(-12)}  ${n.verdict.padEnd(12)}  ${n.reason}\n`)
+      }
+      if (e.recent.length > 0) {
+        out('\nRecent events:\n')
+        for (const ev of e.recent) out(`  ${new Date(ev.at).toISOString()}  ${ev.type.padEnd(12)} ${ev.attempt != null ? `attempt ${ev.attempt}  ` : ''}${typeof ev.detail.reason === 'string' ? ev.detail.reason : ''}\n`)
+      }
+      return 0
     }
     case 'cancel': {
       const { values, positionals } = parse(argv, {})

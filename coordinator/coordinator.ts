@@ -22,6 +22,7 @@ import { Leader } from './leader.js'
 import { Recovery } from './recovery.js'
 import { Reaper } from './reaper.js'
 import type { ArtifactLink, Transfers, UploadGrant } from './transfers.js'
+import { explain, type Explanation } from './explain.js'
 
 export interface CoordinatorOptions {
   privateKey: PrivateKey
@@ -87,6 +88,8 @@ export interface CoordinatorApi {
   listLogs: (id: string, after: number, limit: number) => Promise<LogLine[]>
   /** Resolves when lines for the job may have arrived, or after `timeoutMs`, or when `signal` aborts. */
   waitForLogs: (id: string, timeoutMs: number, signal: AbortSignal) => Promise<void>
+  /** `GET /v1/jobs/:id/explain`: why the job is where it is, in plain words. */
+  explain: (id: string) => Promise<Explanation>
   /** `POST /v1/uploads`: where to PUT a file, unless its content is stored already. */
   grantUpload: (sha256: string, size: number) => Promise<UploadGrant>
   /** `GET /v1/jobs/:id/artifacts`: the outputs of the job's recorded result, with download URLs. */
@@ -279,6 +282,14 @@ export class Coordinator implements CoordinatorApi {
     this.open.add(announced, now)
     this.announcer.enqueue(announced)
     return job
+  }
+
+  async explain (id: string): Promise<Explanation> {
+    const job = await this.options.store.getJob(id)
+    if (job == null) throw new NotFoundError('job', id)
+    const [events, members] = await Promise.all([this.options.store.listEvents(id), this.membership.list()])
+    const nodes = members.map(m => ({ ...m, sessionOpen: this.sessions.hasSession(m.peerId) }))
+    return explain(job, events, nodes, this.clock.now())
   }
 
   async listLogs (id: string, after: number, limit: number): Promise<LogLine[]> {

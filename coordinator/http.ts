@@ -173,6 +173,8 @@ export function createHttpApp (options: HttpAppOptions): Hono {
     })
   })
 
+  app.get('/v1/jobs/:id/explain', async c => c.json(await api.explain(jobId(c))))
+
   app.get('/v1/jobs/:id/artifacts', async c => {
     const id = jobId(c)
     return c.json({ artifacts: await api.artifacts(id) })

@@ -111,4 +111,30 @@ describe('rgrid CLI', () => {
     expect(invalid.code).toBe(3)
     expect(invalid.stderr).toContain('timeoutSeconds')
   })
+
+  it('explain: says in plain words why a job no node can run is waiting, node by node', async () => {
+    writeFileSync(join(work, 'big.sh'), 'echo never\n')
+    const d = await rgrid(['run', '--detach', '--memory', '1000g', 'big.sh'])
+    expect(d.code, d.stderr).toBe(0)
+    const id = d.stdout.trim()
+    const e = await rgrid(['explain', id])
+    expect(e.code, e.stderr).toBe(0)
+    expect(e.stdout).toMatch(/No node can run it: every node is unsuitable \(it needs 1024000 MiB; the largest node has \d+ MiB\)/)
+    expect(e.stdout).toContain('Next: It waits until a node that matches joins')
+    for (const peer of mesh.nodePeerIds) expect(e.stdout).toContain(`…${peer.slice(-12)}  unsuitable    needs 1024000 MiB`)
+    const json = JSON.parse((await rgrid(['explain', '--json', id])).stdout) as { nodes: Array<{ verdict: string }> }
+    expect(json.nodes.map(n => n.verdict)).toEqual(['unsuitable', 'unsuitable'])
+    await rgrid(['cancel', id])
+    // A finished job: where it ran and that nothing more happens.
+    writeFileSync(join(work, 'ok.sh'), 'echo fine\n')
+    const ok = await rgrid(['run', '--detach', 'ok.sh'])
+    const okId = ok.stdout.trim()
+    let text = ''
+    for (let i = 0; i < 100 && !text.includes('Succeeded'); i++) {
+      text = (await rgrid(['explain', okId])).stdout
+      if (!text.includes('Succeeded')) await new Promise(resolve => setTimeout(resolve, 100))
+    }
+    expect(text).toMatch(/Succeeded on …\w{8} \(attempt 1, exit 0\)/)
+    expect(text).toContain('Next: Nothing: the job has ended.')
+  })
 })
