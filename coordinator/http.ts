@@ -110,7 +110,9 @@ export function createHttpApp (options: HttpAppOptions): Hono {
       limitN = Number(limitText)
       if (!Number.isInteger(limitN) || limitN < 1 || limitN > 1000) throw new ValidationError('limit must be an integer from 1 to 1000', 'limit')
     }
-    const jobs = await api.listJobs({ ...(state != null ? { state: state as JobState } : {}), limit: limitN })
+    const batch = c.req.query('batch')
+    if (batch != null && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(batch)) throw new ValidationError('batch must be 1 to 64 letters, digits, . _ -', 'batch')
+    const jobs = await api.listJobs({ ...(state != null ? { state: state as JobState } : {}), ...(batch != null ? { batch } : {}), limit: limitN })
     return c.json({ jobs: jobs.map(summaryJson) })
   })
 

@@ -95,6 +95,8 @@ export const jobSpecSchema = z.strictObject({
   /** Files placed under the work dir before the command starts. */
   inputs: z.array(jobInputSchema).max(LIMITS.inputFiles)
     .refine(list => new Set(list.map(i => i.path)).size === list.length, 'two inputs have the same path').default([]),
+  /** Groups jobs submitted together (`rgrid run --batch`); not used for placement. */
+  batch: z.string().min(1).max(64).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'must be letters, digits, . _ -').optional(),
   /** Files (glob patterns) uploaded after the command exits; those that do not exist are skipped. */
   outputs: z.array(jobOutputSchema).max(LIMITS.outputFiles).default([])
 })

@@ -85,6 +85,11 @@ function prepareStatements (db: Database.Database) {
       `INSERT INTO jobs (id, state, spec, attempt, max_attempts, created_at, updated_at) VALUES (?, 'announced', ?, 1, ?, ?, ?)`),
     getJob: db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?'),
     listJobs: db.prepare<[number], JobRow>('SELECT * FROM jobs ORDER BY created_at DESC, id DESC LIMIT ?'),
+    // The expression matches the jobs_batch index (migration 8).
+    listJobsByBatch: db.prepare<[string, number], JobRow>(
+      `SELECT * FROM jobs WHERE json_extract(spec, '$.batch') = ? ORDER BY json_extract(spec, '$.batch'), created_at DESC, id DESC LIMIT ?`),
+    listJobsByBatchState: db.prepare<[string, JobState, number], JobRow>(
+      `SELECT * FROM jobs WHERE json_extract(spec, '$.batch') = ? AND state = ? ORDER BY json_extract(spec, '$.batch'), created_at DESC, id DESC LIMIT ?`),
     listJobsByState: db.prepare<[JobState, number], JobRow>(
       'SELECT * FROM jobs WHERE state = ? ORDER BY created_at DESC, id DESC LIMIT ?'),
     openJobs: db.prepare<[number], JobRow>(
@@ -289,7 +294,9 @@ export class SqliteStore implements Store {
 
   async listJobs (query: ListJobsQuery): Promise<JobSummary[]> {
     const limit = clampLimit(query.limit, DEFAULT_LIST_LIMIT)
-    const rows = query.state === undefined ? this.q.listJobs.all(limit) : this.q.listJobsByState.all(query.state, limit)
+    const rows = query.batch !== undefined
+      ? (query.state === undefined ? this.q.listJobsByBatch.all(query.batch, limit) : this.q.listJobsByBatchState.all(query.batch, query.state, limit))
+      : query.state === undefined ? this.q.listJobs.all(limit) : this.q.listJobsByState.all(query.state, limit)
     return rows.map(toSummary)
   }
 

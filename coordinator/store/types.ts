@@ -132,6 +132,8 @@ export interface ResultInput {
 
 export interface ListJobsQuery {
   state?: JobState
+  /** Only the jobs of this batch (`spec.batch`). */
+  batch?: string
   /** @default 50 */
   limit?: number
 }

@@ -79,10 +79,10 @@ interface Backend {
   /**
    * A store (not migrated by this call) on a fresh database at schema version 4
    * (migrations 1 to 4 replayed and recorded as migrate() records them), plus a
-   * reader of the attempts table's shape. Migrations 6 and 7 are replayed and
-   * recorded too: they only add results.artifacts, which today's store writes
-   * with every result, and jobs.log_lines with the job_logs table, which the
-   * SQLite store prepares its statements against; neither touches attempts.
+   * reader of the attempts table's shape. Every later migration is replayed
+   * and recorded too (all but 5): they add what today's store writes or
+   * prepares statements against (results.artifacts, job_logs, the batch
+   * index), and none touches attempts.
    * The store's methods then work on that schema, so data is written through
    * them. Absent for an in-memory database.
    */
@@ -151,7 +151,7 @@ async function sqliteAtVersion4 (): Promise<{ store: Store, attemptsSchema: () =
   try {
     db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
       id INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT`)
-    for (const m of SQLITE_MIGRATIONS.filter(m => m.id <= 4 || m.id === 6 || m.id === 7)) {
+    for (const m of SQLITE_MIGRATIONS.filter(m => m.id !== 5)) {
       db.exec(m.sql)
       db.prepare('INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)').run(m.id, m.name, T0)
     }
@@ -216,7 +216,7 @@ async function postgresAtVersion4 (): Promise<{ store: Store, attemptsSchema: ()
   await sql.begin(async (tx) => {
     await tx`CREATE TABLE IF NOT EXISTS schema_migrations (
       id INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`
-    for (const m of POSTGRES_MIGRATIONS.filter(m => m.id <= 4 || m.id === 6 || m.id === 7)) {
+    for (const m of POSTGRES_MIGRATIONS.filter(m => m.id !== 5)) {
       await tx.unsafe(m.sql)
       await tx`INSERT INTO schema_migrations (id, name, applied_at) VALUES (${m.id}, ${m.name}, ${T0})`
     }
@@ -611,6 +611,28 @@ describe.each(backends)('Store contract: $name', (backend) => {
     expect(again).toBeInstanceOf(ConflictError)
     expect((again as ConflictError).currentState).toBe('cancelled')
     await expect(store.cancel({ jobId: uuidv7(T0), now: T0, actor: 'http', reason: 'x' })).rejects.toBeInstanceOf(NotFoundError)
+  })
+
+  it('lists the jobs of one batch, newest first, optionally by state', async () => {
+    const store = await backend.open()
+    const inBatch = async (batch: string | undefined, now: number): Promise<string> => {
+      const id = uuidv7(now)
+      await store.createJob({ id, spec: { ...spec, ...(batch != null ? { batch } : {}) }, now })
+      return id
+    }
+    const a = await inBatch('run-1', T0 + 1)
+    const other = await inBatch('run-2', T0 + 2)
+    const b = await inBatch('run-1', T0 + 3)
+    await inBatch(undefined, T0 + 4)
+    const c = await inBatch('run-1', T0 + 5)
+    expect((await store.listJobs({ batch: 'run-1' })).map(j => j.id)).toEqual([c, b, a])
+    expect((await store.listJobs({ batch: 'run-1', limit: 2 })).map(j => j.id)).toEqual([c, b])
+    expect((await store.listJobs({ batch: 'run-2' })).map(j => j.id)).toEqual([other])
+    expect(await store.listJobs({ batch: 'nope' })).toEqual([])
+    await awardTo(store, b, nodeId(1), T0 + 6)
+    expect((await store.listJobs({ batch: 'run-1', state: 'claimed' })).map(j => j.id)).toEqual([b])
+    expect((await store.listJobs({ batch: 'run-1', state: 'announced' })).map(j => j.id)).toEqual([c, a])
+    expect((await store.getJob(a))?.spec.batch).toBe('run-1')
   })
 
   it('upserts and lists nodes', async () => {

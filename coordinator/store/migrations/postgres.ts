@@ -178,5 +178,16 @@ CREATE TABLE job_logs (
   PRIMARY KEY (job_id, line)
 );
 `
+  },
+  {
+    id: 8,
+    name: 'jobs by batch',
+    sql: `
+-- listJobs({batch}): the jobs of one batch (spec.batch, set by \`rgrid run --batch\`), newest first.
+-- Partial: most jobs have no batch and stay out of the index. Built inside the migration
+-- transaction (not CONCURRENTLY): writes to jobs wait while it builds.
+CREATE INDEX jobs_batch ON jobs ((spec->>'batch'), created_at DESC, id DESC)
+  WHERE spec ? 'batch';
+`
   }
 ]

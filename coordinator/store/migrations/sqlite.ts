@@ -182,5 +182,15 @@ CREATE TABLE job_logs (
   PRIMARY KEY (job_id, line)
 ) STRICT;
 `
+  },
+  {
+    id: 8,
+    name: 'jobs by batch',
+    sql: `
+-- listJobs({batch}): the jobs of one batch (spec.batch, set by \`rgrid run --batch\`), newest first.
+-- Partial: most jobs have no batch and stay out of the index.
+CREATE INDEX jobs_batch ON jobs (json_extract(spec, '$.batch'), created_at DESC, id DESC)
+  WHERE json_extract(spec, '$.batch') IS NOT NULL;
+`
   }
 ]
