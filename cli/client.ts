@@ -62,9 +62,10 @@ export class Client {
 
   async submit (spec: unknown): Promise<JobSummary> { return await this.call('POST', '/v1/jobs', spec) }
   async job (id: string): Promise<Job> { return await this.call('GET', `/v1/jobs/${encodeURIComponent(id)}`) }
-  async list (query: { state?: string, limit?: number } = {}): Promise<JobSummary[]> {
+  async list (query: { state?: string, batch?: string, limit?: number } = {}): Promise<JobSummary[]> {
     const q = new URLSearchParams()
     if (query.state != null) q.set('state', query.state)
+    if (query.batch != null) q.set('batch', query.batch)
     if (query.limit != null) q.set('limit', String(query.limit))
     return (await this.call<{ jobs: JobSummary[] }>('GET', `/v1/jobs?${q.toString()}`)).jobs
   }

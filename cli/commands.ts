@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { Client, ClientError, type Job, type LogLine } from './client.js'
+import { MAX_BATCH, newBatchId, submitBatch, summaryTable, watchBatch } from './batch.js'
 import { buildRunSpec, downloadArtifacts, exitCodeOf, parseDuration, parseMemory } from './run.js'
 
 export const SUBMIT_HELP = `Usage: rgrid COMMAND [options]
@@ -27,11 +28,19 @@ export const SUBMIT_HELP = `Usage: rgrid COMMAND [options]
       --output GLOB    more outputs besides out/** (repeatable)
       --output-dir DIR where outputs land        [.]
       --attempts N     attempts before giving up [3]
-      --detach         print the job id and exit
+      --detach         print the job id (batch id) and exit
+      --batch GLOB     one job per matching file ({} in ARGS is replaced by
+                       the file, else it comes first); progress, outputs in
+                       DIR/<input name>/ (DIR default rgrid-out), a summary;
+                       exit 1 if any failed; Ctrl-C detaches
+      --parallel N     concurrent uploads and submissions of a batch [16];
+                       how many run at once is up to the mesh's free slots
+  watch BATCH [--output-dir DIR]  reattach to a batch
+  retry ID | --batch B --failed   submit failed jobs again
   status ID                       state, attempts, result
-  list [--state S] [--limit N]    recent jobs
+  list [--state S] [--batch B] [--limit N]  recent jobs
   logs [-f] ID                    output lines (-f: follow until the job ends)
-  cancel ID                       cancel a job
+  cancel ID | --batch B           cancel a job, or every unfinished job of a batch
   download ID [--output-dir DIR]  fetch a job's outputs
   explain ID                      why the job is where it is, node by node
   nodes                           nodes and their capacity
@@ -121,9 +130,11 @@ async function dispatch (command: string, argv: string[]): Promise<number> {
       return 0
     }
     case 'list': {
-      const { values } = parse(argv, { state: { type: 'string' }, limit: { type: 'string' } }, false)
-      const limit = values.limit != null ? Number(values.limit) : 50
-      const jobs = await clientFor(values.coordinator as string | undefined).list({ ...(values.state != null ? { state: values.state as string } : {}), limit })
+      const { values } = parse(argv, { state: { type: 'string' }, batch: { type: 'string' }, limit: { type: 'string' } }, false)
+      const limit = values.limit != null ? Number(values.limit) : values.batch != null ? MAX_BATCH : 50
+      const jobs = await clientFor(values.coordinator as string | undefined).list({
+        ...(values.state != null ? { state: values.state as string } : {}), ...(values.batch != null ? { batch: values.batch as string } : {}), limit
+      })
       if (values.json === true) { out(JSON.stringify(jobs, null, 2) + '\n'); return 0 }
       for (const j of jobs) out(`${j.id}  ${j.state.padEnd(9)}  attempt ${j.attempt}  ${((j.spec.command as string[]) ?? []).join(' ').slice(0, 60)}\n`)
       if (jobs.length === 0) out('no jobs\n')
@@ -168,12 +179,51 @@ async function dispatch (command: string, argv: string[]): Promise<number> {
       return 0
     }
     case 'cancel': {
-      const { values, positionals } = parse(argv, {})
-      const id = one(positionals, 'a job id')
-      const job = await clientFor(values.coordinator as string | undefined).cancel(id)
+      const { values, positionals } = parse(argv, { batch: { type: 'string' } })
+      const client = clientFor(values.coordinator as string | undefined)
+      if (values.batch != null) {
+        if (positionals.length > 0) throw new UsageError('give a job id or --batch, not both')
+        const open = (await client.list({ batch: values.batch as string, limit: MAX_BATCH })).filter(j => !TERMINAL.has(j.state))
+        for (const j of open) {
+          try {
+            await client.cancel(j.id)
+          } catch (err) {
+            // It ended between the listing and the cancel: nothing to do.
+            if (!(err instanceof ClientError && err.status === 409)) throw err
+          }
+        }
+        out(values.json === true ? JSON.stringify({ cancelled: open.map(j => j.id) }) + '\n' : `${open.length} jobs of batch ${String(values.batch)} cancelled\n`)
+        return 0
+      }
+      const id = one(positionals, 'a job id or --batch B')
+      const job = await client.cancel(id)
       if (values.json === true) out(JSON.stringify(job, null, 2) + '\n')
       else out(`${id} cancelled\n`)
       return 0
+    }
+    case 'retry': {
+      const { values, positionals } = parse(argv, { batch: { type: 'string' }, failed: { type: 'boolean' } })
+      const client = clientFor(values.coordinator as string | undefined)
+      let specs: Array<Record<string, unknown>>
+      if (values.batch != null) {
+        if (values.failed !== true) throw new UsageError('rgrid retry --batch B needs --failed (only failed jobs are submitted again)')
+        const jobs = await client.list({ batch: values.batch as string, limit: MAX_BATCH })
+        // Only inputs whose newest job failed: a retry that succeeded is not retried again.
+        const newest = new Map<string, typeof jobs[number]>()
+        for (const j of jobs) { const k = JSON.stringify(j.spec.inputs ?? j.id); if (!newest.has(k)) newest.set(k, j) }
+        specs = [...newest.values()].filter(j => j.state === 'failed' || j.state === 'cancelled').map(j => j.spec)
+      } else {
+        specs = [(await client.job(one(positionals, 'a job id or --batch B --failed'))).spec]
+      }
+      const ids: string[] = []
+      for (const spec of specs) ids.push((await client.submit(spec)).id)
+      out(values.json === true ? JSON.stringify({ submitted: ids }) + '\n' : ids.length === 0 ? 'nothing to retry\n' : ids.map(i => `${i}\n`).join(''))
+      return 0
+    }
+    case 'watch': {
+      const { values, positionals } = parse(argv, { 'output-dir': { type: 'string' } })
+      const batch = one(positionals, 'a batch id')
+      return await watch(clientFor(values.coordinator as string | undefined), batch, (values['output-dir'] as string | undefined) ?? 'rgrid-out', values.json === true)
     }
     case 'download': {
       const { values, positionals } = parse(argv, { 'output-dir': { type: 'string' } })
@@ -204,6 +254,43 @@ function one (positionals: string[], what: string): string {
   return positionals[0]!
 }
 
+/** Progress on stderr: rewritten in place on a terminal, a line every few seconds otherwise. */
+function progressPrinter (): { update: (text: string) => void, end: () => void } {
+  let last = ''
+  let lastAt = 0
+  const tty = process.stderr.isTTY
+  return {
+    update: (text: string) => {
+      if (text === last) return
+      last = text
+      if (tty) process.stderr.write(`\r\x1b[K${text}`)
+      else if (Date.now() - lastAt > 2000) { lastAt = Date.now(); process.stderr.write(text + '\n') }
+    },
+    end: () => { if (tty) process.stderr.write('\n'); else if (last !== '') process.stderr.write(last + '\n') }
+  }
+}
+
+async function watch (client: Client, batch: string, outputDir: string, json: boolean): Promise<number> {
+  const detach = new AbortController()
+  const onInt = (): void => { detach.abort() }
+  process.once('SIGINT', onInt)
+  const progress = progressPrinter()
+  let rows
+  try {
+    rows = await watchBatch(client, batch, outputDir, detach.signal, progress.update)
+  } finally {
+    process.off('SIGINT', onInt)
+    progress.end()
+  }
+  if (rows == null) {
+    process.stderr.write(`rgrid: detached; the batch keeps running. Reattach with: rgrid watch ${batch}\n`)
+    return 130
+  }
+  out(json ? JSON.stringify({ batch, jobs: rows }, null, 2) + '\n' : summaryTable(rows))
+  if (!json) process.stderr.write(`rgrid: outputs in ${outputDir}/<input name>/\n`)
+  return rows.every(r => r.state === 'succeeded') ? 0 : 1
+}
+
 async function run (argv: string[]): Promise<number> {
   // Options end at the script: what follows belongs to it, dashes included.
   const scriptAt = argv.findIndex((a, i) => !a.startsWith('-') && !(i > 0 && VALUE_FLAGS.has(argv[i - 1]!)))
@@ -211,7 +298,8 @@ async function run (argv: string[]): Promise<number> {
   const { values } = parse(argv.slice(0, scriptAt), {
     image: { type: 'string' }, cpus: { type: 'string' }, memory: { type: 'string' }, timeout: { type: 'string' },
     env: { type: 'string', multiple: true }, label: { type: 'string', multiple: true }, output: { type: 'string', multiple: true },
-    'output-dir': { type: 'string' }, attempts: { type: 'string' }, detach: { type: 'boolean' }
+    'output-dir': { type: 'string' }, attempts: { type: 'string' }, detach: { type: 'boolean' },
+    batch: { type: 'string' }, parallel: { type: 'string' }
   }, false)
   const client = clientFor(values.coordinator as string | undefined)
   let memoryMb: number | undefined
@@ -224,7 +312,34 @@ async function run (argv: string[]): Promise<number> {
   }
   const cpus = values.cpus != null ? Number(values.cpus) : undefined
   if (cpus != null && !(cpus > 0)) throw new UsageError('--cpus must be a positive number')
-  const outputDir = (values['output-dir'] as string | undefined) ?? '.'
+  const outputDir = (values['output-dir'] as string | undefined) ?? (values.batch != null ? 'rgrid-out' : '.')
+  if (values.batch != null) {
+    const parallel = Number(values.parallel ?? 16)
+    if (!Number.isInteger(parallel) || parallel < 1 || parallel > 256) throw new UsageError('--parallel must be an integer from 1 to 256')
+    const batch = newBatchId()
+    const progress = progressPrinter()
+    try {
+      await submitBatch(client, {
+        pattern: values.batch as string, parallel,
+        script: argv[scriptAt]!, args: argv.slice(scriptAt + 1),
+        env: pairs(values.env as string[] | undefined, '--env'), labels: pairs(values.label as string[] | undefined, '--label'),
+        outputs: (values.output as string[] | undefined) ?? [], outputDir,
+        ...(values.image != null ? { image: values.image as string } : {}),
+        ...(cpus != null ? { cpus } : {}),
+        ...(memoryMb != null ? { memoryMb } : {}),
+        ...(timeoutSeconds != null ? { timeoutSeconds } : {}),
+        ...(values.attempts != null ? { maxAttempts: Number(values.attempts) } : {})
+      }, batch, progress.update)
+    } catch (err) {
+      progress.end()
+      if (err instanceof ClientError) throw err
+      throw new UsageError((err as Error).message)
+    }
+    progress.end()
+    process.stderr.write(`rgrid: batch ${batch} submitted (rgrid watch ${batch} to reattach)\n`)
+    if (values.detach === true) { out(`${batch}\n`); return 0 }
+    return await watch(client, batch, outputDir, values.json === true)
+  }
   let built
   try {
     built = await buildRunSpec(client, {
@@ -279,4 +394,5 @@ async function run (argv: string[]): Promise<number> {
   return exitCodeOf(done)
 }
 
-const VALUE_FLAGS = new Set(['--image', '--cpus', '--memory', '--timeout', '--env', '--label', '--output', '--output-dir', '--attempts', '--coordinator'])
+const VALUE_FLAGS = new Set(['--image', '--cpus', '--memory', '--timeout', '--env', '--label', '--output', '--output-dir', '--attempts', '--coordinator', '--batch', '--parallel'])
+const TERMINAL = new Set(['succeeded', 'failed', 'cancelled'])

@@ -137,4 +137,31 @@ describe('rgrid CLI', () => {
     expect(text).toMatch(/Succeeded on …\w{8} \(attempt 1, exit 0\)/)
     expect(text).toContain('Next: Nothing: the job has ended.')
   })
+
+  it('run --batch: 30 files, one failing: progress, outputs per input, a summary, exit 1; list, retry and watch by batch', async () => {
+    mkdirSync(join(work, 'data'))
+    for (let i = 0; i < 30; i++) writeFileSync(join(work, 'data', `d${String(i).padStart(2, '0')}.csv`), i === 13 ? 'bad\n' : 'x\n'.repeat(i + 1))
+    writeFileSync(join(work, 'count.sh'), 'if grep -q bad "$1"; then echo "cannot read $1" >&2; exit 2; fi\nmkdir -p out\nwc -l < "$1" | tr -d " " > out/count.txt\n')
+    const r = await rgrid(['run', '--batch', 'data/*.csv', '--parallel', '8', '--attempts', '1', '--output-dir', 'res', 'count.sh'])
+    expect(r.code, r.stderr).toBe(1)
+    const batch = /batch (b-\d{8}-[0-9a-f]{8}) submitted/.exec(r.stderr)?.[1]
+    expect(batch).toBeDefined()
+    expect(r.stderr).toMatch(/\] 30\/30 · done 29 · running 0 · waiting 0 · failed 1/)
+    const rows = r.stdout.trim().split('\n')
+    expect(rows.filter(l => /^d\d\d\.csv /.test(l))).toHaveLength(30)
+    expect(rows.find(l => l.startsWith('d13.csv'))).toMatch(/failed\s+2\s+1/)
+    expect(r.stdout).toContain('29 succeeded, 1 failed or cancelled')
+    expect(readFileSync(join(work, 'res', 'd04.csv', 'out', 'count.txt'), 'utf8')).toBe('5\n')
+    expect(readFileSync(join(work, 'res', 'd29.csv', 'out', 'count.txt'), 'utf8')).toBe('30\n')
+    const listed = JSON.parse((await rgrid(['list', '--json', '--batch', batch!])).stdout) as Array<{ state: string }>
+    expect(listed).toHaveLength(30)
+    const retried = await rgrid(['retry', '--batch', batch!, '--failed'])
+    expect(retried.code, retried.stderr).toBe(0)
+    expect(retried.stdout.trim().split('\n')).toHaveLength(1)
+    // Reattach: the retry (newest job for d13.csv) counts; it fails again, so the batch still exits 1.
+    const watched = await rgrid(['watch', '--output-dir', 'res2', batch!])
+    expect(watched.code).toBe(1)
+    expect(watched.stdout).toContain('29 succeeded, 1 failed or cancelled')
+    expect((JSON.parse((await rgrid(['list', '--json', '--batch', batch!])).stdout) as unknown[])).toHaveLength(31)
+  })
 })
