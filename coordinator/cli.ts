@@ -50,6 +50,7 @@ one bidding node, and records claims and results in its store.
                           at, for embedded object URLs       [the --http address]
   --max-file-mb N         largest input or output file       [256]
   --max-job-mb N          largest total of a job's inputs, or of its outputs [1024]
+  --max-log-lines N       live log lines kept per job        [50000]
   --log-level LEVEL       debug|info|warn|error              [info]
 `
 
@@ -102,6 +103,7 @@ async function main (): Promise<void> {
       'public-url': { type: 'string' },
       'max-file-mb': { type: 'string' },
       'max-job-mb': { type: 'string' },
+      'max-log-lines': { type: 'string' },
       'no-migrate': { type: 'boolean' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' }
@@ -157,9 +159,12 @@ async function main (): Promise<void> {
     try { objects = new S3ObjectStore(parseS3Url(objectsUrl)) } catch (err) { usageError('rgrid-coordinator', `--objects: ${(err as Error).message}`) }
   }
   const transfers = new Transfers({ objects, maxFileBytes, maxJobBytes })
+  const maxLogLines = Number(args['max-log-lines'] ?? 50_000)
+  if (!Number.isInteger(maxLogLines) || maxLogLines < 0) usageError('rgrid-coordinator', '--max-log-lines must be an integer >= 0')
   const store = await openStore(dbUrl, dataDir, args['no-migrate'] !== true)
   const coordinator = new Coordinator({
     transfers,
+    maxLogLinesPerJob: maxLogLines,
     privateKey: await loadOrCreateIdentity(dataDir),
     store,
     log,
