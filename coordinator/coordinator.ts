@@ -23,6 +23,7 @@ import { Recovery } from './recovery.js'
 import { Reaper } from './reaper.js'
 import type { ArtifactLink, Transfers, UploadGrant } from './transfers.js'
 import { explain, type Explanation } from './explain.js'
+import { Histogram, family } from '../common/metrics.js'
 
 export interface CoordinatorOptions {
   privateKey: PrivateKey
@@ -90,6 +91,8 @@ export interface CoordinatorApi {
   waitForLogs: (id: string, timeoutMs: number, signal: AbortSignal) => Promise<void>
   /** `GET /v1/jobs/:id/explain`: why the job is where it is, in plain words. */
   explain: (id: string) => Promise<Explanation>
+  /** Prometheus text exposition of the coordinator's metrics. */
+  prometheus: () => Promise<string>
   /** `POST /v1/uploads`: where to PUT a file, unless its content is stored already. */
   grantUpload: (sha256: string, size: number) => Promise<UploadGrant>
   /** `GET /v1/jobs/:id/artifacts`: the outputs of the job's recorded result, with download URLs. */
@@ -114,6 +117,8 @@ export class Coordinator implements CoordinatorApi {
   readonly recovery: Recovery
   readonly reaper: Reaper
   readonly stats = { gossipRejected: 0, beaconFailures: 0 }
+  /** Time from a job (attempt) becoming open to its award. */
+  readonly awardLatency = new Histogram('rgrid_announce_to_award_seconds', 'Time from a job attempt becoming open (submitted or rescheduled) to its award.')
 
   constructor (private readonly options: CoordinatorOptions) {
     const { store, log } = options
@@ -161,7 +166,10 @@ export class Coordinator implements CoordinatorApi {
     this.sessions = new SessionServer({
       store, clock, log: log.child('sessions'), auction: this.auction, announcer: this.announcer, membership: this.membership, recovery: this.recovery,
       leaseMs,
-      onAwarded: jobId => { this.open.remove(jobId) },
+      onAwarded: jobId => {
+        const openedAt = this.open.remove(jobId)
+        if (openedAt != null) this.awardLatency.observe((this.clock.now() - openedAt) / 1000)
+      },
       requirementsOf: jobId => this.open.get(jobId),
       ...(options.transfers != null ? { transfers: options.transfers } : {}),
       ...(options.maxLogLinesPerJob != null ? { maxLogLinesPerJob: options.maxLogLinesPerJob } : {}),
@@ -282,6 +290,34 @@ export class Coordinator implements CoordinatorApi {
     this.open.add(announced, now)
     this.announcer.enqueue(announced)
     return job
+  }
+
+  async prometheus (): Promise<string> {
+    const jobs = await this.options.store.countJobs()
+    const members = await this.membership.list()
+    const now = this.clock.now()
+    const c = (name: string, help: string, value: number): string => family(name, 'counter', help, value)
+    return [
+      family('rgrid_jobs', 'gauge', 'Jobs by state.', Object.entries(jobs).map(([state, value]) => ({ labels: { state }, value }))),
+      this.awardLatency.render(),
+      family('rgrid_nodes', 'gauge', 'Nodes known, by whether their session is open.', [
+        { labels: { session: 'open' }, value: members.filter(m => this.sessions.hasSession(m.peerId)).length },
+        { labels: { session: 'closed' }, value: members.filter(m => !this.sessions.hasSession(m.peerId)).length }
+      ]),
+      family('rgrid_node_heartbeat_age_seconds', 'gauge', 'Time since each node was last heard from.', members.map(m => ({ labels: { node: m.peerId }, value: (now - m.lastSeenAt) / 1000 }))),
+      family('rgrid_node_running_attempts', 'gauge', 'Attempts each node reports running.', members.map(m => ({ labels: { node: m.peerId }, value: m.running }))),
+      c('rgrid_bids_total', 'Bids received.', this.auction.stats.bids),
+      c('rgrid_awards_total', 'Attempts awarded.', this.auction.stats.awards),
+      c('rgrid_reaper_probes_total', 'Direct checks of silent nodes or expired leases.', this.reaper.stats.probes),
+      c('rgrid_attempts_lost_total', 'Attempts declared lost (lease expiry or silent node that did not answer).', this.reaper.stats.lost),
+      c('rgrid_stale_reports_total', 'Reports refused for a replaced fencing token.', this.sessions.stats.staleReports),
+      c('rgrid_session_frames_total', 'Session frames received.', this.sessions.stats.frames),
+      c('rgrid_bad_frames_total', 'Session frames that did not decode.', this.sessions.stats.badFrames),
+      c('rgrid_log_lines_total', 'Live log lines stored.', this.sessions.stats.logLines),
+      c('rgrid_gossip_rejected_total', 'Gossip messages rejected by our validators.', this.stats.gossipRejected),
+      family('rgrid_gossip_peers', 'gauge', 'Gossip peers per topic.', [ANNOUNCE_TOPIC, HEARTBEAT_TOPIC].map(topic => ({ labels: { topic }, value: this.host?.services.pubsub.getSubscribers(topic).length ?? 0 }))),
+      family('rgrid_leader', 'gauge', '1 while this coordinator runs the background loops.', this.leader?.isLeader === true ? 1 : 0)
+    ].join('\n') + '\n'
   }
 
   async explain (id: string): Promise<Explanation> {

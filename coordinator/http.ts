@@ -10,6 +10,8 @@ import { LIMITS } from '../protocol/limits.js'
 import { ConflictError, InputMissingError, NotFoundError, StaleAttemptError, TooLargeError, ValidationError } from '../common/errors.js'
 import { uploadRequestSchema } from '../protocol/schemas.js'
 import { ObjectStoreUnavailableError } from './objects/types.js'
+import { openApiDocument } from './openapi.js'
+import { METRICS_CONTENT_TYPE } from '../common/metrics.js'
 import type { Logger } from '../common/log.js'
 import type { CoordinatorApi } from './coordinator.js'
 import { StoreUnavailableError, type JobRecord, type JobState, type JobSummary } from './store/types.js'
@@ -85,6 +87,8 @@ export function createHttpApp (options: HttpAppOptions): Hono {
 
   app.get('/healthz', c => c.json({ ok: true, ...api.health() }))
   app.get('/v1/stats', async c => c.json(await api.metrics()))
+  app.get('/v1/openapi.json', c => c.json(openApiDocument(new URL(c.req.url).origin)))
+  app.get('/metrics', async c => c.body(await api.prometheus(), 200, { 'content-type': METRICS_CONTENT_TYPE }))
 
   app.post('/v1/jobs', limit, async c => {
     const type = c.req.header('content-type') ?? ''

@@ -32,8 +32,11 @@ export class OpenJobs {
     return this.entries.get(jobId)?.job
   }
 
-  remove (jobId: string): void {
+  /** Removes the job; returns when it was opened, if it was open. */
+  remove (jobId: string): number | undefined {
+    const e = this.entries.get(jobId)
     this.entries.delete(jobId)
+    return e?.openedAt
   }
 
   /**

@@ -25,6 +25,7 @@ import { CoordinatorLinks } from './coordinators.js'
 import { Reporter } from './reporter.js'
 import { Runner, type OutputsRequest, type RunningAttempt } from './runner.js'
 import { InputCache } from './input-cache.js'
+import { family } from '../common/metrics.js'
 import { LogShipper } from './log-shipper.js'
 import { NodeTransfers, TransferError } from './transfers.js'
 import { Outbox } from './outbox.js'
@@ -443,6 +444,30 @@ export class NodeAgent {
       this.links?.reconnect()
       this.options.log.warn('fault injection: network healed', { connections: host.getConnections().length })
     }
+  }
+
+  /** Prometheus text exposition of this node's state and counters. */
+  prometheus (): string {
+    const c = (name: string, help: string, value: number): string => family(name, 'counter', help, value)
+    const g = (name: string, help: string, value: number): string => family(name, 'gauge', help, value)
+    const pubsub = this.host?.services.pubsub
+    return [
+      g('rgrid_node_slots', 'Job slots offered.', this.slots),
+      g('rgrid_node_free_slots', 'Slots free now.', this.freeSlots()),
+      g('rgrid_node_running_attempts', 'Attempts running now.', this.runner.size),
+      c('rgrid_node_bids_total', 'Bids sent.', this.stats.bids),
+      c('rgrid_node_awards_total', 'Awards won.', this.stats.awards),
+      c('rgrid_node_refusals_total', 'Bids refused.', this.stats.refusals),
+      c('rgrid_node_sessions_opened_total', 'Sessions opened to coordinators.', this.stats.sessionsOpened),
+      c('rgrid_node_gossip_dropped_total', 'Gossip messages dropped by fault injection.', this.stats.gossipDropped),
+      c('rgrid_node_inputs_fetched_total', 'Inputs downloaded.', this.transfers.stats.inputsFetched),
+      c('rgrid_node_inputs_from_cache_total', 'Inputs served from the local cache.', this.transfers.stats.inputsFromCache),
+      c('rgrid_node_outputs_uploaded_total', 'Output files uploaded.', this.transfers.stats.outputsUploaded),
+      c('rgrid_node_transfer_retries_total', 'Transfer retries after 5xx or broken connections.', this.transfers.stats.retries),
+      g('rgrid_node_cache_bytes', 'Bytes in the input cache.', this.cache.bytes),
+      family('rgrid_node_gossip_peers', 'gauge', 'Gossip peers per topic.', [ANNOUNCE_TOPIC, HEARTBEAT_TOPIC].map(topic => ({ labels: { topic }, value: pubsub?.getSubscribers(topic).length ?? 0 }))),
+      g('rgrid_node_connections', 'Open libp2p connections.', this.host?.getConnections().length ?? 0)
+    ].join('\n') + '\n'
   }
 
   /** Attempts running now (for status and tests). */

@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path'
 import { availableParallelism, totalmem } from 'node:os'
 import { readFile, writeFile, mkdir } from 'node:fs/promises'
 import { peerIdFromString, peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { MetricsServer } from './metrics-server.js'
 import { NodeAgent } from './agent.js'
 import { ForkedProcessRuntime } from './runtime/forked-process.js'
 import { DockerRuntime } from './runtime/docker.js'
@@ -46,6 +47,7 @@ coordinator), then bids on announced jobs and runs what it wins.
   --fault-partition-signal  fault injection: SIGUSR2 cuts the node off the
                             network (every connection refused and closed),
                             the next SIGUSR2 heals it
+  --metrics HOST:PORT       serve Prometheus metrics at /metrics        [off]
   --log-level LEVEL         debug|info|warn|error                      [info]
 `
 
@@ -82,6 +84,7 @@ async function main (): Promise<void> {
       'docker-default-image': { type: 'string' },
       'drain-timeout-ms': { type: 'string' },
       'cache-mb': { type: 'string' },
+      metrics: { type: 'string' },
       'renew-ms': { type: 'string' },
       'fault-drop-gossip': { type: 'string' },
       'fault-partition-signal': { type: 'boolean' },
@@ -150,9 +153,18 @@ async function main (): Promise<void> {
       writeFile(pinFile, peerId + '\n').catch((err: unknown) => { log.warn('could not remember the coordinator', { error: errorMessage(err) }) })
     }
   })
+  let metrics: MetricsServer | null = null
+  if (args.metrics != null) {
+    const i = args.metrics.lastIndexOf(':')
+    const port = Number(args.metrics.slice(i + 1))
+    if (i <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) usageError('rgrid-node', '--metrics takes HOST:PORT, e.g. 127.0.0.1:9464')
+    metrics = new MetricsServer({ host: args.metrics.slice(0, i).replace(/^\[|\]$/g, ''), port, render: () => agent.prometheus() })
+  }
   await agent.start()
+  const metricsUrl = await metrics?.start()
+  if (metricsUrl != null) log.info('metrics', { url: metricsUrl })
   process.stdout.write(`${agent.peerId}\n`)
-  stopOnSignals(agent, log, { gracefulStopMs: drainTimeoutMs + 15_000 })
+  stopOnSignals({ stop: async () => { await metrics?.stop(); await agent.stop() } }, log, { gracefulStopMs: drainTimeoutMs + 15_000 })
   if (args['fault-partition-signal'] === true) {
     log.warn('fault injection: SIGUSR2 cuts this node off the network, the next SIGUSR2 heals it')
     let cut = false
