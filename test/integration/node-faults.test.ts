@@ -36,6 +36,31 @@ async function events (id: string): Promise<Array<{ type: string, attempt: numbe
   return (await (await fetch(`${mesh.httpUrl}/v1/jobs/${id}/events`)).json() as { events: any[] }).events
 }
 
+/**
+ * Submits 100 jobs, every tenth of them long (2 s) so a fault can be sure to
+ * hit one, and returns their ids with the node running a long one and its
+ * process once that has started.
+ */
+async function hundredJobs (prefix: string): Promise<{ ids: string[], victim: string, proc: typeof mesh.processes[number] }> {
+  const live = mesh.processes.filter(p => p.name.startsWith('node-') && p.child.exitCode == null && p.child.signalCode == null)
+  const ids: string[] = []
+  for (let i = 0; i < 100; i++) ids.push((await submit(mesh.httpUrl, { command: ['sh', '-c', `sleep ${i % 10 === 0 ? 2 : 0.1}; echo ${prefix}-${i}`] })).body.id)
+  const deadline = Date.now() + 30_000
+  for (;;) {
+    for (let i = 0; i < 100; i += 10) {
+      const job = await getJob(mesh.httpUrl, ids[i]!)
+      const a = job.attempts.at(-1)
+      // Just started: most of its 2 s are still ahead, so the fault lands while it runs.
+      if (job.state === 'running' && a?.startedAt != null && Date.now() - a.startedAt < 1000) {
+        const proc = live.find(p => p.name === `node-${mesh.nodePeerIds.indexOf(a.node)}`)
+        if (proc != null) return { ids, victim: a.node, proc }
+      }
+    }
+    if (Date.now() > deadline) throw new Error('no long job started on a live node')
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+}
+
 describe('node faults', () => {
   it('reschedules the attempt of a node killed with SIGKILL; the job ends exactly once', async () => {
     const { body } = await submit(mesh.httpUrl, { command: ['sh', '-c', 'sleep 1; echo survived'], labels: { pin: 'b' } })
@@ -91,19 +116,8 @@ describe('node faults', () => {
 
   it('100 jobs with a node killed midway: every job ends once, and every reschedule has a reason', async () => {
     await mesh.waitForNodes(3)
-    const live = mesh.processes.filter(p => p.name.startsWith('node-') && p.child.exitCode == null && p.child.signalCode == null)
-    const ids: string[] = []
-    for (let i = 0; i < 100; i++) ids.push((await submit(mesh.httpUrl, { command: ['sh', '-c', `sleep 0.1; echo job-${i}`] })).body.id)
-    // Kill a node that is busy once the run is under way.
-    let victim: string | null = null
-    const deadline = Date.now() + 30_000
-    while (victim == null && Date.now() < deadline) {
-      const { nodes } = await (await fetch(`${mesh.httpUrl}/v1/nodes`)).json() as { nodes: Array<{ peerId: string, running: number }> }
-      victim = nodes.find(n => n.running > 0 && live.some(p => p.name === `node-${mesh.nodePeerIds.indexOf(n.peerId)}`))?.peerId ?? null
-      if (victim == null) await new Promise(resolve => setTimeout(resolve, 50))
-    }
-    expect(victim).not.toBeNull()
-    mesh.processes.find(p => p.name === `node-${mesh.nodePeerIds.indexOf(victim!)}`)!.child.kill('SIGKILL')
+    const { ids, proc } = await hundredJobs('job')
+    proc.child.kill('SIGKILL')
     const jobs = await waitForAll(mesh.httpUrl, ids, 120_000)
     const summary = await expectExactlyOnce(mesh.httpUrl, jobs, i => `job-${i}\n`)
     expect(summary.replaced).toBeGreaterThan(0)
@@ -120,18 +134,7 @@ describe('node faults', () => {
   it('100 jobs with a node paused past its lease, then resumed: every job ends once, its late results refused', async () => {
     // Two of the four nodes were killed above; pause one of the other two.
     await mesh.waitForNodes(2)
-    const live = mesh.processes.filter(p => p.name.startsWith('node-') && p.child.exitCode == null && p.child.signalCode == null)
-    const ids: string[] = []
-    for (let i = 0; i < 100; i++) ids.push((await submit(mesh.httpUrl, { command: ['sh', '-c', `sleep 0.1; echo paused-${i}`] })).body.id)
-    let victim: string | null = null
-    const deadline = Date.now() + 30_000
-    while (victim == null && Date.now() < deadline) {
-      const { nodes } = await (await fetch(`${mesh.httpUrl}/v1/nodes`)).json() as { nodes: Array<{ peerId: string, running: number }> }
-      victim = nodes.find(n => n.running > 0 && live.some(p => p.name === `node-${mesh.nodePeerIds.indexOf(n.peerId)}`))?.peerId ?? null
-      if (victim == null) await new Promise(resolve => setTimeout(resolve, 20))
-    }
-    expect(victim).not.toBeNull()
-    const proc = mesh.processes.find(p => p.name === `node-${mesh.nodePeerIds.indexOf(victim!)}`)!
+    const { ids, victim, proc } = await hundredJobs('paused')
     proc.child.kill('SIGSTOP')
     try {
       // Paused until the coordinator has given one of its attempts to another node.

@@ -43,8 +43,18 @@ describe('network partition', () => {
     const victim = mesh.nodePeerIds[0]!
     const proc = mesh.processes.find(p => p.name === 'node-0')!
     const ids: string[] = []
-    for (let i = 0; i < 100; i++) ids.push((await submit(mesh.httpUrl, { command: ['sh', '-c', `sleep 0.3; echo job-${i}`] })).body.id)
-    await until('the victim runs jobs', 30_000, async () => (await nodes()).some(n => n.peerId === victim && n.running > 0))
+    // Every tenth job is long and pinned to the victim, so the cut is sure to catch one running.
+    for (let i = 0; i < 100; i++) {
+      const long = i % 10 === 0
+      ids.push((await submit(mesh.httpUrl, { command: ['sh', '-c', `sleep ${long ? 2 : 0.3}; echo job-${i}`], ...(long ? { labels: { pin: 'cut' } } : {}) })).body.id)
+    }
+    await until('a long job has just started on the victim', 30_000, async () => {
+      for (let i = 0; i < 100; i += 10) {
+        const a = (await getJob(mesh.httpUrl, ids[i]!)).attempts.at(-1)
+        if (a?.state === 'running' && a.startedAt != null && Date.now() - a.startedAt < 1000) return true
+      }
+      return false
+    })
     proc.child.kill('SIGUSR2')
     await until('the coordinator sees the session drop', 10_000, async () => (await nodes()).find(n => n.peerId === victim)?.session !== true)
     // Keep it cut off until the coordinator has given its attempts to others.
