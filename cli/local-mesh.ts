@@ -61,6 +61,12 @@ export interface LocalMeshOptions {
   startTimeoutMs?: number
   /** How long stop() waits after SIGTERM before SIGKILL, in ms. @default 10000 */
   stopTimeoutMs?: number
+  /**
+   * Start coordinators with `--open` and nodes without a join token. By
+   * default the mesh creates a join token and nodes join with it.
+   * @default false
+   */
+  open?: boolean
 }
 
 export interface MeshProcess {
@@ -84,6 +90,8 @@ export class LocalMesh {
   /** Every coordinator, in start order (the first is also in the fields above). */
   coordinators: Array<{ addr: string, peerId: string, httpUrl: string, process: MeshProcess }> = []
   nodePeerIds: string[] = []
+  /** The token nodes joined with (empty for an open mesh). */
+  joinToken = ''
 
   constructor (readonly options: LocalMeshOptions) {}
 
@@ -126,7 +134,8 @@ export class LocalMesh {
       const name = count === 1 ? 'coordinator' : `coordinator-${i}`
       const co = await this.launch(name, BINS.coordinator, [
         '--listen', '/ip4/127.0.0.1/tcp/0', '--http', i === 0 ? (this.options.http ?? '127.0.0.1:0') : '127.0.0.1:0', '--bootstrap', this.bootstrapAddr,
-        '--data-dir', join(dir, name), ...(this.options.db != null ? ['--db', this.options.db] : []), ...(this.options.coordinatorArgs ?? [])
+        '--data-dir', join(dir, name), ...(this.options.db != null ? ['--db', this.options.db] : []),
+        ...(this.options.open === true ? ['--open'] : []), ...(this.options.coordinatorArgs ?? [])
       ], 2)
       const addr = co.lines[0] ?? ''
       this.coordinators.push({ addr, peerId: addr.split('/p2p/')[1] ?? '', httpUrl: co.lines[1] ?? '', process: co })
@@ -135,13 +144,34 @@ export class LocalMesh {
     this.coordinatorAddr = first.addr
     this.coordinatorPeerId = first.peerId
     this.httpUrl = first.httpUrl
+    if (this.options.open !== true) this.joinToken = await this.createToken()
     const n = this.options.nodes ?? 3
     const nodes = await Promise.all(Array.from({ length: n }, async (_, i) => await this.launch(`node-${i}`, BINS.node, [
-      'join', this.bootstrapAddr, ...this.coordinators.flatMap(c => ['--coordinator', c.peerId]), '--listen', '/ip4/127.0.0.1/tcp/0',
+      'join', ...(this.joinToken !== '' ? [this.joinToken] : []), this.bootstrapAddr,
+      ...(this.joinToken === '' ? this.coordinators.flatMap(c => ['--coordinator', c.peerId]) : []), '--listen', '/ip4/127.0.0.1/tcp/0',
       '--runtime', this.options.runtime ?? 'process', '--slots', String(this.options.slots ?? 4),
       '--data-dir', join(dir, `node-${i}`), ...(this.options.nodeArgs?.(i) ?? [])
     ], 1)))
     this.nodePeerIds = nodes.map(p => p.lines[0] ?? '')
+  }
+
+  /**
+   * Creates a join token naming every coordinator, as an operator would
+   * (`rgrid-coordinator token create` against the first one's store).
+   */
+  async createToken (extraArgs: string[] = []): Promise<string> {
+    const first = this.coordinators[0]!
+    const dataDir = first.process.args[first.process.args.indexOf('--data-dir') + 1]!
+    const args = ['token', 'create', '--data-dir', dataDir, ...(this.options.db != null ? ['--db', this.options.db] : []),
+      ...this.coordinators.flatMap(c => ['--addr', c.addr]), ...extraArgs]
+    return await new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [BINS.coordinator, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+      let out = ''
+      let err = ''
+      child.stdout.on('data', (c: Buffer) => { out += c.toString() })
+      child.stderr.on('data', (c: Buffer) => { err += c.toString() })
+      child.on('exit', code => { if (code === 0) resolve(out.trim()); else reject(new Error(`token create failed (${code}): ${err.trim()}`)) })
+    })
   }
 
   /**

@@ -15,6 +15,7 @@ import { SqliteStore } from './store/sqlite.js'
 import { PostgresStore } from './store/postgres.js'
 import type { Store } from './store/types.js'
 import { Transfers } from './transfers.js'
+import { ADDRS_FILE, tokenCommand } from './tokens-cli.js'
 import { EmbeddedObjectStore } from './objects/embedded.js'
 import { S3ObjectStore, parseS3Url } from './objects/s3.js'
 import type { ObjectStore } from './objects/types.js'
@@ -25,6 +26,8 @@ import { preferredAddr } from '../common/addrs.js'
 
 const HELP = `Usage: rgrid-coordinator [options]
        rgrid-coordinator migrate [--db URL] [--data-dir DIR]
+       rgrid-coordinator token create [--expires 7d|never] [--note TEXT] [--addr MULTIADDR]... [--db URL] [--data-dir DIR]
+       rgrid-coordinator token list|revoke ID [--db URL] [--data-dir DIR]
 
 Takes job submissions over HTTP, announces them on the mesh, awards each to
 one bidding node, and records claims and results in its store.
@@ -51,6 +54,9 @@ one bidding node, and records claims and results in its store.
   --max-file-mb N         largest input or output file       [256]
   --max-job-mb N          largest total of a job's inputs, or of its outputs [1024]
   --max-log-lines N       live log lines kept per job        [50000]
+  --open                  admit nodes without a join token (local experiments
+                          and tests only; anyone who can reach the mesh can
+                          then take jobs and report results)
   --log-level LEVEL       debug|info|warn|error              [info]
 `
 
@@ -105,6 +111,10 @@ async function main (): Promise<void> {
       'max-job-mb': { type: 'string' },
       'max-log-lines': { type: 'string' },
       'no-migrate': { type: 'boolean' },
+      open: { type: 'boolean' },
+      expires: { type: 'string' },
+      note: { type: 'string' },
+      addr: { type: 'string', multiple: true },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' }
     },
@@ -113,7 +123,8 @@ async function main (): Promise<void> {
   const args = parsed.values
   if (args.help === true) { process.stdout.write(HELP); return }
   const [command, ...extra] = parsed.positionals
-  if (extra.length > 0 || (command != null && command !== 'migrate')) usageError('rgrid-coordinator', `unexpected argument ${JSON.stringify(command)}`)
+  if (command != null && command !== 'migrate' && command !== 'token') usageError('rgrid-coordinator', `unexpected argument ${JSON.stringify(command)}`)
+  if (command !== 'token' && extra.length > 0) usageError('rgrid-coordinator', `unexpected argument ${JSON.stringify(extra[0])}`)
   const dbUrl = args.db ?? process.env.RGRID_DATABASE_URL ?? 'sqlite:coordinator.db'
   const log = createLogger('coordinator', { level: (args['log-level'] ?? 'info') as LogLevel })
   logUnhandledRejections(log)
@@ -131,6 +142,20 @@ async function main (): Promise<void> {
     const store = await openStore(dbUrl, dataDir, true)
     await store.close()
     process.stdout.write(`migrations applied to ${redact(dbUrl)}\n`)
+    return
+  }
+  if (command === 'token') {
+    const [sub, ...rest] = extra
+    if (sub == null) usageError('rgrid-coordinator', 'token needs create, list or revoke')
+    const store = await openStore(dbUrl, dataDir, true)
+    try {
+      process.stdout.write(await tokenCommand(sub, rest, { store, dataDir, addrs: args.addr ?? [], expires: args.expires ?? '7d', note: args.note ?? '', now: Date.now() }))
+    } catch (err) {
+      process.stderr.write(`rgrid-coordinator token ${sub}: ${(err as Error).message}\n`)
+      process.exitCode = 1
+    } finally {
+      await store.close()
+    }
     return
   }
   const objectsUrl = args.objects ?? process.env.RGRID_OBJECTS_URL ?? 'embedded'
@@ -162,7 +187,9 @@ async function main (): Promise<void> {
   const maxLogLines = Number(args['max-log-lines'] ?? 50_000)
   if (!Number.isInteger(maxLogLines) || maxLogLines < 0) usageError('rgrid-coordinator', '--max-log-lines must be an integer >= 0')
   const store = await openStore(dbUrl, dataDir, args['no-migrate'] !== true)
+  if (args.open === true) log.warn('open mode: nodes join without a join token; anyone who can reach this mesh can take jobs and report results')
   const coordinator = new Coordinator({
+    requireJoinToken: args.open !== true,
     transfers,
     maxLogLinesPerJob: maxLogLines,
     privateKey: await loadOrCreateIdentity(dataDir),
@@ -182,6 +209,8 @@ async function main (): Promise<void> {
   await server.start()
   publicUrl ??= server.url
   log.info('objects', { store: objects.kind, ...(embedded != null ? { url: publicUrl } : {}), maxFileBytes, maxJobBytes })
+  // For `token create`: the addresses nodes can dial, as this run listens on them.
+  await writeFile(join(dataDir, ADDRS_FILE), JSON.stringify(coordinator.addrs()) + '\n')
   process.stdout.write(`${preferredAddr(coordinator.addrs())}\n${server.url}\n`)
   log.info('HTTP API listening', { url: server.url })
   stopOnSignals({

@@ -72,6 +72,8 @@ export interface CoordinatorOptions {
   transfers?: Transfers
   /** Live log lines kept per job. @default 50000 */
   maxLogLinesPerJob?: number
+  /** Admit only nodes with a valid join token (false: `--open`). @default true */
+  requireJoinToken?: boolean
 }
 
 /** The operations the HTTP API needs; tests can fake it. */
@@ -173,6 +175,7 @@ export class Coordinator implements CoordinatorApi {
       requirementsOf: jobId => this.open.get(jobId),
       ...(options.transfers != null ? { transfers: options.transfers } : {}),
       ...(options.maxLogLinesPerJob != null ? { maxLogLinesPerJob: options.maxLogLinesPerJob } : {}),
+      requireJoinToken: options.requireJoinToken ?? true,
       onLogs: jobId => { this.logWaiters.get(jobId)?.forEach(wake => { wake() }) }
     })
   }
@@ -214,7 +217,8 @@ export class Coordinator implements CoordinatorApi {
         log.debug('undecodable heartbeat', { error: errorMessage(err) })
         return
       }
-      if (hb.type === 'node-heartbeat') this.membership.seen(msg.from.toString(), hb.capacity, 'heartbeat', hb.running.length)
+      // Only admitted nodes are members; a peer without a token may gossip, but it is not counted.
+      if (hb.type === 'node-heartbeat' && this.sessions.isAdmitted(msg.from.toString())) this.membership.seen(msg.from.toString(), hb.capacity, 'heartbeat', hb.running.length)
     })
     await host.handle(SESSION_PROTOCOL, (stream, connection) => { this.sessions.handle(stream, connection) }, {
       maxInboundStreams: 4

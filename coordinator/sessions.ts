@@ -10,6 +10,7 @@ import { LIMITS } from '../protocol/limits.js'
 import { mismatch } from '../protocol/matching.js'
 import { FrameChannel } from '../common/session.js'
 import { StaleAttemptError, TooLargeError, errorMessage } from '../common/errors.js'
+import { secretSha256 } from '../common/join-token.js'
 import type { Clock } from '../common/clock.js'
 import type { Logger } from '../common/log.js'
 import type { Store, AttemptRecord } from './store/types.js'
@@ -42,6 +43,11 @@ export interface SessionServerOptions {
   maxLogLinesPerJob?: number
   /** Called after live log lines of a job were stored (wakes followers). */
   onLogs?: (jobId: string) => void
+  /**
+   * Admit only nodes whose hello carries a valid join token. Off (`--open`)
+   * for local experiments. @default true
+   */
+  requireJoinToken?: boolean
 }
 
 type Channel = FrameChannel<NodeFrame, CoordinatorFrame>
@@ -49,7 +55,9 @@ type RunningRef = { jobId: string, attempt: number, token: string }
 
 export class SessionServer {
   private readonly sessions = new Map<string, Channel>()
-  readonly stats = { sessions: 0, frames: 0, badFrames: 0, staleReports: 0, handlerFailures: 0, logLines: 0, logLinesDropped: 0 }
+  readonly stats = { sessions: 0, frames: 0, badFrames: 0, staleReports: 0, handlerFailures: 0, logLines: 0, logLinesDropped: 0, joinRefused: 0 }
+  /** Peers that presented a valid join token (or any peer, in open mode) since this coordinator started. */
+  private readonly admitted = new Set<string>()
 
   constructor (private readonly options: SessionServerOptions) {}
 
@@ -62,7 +70,7 @@ export class SessionServer {
     if (previous != null) void previous.close()
     this.stats.sessions++
     this.options.log.debug('session opened', { peerId })
-    void this.serve(peerId, channel).finally(() => {
+    void this.serve(peerId, channel, connection).finally(() => {
       if (this.sessions.get(peerId) === channel) {
         this.sessions.delete(peerId)
         this.options.membership.setSession(peerId, false)
@@ -94,7 +102,32 @@ export class SessionServer {
     await Promise.all(all.map(async c => { await c.close() }))
   }
 
-  private async serve (peerId: string, channel: Channel): Promise<void> {
+  /** Whether the peer was admitted (its gossip counts for membership). */
+  isAdmitted (peerId: string): boolean {
+    return this.options.requireJoinToken === false || this.admitted.has(peerId)
+  }
+
+  /** Null when the hello may proceed, else why the node is refused. */
+  private async admit (hello: Extract<NodeFrame, { type: 'hello' }>): Promise<{ code: string, message: string } | null> {
+    if (this.options.requireJoinToken === false) return null
+    if (hello.join == null) return { code: 'join-refused', message: 'this coordinator admits only nodes with a join token (rgrid-coordinator token create); the hello had none' }
+    let verdict
+    try {
+      verdict = await this.options.store.checkJoinToken({ id: hello.join.id, secretSha256: secretSha256(hello.join.secret), now: this.options.clock.now() })
+    } catch (err) {
+      this.options.log.warn('cannot check a join token', { error: errorMessage(err) })
+      return { code: 'internal', message: 'the coordinator cannot check join tokens right now; retry later' }
+    }
+    switch (verdict) {
+      case 'ok': return null
+      case 'unknown': return { code: 'join-refused', message: `join token ${hello.join.id} is not known to this coordinator` }
+      case 'wrong-secret': return { code: 'join-refused', message: `the secret of join token ${hello.join.id} is wrong` }
+      case 'expired': return { code: 'join-refused', message: `join token ${hello.join.id} has expired; ask for a new one` }
+      case 'revoked': return { code: 'join-refused', message: `join token ${hello.join.id} was revoked` }
+    }
+  }
+
+  private async serve (peerId: string, channel: Channel, connection?: Connection): Promise<void> {
     let bad = 0
     let greeted = false
     const maxBad = this.options.maxBadFrames ?? 20
@@ -123,6 +156,23 @@ export class SessionServer {
           if (++bad >= maxBad) { channel.abort(new Error(`too many bad frames from ${peerId}`)); return }
           continue
         }
+        const refused = await this.admit(next.frame)
+        if (refused != null) {
+          if (refused.code === 'join-refused') this.stats.joinRefused++
+          this.options.log.warn('node refused', { peerId, reason: refused.message })
+          await this.reply(channel, { type: 'error', rid: next.frame.rid, code: refused.code, message: refused.message })
+          // Let the refusal reach the node before the connection goes: closing at once could discard
+          // it in flight. The node hangs up when it has read it; 2 s at most.
+          const hungUp = new AbortController()
+          const wait = setTimeout(() => { hungUp.abort() }, 2_000)
+          await channel.next(hungUp.signal).catch(() => null)
+          clearTimeout(wait)
+          await channel.close()
+          // Not a member: no gossip, no sessions. The node may come back with a valid token.
+          if (refused.code === 'join-refused') await connection?.close().catch((err: unknown) => { this.options.log.debug('closing a refused connection failed', { peerId, error: errorMessage(err) }) })
+          return
+        }
+        this.admitted.add(peerId)
         greeted = true
       }
       // Requests are independent: handle them concurrently so one slow store

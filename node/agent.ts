@@ -47,6 +47,10 @@ export interface NodeAgentOptions {
    */
   coordinators?: string[]
   onCoordinator?: (peerId: string) => void
+  /** Join token credentials presented in every hello. @default none (an open mesh) */
+  join?: { id: string, secret: string }
+  /** A coordinator refused this node's join token (the CLI exits with the message). */
+  onRefused?: (message: string) => void
   /** Directory for per-attempt work dirs. */
   workRoot: string
   /** Path of the outbox database; without it results are kept in memory only. */
@@ -279,8 +283,12 @@ export class NodeAgent {
   /** Introduces the node on a new session and takes the open jobs it is offered. */
   private async hello (session: SessionClient, coordinator: string): Promise<void> {
     this.stats.sessionsOpened++
-    const welcome = await session.request({ type: 'hello', capacity: this.capacity(), running: this.held() })
-    if (welcome.type !== 'welcome') throw new Error(`expected welcome, got ${welcome.type}`)
+    const welcome = await session.request({ type: 'hello', capacity: this.capacity(), running: this.held(), ...(this.options.join != null ? { join: this.options.join } : {}) })
+    if (welcome.type === 'error' && welcome.code === 'join-refused') {
+      this.options.log.error('the coordinator refused to admit this node', { coordinator, reason: welcome.message })
+      this.options.onRefused?.(welcome.message)
+    }
+    if (welcome.type !== 'welcome') throw new Error(`expected welcome, got ${welcome.type}${welcome.type === 'error' ? `: ${welcome.message}` : ''}`)
     for (const r of welcome.revoked) this.runner.revoke(r.jobId, r.attempt, 'the coordinator no longer assigns this attempt to us')
     this.offer(welcome.open, coordinator)
     this.reporter.kick()

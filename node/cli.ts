@@ -9,6 +9,7 @@ import { availableParallelism, totalmem } from 'node:os'
 import { readFile, writeFile, mkdir } from 'node:fs/promises'
 import { peerIdFromString, peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { MetricsServer } from './metrics-server.js'
+import { decodeJoinToken, isJoinToken, type JoinToken } from '../common/join-token.js'
 import { NodeAgent } from './agent.js'
 import { ForkedProcessRuntime } from './runtime/forked-process.js'
 import { DockerRuntime } from './runtime/docker.js'
@@ -18,10 +19,14 @@ import { createLogger, type LogLevel } from '../common/log.js'
 import { logUnhandledRejections, parseArgsOrExit, stopOnSignals, usageError } from '../common/lifecycle.js'
 import { errorMessage } from '../common/errors.js'
 
-const HELP = `Usage: rgrid-node join MULTIADDR... [options]
+const HELP = `Usage: rgrid-node join TOKEN [MULTIADDR...] [options]
+       rgrid-node join MULTIADDR... [options]        (an open mesh)
 
-Joins an RGrid mesh through the given peers (bootstrap peers or the
-coordinator), then bids on announced jobs and runs what it wins.
+Joins an RGrid mesh, then bids on announced jobs and runs what it wins.
+TOKEN (rgrid1.…, from rgrid-coordinator token create) carries the
+coordinators' identities and addresses and the secret they check; extra
+MULTIADDRs (bootstrap peers) are dialled too. Without a token the node joins
+through the given peers, and only a coordinator started with --open admits it.
 
   --runtime docker|process  how jobs run                               [docker]
                             'process' runs commands as plain child processes
@@ -95,9 +100,22 @@ async function main (): Promise<void> {
   })
   const args = parsed.values
   if (args.help === true) { process.stdout.write(HELP); return }
-  const [command, ...peers] = parsed.positionals
+  const [command, ...targets] = parsed.positionals
   if (command !== 'join') usageError('rgrid-node', command == null ? 'missing command (join)' : `unknown command ${JSON.stringify(command)}`)
-  if (peers.length === 0) usageError('rgrid-node', 'join needs at least one MULTIADDR of a bootstrap peer or coordinator')
+  // A join token carries whom to dial and trust; plain multiaddrs join an open mesh.
+  let token: JoinToken | null = null
+  const peers: string[] = []
+  for (const t of targets) {
+    if (isJoinToken(t)) {
+      if (token != null) usageError('rgrid-node', 'give one join token')
+      try { token = decodeJoinToken(t) } catch (err) { usageError('rgrid-node', (err as Error).message) }
+      if (token.expiresAt != null && token.expiresAt <= Date.now()) usageError('rgrid-node', `the join token expired at ${new Date(token.expiresAt).toISOString()}; ask for a new one (rgrid-coordinator token create)`)
+    } else {
+      peers.push(t)
+    }
+  }
+  if (token != null) peers.push(...token.addrs)
+  if (peers.length === 0) usageError('rgrid-node', 'join needs a join token (rgrid1.…) or at least one MULTIADDR of a bootstrap peer or coordinator')
   const runtimeName = args.runtime ?? 'docker'
   if (runtimeName !== 'docker' && runtimeName !== 'process') usageError('rgrid-node', '--runtime must be docker or process')
   const cpus = Number(args.cpus ?? availableParallelism())
@@ -117,7 +135,7 @@ async function main (): Promise<void> {
   const privateKey = await loadOrCreateIdentity(dataDir)
 
   const pinFile = join(dataDir, 'coordinator.peer')
-  let coordinators = args.coordinator ?? []
+  let coordinators = [...(args.coordinator ?? []), ...(token?.coordinators ?? [])]
   if (coordinators.length === 0) {
     try {
       const pinned = (await readFile(pinFile, 'utf8')).trim()
@@ -143,6 +161,11 @@ async function main (): Promise<void> {
   const agent = new NodeAgent({
     privateKey, runtime, log, bootstrap: peers, slots, cpus, memoryMb, labels, drainTimeoutMs, renewMs, gossipDropRate,
     faultPartition: args['fault-partition-signal'] === true,
+    ...(token != null ? { join: { id: token.id, secret: token.secret } } : {}),
+    onRefused: (message) => {
+      process.stderr.write(`rgrid-node: the coordinator refused this node: ${message}\n`)
+      process.exit(2)
+    },
     workRoot: join(dataDir, 'work'),
     outboxPath: join(dataDir, 'outbox.db'),
     cacheDir: join(dataDir, 'cache'),

@@ -172,7 +172,9 @@ export type HeartbeatTopicMessage = z.output<typeof heartbeatTopicSchema>
 export const helloSchema = z.strictObject({
   type: z.literal('hello'), rid: requestId,
   capacity: nodeCapacitySchema,
-  running: z.array(z.strictObject({ jobId, attempt: attemptNumber, token: fencingToken })).max(LIMITS.heartbeatRunning)
+  running: z.array(z.strictObject({ jobId, attempt: attemptNumber, token: fencingToken })).max(LIMITS.heartbeatRunning),
+  /** The join token's id and secret; required unless the coordinator runs with --open. */
+  join: z.strictObject({ id: z.string().regex(/^[A-Za-z0-9_-]{8,64}$/), secret: z.string().min(1).max(128) }).optional()
 })
 
 /** A node's offer to run one announced attempt. */

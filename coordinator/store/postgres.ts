@@ -28,8 +28,9 @@ import { NotFoundError, StaleAttemptError, ValidationError } from '../../common/
 import type { JobSpec, NodeCapacity } from '../../protocol/schemas.js'
 import { POSTGRES_MIGRATIONS } from './migrations/postgres.js'
 import {
-  awardConflict, cancelConflict, checkLogBatch, checkRenewal, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, logQuery, maxAttemptsOf,
-  staleReason
+  awardConflict, cancelConflict, checkJoinTokenQuery, checkJoinTokenRevocation, checkLogBatch, checkNewJoinToken, checkRenewal, clampLimit,
+  DEFAULT_LIST_LIMIT, duplicateJob, duplicateJoinToken, joinTokenVerdict, logQuery, maxAttemptsOf, staleReason, toJoinTokenInfo,
+  type JoinTokenRow, type JoinTokenVerdict
 } from './shared.js'
 import {
   ATTEMPTS_EXHAUSTED, StoreUnavailableError,
@@ -702,6 +703,52 @@ export class PostgresStore implements Store {
       WHERE job_id = ${query.jobId} AND line > ${after}::bigint
       ORDER BY line LIMIT ${limit}`)
     return rows.map(({ line, attempt, stream, at, text }) => ({ line, attempt, stream, at, text }))
+  }
+
+  async createJoinToken (input: { id: string, secretSha256: string, createdAt: number, expiresAt: number | null, note: string }): Promise<void> {
+    checkNewJoinToken(input)
+    await this.db(async (sql) => {
+      try {
+        await sql`
+          INSERT INTO join_tokens (id, secret_sha256, created_at, expires_at, revoked_at, note)
+          VALUES (${input.id}, ${input.secretSha256}, ${input.createdAt}::bigint, ${input.expiresAt}::bigint, NULL, ${input.note})`
+      } catch (err) {
+        if (err instanceof postgres.PostgresError && err.code === '23505' && err.constraint_name === 'join_tokens_pkey') {
+          throw duplicateJoinToken(input.id)
+        }
+        throw err
+      }
+    })
+  }
+
+  async checkJoinToken (input: { id: string, secretSha256: string, now: number }): Promise<JoinTokenVerdict> {
+    checkJoinTokenQuery(input)
+    // int8 columns come back as JS numbers (null stays null).
+    const [row] = await this.db(async (sql) => await sql<JoinTokenRow[]>`
+      SELECT id, secret_sha256, created_at, expires_at, revoked_at, note FROM join_tokens WHERE id = ${input.id}`)
+    return joinTokenVerdict(row, input.secretSha256, input.now)
+  }
+
+  async revokeJoinToken (input: { id: string, now: number }): Promise<boolean> {
+    checkJoinTokenRevocation(input)
+    // One statement. The UPDATE matches only a token not yet revoked, so a second revocation keeps
+    // the first revoked_at; a racing one waits for the row lock, re-checks and matches nothing.
+    // Either way the token exists (rows are never deleted) and the answer is true; false only when
+    // the statement's snapshot has no such row.
+    const [row] = await this.db(async (sql) => await sql<Array<{ found: boolean }>>`
+      WITH u AS (
+        UPDATE join_tokens SET revoked_at = ${input.now}::bigint
+        WHERE id = ${input.id} AND revoked_at IS NULL
+        RETURNING id
+      )
+      SELECT EXISTS (SELECT 1 FROM u) OR EXISTS (SELECT 1 FROM join_tokens WHERE id = ${input.id}) AS found`)
+    return row?.found === true
+  }
+
+  async listJoinTokens (): Promise<Array<{ id: string, createdAt: number, expiresAt: number | null, revokedAt: number | null, note: string }>> {
+    const rows = await this.db(async (sql) => await sql<Array<Omit<JoinTokenRow, 'secret_sha256'>>>`
+      SELECT id, created_at, expires_at, revoked_at, note FROM join_tokens ORDER BY created_at DESC, id DESC`)
+    return rows.map(toJoinTokenInfo)
   }
 
   async tryAcquireLease (input: LeaseInput): Promise<boolean> {

@@ -3,6 +3,7 @@
  * listing limits, and the messages of the typed errors a lost
  * compare-and-set turns into.
  */
+import { timingSafeEqual } from 'node:crypto'
 import { ConflictError } from '../../common/errors.js'
 import { MAX_LOG_BATCH, MAX_RENEW_BATCH, type AppendLogsInput, type RenewLeasesInput } from './types.js'
 
@@ -117,4 +118,96 @@ export function logLinesKept (stored: number, count: number, maxLines: number): 
 export function logQuery (query: { after: number, limit: number }): { after: number, limit: number } {
   const after = Number.isNaN(query.after) ? 0 : Math.min(Number.MAX_SAFE_INTEGER, Math.max(0, Math.floor(query.after)))
   return { after, limit: clampLimit(query.limit, MAX_LOG_LIST_LIMIT, MAX_LOG_LIST_LIMIT) }
+}
+
+/** Most characters (code points) a join token's note may have. */
+export const MAX_JOIN_TOKEN_NOTE = 256
+
+const JOIN_TOKEN_ID = /^[A-Za-z0-9_-]{8,64}$/
+const SHA256_HEX = /^[0-9a-f]{64}$/
+
+/** What {@link joinTokenVerdict} answers, as Store.checkJoinToken does. */
+export type JoinTokenVerdict = 'ok' | 'unknown' | 'wrong-secret' | 'expired' | 'revoked'
+
+/** A join_tokens row as both backends read it (BIGINT already a JS number on PostgreSQL). */
+export interface JoinTokenRow {
+  id: string, secret_sha256: string, created_at: number, expires_at: number | null, revoked_at: number | null, note: string
+}
+
+function checkJoinTokenId (id: unknown): void {
+  if (typeof id !== 'string' || !JOIN_TOKEN_ID.test(id)) {
+    throw new RangeError('a join token id must be 8 to 64 characters of A-Z, a-z, 0-9, _ and -')
+  }
+}
+
+function checkSha256 (secretSha256: unknown): void {
+  if (typeof secretSha256 !== 'string' || !SHA256_HEX.test(secretSha256)) {
+    throw new RangeError('secretSha256 must be 64 lower-case hex digits')
+  }
+}
+
+function checkTime (name: string, value: unknown): void {
+  if (!Number.isSafeInteger(value)) throw new RangeError(`${name} must be a safe integer, got ${String(value)}`)
+}
+
+function checkNote (note: unknown): void {
+  if (typeof note !== 'string') throw new RangeError('note must be a string')
+  if (note.includes('\u0000')) throw new RangeError('note must not contain U+0000')
+  // Counted in code points, so characters outside the BMP count once.
+  let length = 0
+  for (const _ of note) {
+    if (++length > MAX_JOIN_TOKEN_NOTE) throw new RangeError(`note must be at most ${MAX_JOIN_TOKEN_NOTE} characters`)
+  }
+}
+
+/*
+ * The join-token methods check their arguments before they reach the
+ * database, so both backends refuse the same inputs with the same RangeError
+ * (and no id or note holding U+0000 ever reaches PostgreSQL's text).
+ */
+
+export function checkNewJoinToken (input: { id: string, secretSha256: string, createdAt: number, expiresAt: number | null, note: string }): void {
+  checkJoinTokenId(input.id)
+  checkSha256(input.secretSha256)
+  checkTime('createdAt', input.createdAt)
+  if (input.expiresAt !== null) checkTime('expiresAt', input.expiresAt)
+  checkNote(input.note)
+}
+
+export function checkJoinTokenQuery (input: { id: string, secretSha256: string, now: number }): void {
+  checkJoinTokenId(input.id)
+  checkSha256(input.secretSha256)
+  checkTime('now', input.now)
+}
+
+export function checkJoinTokenRevocation (input: { id: string, now: number }): void {
+  checkJoinTokenId(input.id)
+  checkTime('now', input.now)
+}
+
+export function duplicateJoinToken (id: string): ConflictError {
+  return new ConflictError(`join token ${id} already exists`)
+}
+
+/**
+ * Store.checkJoinToken's answer for the row read by id (undefined: none).
+ * The secret is checked first, in constant time, so whoever knows only an id
+ * learns nothing about the token's expiry or revocation.
+ */
+export function joinTokenVerdict (row: JoinTokenRow | undefined, secretSha256: string, now: number): JoinTokenVerdict {
+  if (row === undefined) return 'unknown'
+  const stored = Buffer.from(row.secret_sha256, 'hex')
+  const given = Buffer.from(secretSha256, 'hex')
+  // Both are 32 bytes (the input is checked, the column has a CHECK); timingSafeEqual throws on a length mismatch.
+  if (stored.length !== given.length || !timingSafeEqual(stored, given)) return 'wrong-secret'
+  if (row.revoked_at !== null) return 'revoked'
+  if (row.expires_at !== null && now >= row.expires_at) return 'expired'
+  return 'ok'
+}
+
+/** A join_tokens row as listJoinTokens returns it: without the secret's hash. */
+export function toJoinTokenInfo (row: Omit<JoinTokenRow, 'secret_sha256'>): {
+  id: string, createdAt: number, expiresAt: number | null, revokedAt: number | null, note: string
+} {
+  return { id: row.id, createdAt: row.created_at, expiresAt: row.expires_at, revokedAt: row.revoked_at, note: row.note }
 }

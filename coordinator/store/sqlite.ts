@@ -16,8 +16,9 @@ import { NotFoundError, StaleAttemptError } from '../../common/errors.js'
 import type { JobError, JobSpec, NodeCapacity, Artifact } from '../../protocol/schemas.js'
 import { SQLITE_MIGRATIONS } from './migrations/sqlite.js'
 import {
-  awardConflict, cancelConflict, checkLogBatch, checkRenewal, clampLimit, DEFAULT_LIST_LIMIT, duplicateJob, exhaustedMessage,
-  logLinesKept, logQuery, maxAttemptsOf, staleReason
+  awardConflict, cancelConflict, checkJoinTokenQuery, checkJoinTokenRevocation, checkLogBatch, checkNewJoinToken, checkRenewal, clampLimit,
+  DEFAULT_LIST_LIMIT, duplicateJob, duplicateJoinToken, exhaustedMessage, joinTokenVerdict, logLinesKept, logQuery, maxAttemptsOf,
+  staleReason, toJoinTokenInfo, type JoinTokenRow, type JoinTokenVerdict
 } from './shared.js'
 import {
   ATTEMPTS_EXHAUSTED,
@@ -185,7 +186,15 @@ function prepareStatements (db: Database.Database) {
        ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
        WHERE leases.holder = excluded.holder OR leases.expires_at <= ?
        RETURNING holder`),
-    releaseLease: db.prepare<[string, string]>('DELETE FROM leases WHERE name = ? AND holder = ?')
+    releaseLease: db.prepare<[string, string]>('DELETE FROM leases WHERE name = ? AND holder = ?'),
+    insertJoinToken: db.prepare<[string, string, number, number | null, string]>(
+      'INSERT INTO join_tokens (id, secret_sha256, created_at, expires_at, revoked_at, note) VALUES (?, ?, ?, ?, NULL, ?)'),
+    getJoinToken: db.prepare<[string], JoinTokenRow>('SELECT * FROM join_tokens WHERE id = ?'),
+    // Only a token not yet revoked: a second revocation keeps the first revoked_at.
+    revokeJoinToken: db.prepare<[number, string]>('UPDATE join_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
+    joinTokenExists: db.prepare<[string], { found: number }>('SELECT 1 AS found FROM join_tokens WHERE id = ?'),
+    listJoinTokens: db.prepare<[], Omit<JoinTokenRow, 'secret_sha256'>>(
+      'SELECT id, created_at, expires_at, revoked_at, note FROM join_tokens ORDER BY created_at DESC, id DESC')
   }
   return statements
 }
@@ -550,6 +559,34 @@ export class SqliteStore implements Store {
   async listLogs (query: { jobId: string, after: number, limit: number }): Promise<LogLine[]> {
     const { after, limit } = logQuery(query)
     return this.q.listLogs.all(query.jobId, after, limit)
+  }
+
+  async createJoinToken (input: { id: string, secretSha256: string, createdAt: number, expiresAt: number | null, note: string }): Promise<void> {
+    checkNewJoinToken(input)
+    try {
+      this.q.insertJoinToken.run(input.id, input.secretSha256, input.createdAt, input.expiresAt, input.note)
+    } catch (err) {
+      if (err instanceof Database.SqliteError && err.code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw duplicateJoinToken(input.id)
+      throw err
+    }
+  }
+
+  async checkJoinToken (input: { id: string, secretSha256: string, now: number }): Promise<JoinTokenVerdict> {
+    checkJoinTokenQuery(input)
+    return joinTokenVerdict(this.q.getJoinToken.get(input.id), input.secretSha256, input.now)
+  }
+
+  async revokeJoinToken (input: { id: string, now: number }): Promise<boolean> {
+    checkJoinTokenRevocation(input)
+    const q = this.q
+    // No update: already revoked (true, its first revoked_at kept) or no such token (false).
+    return this.db.transaction((): boolean =>
+      q.revokeJoinToken.run(input.now, input.id).changes === 1 || q.joinTokenExists.get(input.id) !== undefined
+    ).immediate()
+  }
+
+  async listJoinTokens (): Promise<Array<{ id: string, createdAt: number, expiresAt: number | null, revokedAt: number | null, note: string }>> {
+    return this.q.listJoinTokens.all().map(toJoinTokenInfo)
   }
 
   async tryAcquireLease (input: LeaseInput): Promise<boolean> {

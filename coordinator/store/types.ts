@@ -329,6 +329,22 @@ export interface Store {
    * current; RangeError for more than {@link MAX_LOG_BATCH} lines.
    */
   appendLogs: (input: AppendLogsInput) => Promise<{ stored: number, dropped: number }>
+  /**
+   * Records a join token: `id` (public, in the token), the sha256 of its
+   * secret (hex; the secret itself is never stored), and its expiry (null:
+   * never). Throws ConflictError if the id exists.
+   */
+  createJoinToken: (input: { id: string, secretSha256: string, createdAt: number, expiresAt: number | null, note: string }) => Promise<void>
+  /**
+   * Whether a node presenting token `id` with a secret hashing to
+   * `secretSha256` may join at `now`: `ok`, or why not (`unknown`, `wrong-secret`,
+   * `expired`, `revoked`). The hash is compared in constant time. Read only.
+   */
+  checkJoinToken: (input: { id: string, secretSha256: string, now: number }) => Promise<'ok' | 'unknown' | 'wrong-secret' | 'expired' | 'revoked'>
+  /** Revokes a token (idempotent); false if there is no such token. */
+  revokeJoinToken: (input: { id: string, now: number }) => Promise<boolean>
+  /** Tokens newest first, without secrets. */
+  listJoinTokens: () => Promise<Array<{ id: string, createdAt: number, expiresAt: number | null, revokedAt: number | null, note: string }>>
   /** Lines with `line > after`, oldest first, at most `limit` (clamped to 1..5000). */
   listLogs: (query: { jobId: string, after: number, limit: number }) => Promise<LogLine[]>
   /**

@@ -22,6 +22,9 @@ import { uuidv7 } from '../../common/ids.js'
 import type { RGridHost } from '../../common/p2p.js'
 import { submit, getJob, waitForJob, TERMINAL } from '../helpers/http.js'
 import { RogueSession, startRogue } from '../helpers/rogue.js'
+import { decodeJoinToken } from '../../common/join-token.js'
+
+const joinOf = (token: string): { id: string, secret: string } => { const t = decodeJoinToken(token); return { id: t.id, secret: t.secret } }
 
 let mesh: LocalMesh
 let dataDir: string
@@ -77,7 +80,8 @@ async function healthy (): Promise<void> {
 const ROGUE_CAPACITY = { slots: 1, freeSlots: 0, cpus: 0.01, memoryMb: 1, labels: {}, runtime: 'process', version: 'rogue' }
 
 async function greet (s: RogueSession, rid: number): Promise<void> {
-  await s.send({ type: 'hello', rid, capacity: ROGUE_CAPACITY, running: [] })
+  // A member gone bad: it holds the mesh's join token, so it gets past admission.
+  await s.send({ type: 'hello', rid, capacity: ROGUE_CAPACITY, running: [], join: joinOf(mesh.joinToken) })
   expect(await s.frame()).toMatchObject({ type: 'welcome', rid })
 }
 

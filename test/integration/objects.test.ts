@@ -16,6 +16,7 @@ import { LocalMesh } from '../../dist/cli/local-mesh.js'
 import { submit, waitForAll, waitForJob, TERMINAL } from '../helpers/http.js'
 import { RogueSession, startRogue } from '../helpers/rogue.js'
 import type { RGridHost } from '../../common/p2p.js'
+import { decodeJoinToken } from '../../common/join-token.js'
 
 const sha = (data: string | Buffer): string => createHash('sha256').update(data).digest('hex')
 const SCRIPT = 'mkdir -p out; tr a-z A-Z < data.txt > out/upper.csv; wc -c < data.txt > out/count.csv; echo skipped > out/not-matched.txt; echo ran\n'
@@ -182,7 +183,7 @@ describe('inputs and outputs (embedded store)', () => {
     await waitForJob(mesh.httpUrl, body.id, j => TERMINAL.has(j.state), 30_000)
     const s = await RogueSession.open(rogue, mesh.coordinatorPeerId)
     try {
-      await s.send({ type: 'hello', rid: 1, capacity: { slots: 1, freeSlots: 1, cpus: 1, memoryMb: 256, labels: {}, runtime: 'process', version: '0.1.0' }, running: [] })
+      await s.send({ type: 'hello', rid: 1, capacity: { slots: 1, freeSlots: 1, cpus: 1, memoryMb: 256, labels: {}, runtime: 'process', version: '0.1.0' }, running: [], join: { id: decodeJoinToken(mesh.joinToken).id, secret: decodeJoinToken(mesh.joinToken).secret } })
       expect((await s.frame()).type).toBe('welcome')
       await s.send({ type: 'outputs', rid: 2, jobId: body.id, attempt: 1, token: '0'.repeat(32), files: [{ path: 'o.txt', size: 2, sha256: sha('x\n'), contentType: 'text/plain' }] })
       expect(await s.frame()).toMatchObject({ type: 'stale', rid: 2, jobId: body.id })

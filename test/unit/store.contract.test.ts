@@ -381,6 +381,21 @@ function artifactsOf (tag: string): Artifact[] {
   ]
 }
 
+/** The sha256 (hex) of a join token's secret, as the coordinator stores it. */
+const secretHash = (secret: string): string => createHash('sha256').update(secret).digest('hex')
+
+type NewJoinToken = Parameters<Store['createJoinToken']>[0]
+
+/** A join token `id` with the secret `secret-<id>`, created at T0, never expiring. */
+function joinToken (id: string, fields: Partial<Omit<NewJoinToken, 'id'>> = {}): NewJoinToken {
+  return { id, secretSha256: secretHash(`secret-${id}`), createdAt: T0, expiresAt: null, note: '', ...fields }
+}
+
+/** checkJoinToken for `id` with the secret {@link joinToken} gave it (or `secret`), at `now`. */
+async function checkToken (store: Store, id: string, now: number, secret = `secret-${id}`): Promise<string> {
+  return await store.checkJoinToken({ id, secretSha256: secretHash(secret), now })
+}
+
 const WORKER_SOURCE = `
 import { parentPort, workerData } from 'node:worker_threads'
 import { randomBytes } from 'node:crypto'
@@ -1349,6 +1364,172 @@ describe.each(backends)('Store contract: $name', (backend) => {
     expect((await store.getJob(id))?.result?.stdout).toBe(`a${nul}b`)
   })
 
+  it('creates a join token and admits its secret until it expires', async () => {
+    const store = await backend.open()
+    await store.createJoinToken(joinToken('rack4-node', { createdAt: T0, expiresAt: T0 + 1000, note: 'rack 4' }))
+    expect(await checkToken(store, 'rack4-node', T0)).toBe('ok')
+    expect(await checkToken(store, 'rack4-node', T0, 'another secret')).toBe('wrong-secret')
+    expect(await checkToken(store, 'nobody-here', T0)).toBe('unknown')
+    // Valid until expiresAt - 1; from expiresAt on, expired.
+    expect(await checkToken(store, 'rack4-node', T0 + 999)).toBe('ok')
+    expect(await checkToken(store, 'rack4-node', T0 + 1000)).toBe('expired')
+    expect(await checkToken(store, 'rack4-node', T0 + 50_000)).toBe('expired')
+    // The secret is checked first: a wrong one says nothing about the expiry.
+    expect(await checkToken(store, 'rack4-node', T0 + 1000, 'another secret')).toBe('wrong-secret')
+    // A hash that differs from the stored one in its last hex digit only.
+    const stored = secretHash('secret-rack4-node')
+    const lastFlipped = stored.slice(0, -1) + (stored.endsWith('0') ? '1' : '0')
+    expect(await store.checkJoinToken({ id: 'rack4-node', secretSha256: lastFlipped, now: T0 })).toBe('wrong-secret')
+
+    // expiresAt null: never expires.
+    await store.createJoinToken(joinToken('forever_01', { createdAt: T0 + 1 }))
+    expect(await checkToken(store, 'forever_01', Number.MAX_SAFE_INTEGER)).toBe('ok')
+    // Checking is read only.
+    expect((await store.listJoinTokens()).map(t => [t.id, t.revokedAt])).toEqual([['forever_01', null], ['rack4-node', null]])
+  })
+
+  it('revokes a join token once, keeping the first revocation time', async () => {
+    const store = await backend.open()
+    await store.createJoinToken(joinToken('to-revoke', { expiresAt: T0 + 100 }))
+    await store.createJoinToken(joinToken('bystander'))
+    expect(await store.revokeJoinToken({ id: 'to-revoke', now: T0 + 10 })).toBe(true)
+    expect(await checkToken(store, 'to-revoke', T0 + 11)).toBe('revoked')
+    // Idempotent: true again, and the first revoked_at stays.
+    expect(await store.revokeJoinToken({ id: 'to-revoke', now: T0 + 20 })).toBe(true)
+    expect(await store.revokeJoinToken({ id: 'no-such-token', now: T0 + 20 })).toBe(false)
+    expect(await store.listJoinTokens()).toEqual([
+      { id: 'to-revoke', createdAt: T0, expiresAt: T0 + 100, revokedAt: T0 + 10, note: '' },
+      { id: 'bystander', createdAt: T0, expiresAt: null, revokedAt: null, note: '' }
+    ])
+    expect(await checkToken(store, 'bystander', T0 + 11)).toBe('ok')
+    // Revoked and expired: the secret is still checked first, then revocation before expiry.
+    expect(await checkToken(store, 'to-revoke', T0 + 500, 'a guess')).toBe('wrong-secret')
+    expect(await checkToken(store, 'to-revoke', T0 + 500)).toBe('revoked')
+    // Revoking unknown ids created nothing.
+    expect(await checkToken(store, 'no-such-token', T0 + 21)).toBe('unknown')
+  })
+
+  it('keeps the first revocation time when 10 revocations race', async () => {
+    const store = await backend.open()
+    await store.createJoinToken(joinToken('raced-token'))
+    const nows = Array.from({ length: 10 }, (_, i) => T0 + 100 + i)
+    expect(await Promise.all(nows.map(async now => await store.revokeJoinToken({ id: 'raced-token', now })))).toEqual(nows.map(() => true))
+    const [token] = await store.listJoinTokens()
+    expect(nows).toContain(token?.revokedAt)
+    expect(await store.revokeJoinToken({ id: 'raced-token', now: T0 + 1000 })).toBe(true)
+    expect((await store.listJoinTokens())[0]?.revokedAt).toBe(token?.revokedAt)
+  })
+
+  it('refuses a join token whose id exists, keeping the first', async () => {
+    const store = await backend.open()
+    await store.createJoinToken(joinToken('taken-id', { note: 'first' }))
+    const err = await rejectionOf(store.createJoinToken(joinToken('taken-id', { secretSha256: secretHash('other'), createdAt: T0 + 5, note: 'second' })))
+    expect(err).toBeInstanceOf(ConflictError)
+    expect((err as ConflictError).message).toBe('join token taken-id already exists')
+    expect(await checkToken(store, 'taken-id', T0)).toBe('ok')
+    expect(await checkToken(store, 'taken-id', T0, 'other')).toBe('wrong-secret')
+    // Ids compare byte by byte: another case is another token.
+    await store.createJoinToken(joinToken('TAKEN-ID'))
+    expect(await store.listJoinTokens()).toEqual([
+      { id: 'taken-id', createdAt: T0, expiresAt: null, revokedAt: null, note: 'first' },
+      { id: 'TAKEN-ID', createdAt: T0, expiresAt: null, revokedAt: null, note: '' }
+    ])
+  })
+
+  it('creates a join token exactly once when 10 creations of one id race', async () => {
+    const store = await backend.open()
+    const outcomes = await Promise.allSettled(Array.from({ length: 10 }, async (_, i) =>
+      await store.createJoinToken(joinToken('contested', { secretSha256: secretHash(`s${i}`), note: `try ${i}` }))))
+    expect(outcomes.filter(o => o.status === 'fulfilled')).toHaveLength(1)
+    const refusals = outcomes.flatMap(o => o.status === 'rejected' ? [o.reason as unknown] : [])
+    expect(refusals).toHaveLength(9)
+    for (const r of refusals) expect(r).toBeInstanceOf(ConflictError)
+    const winner = outcomes.findIndex(o => o.status === 'fulfilled')
+    expect(await store.listJoinTokens()).toEqual([{ id: 'contested', createdAt: T0, expiresAt: null, revokedAt: null, note: `try ${winner}` }])
+    expect(await checkToken(store, 'contested', T0, `s${winner}`)).toBe('ok')
+  })
+
+  it('refuses malformed join-token arguments with RangeError before touching the database', async () => {
+    // Unmigrated: a call that reached the database would fail there (no join_tokens table), not with RangeError.
+    const bare = await backend.openUnmigrated()
+    const hash = secretHash('x')
+    const badCreates: NewJoinToken[] = [
+      joinToken('short77'), joinToken('a'.repeat(65)), joinToken(''), joinToken('has space'), joinToken('dotted.id'),
+      joinToken('nul\u0000inside'), joinToken('caf\u00e9-token'), joinToken(42 as unknown as string),
+      joinToken('good-id-1', { secretSha256: hash.toUpperCase() }), joinToken('good-id-1', { secretSha256: hash.slice(1) }),
+      joinToken('good-id-1', { secretSha256: `${hash}0` }), joinToken('good-id-1', { secretSha256: `g${hash.slice(1)}` }),
+      joinToken('good-id-1', { createdAt: T0 + 0.5 }), joinToken('good-id-1', { createdAt: Number.NaN }),
+      joinToken('good-id-1', { createdAt: Number.MAX_SAFE_INTEGER + 1 }),
+      joinToken('good-id-1', { expiresAt: Number.POSITIVE_INFINITY }), joinToken('good-id-1', { expiresAt: T0 + 0.5 }),
+      joinToken('good-id-1', { note: 'x'.repeat(257) }), joinToken('good-id-1', { note: 'a\u0000b' }),
+      joinToken('good-id-1', { note: null as unknown as string })
+    ]
+    for (const input of badCreates) {
+      await expect(bare.createJoinToken(input), JSON.stringify(input)).rejects.toBeInstanceOf(RangeError)
+    }
+    for (const input of [
+      { id: 'short77', secretSha256: hash, now: T0 }, { id: 'good-id-1', secretSha256: hash.toUpperCase(), now: T0 },
+      { id: 'good-id-1', secretSha256: hash, now: T0 + 0.5 }, { id: 'x'.repeat(65), secretSha256: hash, now: T0 }
+    ]) {
+      await expect(bare.checkJoinToken(input), JSON.stringify(input)).rejects.toBeInstanceOf(RangeError)
+    }
+    for (const input of [{ id: 'short77', now: T0 }, { id: 'good-id-1', now: Number.NaN }, { id: 'bad/slash-id', now: T0 }]) {
+      await expect(bare.revokeJoinToken(input), JSON.stringify(input)).rejects.toBeInstanceOf(RangeError)
+    }
+
+    // The limits themselves are accepted: ids of 8 and 64 characters, a note of 256 characters
+    // (counted in code points: 256 emoji are 512 UTF-16 units), negative and large safe times.
+    const store = await backend.open()
+    const emoji = '\u{1F680}'.repeat(256)
+    await store.createJoinToken(joinToken('A-z_0-9x', { note: 'n'.repeat(256) }))
+    await store.createJoinToken(joinToken('b'.repeat(64), { createdAt: T0 + 1, note: emoji, expiresAt: Number.MAX_SAFE_INTEGER }))
+    await store.createJoinToken(joinToken('old-token', { createdAt: -5, expiresAt: 0 }))
+    await expect(store.createJoinToken(joinToken('c'.repeat(8), { note: `${emoji}x` }))).rejects.toBeInstanceOf(RangeError)
+    expect(await store.listJoinTokens()).toEqual([
+      { id: 'b'.repeat(64), createdAt: T0 + 1, expiresAt: Number.MAX_SAFE_INTEGER, revokedAt: null, note: emoji },
+      { id: 'A-z_0-9x', createdAt: T0, expiresAt: null, revokedAt: null, note: 'n'.repeat(256) },
+      { id: 'old-token', createdAt: -5, expiresAt: 0, revokedAt: null, note: '' }
+    ])
+    expect(await checkToken(store, 'b'.repeat(64), Number.MAX_SAFE_INTEGER - 1)).toBe('ok')
+    expect(await checkToken(store, 'old-token', -1)).toBe('ok')
+    expect(await checkToken(store, 'old-token', 0)).toBe('expired')
+  })
+
+  it('lists join tokens newest first, ids byte by byte, without their secrets', async () => {
+    const store = await backend.open()
+    expect(await store.listJoinTokens()).toEqual([])
+    // Same creation time: ids descend in byte order ('-' < '0' < 'Z' < '_' < 'z'), which a
+    // locale's collation would not give.
+    const tied = ['zz_token', '__token_', 'ZZ_token', '00token0', '--token-']
+    for (const id of [...tied].reverse()) await store.createJoinToken(joinToken(id, { createdAt: T0 + 50 }))
+    await store.createJoinToken(joinToken('oldest01', { createdAt: T0 + 1, expiresAt: T0 + 10, note: 'GPU rack \u2014 \u{1F680} "quoted"' }))
+    await store.createJoinToken(joinToken('newest01', { createdAt: T0 + 99, expiresAt: T0 + 1_000_000 }))
+    await store.revokeJoinToken({ id: 'oldest01', now: T0 + 5 })
+    const listed = await store.listJoinTokens()
+    expect(listed.map(t => t.id)).toEqual(['newest01', ...tied, 'oldest01'])
+    expect(listed[0]).toEqual({ id: 'newest01', createdAt: T0 + 99, expiresAt: T0 + 1_000_000, revokedAt: null, note: '' })
+    expect(listed.at(-1)).toEqual({ id: 'oldest01', createdAt: T0 + 1, expiresAt: T0 + 10, revokedAt: T0 + 5, note: 'GPU rack \u2014 \u{1F680} "quoted"' })
+    for (const t of listed) {
+      expect(Object.keys(t).sort()).toEqual(['createdAt', 'expiresAt', 'id', 'note', 'revokedAt'])
+      expect(typeof t.createdAt).toBe('number')
+    }
+    const text = JSON.stringify(listed)
+    for (const id of [...tied, 'oldest01', 'newest01']) expect(text).not.toContain(secretHash(`secret-${id}`))
+  })
+
+  it.runIf(backend.openAtVersion2 !== undefined)('migration 9 adds join tokens to a database created before it', async () => {
+    if (backend.openAtVersion2 === undefined) throw new Error('unreachable: guarded by runIf')
+    const old = uuidv7(T0 + 1)
+    const { store } = await backend.openAtVersion2([{ id: old, spec, now: T0 + 1 }])
+    expect(await store.pendingMigrations()).toContain(9)
+    await store.migrate()
+    expect(await store.pendingMigrations()).toEqual([])
+    expect(await store.listJoinTokens()).toEqual([])
+    await store.createJoinToken(joinToken('after-mig9'))
+    expect(await checkToken(store, 'after-mig9', T0)).toBe('ok')
+    expect((await store.getJob(old))?.state).toBe('announced')
+  })
+
   it.runIf(backend.openAtVersion2 !== undefined)('migration 7 numbers the log lines of jobs created before it from 1', async () => {
     if (backend.openAtVersion2 === undefined) throw new Error('unreachable: guarded by runIf')
     const old = uuidv7(T0 + 1)
@@ -1478,6 +1659,29 @@ describe.each(backends)('Store contract: $name', (backend) => {
       expect(job?.attempts[0]?.node).toBe(winnerOf.get(id))
     }
   }, 120_000)
+})
+
+describe('migration lists', () => {
+  it('number and name the migrations the same on SQLite and PostgreSQL', () => {
+    expect(SQLITE_MIGRATIONS.map(m => [m.id, m.name])).toEqual(POSTGRES_MIGRATIONS.map(m => [m.id, m.name]))
+  })
+})
+
+describe('PostgresStore join tokens', () => {
+  // The test server's databases may well use the C locale already, where the ordering test above
+  // cannot tell a missing COLLATE "C" apart: check the column itself.
+  it('keys join_tokens by an id in the "C" collation, as the other tables', async () => {
+    const url = await freshPostgresUrl()
+    await openPostgres(url)
+    const sql = postgres(url, { max: 1, onnotice: () => {} })
+    rawPostgres.push(sql)
+    const rows = await sql<Array<{ table_name: string, collation_name: string | null }>>`
+      SELECT table_name, collation_name FROM information_schema.columns
+      WHERE table_schema = current_schema() AND column_name IN ('id', 'job_id', 'peer_id', 'name') AND table_name <> 'schema_migrations'
+      ORDER BY table_name, column_name`
+    expect(rows.find(r => r.table_name === 'join_tokens')?.collation_name).toBe('C')
+    expect(rows.filter(r => r.collation_name !== 'C')).toEqual([])
+  })
 })
 
 describe('SqliteStore migrations', () => {

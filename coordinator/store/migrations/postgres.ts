@@ -189,5 +189,25 @@ CREATE TABLE job_logs (
 CREATE INDEX jobs_batch ON jobs ((spec->>'batch'), created_at DESC, id DESC)
   WHERE spec ? 'batch';
 `
+  },
+  {
+    id: 9,
+    name: 'join tokens',
+    sql: `
+-- Tokens that admit a node to the mesh. id is public (it names the token in listings and
+-- revocations); of the secret only its sha256 (64 lower-case hex digits) is kept, so a copy of
+-- the database does not let anyone join. expires_at NULL: never expires. revoked_at is set
+-- once, by the first revocation, and never cleared. No index beyond the primary key: tokens
+-- are few and listJoinTokens reads them all. id is "C" like the other keys, so listJoinTokens'
+-- tie-break on id sorts byte by byte as in SQLite.
+CREATE TABLE join_tokens (
+  id            TEXT   COLLATE "C" NOT NULL PRIMARY KEY,
+  secret_sha256 TEXT   NOT NULL CHECK (secret_sha256 ~ '^[0-9a-f]{64}$'),
+  created_at    BIGINT NOT NULL,
+  expires_at    BIGINT,
+  revoked_at    BIGINT,
+  note          TEXT   NOT NULL DEFAULT ''
+);
+`
   }
 ]

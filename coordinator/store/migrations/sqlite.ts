@@ -192,5 +192,24 @@ CREATE TABLE job_logs (
 CREATE INDEX jobs_batch ON jobs (json_extract(spec, '$.batch'), created_at DESC, id DESC)
   WHERE json_extract(spec, '$.batch') IS NOT NULL;
 `
+  },
+  {
+    id: 9,
+    name: 'join tokens',
+    sql: `
+-- Tokens that admit a node to the mesh. id is public (it names the token in listings and
+-- revocations); of the secret only its sha256 (64 lower-case hex digits) is kept, so a copy of
+-- the database does not let anyone join. expires_at NULL: never expires. revoked_at is set
+-- once, by the first revocation, and never cleared. No index beyond the primary key: tokens
+-- are few and listJoinTokens reads them all.
+CREATE TABLE join_tokens (
+  id            TEXT    NOT NULL PRIMARY KEY,
+  secret_sha256 TEXT    NOT NULL CHECK (length(secret_sha256) = 64 AND secret_sha256 NOT GLOB '*[^0-9a-f]*'),
+  created_at    INTEGER NOT NULL,
+  expires_at    INTEGER,
+  revoked_at    INTEGER,
+  note          TEXT    NOT NULL DEFAULT ''
+) STRICT;
+`
   }
 ]
