@@ -74,6 +74,10 @@ export interface CoordinatorOptions {
   maxLogLinesPerJob?: number
   /** Admit only nodes with a valid join token (false: `--open`). @default true */
   requireJoinToken?: boolean
+  /** How often job counts are sampled for the history chart, in ms. @default 5000 */
+  historySampleMs?: number
+  /** Samples kept. @default 720 (an hour at 5 s) */
+  historySamples?: number
 }
 
 /** The operations the HTTP API needs; tests can fake it. */
@@ -93,6 +97,8 @@ export interface CoordinatorApi {
   waitForLogs: (id: string, timeoutMs: number, signal: AbortSignal) => Promise<void>
   /** `GET /v1/jobs/:id/explain`: why the job is where it is, in plain words. */
   explain: (id: string) => Promise<Explanation>
+  /** Job counts sampled every `historySampleMs`, oldest first (the dashboard's chart). */
+  history: () => Array<{ at: number, waiting: number, running: number, finished: number }>
   /** Prometheus text exposition of the coordinator's metrics. */
   prometheus: () => Promise<string>
   /** `POST /v1/uploads`: where to PUT a file, unless its content is stored already. */
@@ -111,6 +117,8 @@ export class Coordinator implements CoordinatorApi {
   private readonly specCache = new Map<string, JobSpec>()
   /** Followers of a job's live log, woken when its lines arrive on this coordinator. */
   private readonly logWaiters = new Map<string, Set<() => void>>()
+  private readonly samples: Array<{ at: number, waiting: number, running: number, finished: number }> = []
+  private historyTimer: NodeJS.Timeout | null = null
   readonly open = new OpenJobs()
   readonly auction: Auction
   readonly announcer: Announcer
@@ -118,7 +126,7 @@ export class Coordinator implements CoordinatorApi {
   readonly sessions: SessionServer
   readonly recovery: Recovery
   readonly reaper: Reaper
-  readonly stats = { gossipRejected: 0, beaconFailures: 0 }
+  readonly stats = { gossipRejected: 0, beaconFailures: 0, historyFailures: 0 }
   /** Time from a job (attempt) becoming open to its award. */
   readonly awardLatency = new Histogram('rgrid_announce_to_award_seconds', 'Time from a job attempt becoming open (submitted or rescheduled) to its award.')
 
@@ -197,6 +205,9 @@ export class Coordinator implements CoordinatorApi {
   private async doStart (): Promise<void> {
     const { log } = this.options
     await this.options.transfers?.objects.start()
+    void this.sample()
+    this.historyTimer = setInterval(() => { void this.sample() }, this.options.historySampleMs ?? 5_000)
+    this.historyTimer.unref()
     const host = await createHost({
       privateKey: this.options.privateKey,
       listen: this.options.listen ?? ['/ip4/127.0.0.1/tcp/0'],
@@ -244,6 +255,8 @@ export class Coordinator implements CoordinatorApi {
     if (starting == null) return
     await starting.catch(() => undefined)
     this.starting = null
+    if (this.historyTimer != null) clearInterval(this.historyTimer)
+    this.historyTimer = null
     if (this.beaconTimer != null) clearInterval(this.beaconTimer)
     this.beaconTimer = null
     this.announcer.stop()
@@ -294,6 +307,21 @@ export class Coordinator implements CoordinatorApi {
     this.open.add(announced, now)
     this.announcer.enqueue(announced)
     return job
+  }
+
+  history (): Array<{ at: number, waiting: number, running: number, finished: number }> {
+    return [...this.samples]
+  }
+
+  private async sample (): Promise<void> {
+    try {
+      const c = await this.options.store.countJobs()
+      this.samples.push({ at: this.clock.now(), waiting: c.announced, running: c.claimed + c.running, finished: c.succeeded + c.failed + c.cancelled })
+      if (this.samples.length > (this.options.historySamples ?? 720)) this.samples.shift()
+    } catch (err) {
+      this.stats.historyFailures++
+      this.options.log.warn('job count sample failed', { error: errorMessage(err) })
+    }
   }
 
   async prometheus (): Promise<string> {

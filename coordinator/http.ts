@@ -11,6 +11,7 @@ import { ConflictError, InputMissingError, NotFoundError, StaleAttemptError, Too
 import { uploadRequestSchema } from '../protocol/schemas.js'
 import { ObjectStoreUnavailableError } from './objects/types.js'
 import { openApiDocument } from './openapi.js'
+import { DASHBOARD_JS, jobPage, overviewPage } from './dashboard.js'
 import { METRICS_CONTENT_TYPE } from '../common/metrics.js'
 import type { Logger } from '../common/log.js'
 import type { CoordinatorApi } from './coordinator.js'
@@ -87,6 +88,10 @@ export function createHttpApp (options: HttpAppOptions): Hono {
 
   app.get('/healthz', c => c.json({ ok: true, ...api.health() }))
   app.get('/v1/stats', async c => c.json(await api.metrics()))
+  app.get('/', c => c.html(overviewPage()))
+  app.get('/jobs/:id', c => c.html(jobPage(jobId(c))))
+  app.get('/dashboard.js', c => c.body(DASHBOARD_JS, 200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-cache' }))
+  app.get('/v1/stats/history', c => c.json({ samples: api.history() }))
   app.get('/v1/openapi.json', c => c.json(openApiDocument(new URL(c.req.url).origin)))
   app.get('/metrics', async c => c.body(await api.prometheus(), 200, { 'content-type': METRICS_CONTENT_TYPE }))
 

@@ -35,6 +35,10 @@ export function openApiDocument (serverUrl?: string): Json {
     paths: {
       '/healthz': { get: { summary: 'Liveness and identity', responses: { 200: json({ type: 'object' }, '{ok, peerId, addrs}') } } },
       '/v1/stats': { get: { summary: 'Job counts by state and service counters', responses: { 200: json({ type: 'object' }, 'counters') } } },
+      '/v1/stats/history': { get: { summary: 'Job counts sampled every 5 s for the last hour (waiting, running, finished)', responses: { 200: json({ type: 'object' }, '{samples: [{at, waiting, running, finished}]}') } } },
+      '/': { get: { summary: 'Web dashboard', responses: { 200: { description: 'HTML' } } } },
+      '/jobs/{id}': { get: { summary: 'Web dashboard: one job', parameters: [idParam], responses: { 200: { description: 'HTML' } } } },
+      '/dashboard.js': { get: { summary: "The dashboard's script", responses: { 200: { description: 'JavaScript' } } } },
       '/v1/openapi.json': { get: { summary: 'This document', responses: { 200: json({ type: 'object' }, 'OpenAPI 3.1') } } },
       '/v1/jobs': {
         post: {
