@@ -115,6 +115,8 @@ export class NodeAgent {
   private readonly outbox: Outbox | null
   private readonly runner: Runner
   readonly cache: InputCache
+  private readonly recent: Array<{ jobId: string, attempt: number, outcome: string, exitCode: number | null, errorCode: string | null, finishedAt: number }> = []
+  private readonly startedAt = Date.now()
   readonly transfers: NodeTransfers
   private readonly gate: PartitionGate | undefined
   readonly stats = { bids: 0, awards: 0, refusals: 0, bidErrors: 0, announcementsIgnored: 0, sessionsOpened: 0, gossipDropped: 0 }
@@ -166,7 +168,11 @@ export class NodeAgent {
         }
       },
       reporter: this.reporter,
-      onFinished: () => { this.pump() }
+      onFinished: () => { this.pump() },
+      onResult: r => {
+        this.recent.push(r)
+        if (this.recent.length > 20) this.recent.shift()
+      }
     })
   }
 
@@ -451,6 +457,26 @@ export class NodeAgent {
       await heal(host, this.gate, this.options.bootstrap, this.stopController.signal)
       this.links?.reconnect()
       this.options.log.warn('fault injection: network healed', { connections: host.getConnections().length })
+    }
+  }
+
+  /** What `rgrid-node status` shows: identity, connections, running attempts, recent results. */
+  status (): Record<string, unknown> {
+    return {
+      peerId: this.host?.peerId.toString() ?? null,
+      pid: process.pid,
+      startedAt: this.startedAt,
+      updatedAt: this.clock.now(),
+      runtime: this.options.runtime.name,
+      slots: this.slots,
+      freeSlots: this.freeSlots(),
+      bidding: this.bidding,
+      coordinators: this.links?.openSessions().map(s => s.coordinator) ?? [],
+      connections: this.host?.getConnections().map(c => c.remoteAddr.toString()) ?? [],
+      running: this.runner.list(),
+      pendingResults: this.reporter.pendingResults().length,
+      recentResults: [...this.recent].reverse(),
+      stats: { ...this.stats }
     }
   }
 

@@ -6,7 +6,7 @@
  */
 import { join, resolve } from 'node:path'
 import { availableParallelism, totalmem } from 'node:os'
-import { readFile, writeFile, mkdir } from 'node:fs/promises'
+import { readFile, writeFile, mkdir, rename, rm } from 'node:fs/promises'
 import { peerIdFromString, peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { MetricsServer } from './metrics-server.js'
 import { decodeJoinToken, isJoinToken, type JoinToken } from '../common/join-token.js'
@@ -21,6 +21,8 @@ import { errorMessage } from '../common/errors.js'
 
 const HELP = `Usage: rgrid-node join TOKEN [MULTIADDR...] [options]
        rgrid-node join MULTIADDR... [options]        (an open mesh)
+       rgrid-node join --config FILE                 (settings from a JSON file)
+       rgrid-node status [--data-dir DIR] [--json]   (what the running node is doing)
 
 Joins an RGrid mesh, then bids on announced jobs and runs what it wins.
 TOKEN (rgrid1.…, from rgrid-coordinator token create) carries the
@@ -33,8 +35,8 @@ through the given peers, and only a coordinator started with --open admits it.
                             with NO isolation: for development and simulations
                             only, never for other people's jobs.
   --slots N                 jobs run at the same time                  [cpus]
-  --cpus N                  CPUs offered to jobs                       [all]
-  --memory-mb N             memory offered to jobs, MiB                [80% of RAM]
+  --cpus N                  CPUs offered to jobs          [all but one on > 2 cores]
+  --memory-mb N             memory offered to jobs, MiB   [RAM minus 20%, >= 512 MiB kept]
   --labels k=v,...          labels jobs can require
   --coordinator PEERID      coordinator to trust (repeatable: several may share
                             one database); without it the first one heard is
@@ -53,6 +55,8 @@ through the given peers, and only a coordinator started with --open admits it.
                             network (every connection refused and closed),
                             the next SIGUSR2 heals it
   --metrics HOST:PORT       serve Prometheus metrics at /metrics        [off]
+  --config FILE             JSON object of these settings by long name, plus
+                            "join": the token (and multiaddrs); flags win
   --log-level LEVEL         debug|info|warn|error                      [info]
 `
 
@@ -94,14 +98,20 @@ async function main (): Promise<void> {
       'fault-drop-gossip': { type: 'string' },
       'fault-partition-signal': { type: 'boolean' },
       'log-level': { type: 'string' },
+      config: { type: 'string' },
+      json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' }
     },
     strict: true
   })
-  const args = parsed.values
-  if (args.help === true) { process.stdout.write(HELP); return }
-  const [command, ...targets] = parsed.positionals
-  if (command !== 'join') usageError('rgrid-node', command == null ? 'missing command (join)' : `unknown command ${JSON.stringify(command)}`)
+  if (parsed.values.help === true) { process.stdout.write(HELP); return }
+  const [command, ...cliTargets] = parsed.positionals
+  if (command === 'status') { await status(resolve(parsed.values['data-dir'] ?? join('.rgrid', 'node')), parsed.values.json === true); return }
+  if (command !== 'join') usageError('rgrid-node', command == null ? 'missing command (join or status)' : `unknown command ${JSON.stringify(command)}`)
+  // Flags given on the command line win over the config file's.
+  const fromFile = parsed.values.config != null ? await readConfig(parsed.values.config) : { values: {}, join: [] }
+  const args = { ...fromFile.values, ...parsed.values } as typeof parsed.values
+  const targets = cliTargets.length > 0 ? cliTargets : fromFile.join
   // A join token carries whom to dial and trust; plain multiaddrs join an open mesh.
   let token: JoinToken | null = null
   const peers: string[] = []
@@ -118,10 +128,14 @@ async function main (): Promise<void> {
   if (peers.length === 0) usageError('rgrid-node', 'join needs a join token (rgrid1.…) or at least one MULTIADDR of a bootstrap peer or coordinator')
   const runtimeName = args.runtime ?? 'docker'
   if (runtimeName !== 'docker' && runtimeName !== 'process') usageError('rgrid-node', '--runtime must be docker or process')
-  const cpus = Number(args.cpus ?? availableParallelism())
+  // By default jobs get the machine minus a reserve for the node itself and the operator:
+  // one core (on machines with more than two) and a fifth of the memory (at least 512 MiB).
+  const cores = availableParallelism()
+  const cpus = Number(args.cpus ?? (cores > 2 ? cores - 1 : cores))
   if (!Number.isFinite(cpus) || cpus <= 0) usageError('rgrid-node', '--cpus must be a positive number')
   const slots = positiveInt('--slots', args.slots, Math.max(1, Math.floor(cpus)))
-  const memoryMb = positiveInt('--memory-mb', args['memory-mb'], Math.floor(totalmem() / 1024 / 1024 * 0.8))
+  const totalMb = Math.floor(totalmem() / 1024 / 1024)
+  const memoryMb = positiveInt('--memory-mb', args['memory-mb'], Math.max(256, totalMb - Math.max(512, Math.floor(totalMb * 0.2))))
   const drainTimeoutMs = positiveInt('--drain-timeout-ms', args['drain-timeout-ms'], 30_000)
   const renewMs = positiveInt('--renew-ms', args['renew-ms'], 5_000)
   const cacheMb = positiveInt('--cache-mb', args['cache-mb'], 1024)
@@ -187,7 +201,20 @@ async function main (): Promise<void> {
   const metricsUrl = await metrics?.start()
   if (metricsUrl != null) log.info('metrics', { url: metricsUrl })
   process.stdout.write(`${agent.peerId}\n`)
-  stopOnSignals({ stop: async () => { await metrics?.stop(); await agent.stop() } }, log, { gracefulStopMs: drainTimeoutMs + 15_000 })
+  // For `rgrid-node status`: rewritten every 2 s, atomically.
+  const statusFile = join(dataDir, STATUS_FILE)
+  const writeStatus = async (): Promise<void> => {
+    try {
+      await writeFile(statusFile + '.tmp', JSON.stringify(agent.status()) + '\n')
+      await rename(statusFile + '.tmp', statusFile)
+    } catch (err) {
+      log.warn('cannot write the status file', { error: errorMessage(err) })
+    }
+  }
+  await writeStatus()
+  const statusTimer = setInterval(() => { void writeStatus() }, 2_000)
+  statusTimer.unref()
+  stopOnSignals({ stop: async () => { clearInterval(statusTimer); await metrics?.stop(); await agent.stop(); await rm(statusFile, { force: true }) } }, log, { gracefulStopMs: drainTimeoutMs + 15_000 })
   if (args['fault-partition-signal'] === true) {
     log.warn('fault injection: SIGUSR2 cuts this node off the network, the next SIGUSR2 heals it')
     let cut = false
@@ -196,6 +223,69 @@ async function main (): Promise<void> {
       agent.setCutOff(cut).catch((err: unknown) => { log.error('partition fault injection failed', { error: errorMessage(err) }) })
     })
   }
+}
+
+const STATUS_FILE = 'status.json'
+
+/**
+ * `--config FILE`: a JSON object whose keys are the long flag names
+ * (`"runtime": "docker"`, `"slots": 4`, `"labels": "zone=eu"`) plus `"join"`:
+ * the token and any multiaddrs. For unattended machines (see docs/operations.md).
+ */
+async function readConfig (path: string): Promise<{ values: Record<string, unknown>, join: string[] }> {
+  let raw: unknown
+  try {
+    raw = JSON.parse(await readFile(path, 'utf8'))
+  } catch (err) {
+    usageError('rgrid-node', `--config ${path}: ${errorMessage(err)}`)
+  }
+  if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) usageError('rgrid-node', `--config ${path}: expected a JSON object`)
+  const values: Record<string, unknown> = {}
+  let joinTargets: string[] = []
+  for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+    if (k === 'join') {
+      joinTargets = (Array.isArray(v) ? v : [v]).map(String)
+    } else if (k === 'coordinator' || k === 'listen') {
+      values[k] = (Array.isArray(v) ? v : [v]).map(String)
+    } else if (typeof v === 'boolean') {
+      values[k] = v
+    } else if (typeof v === 'string' || typeof v === 'number') {
+      values[k] = String(v)
+    } else {
+      usageError('rgrid-node', `--config ${path}: ${k} must be a string, number or boolean`)
+    }
+  }
+  const known = new Set(['runtime', 'slots', 'cpus', 'memory-mb', 'labels', 'coordinator', 'listen', 'data-dir', 'docker-default-image', 'drain-timeout-ms', 'cache-mb', 'metrics', 'renew-ms', 'log-level'])
+  for (const k of Object.keys(values)) if (!known.has(k)) usageError('rgrid-node', `--config ${path}: unknown setting ${JSON.stringify(k)}`)
+  return { values, join: joinTargets }
+}
+
+/** `rgrid-node status`: what the node running on DATA_DIR last wrote. */
+async function status (dataDir: string, json: boolean): Promise<void> {
+  let text: string
+  try {
+    text = await readFile(join(dataDir, STATUS_FILE), 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    process.stderr.write(`rgrid-node status: no node is running on ${dataDir} (no ${STATUS_FILE})\n`)
+    process.exit(1)
+  }
+  const s = JSON.parse(text) as { peerId: string, pid: number, startedAt: number, updatedAt: number, runtime: string, slots: number, freeSlots: number, bidding: boolean, coordinators: string[], connections: string[], running: Array<{ jobId: string, attempt: number, startedAt: number | null }>, pendingResults: number, recentResults: Array<{ jobId: string, attempt: number, outcome: string, exitCode: number | null, errorCode: string | null, finishedAt: number }> }
+  const stale = Date.now() - s.updatedAt > 10_000
+  if (json) { process.stdout.write(JSON.stringify({ ...s, stale }, null, 2) + '\n'); return }
+  const age = (ms: number): string => ms < 120_000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms / 60_000)} min`
+  const lines = [
+    `node ${s.peerId} (pid ${s.pid}, ${s.runtime} runtime)${stale ? `  NOT RUNNING? last update ${age(Date.now() - s.updatedAt)} ago` : `, up ${age(Date.now() - s.startedAt)}`}`,
+    `slots: ${s.slots - s.freeSlots} busy of ${s.slots}${s.bidding ? '' : ' (draining)'}; results waiting for delivery: ${s.pendingResults}`,
+    `coordinators with a session: ${s.coordinators.length === 0 ? 'none' : s.coordinators.join(', ')}`,
+    `connections: ${s.connections.length}`,
+    ...s.connections.map(c => `  ${c}`),
+    `running: ${s.running.length === 0 ? 'nothing' : ''}`,
+    ...s.running.map(r => `  ${r.jobId} attempt ${r.attempt}${r.startedAt != null ? `, for ${age(Date.now() - r.startedAt)}` : ', starting'}`),
+    `recent results: ${s.recentResults.length === 0 ? 'none' : ''}`,
+    ...s.recentResults.map(r => `  ${new Date(r.finishedAt).toISOString()}  ${r.jobId} attempt ${r.attempt}  ${r.outcome}${r.exitCode != null ? ` exit ${r.exitCode}` : ''}${r.errorCode != null ? ` (${r.errorCode})` : ''}`)
+  ]
+  process.stdout.write(lines.join('\n') + '\n')
 }
 
 main().catch((err: unknown) => {

@@ -43,6 +43,8 @@ export interface RunnerOptions {
   cleanup: (dir: string) => Promise<void>
   /** Called after an attempt has ended and its slot is free. */
   onFinished: () => void
+  /** Called with each attempt's outcome as it is handed to the reporter (for `rgrid-node status`). */
+  onResult?: (r: { jobId: string, attempt: number, outcome: string, exitCode: number | null, errorCode: string | null, finishedAt: number }) => void
   /** Ships live output lines while attempts run. @default none (no live logs) */
   logs?: LogShipper
   /** Fetches inputs and uploads outputs; jobs with either fail without it. */
@@ -208,6 +210,7 @@ export class Runner {
     if (entry.stopReason === 'shutdown' && outcome.outcome === 'cancelled') {
       outcome = { ...outcome, outcome: 'failed', error: { code: 'node-shutdown', message: 'the node shut down before the job finished', retryable: true } }
     }
+    this.options.onResult?.({ jobId, attempt, outcome: outcome.outcome, exitCode: outcome.exitCode, errorCode: outcome.error?.code ?? null, finishedAt: outcome.finishedAt })
     await reporter.result({ type: 'result', jobId, attempt, token, ...outcome, artifacts: outcome.artifacts ?? [] }, coordinator)
   }
 
