@@ -164,4 +164,25 @@ describe('rgrid CLI', () => {
     expect(watched.stdout).toContain('29 succeeded, 1 failed or cancelled')
     expect((JSON.parse((await rgrid(['list', '--json', '--batch', batch!])).stdout) as unknown[])).toHaveLength(31)
   })
+
+  it('Ctrl-C detaches from a running job without cancelling it, and says how to follow it', async () => {
+    writeFileSync(join(work, 'long.sh'), 'echo begun; sleep 30\n')
+    const child = spawn(process.execPath, [RGRID, 'run', 'long.sh'], { cwd: work, env: { ...process.env, RGRID_COORDINATOR: mesh.httpUrl, RGRID_CONFIG: join(dataDir, 'none.json') } })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
+    child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
+    const deadline = Date.now() + 30_000
+    while (!stdout.includes('begun') && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+    expect(stdout).toBe('begun\n')
+    const exited = new Promise<number | null>(resolve => child.on('exit', resolve))
+    child.kill('SIGINT')
+    expect(await exited).toBe(130)
+    const id = /job ([0-9a-f-]{36}) submitted/.exec(stderr)?.[1]
+    expect(stderr).toContain(`rgrid logs -f ${id!}`)
+    // Still running: detaching is not cancelling.
+    const status = JSON.parse((await rgrid(['status', '--json', id!])).stdout) as { state: string }
+    expect(status.state).toBe('running')
+    await rgrid(['cancel', id!])
+  })
 })
