@@ -398,8 +398,9 @@ export class PostgresStore implements Store {
       const job = await this.diagnose(input.jobId, input.attempt)
       const current = currentOf(job)
       const holds = job !== undefined && job.attempt === input.attempt && current?.token === input.token && current.node === input.node
-      // A repeated `started` (the node retried after a lost ack) must not fail the node.
-      if (holds && job.state === 'running') return
+      // A repeated `started` (the node retried after a lost ack) must not fail the node; nor one that
+      // arrives after the attempt's own result ended the job (a report delayed by an outage): late, not stale.
+      if (holds && (job.state === 'running' || job.state === 'succeeded' || job.state === 'failed')) return
       if (holds && job.state === 'claimed' && run < MAX_RERUNS) continue
       const reason = staleReason(job, current, input.attempt, input.token, input.node)
       if (job !== undefined) await this.recordStale(input.jobId, input.now, input.node, input.attempt, 'started', reason)
@@ -687,6 +688,8 @@ export class PostgresStore implements Store {
       const holds = job !== undefined && job.attempt === input.attempt && current?.token === input.token && current.node === input.node
       // The statement's snapshot predated a commit it then waited for (say the award of this attempt): look again.
       if (holds && (job.state === 'claimed' || job.state === 'running') && run < MAX_RERUNS) continue
+      // Lines of the attempt whose own result ended the job, delayed past it: late, not stale; not kept.
+      if (holds && (job.state === 'succeeded' || job.state === 'failed')) return { stored: 0, dropped: count }
       const reason = staleReason(job, current, input.attempt, input.token, input.node)
       if (job !== undefined) await this.recordStale(input.jobId, input.now, input.node, input.attempt, 'log', reason)
       throw new StaleAttemptError(input.jobId, input.attempt, reason)

@@ -352,8 +352,9 @@ export class SqliteStore implements Store {
       }
       const job = q.getJob.get(input.jobId)
       const current = job === undefined ? undefined : q.getAttempt.get(input.jobId, job.attempt)
-      // A repeated `started` (the node retried after a lost ack) must not fail the node.
-      if (job?.state === 'running' && job.attempt === input.attempt &&
+      // A repeated `started` (the node retried after a lost ack) must not fail the node; nor one that
+      // arrives after the attempt's own result ended the job (a report delayed by an outage): late, not stale.
+      if ((job?.state === 'running' || job?.state === 'succeeded' || job?.state === 'failed') && job.attempt === input.attempt &&
           current?.token === input.token && current.node === input.node) return null
       const reason = staleReason(job, current, input.attempt, input.token, input.node)
       if (job !== undefined) this.recordStale(input.jobId, input.now, input.node, input.attempt, 'started', reason)
@@ -548,6 +549,9 @@ export class SqliteStore implements Store {
       }
       const job = q.getJob.get(input.jobId)
       const current = job === undefined ? undefined : q.getAttempt.get(input.jobId, job.attempt)
+      // Lines of the attempt whose own result ended the job, delayed past it: late, not stale; not kept.
+      if ((job?.state === 'succeeded' || job?.state === 'failed') && job.attempt === input.attempt &&
+          current?.token === input.token && current.node === input.node) return 0
       const reason = staleReason(job, current, input.attempt, input.token, input.node)
       if (job !== undefined) this.recordStale(input.jobId, input.now, input.node, input.attempt, 'log', reason)
       return { stale: reason }

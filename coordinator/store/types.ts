@@ -256,7 +256,11 @@ export interface Store {
    * announced with this attempt number (someone else won, or it was cancelled).
    */
   award: (input: AwardInput) => Promise<AttemptRecord>
-  /** `claimed` -> `running` for the holder of the current token. Throws StaleAttemptError. */
+  /**
+   * `claimed` -> `running` for the holder of the current token. A repeat, or
+   * one arriving after the holder's own result ended the job, changes
+   * nothing. Throws StaleAttemptError otherwise.
+   */
   markStarted: (input: { jobId: string, attempt: number, token: string, node: string, startedAt: number, now: number }) => Promise<void>
   /**
    * Records the attempt's result and ends the job, for the holder of the
@@ -324,9 +328,12 @@ export interface Store {
    * matching), numbering them after the job's last line (`line` 1, 2, …,
    * per job, across attempts), in one conditional write. Lines beyond
    * `maxLines` for the job are not stored: resolves how many were stored
-   * and how many dropped for the cap. Throws StaleAttemptError (and records
-   * a `stale-report` event with `report: 'log'`) when the attempt is not
-   * current; RangeError for more than {@link MAX_LOG_BATCH} lines.
+   * and how many dropped for the cap. Lines from the holder whose own result
+   * already ended the job (`succeeded`/`failed`, same attempt, token and
+   * node) are late, not stale: none stored, all counted dropped. Otherwise
+   * throws StaleAttemptError (and records a `stale-report` event with
+   * `report: 'log'`) when the attempt is not current; RangeError for more
+   * than {@link MAX_LOG_BATCH} lines.
    */
   appendLogs: (input: AppendLogsInput) => Promise<{ stored: number, dropped: number }>
   /**

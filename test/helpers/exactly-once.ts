@@ -53,7 +53,7 @@ export async function expectExactlyOnce (url: string, jobs: JobJson[], stdout: (
     for (const a of job.attempts.slice(0, -1)) expect(['lost', 'failed', 'cancelled'], `job ${i}: replaced attempt ${a.number}`).toContain(a.state)
     // A refused report may only come from an attempt that was replaced.
     const stale = events.filter(e => e.type === 'stale-report')
-    for (const s of stale) expect(s.attempt, `job ${i}: stale report`).not.toBe(succeeded[0]!.number)
+    for (const s of stale) expect(s.attempt, `job ${i}: stale report ${JSON.stringify(s.detail)}`).not.toBe(succeeded[0]!.number)
     summary.staleReports += stale.length
   }
   return summary

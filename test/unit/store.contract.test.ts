@@ -1246,12 +1246,23 @@ describe.each(backends)('Store contract: $name', (backend) => {
     expect(JSON.stringify(await store.listEvents(id))).not.toContain(held.token)
     expect(await store.listLogs({ jobId: id, after: 0, limit: 100 })).toEqual([])
 
-    // A finished job takes no more lines, from its own holder either.
+    // A finished job takes no more lines. From the holder whose own result ended it they are late
+    // (delayed past the result, e.g. by an outage), not stale: dropped without a stale report.
     expect(await store.appendLogs(logsFrom(held, lines))).toEqual({ stored: 2, dropped: 0 })
     await store.recordResult({ jobId: id, attempt: 1, token: held.token, node: nodeId(1), now: T0 + 20, result: resultOf() })
-    expect(await refused(logsFrom(held, linesOf('late', 1), 100, T0 + 21))).toBe('job is succeeded')
+    const reportsBefore = (await staleReports(id)).length
+    expect(await store.appendLogs(logsFrom(held, linesOf('late', 1), 100, T0 + 21))).toEqual({ stored: 0, dropped: 1 })
     expect((await store.listLogs({ jobId: id, after: 0, limit: 100 })).map(l => l.text)).toEqual(['x 1', 'x 2'])
-    expect((await staleReports(id)).at(-1)).toEqual({ actor: nodeId(1), attempt: 1, at: T0 + 21, detail: { report: 'log', reason: 'job is succeeded' } })
+    expect(await staleReports(id)).toHaveLength(reportsBefore)
+    // A late `started` from that holder is ignored the same way; another token is still stale.
+    await store.markStarted({ jobId: id, attempt: 1, token: held.token, node: nodeId(1), startedAt: T0 + 5, now: T0 + 22 })
+    expect(await staleReports(id)).toHaveLength(reportsBefore)
+    expect(await refused({ ...logsFrom(held, lines, 100, T0 + 23), token: newFencingToken() })).toBe('fencing token does not match')
+    // A cancelled job's holder is told to stop.
+    const stopped = await newJob(store, T0 + 24)
+    const doomed = await awardTo(store, stopped, nodeId(1), T0 + 25)
+    await store.cancel({ jobId: stopped, now: T0 + 26, actor: 'http', reason: 'test' })
+    expect(await refused(logsFrom(doomed, lines, 100, T0 + 27))).toBe('job is cancelled')
 
     // A replaced attempt: neither its own number nor the new one works with the old token.
     const moved = await newJob(store, T0 + 30)
