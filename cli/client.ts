@@ -72,7 +72,7 @@ export class Client {
 
   async cancel (id: string): Promise<JobSummary> { return await this.call('POST', `/v1/jobs/${encodeURIComponent(id)}/cancel`) }
   async events (id: string): Promise<JobEvent[]> { return (await this.call<{ events: JobEvent[] }>('GET', `/v1/jobs/${encodeURIComponent(id)}/events`)).events }
-  async explain (id: string): Promise<{ id: string, state: string, summary: string, next: string, nodes: Array<{ peerId: string, verdict: string, reason: string }>, recent: JobEvent[] }> {
+  async explain (id: string): Promise<{ id: string, state: string, summary: string, next: string, nodes: Array<{ peerId: string, verdict: string, reason: string }>, bids: Array<{ node: string, attempt: number, at: number, outcome: string }>, recent: JobEvent[] }> {
     return await this.call('GET', `/v1/jobs/${encodeURIComponent(id)}/explain`)
   }
 

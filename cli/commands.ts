@@ -172,6 +172,10 @@ async function dispatch (command: string, argv: string[]): Promise<number> {
         out('\nNodes:\n')
         for (const n of e.nodes) out(`  …${n.peerId.slice(-12)}  ${n.verdict.padEnd(12)}  ${n.reason}\n`)
       }
+      if (e.bids.length > 0) {
+        out('\nBids:\n')
+        for (const b of e.bids) out(`  ${new Date(b.at).toISOString()}  …${b.node.slice(-12)}  attempt ${b.attempt}  ${b.outcome}\n`)
+      }
       if (e.recent.length > 0) {
         out('\nRecent events:\n')
         for (const ev of e.recent) out(`  ${new Date(ev.at).toISOString()}  ${ev.type.padEnd(12)} ${ev.attempt != null ? `attempt ${ev.attempt}  ` : ''}${typeof ev.detail.reason === 'string' ? ev.detail.reason : ''}\n`)

@@ -56,6 +56,9 @@ interface Round {
   timer: NodeJS.Timeout | null
 }
 
+/** One bid as `explain` shows it. */
+export interface BidRecord { node: string, attempt: number, at: number, freeSlots: number, outcome: string }
+
 export class Auction {
   private readonly rounds = new Map<string, Round>()
   private readonly decided = new Map<string, number>()
@@ -80,7 +83,33 @@ export class Auction {
   }
 
   /** Handles one bid; resolves with the award or the reason for refusal. */
+  /** Recent bids per job, for `explain` (in memory, bounded: the last 2000 jobs, 20 bids each). */
+  private readonly recentBids = new Map<string, BidRecord[]>()
+
+  /** The bids this coordinator saw for a job, oldest first. */
+  bidsFor (jobId: string): BidRecord[] {
+    return [...(this.recentBids.get(jobId) ?? [])]
+  }
+
   async bid (node: string, bid: Bid): Promise<BidOutcome> {
+    const at = this.options.clock.now()
+    const outcome = await this.decide(node, bid)
+    let list = this.recentBids.get(bid.jobId)
+    if (list == null) {
+      if (this.recentBids.size >= 2000) this.recentBids.delete(this.recentBids.keys().next().value!)
+      list = []
+      this.recentBids.set(bid.jobId, list)
+    }
+    if (list.length < 20) {
+      list.push({
+        node, attempt: bid.attempt, at, freeSlots: bid.freeSlots,
+        outcome: outcome.type === 'award' ? (outcome.attempt.jobId === bid.jobId ? 'awarded' : 'lost; given another job') : `refused: ${outcome.reason}`
+      })
+    }
+    return outcome
+  }
+
+  private async decide (node: string, bid: Bid): Promise<BidOutcome> {
     this.stats.bids++
     const key = `${bid.jobId}/${bid.attempt}`
     if (this.count(node) >= bid.slots && !(await this.resyncFromStore(node) < bid.slots)) return this.refuse('overloaded')

@@ -357,7 +357,7 @@ export class Coordinator implements CoordinatorApi {
     if (job == null) throw new NotFoundError('job', id)
     const [events, members] = await Promise.all([this.options.store.listEvents(id), this.membership.list()])
     const nodes = members.map(m => ({ ...m, sessionOpen: this.sessions.hasSession(m.peerId) }))
-    return explain(job, events, nodes, this.clock.now())
+    return explain(job, events, nodes, this.clock.now(), this.auction.bidsFor(id))
   }
 
   async listLogs (id: string, after: number, limit: number): Promise<LogLine[]> {

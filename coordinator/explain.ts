@@ -7,6 +7,7 @@
 import type { NodeCapacity } from '../protocol/schemas.js'
 import { mismatch } from '../protocol/matching.js'
 import type { JobEvent, JobRecord } from './store/types.js'
+import type { BidRecord } from './auction.js'
 
 export interface NodeVerdict {
   peerId: string
@@ -23,6 +24,8 @@ export interface Explanation {
   /** What happens next, if anything. */
   next: string
   nodes: NodeVerdict[]
+  /** Bids this coordinator saw for the job (in memory since its start), oldest first. */
+  bids: BidRecord[]
   /** The events that explain the current state, newest last. */
   recent: JobEvent[]
 }
@@ -41,7 +44,7 @@ function ago (ms: number): string {
   return ms < 1000 ? `${ms} ms` : ms < 120_000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms / 60_000)} min`
 }
 
-export function explain (job: JobRecord, events: JobEvent[], nodes: NodeView[], now: number): Explanation {
+export function explain (job: JobRecord, events: JobEvent[], nodes: NodeView[], now: number, bids: BidRecord[] = []): Explanation {
   const spec = job.spec
   const need = { resources: spec.resources, labels: spec.labels }
   const verdicts: NodeVerdict[] = nodes.map(n => {
@@ -91,6 +94,10 @@ export function explain (job: JobRecord, events: JobEvent[], nodes: NodeView[], 
       const busy = verdicts.filter(v => v.verdict === 'busy')
       const unsuitable = verdicts.filter(v => v.verdict === 'unsuitable')
       summary = `Waiting to be claimed (attempt ${job.attempt} of ${spec.maxAttempts}, submitted ${ago(now - job.createdAt)} ago).`
+      const current = bids.filter(b => b.attempt === job.attempt)
+      summary += current.length === 0
+        ? ' No node has bid on this attempt yet.'
+        : ` ${current.length} bid${current.length === 1 ? '' : 's'} on this attempt: ${current.map(b => `${short(b.node)} ${b.outcome}`).join(', ')}.`
       if (r != null) summary += ` Attempt ${r.attempt ?? job.attempt - 1} was given up: ${String(r.detail.reason)}.`
       if (nodes.length === 0) {
         next = 'No node has joined yet; the job is offered to the first one that joins.'
@@ -108,5 +115,5 @@ export function explain (job: JobRecord, events: JobEvent[], nodes: NodeView[], 
       }
     }
   }
-  return { id: job.id, state: job.state, summary, next, nodes: verdicts, recent }
+  return { id: job.id, state: job.state, summary, next, nodes: verdicts, bids, recent }
 }

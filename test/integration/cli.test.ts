@@ -136,6 +136,9 @@ describe('rgrid CLI', () => {
     }
     expect(text).toMatch(/Succeeded on …\w{8} \(attempt 1, exit 0\)/)
     expect(text).toContain('Next: Nothing: the job has ended.')
+    // Who bid, and what came of it.
+    expect(text).toMatch(/Bids:\n(.*\n)*.*attempt 1 {2}awarded/)
+    expect(e.stdout).toContain('No node has bid on this attempt yet.')
   })
 
   it('run --batch: 30 files, one failing: progress, outputs per input, a summary, exit 1; list, retry and watch by batch', async () => {
