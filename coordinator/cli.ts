@@ -16,6 +16,11 @@ import { PostgresStore } from './store/postgres.js'
 import type { Store } from './store/types.js'
 import { Transfers } from './transfers.js'
 import { ADDRS_FILE, tokenCommand } from './tokens-cli.js'
+import { PROVISIONING_FLAGS, PROVISIONING_HELP, describeProvisioning, resolveProvisioning, type ProvisioningConfig } from './provisioner/config.js'
+import { Provisioner } from './provisioner/provisioner.js'
+import { HetznerClient } from './hetzner/client.js'
+import type { ProvisionerMesh } from './coordinator.js'
+import { systemClock } from '../common/clock.js'
 import { EmbeddedObjectStore } from './objects/embedded.js'
 import { S3ObjectStore, parseS3Url } from './objects/s3.js'
 import type { ObjectStore } from './objects/types.js'
@@ -54,11 +59,13 @@ one bidding node, and records claims and results in its store.
   --max-file-mb N         largest input or output file       [256]
   --max-job-mb N          largest total of a job's inputs, or of its outputs [1024]
   --max-log-lines N       live log lines kept per job        [50000]
+  config                  (command) print the resolved settings, secrets masked, and exit
   --open                  admit nodes without a join token (local experiments
                           and tests only; anyone who can reach the mesh can
                           then take jobs and report results)
   --log-level LEVEL       debug|info|warn|error              [info]
-`
+
+${PROVISIONING_HELP}`
 
 /** Opens the store named by `url`; migrations are applied unless `migrate` is false. */
 async function openStore (url: string, dataDir: string, migrate: boolean): Promise<Store> {
@@ -115,6 +122,7 @@ async function main (): Promise<void> {
       expires: { type: 'string' },
       note: { type: 'string' },
       addr: { type: 'string', multiple: true },
+      ...PROVISIONING_FLAGS,
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' }
     },
@@ -123,7 +131,7 @@ async function main (): Promise<void> {
   const args = parsed.values
   if (args.help === true) { process.stdout.write(HELP); return }
   const [command, ...extra] = parsed.positionals
-  if (command != null && command !== 'migrate' && command !== 'token') usageError('rgrid-coordinator', `unexpected argument ${JSON.stringify(command)}`)
+  if (command != null && command !== 'migrate' && command !== 'token' && command !== 'config') usageError('rgrid-coordinator', `unexpected argument ${JSON.stringify(command)}`)
   if (command !== 'token' && extra.length > 0) usageError('rgrid-coordinator', `unexpected argument ${JSON.stringify(extra[0])}`)
   const dbUrl = args.db ?? process.env.RGRID_DATABASE_URL ?? 'sqlite:coordinator.db'
   const log = createLogger('coordinator', { level: (args['log-level'] ?? 'info') as LogLevel })
@@ -142,6 +150,17 @@ async function main (): Promise<void> {
     const store = await openStore(dbUrl, dataDir, true)
     await store.close()
     process.stdout.write(`migrations applied to ${redact(dbUrl)}\n`)
+    return
+  }
+  let provisioning: ProvisioningConfig | null
+  try { provisioning = resolveProvisioning(args, process.env) } catch (err) { usageError('rgrid-coordinator', (err as Error).message) }
+  if (command === 'config') {
+    process.stdout.write(JSON.stringify({
+      dataDir, db: redact(dbUrl), http: `${http.host}:${http.port}`, listen: args.listen ?? ['/ip4/0.0.0.0/tcp/4002'], bootstrap: args.bootstrap ?? [],
+      objects: (args.objects ?? process.env.RGRID_OBJECTS_URL ?? 'embedded').replace(/\/\/([^:@/]+):[^@]*@/, '//$1:***@'),
+      open: args.open === true, leaseMs: leaseMs ?? 15_000, silentNodeMs: silentNodeMs ?? 3_000,
+      ...describeProvisioning(provisioning)
+    }, null, 2) + '\n')
     return
   }
   if (command === 'token') {
@@ -188,8 +207,22 @@ async function main (): Promise<void> {
   if (!Number.isInteger(maxLogLines) || maxLogLines < 0) usageError('rgrid-coordinator', '--max-log-lines must be an integer >= 0')
   const store = await openStore(dbUrl, dataDir, args['no-migrate'] !== true)
   if (args.open === true) log.warn('open mode: nodes join without a join token; anyone who can reach this mesh can take jobs and report results')
+  const prov = provisioning
   const coordinator = new Coordinator({
     requireJoinToken: args.open !== true,
+    ...(prov != null
+      ? {
+          provisioner: (mesh: ProvisionerMesh) => new Provisioner({
+            ...mesh,
+            client: new HetznerClient({ token: prov.token, endpoint: prov.endpoint }),
+            store, log: log.child('provisioner'), clock: systemClock,
+            meshId: prov.meshId ?? (mesh.coordinatorPeerIds()[0] ?? 'mesh').slice(-8).toLowerCase(),
+            serverType: prov.serverType, locations: prov.locations, image: prov.image,
+            maxServers: prov.maxServers, maxHourlyEur: prov.maxHourlyEur,
+            scaleUpAfterMs: prov.scaleUpAfterMs, idleBeforeDeleteMs: prov.idleBeforeDeleteMs
+          })
+        }
+      : {}),
     transfers,
     maxLogLinesPerJob: maxLogLines,
     privateKey: await loadOrCreateIdentity(dataDir),

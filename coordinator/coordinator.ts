@@ -24,6 +24,16 @@ import { Reaper } from './reaper.js'
 import type { ArtifactLink, Transfers, UploadGrant } from './transfers.js'
 import { explain, type Explanation } from './explain.js'
 import { Histogram, family } from '../common/metrics.js'
+import type { Provisioner } from './provisioner/provisioner.js'
+
+/** What the provisioner sees of the mesh through its coordinator. */
+export interface ProvisionerMesh {
+  isLeader: () => boolean
+  nodes: () => Array<{ peerId: string, labels: Record<string, string>, session: boolean, running: number, freeSlots: number }>
+  drain: (peerId: string) => Promise<boolean>
+  coordinatorAddrs: () => string[]
+  coordinatorPeerIds: () => string[]
+}
 
 export interface CoordinatorOptions {
   privateKey: PrivateKey
@@ -74,6 +84,12 @@ export interface CoordinatorOptions {
   maxLogLinesPerJob?: number
   /** Admit only nodes with a valid join token (false: `--open`). @default true */
   requireJoinToken?: boolean
+  /**
+   * Hetzner Cloud provisioning; off without it. Given the coordinator's
+   * view of the mesh, returns the provisioner to run while this coordinator
+   * holds the background-loop lease.
+   */
+  provisioner?: (mesh: ProvisionerMesh) => Provisioner
   /** How often job counts are sampled for the history chart, in ms. @default 5000 */
   historySampleMs?: number
   /** Samples kept. @default 720 (an hour at 5 s) */
@@ -118,6 +134,8 @@ export class Coordinator implements CoordinatorApi {
   /** Followers of a job's live log, woken when its lines arrive on this coordinator. */
   private readonly logWaiters = new Map<string, Set<() => void>>()
   private readonly samples: Array<{ at: number, waiting: number, running: number, finished: number }> = []
+  /** Grows and shrinks the mesh on Hetzner Cloud, when configured. */
+  provisioner: Provisioner | null = null
   private historyTimer: NodeJS.Timeout | null = null
   readonly open = new OpenJobs()
   readonly auction: Auction
@@ -206,6 +224,18 @@ export class Coordinator implements CoordinatorApi {
     const { log } = this.options
     await this.options.transfers?.objects.start()
     void this.sample()
+    if (this.options.provisioner != null) {
+      this.provisioner = this.options.provisioner({
+        isLeader: () => this.leader?.isLeader === true || this.leader == null,
+        nodes: () => this.membership.listCached().map(m => ({
+          peerId: m.peerId, labels: m.capacity.labels, session: this.sessions.hasSession(m.peerId), running: m.running, freeSlots: m.capacity.freeSlots
+        })),
+        drain: async (peerId) => await this.sessions.push(peerId, { type: 'drain', reason: 'its server is being given back' }),
+        coordinatorAddrs: () => this.addrs(),
+        coordinatorPeerIds: () => this.host != null ? [this.host.peerId.toString()] : []
+      })
+      this.provisioner.start()
+    }
     this.historyTimer = setInterval(() => { void this.sample() }, this.options.historySampleMs ?? 5_000)
     this.historyTimer.unref()
     const host = await createHost({
@@ -255,6 +285,7 @@ export class Coordinator implements CoordinatorApi {
     if (starting == null) return
     await starting.catch(() => undefined)
     this.starting = null
+    this.provisioner?.stop()
     if (this.historyTimer != null) clearInterval(this.historyTimer)
     this.historyTimer = null
     if (this.beaconTimer != null) clearInterval(this.beaconTimer)

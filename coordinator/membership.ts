@@ -94,6 +94,11 @@ export class Membership {
     return this.members.get(peerId)
   }
 
+  /** Nodes heard from since this coordinator started (no store read). */
+  listCached (): MemberView[] {
+    return [...this.members.values()].map(({ persistedAt: _p, ...view }) => view)
+  }
+
   /** Live view merged with nodes known only from the store (seen before a restart). */
   async list (): Promise<MemberView[]> {
     const stored: NodeRecord[] = await this.options.store.listNodes()

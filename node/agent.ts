@@ -304,6 +304,12 @@ export class NodeAgent {
     if (frame.type === 'cancel') this.runner.cancel(frame.jobId, frame.attempt, frame.token, frame.reason)
     // A lease of ours ran out on the coordinator's clock: prove we are alive at once.
     else if (frame.type === 'probe') void this.renew()
+    else if (frame.type === 'drain') {
+      // The coordinator is about to give back this machine: take no new work; running jobs finish.
+      this.bidding = false
+      this.host?.services.pubsub.unsubscribe(ANNOUNCE_TOPIC)
+      this.options.log.warn('draining at the coordinator\'s request', { reason: frame.reason })
+    }
   }
 
   /** New jobs heard of: keep those we could run, then bid while slots are free. */

@@ -106,7 +106,7 @@ export class SessionClient {
           clearTimeout(waiter.timer)
           this.pending.delete(rid)
           waiter.resolve(frame)
-        } else if (frame.type === 'cancel' || frame.type === 'probe') {
+        } else if (frame.type === 'cancel' || frame.type === 'probe' || frame.type === 'drain') {
           this.options.onPush(frame)
         } else if (frame.type === 'error') {
           this.options.log.warn('coordinator reported an error', { code: frame.code, message: frame.message })

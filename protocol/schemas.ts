@@ -347,10 +347,13 @@ export const cancelSchema = z.strictObject({
   reason: z.string().max(512)
 })
 
+/** Pushed by the coordinator before it gives back the node's server: stop bidding, finish what runs. */
+export const drainSchema = z.strictObject({ type: z.literal('drain'), reason: z.string().max(512) })
+
 /** Pushed by the coordinator when a lease ran out: renew now if you are alive. */
 export const probeSchema = z.strictObject({ type: z.literal('probe') })
 
 export const coordinatorFrameSchema = z.discriminatedUnion('type', [
-  welcomeSchema, awardSchema, refuseSchema, ackSchema, staleSchema, renewedSchema, openJobsSchema, errorFrameSchema, cancelSchema, probeSchema, uploadsSchema
+  welcomeSchema, awardSchema, refuseSchema, ackSchema, staleSchema, renewedSchema, openJobsSchema, errorFrameSchema, cancelSchema, probeSchema, uploadsSchema, drainSchema
 ])
 export type CoordinatorFrame = z.output<typeof coordinatorFrameSchema>

@@ -1,0 +1,87 @@
+/**
+ * Provisioning settings from the command line and the environment (read by
+ * the CLI only), resolved once with units in their names. Provisioning is
+ * off unless a token is given.
+ */
+
+export interface ProvisioningConfig {
+  token: string
+  endpoint: string
+  serverType: string
+  locations: string[]
+  image: string
+  maxServers: number
+  maxHourlyEur: number
+  scaleUpAfterMs: number
+  idleBeforeDeleteMs: number
+  meshId: string | null
+}
+
+/** The flags, as parseArgs declares them. */
+export const PROVISIONING_FLAGS = {
+  'hetzner-token': { type: 'string' },
+  'hetzner-endpoint': { type: 'string' },
+  'server-type': { type: 'string' },
+  location: { type: 'string', multiple: true },
+  image: { type: 'string' },
+  'max-servers': { type: 'string' },
+  'max-hourly-cost': { type: 'string' },
+  'scale-up-after': { type: 'string' },
+  'idle-before-delete': { type: 'string' },
+  'mesh-id': { type: 'string' }
+} as const
+
+export const PROVISIONING_HELP = `Provisioning on Hetzner Cloud (off without a token; each flag has an env variable):
+  --hetzner-token T       API token (HCLOUD_TOKEN)
+  --hetzner-endpoint URL  API base URL (HCLOUD_ENDPOINT)     [https://api.hetzner.cloud/v1]
+  --server-type T         server type (RGRID_SERVER_TYPE)    [cx22]
+  --location L            location, repeatable, tried in order (RGRID_LOCATIONS, comma-separated) [fsn1]
+  --image I               image (RGRID_IMAGE)                [debian-12]
+  --max-servers N         managed servers at most (RGRID_MAX_SERVERS) [5]
+  --max-hourly-cost EUR   managed servers' price per hour at most (RGRID_MAX_HOURLY_COST) [1]
+  --scale-up-after D      how long jobs wait unclaimed before a scale-up (RGRID_SCALE_UP_AFTER) [30s]
+  --idle-before-delete D  how long a managed server idles before it is given back (RGRID_IDLE_BEFORE_DELETE) [10m]
+  --mesh-id ID            names this mesh's servers (RGRID_MESH_ID) [from the coordinator's peer id]
+`
+
+/** `90s`, `10m`, `2h` → ms. */
+export function parseDurationMs (text: string, flag: string): number {
+  const m = /^(\d+)(ms|s|m|h)$/.exec(text.trim())
+  if (m == null) throw new Error(`${flag} takes a duration like 30s, 10m or 1h, got ${JSON.stringify(text)}`)
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h']
+}
+
+/** @throws Error naming the bad setting. */
+export function resolveProvisioning (args: Record<string, unknown>, env: NodeJS.ProcessEnv): ProvisioningConfig | null {
+  const pick = (flag: string, name: string): string | undefined => (args[flag] as string | undefined) ?? env[name]
+  const token = pick('hetzner-token', 'HCLOUD_TOKEN')
+  if (token == null || token === '') return null
+  const num = (flag: string, name: string, fallback: number, integer: boolean): number => {
+    const text = pick(flag, name)
+    if (text == null) return fallback
+    const n = Number(text)
+    if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) throw new Error(`--${flag} must be a positive ${integer ? 'integer' : 'number'}, got ${JSON.stringify(text)}`)
+    return n
+  }
+  const locations = (args.location as string[] | undefined) ?? (env.RGRID_LOCATIONS != null ? env.RGRID_LOCATIONS.split(',').map(s => s.trim()).filter(s => s !== '') : ['fsn1'])
+  const meshId = pick('mesh-id', 'RGRID_MESH_ID') ?? null
+  if (meshId != null && !/^[a-z0-9][a-z0-9-]{0,30}$/.test(meshId)) throw new Error('--mesh-id must be 1 to 31 lower-case letters, digits or -')
+  return {
+    token,
+    endpoint: pick('hetzner-endpoint', 'HCLOUD_ENDPOINT') ?? 'https://api.hetzner.cloud/v1',
+    serverType: pick('server-type', 'RGRID_SERVER_TYPE') ?? 'cx22',
+    locations,
+    image: pick('image', 'RGRID_IMAGE') ?? 'debian-12',
+    maxServers: num('max-servers', 'RGRID_MAX_SERVERS', 5, true),
+    maxHourlyEur: num('max-hourly-cost', 'RGRID_MAX_HOURLY_COST', 1, false),
+    scaleUpAfterMs: parseDurationMs(pick('scale-up-after', 'RGRID_SCALE_UP_AFTER') ?? '30s', '--scale-up-after'),
+    idleBeforeDeleteMs: parseDurationMs(pick('idle-before-delete', 'RGRID_IDLE_BEFORE_DELETE') ?? '10m', '--idle-before-delete'),
+    meshId
+  }
+}
+
+/** For `rgrid-coordinator config`: the resolved settings, the token masked. */
+export function describeProvisioning (c: ProvisioningConfig | null): Record<string, unknown> {
+  if (c == null) return { provisioning: 'off (no --hetzner-token / HCLOUD_TOKEN)' }
+  return { provisioning: 'on', ...c, token: c.token.length > 8 ? `${c.token.slice(0, 4)}…${c.token.slice(-2)} (${c.token.length} chars)` : '***' }
+}
