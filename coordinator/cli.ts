@@ -219,7 +219,8 @@ async function main (): Promise<void> {
             meshId: prov.meshId ?? (mesh.coordinatorPeerIds()[0] ?? 'mesh').slice(-8).toLowerCase(),
             serverType: prov.serverType, locations: prov.locations, image: prov.image,
             maxServers: prov.maxServers, maxHourlyEur: prov.maxHourlyEur,
-            scaleUpAfterMs: prov.scaleUpAfterMs, idleBeforeDeleteMs: prov.idleBeforeDeleteMs
+            scaleUpAfterMs: prov.scaleUpAfterMs, idleBeforeDeleteMs: prov.idleBeforeDeleteMs,
+            cooldownMs: prov.cooldownMs, joinDeadlineMs: prov.joinDeadlineMs, hourEndWindowMs: prov.hourEndWindowMs, scanMs: prov.scanMs
           })
         }
       : {}),

@@ -14,6 +14,10 @@ export interface ProvisioningConfig {
   maxHourlyEur: number
   scaleUpAfterMs: number
   idleBeforeDeleteMs: number
+  cooldownMs: number
+  joinDeadlineMs: number
+  hourEndWindowMs: number
+  scanMs: number
   meshId: string | null
 }
 
@@ -28,7 +32,11 @@ export const PROVISIONING_FLAGS = {
   'max-hourly-cost': { type: 'string' },
   'scale-up-after': { type: 'string' },
   'idle-before-delete': { type: 'string' },
-  'mesh-id': { type: 'string' }
+  'mesh-id': { type: 'string' },
+  'scale-up-cooldown': { type: 'string' },
+  'join-deadline': { type: 'string' },
+  'billing-hour-window': { type: 'string' },
+  'provision-every': { type: 'string' }
 } as const
 
 export const PROVISIONING_HELP = `Provisioning on Hetzner Cloud (off without a token; each flag has an env variable):
@@ -42,6 +50,12 @@ export const PROVISIONING_HELP = `Provisioning on Hetzner Cloud (off without a t
   --scale-up-after D      how long jobs wait unclaimed before a scale-up (RGRID_SCALE_UP_AFTER) [30s]
   --idle-before-delete D  how long a managed server idles before it is given back (RGRID_IDLE_BEFORE_DELETE) [10m]
   --mesh-id ID            names this mesh's servers (RGRID_MESH_ID) [from the coordinator's peer id]
+  --scale-up-cooldown D   at least this long between scale-ups (RGRID_SCALE_UP_COOLDOWN) [60s]
+  --join-deadline D       a server that has not joined by then is deleted (RGRID_JOIN_DEADLINE) [10m]
+  --billing-hour-window D keep an idle server until this close to the end of its
+                          paid hour; 0s gives it back as soon as it is idle long
+                          enough (RGRID_BILLING_HOUR_WINDOW) [5m]
+  --provision-every D     how often the provisioner looks (RGRID_PROVISION_EVERY) [10s]
 `
 
 /** `90s`, `10m`, `2h` → ms. */
@@ -76,6 +90,10 @@ export function resolveProvisioning (args: Record<string, unknown>, env: NodeJS.
     maxHourlyEur: num('max-hourly-cost', 'RGRID_MAX_HOURLY_COST', 1, false),
     scaleUpAfterMs: parseDurationMs(pick('scale-up-after', 'RGRID_SCALE_UP_AFTER') ?? '30s', '--scale-up-after'),
     idleBeforeDeleteMs: parseDurationMs(pick('idle-before-delete', 'RGRID_IDLE_BEFORE_DELETE') ?? '10m', '--idle-before-delete'),
+    cooldownMs: parseDurationMs(pick('scale-up-cooldown', 'RGRID_SCALE_UP_COOLDOWN') ?? '60s', '--scale-up-cooldown'),
+    joinDeadlineMs: parseDurationMs(pick('join-deadline', 'RGRID_JOIN_DEADLINE') ?? '10m', '--join-deadline'),
+    hourEndWindowMs: parseDurationMs(pick('billing-hour-window', 'RGRID_BILLING_HOUR_WINDOW') ?? '5m', '--billing-hour-window'),
+    scanMs: Math.max(500, parseDurationMs(pick('provision-every', 'RGRID_PROVISION_EVERY') ?? '10s', '--provision-every')),
     meshId
   }
 }

@@ -46,9 +46,9 @@ const TYPES: TypeDef[] = [
 /** Overrides of net prices, by server type name or `type@location`. */
 export type PriceTable = Record<string, { hourly: number, monthly: number }>
 
-function money (net: number, decimals: number): string { return net.toFixed(decimals) }
+/** As the API writes them: net with 10 decimals, gross with 16. */
 function price (net: number): { net: string, gross: string } {
-  return { net: money(net, 10), gross: money(net * 1.19, 16) }
+  return { net: net.toFixed(10), gross: (Math.round(net * 1.19 * 1e10) / 1e10).toFixed(10) + '000000' }
 }
 
 export function serverTypes (prices: PriceTable = {}): any[] {
