@@ -11,7 +11,7 @@ import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { Client, ClientError, type Job, type LogLine } from './client.js'
 import { MAX_BATCH, newBatchId, submitBatch, summaryTable, watchBatch } from './batch.js'
-import { buildRunSpec, downloadArtifacts, exitCodeOf, parseDuration, parseMemory } from './run.js'
+import { buildRunSpec, downloadArtifacts, exitCodeOf, parseDuration, parseMemory, type RunOptions } from './run.js'
 
 export const SUBMIT_HELP = `Usage: rgrid COMMAND [options]
 
@@ -317,23 +317,23 @@ async function run (argv: string[]): Promise<number> {
   const cpus = values.cpus != null ? Number(values.cpus) : undefined
   if (cpus != null && !(cpus > 0)) throw new UsageError('--cpus must be a positive number')
   const outputDir = (values['output-dir'] as string | undefined) ?? (values.batch != null ? 'rgrid-out' : '.')
+  const runOptions: RunOptions = {
+    script: argv[scriptAt]!, args: argv.slice(scriptAt + 1),
+    env: pairs(values.env as string[] | undefined, '--env'), labels: pairs(values.label as string[] | undefined, '--label'),
+    outputs: (values.output as string[] | undefined) ?? [], outputDir,
+    ...(values.image != null ? { image: values.image as string } : {}),
+    ...(cpus != null ? { cpus } : {}),
+    ...(memoryMb != null ? { memoryMb } : {}),
+    ...(timeoutSeconds != null ? { timeoutSeconds } : {}),
+    ...(values.attempts != null ? { maxAttempts: Number(values.attempts) } : {})
+  }
   if (values.batch != null) {
     const parallel = Number(values.parallel ?? 16)
     if (!Number.isInteger(parallel) || parallel < 1 || parallel > 256) throw new UsageError('--parallel must be an integer from 1 to 256')
     const batch = newBatchId()
     const progress = progressPrinter()
     try {
-      await submitBatch(client, {
-        pattern: values.batch as string, parallel,
-        script: argv[scriptAt]!, args: argv.slice(scriptAt + 1),
-        env: pairs(values.env as string[] | undefined, '--env'), labels: pairs(values.label as string[] | undefined, '--label'),
-        outputs: (values.output as string[] | undefined) ?? [], outputDir,
-        ...(values.image != null ? { image: values.image as string } : {}),
-        ...(cpus != null ? { cpus } : {}),
-        ...(memoryMb != null ? { memoryMb } : {}),
-        ...(timeoutSeconds != null ? { timeoutSeconds } : {}),
-        ...(values.attempts != null ? { maxAttempts: Number(values.attempts) } : {})
-      }, batch, progress.update)
+      await submitBatch(client, { ...runOptions, pattern: values.batch as string, parallel }, batch, progress.update)
     } catch (err) {
       progress.end()
       if (err instanceof ClientError) throw err
@@ -346,16 +346,7 @@ async function run (argv: string[]): Promise<number> {
   }
   let built
   try {
-    built = await buildRunSpec(client, {
-      script: argv[scriptAt]!, args: argv.slice(scriptAt + 1),
-      env: pairs(values.env as string[] | undefined, '--env'), labels: pairs(values.label as string[] | undefined, '--label'),
-      outputs: (values.output as string[] | undefined) ?? [], outputDir,
-      ...(values.image != null ? { image: values.image as string } : {}),
-      ...(cpus != null ? { cpus } : {}),
-      ...(memoryMb != null ? { memoryMb } : {}),
-      ...(timeoutSeconds != null ? { timeoutSeconds } : {}),
-      ...(values.attempts != null ? { maxAttempts: Number(values.attempts) } : {})
-    })
+    built = await buildRunSpec(client, runOptions)
   } catch (err) {
     if (err instanceof ClientError) throw err
     throw new UsageError((err as Error).message)

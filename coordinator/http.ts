@@ -95,15 +95,21 @@ export function createHttpApp (options: HttpAppOptions): Hono {
   app.get('/v1/openapi.json', c => c.json(openApiDocument(new URL(c.req.url).origin)))
   app.get('/metrics', async c => c.body(await api.prometheus(), 200, { 'content-type': METRICS_CONTENT_TYPE }))
 
-  app.post('/v1/jobs', limit, async c => {
+  /** The JSON body, or the 415/400 response to send instead. */
+  const jsonBody = async (c: Context, what: string): Promise<{ body: unknown } | Response> => {
     const type = c.req.header('content-type') ?? ''
-    if (!type.startsWith('application/json')) return fail(c, 415, 'unsupported-media-type', 'send the job spec as application/json')
-    let body: unknown
+    if (!type.startsWith('application/json')) return fail(c, 415, 'unsupported-media-type', `send ${what} as application/json`)
     try {
-      body = await c.req.json()
+      return { body: await c.req.json() }
     } catch {
       return fail(c, 400, 'invalid-json', 'request body is not valid JSON')
     }
+  }
+
+  app.post('/v1/jobs', limit, async c => {
+    const read = await jsonBody(c, 'the job spec')
+    if (read instanceof Response) return read
+    const body = read.body
     const spec = decodeJobSpec(body)
     const job = await api.submit(spec)
     c.header('Location', `/v1/jobs/${job.id}`)
@@ -192,14 +198,9 @@ export function createHttpApp (options: HttpAppOptions): Hono {
   })
 
   app.post('/v1/uploads', limit, async c => {
-    const type = c.req.header('content-type') ?? ''
-    if (!type.startsWith('application/json')) return fail(c, 415, 'unsupported-media-type', 'send {"sha256", "size"} as application/json')
-    let body: unknown
-    try {
-      body = await c.req.json()
-    } catch {
-      return fail(c, 400, 'invalid-json', 'request body is not valid JSON')
-    }
+    const read = await jsonBody(c, '{"sha256", "size"}')
+    if (read instanceof Response) return read
+    const body = read.body
     const parsed = uploadRequestSchema.safeParse(body)
     if (!parsed.success) {
       const issue = parsed.error.issues[0]
