@@ -473,7 +473,8 @@ export class Coordinator implements CoordinatorApi {
       reaper: { ...this.reaper.stats },
       leader: { isLeader: this.leader?.isLeader === true, ...this.leader?.stats },
       gossip: { ...this.stats },
-      transfers: this.options.transfers != null ? { ...this.options.transfers.stats } : null
+      transfers: this.options.transfers != null ? { ...this.options.transfers.stats } : null,
+      provisioner: this.provisioner != null ? { ...this.provisioner.stats, lastPlan: this.provisioner.lastPlan, disabled: this.provisioner.disabledReason } : null
     }
   }
 

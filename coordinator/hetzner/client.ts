@@ -67,7 +67,10 @@ export class HetznerApiError extends Error {
   /** The token is wrong or lacks permission: retrying will not help. */
   get unauthorized (): boolean { return this.status === 401 || this.code === 'unauthorized' || this.code === 'forbidden' }
   /** Worth retrying later, possibly elsewhere. */
-  get transient (): boolean { return this.status === 429 || this.status >= 500 || this.code === 'resource_unavailable' || this.code === 'server_limit_exceeded' || this.code === 'placement_error' }
+  get transient (): boolean {
+    return this.status === 429 || this.status >= 500 || this.status === 0 || this.code === 'resource_unavailable' ||
+      this.code === 'resource_limit_exceeded' || this.code === 'server_limit_exceeded' || this.code === 'placement_error'
+  }
 }
 
 export class HetznerClient {

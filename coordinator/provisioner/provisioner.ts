@@ -195,7 +195,7 @@ export class Provisioner {
         return
       } catch (err) {
         // Out of capacity here: try the next location. Anything else ends this attempt.
-        if (err instanceof HetznerApiError && (err.code === 'resource_unavailable' || err.code === 'placement_error') && location !== this.o.locations.at(-1)) {
+        if (err instanceof HetznerApiError && (err.code === 'resource_unavailable' || err.code === 'placement_error' || err.code === 'resource_limit_exceeded') && location !== this.o.locations.at(-1)) {
           this.o.log.warn('no capacity in a location; trying the next', { location, code: err.code })
           continue
         }

@@ -1,7 +1,8 @@
 /**
  * Fixtures of the fake Hetzner Cloud API (test/helpers/fake-hetzner.ts): the
  * catalogue a real project sees (locations, datacenters, server types with
- * prices, system images), shaped like the API's own objects, field for field.
+ * prices, system images), shaped like the API's own objects, field for field;
+ * and the API's label selector language.
  */
 
 /** The API's timestamps: RFC 3339 with `+00:00`, no fractional seconds. */
@@ -134,4 +135,40 @@ export const ERROR_MESSAGES: Record<string, string> = {
   locked: 'server is locked',
   forbidden: 'insufficient permissions for this request',
   unauthorized: 'unable to authenticate'
+}
+
+/**
+ * The API's label selector language: `k=v`, `k==v`, `k!=v`, `k`, `!k`,
+ * `k in (a,b)`, `k notin (a,b)`, joined by commas (AND). As in Kubernetes,
+ * whose language it is, `!=` and `notin` also match a missing key.
+ * null when the selector does not parse.
+ */
+export function parseSelector (selector: string): ((labels: Record<string, string>) => boolean) | null {
+  const parts: string[] = []
+  let depth = 0
+  let cur = ''
+  for (const ch of selector) {
+    if (ch === '(') depth++
+    if (ch === ')') depth--
+    if (ch === ',' && depth === 0) { parts.push(cur); cur = '' } else cur += ch
+  }
+  parts.push(cur)
+  const K = '([^\\s!=(),]+)'
+  const tests = parts.map(raw => {
+    const p = raw.trim()
+    let m: RegExpExecArray | null
+    if ((m = new RegExp(`^${K}\\s+(in|notin)\\s+\\(([^()]*)\\)$`).exec(p)) != null) {
+      const [, k, op, list] = m as unknown as [string, string, string, string]
+      const values = list.split(',').map(v => v.trim())
+      return op === 'in' ? (l: Record<string, string>) => k in l && values.includes(l[k]!) : (l: Record<string, string>) => !(k in l) || !values.includes(l[k]!)
+    }
+    if ((m = new RegExp(`^${K}\\s*(==|=|!=)\\s*([^\\s!=(),]*)$`).exec(p)) != null) {
+      const [, k, op, v] = m as unknown as [string, string, string, string]
+      return op === '!=' ? (l: Record<string, string>) => l[k] !== v : (l: Record<string, string>) => k in l && l[k] === v
+    }
+    if ((m = new RegExp(`^!\\s*${K}$`).exec(p)) != null) { const k = m[1]!; return (l: Record<string, string>) => !(k in l) }
+    if ((m = new RegExp(`^${K}$`).exec(p)) != null) { const k = m[1]!; return (l: Record<string, string>) => k in l }
+    return null
+  })
+  return tests.every(t => t != null) ? labels => tests.every(t => t!(labels)) : null
 }

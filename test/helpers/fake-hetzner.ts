@@ -13,7 +13,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { randomBytes } from 'node:crypto'
-import { apiTime, datacenters, ERROR_MESSAGES, IMAGES, LOCATIONS, serverTypes, SSH_KEYS, type PriceTable } from './fake-hetzner-data.js'
+import { apiTime, datacenters, ERROR_MESSAGES, IMAGES, LOCATIONS, parseSelector, serverTypes, SSH_KEYS, type PriceTable } from './fake-hetzner-data.js'
 
 export interface FakeHetznerOptions {
   /** The only token accepted. @default 'fake-hcloud-token' */
@@ -247,6 +247,7 @@ export class FakeHetzner {
     const selector = q.get('label_selector')
     if (selector != null && selector !== '') {
       const match = parseSelector(selector)
+      if (match == null) throw new ApiError(422, 'invalid_input', `invalid label_selector: '${selector}'`, { fields: [{ name: 'label_selector', messages: ['invalid label selector'] }] })
       items = items.filter(x => match(x.labels ?? {}))
     }
     const sorts = q.getAll('sort').length > 0 ? q.getAll('sort') : ['id']
@@ -357,8 +358,10 @@ export class FakeHetzner {
     this.createdCount++
     const start = b.start_after_create !== false
     const res = [{ id, type: 'server' }]
-    const create = this.newAction('create_server', res, ok => { if (!start || !ok) server.status = 'off' })
-    const next = start ? [this.newAction('start_server', res, ok => { if (ok) server.status = 'running' })] : []
+    let createdOk = true
+    // fake: a server whose create_server action failed stays, switched off.
+    const create = this.newAction('create_server', res, ok => { createdOk = ok; server.status = 'off' })
+    const next = start ? [this.newAction('start_server', res, ok => { if (ok && createdOk) server.status = 'running' })] : []
     return {
       server: clone(server),
       action: this.actionJson(create),
@@ -371,7 +374,7 @@ export class FakeHetzner {
     this.deletedCount++
     // fake: while its delete action runs the server is listed as `deleting`.
     server.status = 'deleting'
-    return this.newAction('delete_server', [{ id: server.id, type: 'server' }], () => { this.live.delete(server.id) })
+    return this.newAction('delete_server', [{ id: server.id, type: 'server' }], ok => { if (ok) this.live.delete(server.id); else server.status = 'running' })
   }
 
   private newAction (command: string, resources: Action['resources'], effect: Action['effect']): Action {
@@ -399,39 +402,4 @@ export class FakeHetzner {
       a.effect(a.failWith == null)
     }
   }
-}
-
-/**
- * The API's label selector language: `k=v`, `k==v`, `k!=v`, `k`, `!k`,
- * `k in (a,b)`, `k notin (a,b)`, joined by commas (AND). As in Kubernetes,
- * whose language it is, `!=` and `notin` also match a missing key.
- */
-export function parseSelector (selector: string): (labels: Record<string, string>) => boolean {
-  const parts: string[] = []
-  let depth = 0
-  let cur = ''
-  for (const ch of selector) {
-    if (ch === '(') depth++
-    if (ch === ')') depth--
-    if (ch === ',' && depth === 0) { parts.push(cur); cur = '' } else cur += ch
-  }
-  parts.push(cur)
-  const K = '([^\\s!=(),]+)'
-  const tests = parts.map(raw => {
-    const p = raw.trim()
-    let m: RegExpExecArray | null
-    if ((m = new RegExp(`^${K}\\s+(in|notin)\\s+\\(([^()]*)\\)$`).exec(p)) != null) {
-      const [, k, op, list] = m as unknown as [string, string, string, string]
-      const values = list.split(',').map(v => v.trim())
-      return op === 'in' ? (l: Record<string, string>) => k in l && values.includes(l[k]!) : (l: Record<string, string>) => !(k in l) || !values.includes(l[k]!)
-    }
-    if ((m = new RegExp(`^${K}\\s*(==|=|!=)\\s*([^\\s!=(),]*)$`).exec(p)) != null) {
-      const [, k, op, v] = m as unknown as [string, string, string, string]
-      return op === '!=' ? (l: Record<string, string>) => l[k] !== v : (l: Record<string, string>) => k in l && l[k] === v
-    }
-    if ((m = new RegExp(`^!\\s*${K}$`).exec(p)) != null) { const k = m[1]!; return (l: Record<string, string>) => !(k in l) }
-    if ((m = new RegExp(`^${K}$`).exec(p)) != null) { const k = m[1]!; return (l: Record<string, string>) => k in l }
-    throw new ApiError(422, 'invalid_input', `invalid label_selector: '${selector}'`, { fields: [{ name: 'label_selector', messages: ['invalid label selector'] }] })
-  })
-  return labels => tests.every(t => t(labels))
 }

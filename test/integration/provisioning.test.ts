@@ -1,0 +1,106 @@
+/**
+ * Growing and shrinking the mesh through a fake Hetzner Cloud API (the only
+ * faked service; test/helpers/fake-hetzner.ts, checked against the real
+ * `hcloud` CLI). One small node and 40 jobs that need more than it has: the
+ * coordinator creates servers, bounded by --max-servers; the test plays the
+ * cloud by starting an `rgrid-node` for each created server from its
+ * cloud-init user data (token and labels); the backlog drains; the idle
+ * servers are drained and deleted, and their tokens revoked.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parse } from 'yaml'
+import { BINS, LocalMesh } from '../../dist/cli/local-mesh.js'
+import { FakeHetzner } from '../helpers/fake-hetzner.js'
+import { submit, waitForAll } from '../helpers/http.js'
+import { until } from '../helpers/rogue.js'
+
+let fake: FakeHetzner
+let mesh: LocalMesh
+let dataDir: string
+const machines = new Map<number, ChildProcess>()
+
+beforeAll(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'rgrid-prov-'))
+  fake = new FakeHetzner({ token: 'test-hcloud-token' })
+  const endpoint = await fake.start()
+  mesh = new LocalMesh({
+    dataDir, nodes: 1, slots: 1, runtime: 'process', nodeArgs: () => ['--cpus', '1', '--memory-mb', '1024'],
+    coordinatorArgs: [
+      '--hetzner-token', fake.token, '--hetzner-endpoint', endpoint, '--server-type', 'cx22', '--location', 'fsn1',
+      '--max-servers', '3', '--scale-up-after', '1s', '--idle-before-delete', '2s', '--scale-up-cooldown', '1s',
+      '--billing-hour-window', '0s', '--provision-every', '1s', '--join-deadline', '60s', '--mesh-id', 'test'
+    ]
+  })
+  await mesh.start()
+  await mesh.waitForNodes(1)
+}, 120_000)
+
+afterAll(async () => {
+  for (const m of machines.values()) if (m.exitCode == null) m.kill('SIGKILL')
+  await mesh?.stop()
+  await fake?.stop()
+  rmSync(dataDir, { recursive: true, force: true })
+})
+
+/** Boots a "server": an rgrid-node configured by the server's own cloud-init user data. */
+function boot (serverId: number): ChildProcess {
+  const doc = parse(fake.userData(serverId)!) as { write_files: Array<{ path: string, content: string }> }
+  const config = JSON.parse(doc.write_files.find(f => f.path === '/etc/rgrid/node.json')!.content) as Record<string, unknown>
+  const file = join(dataDir, `server-${serverId}.json`)
+  writeFileSync(file, JSON.stringify(config))
+  // The cloud's machine differs from ours only in where it keeps data and how it runs jobs.
+  const child = spawn(process.execPath, [BINS.node, 'join', '--config', file, '--runtime', 'process', '--cpus', '2', '--memory-mb', '4096', '--slots', '1',
+    '--data-dir', join(dataDir, `server-${serverId}`), '--listen', '/ip4/127.0.0.1/tcp/0', '--drain-timeout-ms', '1000'], { stdio: 'ignore' })
+  machines.set(serverId, child)
+  return child
+}
+
+describe('provisioning on Hetzner Cloud (fake API)', () => {
+  it('creates servers for a backlog the mesh cannot run, within the limit, and gives them back when idle', async () => {
+    const ids: string[] = []
+    for (let i = 0; i < 40; i++) ids.push((await submit(mesh.httpUrl, { command: ['sh', '-c', `sleep 0.2; echo big-${i}`], resources: { cpus: 2, memoryMb: 512 } })).body.id)
+    // Scale-up: three servers (the limit), labelled as ours, each with its own join token in its user data.
+    await until('three servers created', () => fake.servers().length >= 3 ? true : undefined, 30_000)
+    const servers = fake.servers()
+    expect(servers).toHaveLength(3)
+    const tokens = new Set<string>()
+    for (const s of servers) {
+      expect(s.labels).toMatchObject({ rgrid: 'managed', 'rgrid-mesh': 'test' })
+      expect(s.server_type.name).toBe('cx22')
+      const data = fake.userData(s.id)!
+      expect(data.startsWith('#cloud-config')).toBe(true)
+      expect(data).not.toContain(fake.token)
+      tokens.add(String(s.labels['rgrid-token']))
+      boot(s.id)
+    }
+    expect(tokens.size).toBe(3)
+    const jobs = await waitForAll(mesh.httpUrl, ids, 120_000)
+    for (const [i, job] of jobs.entries()) {
+      expect(job.state, `job ${i}`).toBe('succeeded')
+      expect(job.result?.stdout).toBe(`big-${i}\n`)
+      // The small node could not run them; the servers did.
+      expect(job.attempts.at(-1)!.node).not.toBe(mesh.nodePeerIds[0])
+    }
+    // Scale-down: idle servers are drained, then deleted; the cloud then stops the machines.
+    await until('every server given back', () => {
+      for (const [id, m] of machines) if (fake.server(id) == null && m.exitCode == null) m.kill('SIGTERM')
+      return fake.servers().length === 0 ? true : undefined
+    }, 60_000, 200)
+    expect(fake.createdCount).toBe(3)
+    expect(fake.deletedCount).toBe(3)
+    // Their join tokens died with them.
+    const list = await new Promise<string>((resolve, reject) => {
+      const c = spawn(process.execPath, [BINS.coordinator, 'token', 'list', '--data-dir', join(dataDir, 'coordinator')])
+      let out = ''
+      c.stdout.on('data', (b: Buffer) => { out += b.toString() })
+      c.on('exit', code => { if (code === 0) resolve(out); else reject(new Error(`token list exited ${code}`)) })
+    })
+    for (const t of tokens) expect(list).toMatch(new RegExp(`${t}\\s+created \\S+\\s+revoked`))
+    const { provisioner } = await (await fetch(`${mesh.httpUrl}/v1/stats`)).json() as { provisioner: { created: number, deleted: number, neverJoined: number, disabled: string | null } }
+    expect(provisioner).toMatchObject({ created: 3, deleted: 3, neverJoined: 0, disabled: null })
+  })
+})
