@@ -42,7 +42,8 @@ export function isJoinToken (text: string): boolean {
 }
 
 export function newTokenCredentials (): { id: string, secret: string } {
-  return { id: randomBytes(9).toString('base64url'), secret: randomBytes(32).toString('base64url') }
+  // The id is hex: it also travels as a Hetzner label value, which must start and end with a letter or digit.
+  return { id: randomBytes(9).toString('hex'), secret: randomBytes(32).toString('base64url') }
 }
 
 export function secretSha256 (secret: string): string {
