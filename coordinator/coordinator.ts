@@ -388,7 +388,11 @@ export class Coordinator implements CoordinatorApi {
     if (job == null) throw new NotFoundError('job', id)
     const [events, members] = await Promise.all([this.options.store.listEvents(id), this.membership.list()])
     const nodes = members.map(m => ({ ...m, sessionOpen: this.sessions.hasSession(m.peerId) }))
-    return explain(job, events, nodes, this.clock.now(), this.auction.bidsFor(id))
+    const p = this.provisioner
+    const provisioning = p == null
+      ? null
+      : { serverType: p.serverTypeName, couldRun: p.couldRun(job.spec.resources.cpus, job.spec.resources.memoryMb), disabled: p.disabledReason, lastPlan: p.lastPlan }
+    return explain(job, events, nodes, this.clock.now(), this.auction.bidsFor(id), provisioning)
   }
 
   async listLogs (id: string, after: number, limit: number): Promise<LogLine[]> {

@@ -44,7 +44,16 @@ function ago (ms: number): string {
   return ms < 1000 ? `${ms} ms` : ms < 120_000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms / 60_000)} min`
 }
 
-export function explain (job: JobRecord, events: JobEvent[], nodes: NodeView[], now: number, bids: BidRecord[] = []): Explanation {
+/** What the provisioner can say about a waiting job. */
+export interface ProvisioningView {
+  serverType: string
+  /** null: the type's size is not known yet. */
+  couldRun: boolean | null
+  disabled: string | null
+  lastPlan: string
+}
+
+export function explain (job: JobRecord, events: JobEvent[], nodes: NodeView[], now: number, bids: BidRecord[] = [], provisioning: ProvisioningView | null = null): Explanation {
   const spec = job.spec
   const need = { resources: spec.resources, labels: spec.labels }
   const verdicts: NodeVerdict[] = nodes.map(n => {
@@ -106,6 +115,13 @@ export function explain (job: JobRecord, events: JobEvent[], nodes: NodeView[], 
         summary += ` No node can run it: ${unsuitable.length === nodes.length ? 'every node is unsuitable' : 'the suitable ones are not connected'}` +
           `${spec.resources.memoryMb > biggest.capacity.memoryMb ? ` (it needs ${spec.resources.memoryMb} MiB; the largest node has ${biggest.capacity.memoryMb} MiB)` : ''}.`
         next = 'It waits until a node that matches joins or reconnects (or cancel it, or submit it with smaller requirements).'
+        if (provisioning != null) {
+          next += provisioning.disabled != null
+            ? ` Provisioning is stopped: ${provisioning.disabled}.`
+            : provisioning.couldRun === false
+              ? ` No ${provisioning.serverType} server could run it either, so none will be created for it.`
+              : ` New ${provisioning.serverType} servers are created for waiting jobs (last decision: ${provisioning.lastPlan || 'none yet'}).`
+        }
       } else if (notBefore > now) {
         next = `It is held back after the failed attempt and will be offered again in ${ago(notBefore - now)}.`
       } else if (able.length > 0) {

@@ -240,6 +240,17 @@ export class Provisioner {
     this.o.log.warn('provisioning step failed; backing off', { step, error: errorMessage(err) })
   }
 
+  /**
+   * For `explain`: whether a server of the configured type could run a job
+   * of this size (null until the type's details are known).
+   */
+  couldRun (cpus: number, memoryMb: number): boolean | null {
+    if (this.offer == null) return null
+    return cpus <= this.offer.cores && memoryMb <= this.offer.memoryMb
+  }
+
+  get serverTypeName (): string { return this.o.serverType }
+
   /** Why provisioning is off, or null. */
   get disabledReason (): string | null { return this.disabled }
 }

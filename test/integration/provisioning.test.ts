@@ -102,5 +102,14 @@ describe('provisioning on Hetzner Cloud (fake API)', () => {
     for (const t of tokens) expect(list).toMatch(new RegExp(`${t}\\s+created \\S+\\s+revoked`))
     const { provisioner } = await (await fetch(`${mesh.httpUrl}/v1/stats`)).json() as { provisioner: { created: number, deleted: number, neverJoined: number, disabled: string | null } }
     expect(provisioner).toMatchObject({ created: 3, deleted: 3, neverJoined: 0, disabled: null })
+    // A job no server type could run: no server is created for it, and explain says why.
+    const { body } = await submit(mesh.httpUrl, { command: ['true'], resources: { cpus: 64, memoryMb: 512 } })
+    const e = await (await fetch(`${mesh.httpUrl}/v1/jobs/${body.id}/explain`)).json() as { next: string }
+    expect(e.next).toContain('No cx22 server could run it either, so none will be created for it.')
+    const scans = (): number => fake.requests.filter(r => r.method === 'GET' && r.path === '/v1/servers').length
+    const seen = scans()
+    await until('three more provisioner scans', () => (scans() >= seen + 3 ? true : undefined))
+    expect(fake.createdCount).toBe(3)
+    await fetch(`${mesh.httpUrl}/v1/jobs/${body.id}/cancel`, { method: 'POST' })
   })
 })
