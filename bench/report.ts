@@ -91,6 +91,19 @@ export function renderBenchmarks (resultsDir: string): string {
     lines.push(`| ${r.date.slice(0, 16).replace('T', ' ')} | ${r.commit} | ${r.config.mb} | ${r.mibPerSecond.upload} | ${(r.ms.job / 1000).toFixed(1)} | ${r.mibPerSecond.download} | ${r.peakRssMiB.coordinator} / ${r.peakRssMiB.node} |`)
   }
   lines.push('')
+  lines.push('## Provisioning policy simulation')
+  lines.push('')
+  lines.push('Written by `node dist/bench/provisioning-sim.js` (part of `npm run bench`): job arrival traces replayed against the')
+  lines.push('provisioner\'s own decision functions with a simulated clock (servers cx22, 2 jobs each, 90 s to join, billed per')
+  lines.push('started hour). See docs/provisioning.md for the traces and the plot.')
+  lines.push('')
+  lines.push('| date | commit | trace | setting | jobs | wait p50 (s) | wait p95 (s) | server-hours | peak servers |')
+  lines.push('|---|---|---|---|---|---|---|---|---|')
+  for (const n of readdirSync(resultsDir).filter(x => x.startsWith('provisioning-sim-') && x.endsWith('.json')).sort()) {
+    const r = JSON.parse(readFileSync(join(resultsDir, n), 'utf8')) as { date: string, commit: string, runs: Array<{ trace: string, setting: string, jobs: number, waitP50s: number, waitP95s: number, serverHours: number, peakServers: number }> }
+    for (const x of r.runs) lines.push(`| ${r.date.slice(0, 16).replace('T', ' ')} | ${r.commit} | ${x.trace} | ${x.setting} | ${x.jobs} | ${x.waitP50s} | ${x.waitP95s} | ${x.serverHours} | ${x.peakServers} |`)
+  }
+  lines.push('')
   lines.push('## Store: awards committed per second')
   lines.push('')
   lines.push('Written by `node dist/bench/store.js` (part of `npm run bench`): jobs awarded through the coordinator\'s real')
