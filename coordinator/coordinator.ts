@@ -379,7 +379,16 @@ export class Coordinator implements CoordinatorApi {
       c('rgrid_log_lines_total', 'Live log lines stored.', this.sessions.stats.logLines),
       c('rgrid_gossip_rejected_total', 'Gossip messages rejected by our validators.', this.stats.gossipRejected),
       family('rgrid_gossip_peers', 'gauge', 'Gossip peers per topic.', [ANNOUNCE_TOPIC, HEARTBEAT_TOPIC].map(topic => ({ labels: { topic }, value: this.host?.services.pubsub.getSubscribers(topic).length ?? 0 }))),
-      family('rgrid_leader', 'gauge', '1 while this coordinator runs the background loops.', this.leader?.isLeader === true ? 1 : 0)
+      family('rgrid_leader', 'gauge', '1 while this coordinator runs the background loops.', this.leader?.isLeader === true ? 1 : 0),
+      ...(this.provisioner != null
+        ? [
+            c('rgrid_provisioner_servers_created_total', 'Managed servers created.', this.provisioner.stats.created),
+            c('rgrid_provisioner_servers_deleted_total', 'Managed servers deleted.', this.provisioner.stats.deleted),
+            c('rgrid_provisioner_never_joined_total', 'Managed servers deleted for never joining.', this.provisioner.stats.neverJoined),
+            c('rgrid_provisioner_rate_limited_total', 'Cloud API 429 answers.', this.provisioner.stats.rateLimited),
+            family('rgrid_provisioner_disabled', 'gauge', '1 when provisioning stopped (e.g. the API refused the token).', this.provisioner.disabledReason != null ? 1 : 0)
+          ]
+        : [])
     ].join('\n') + '\n'
   }
 

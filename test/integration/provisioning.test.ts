@@ -102,6 +102,9 @@ describe('provisioning on Hetzner Cloud (fake API)', () => {
     for (const t of tokens) expect(list).toMatch(new RegExp(`${t}\\s+created \\S+\\s+revoked`))
     const { provisioner } = await (await fetch(`${mesh.httpUrl}/v1/stats`)).json() as { provisioner: { created: number, deleted: number, neverJoined: number, disabled: string | null } }
     expect(provisioner).toMatchObject({ created: 3, deleted: 3, neverJoined: 0, disabled: null })
+    const prom = await (await fetch(`${mesh.httpUrl}/metrics`)).text()
+    expect(prom).toContain('rgrid_provisioner_servers_created_total 3')
+    expect(prom).toContain('rgrid_provisioner_disabled 0')
     // A job no server type could run: no server is created for it, and explain says why.
     const { body } = await submit(mesh.httpUrl, { command: ['true'], resources: { cpus: 64, memoryMb: 512 } })
     const e = await (await fetch(`${mesh.httpUrl}/v1/jobs/${body.id}/explain`)).json() as { next: string }
