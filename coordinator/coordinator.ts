@@ -12,7 +12,7 @@ import { systemClock, type Clock } from '../common/clock.js'
 import type { Logger } from '../common/log.js'
 import { uuidv7 } from '../common/ids.js'
 import { NotFoundError, ValidationError, errorMessage } from '../common/errors.js'
-import type { Store, JobSummary, JobRecord, JobEvent, ListJobsQuery, CancelOutcome, LogLine } from './store/types.js'
+import type { Store, JobSummary, JobRecord, JobEvent, ListJobsQuery, CancelOutcome, LogLine, CloudEvent } from './store/types.js'
 import { Auction } from './auction.js'
 import { Announcer, toAnnounced } from './announcer.js'
 import { Membership, type MemberView } from './membership.js'
@@ -113,6 +113,8 @@ export interface CoordinatorApi {
   waitForLogs: (id: string, timeoutMs: number, signal: AbortSignal) => Promise<void>
   /** `GET /v1/jobs/:id/explain`: why the job is where it is, in plain words. */
   explain: (id: string) => Promise<Explanation>
+  /** `GET /v1/cloud/events`: what the provisioner did to cloud servers, newest first. */
+  cloudEvents: (limit: number) => Promise<CloudEvent[]>
   /** Job counts sampled every `historySampleMs`, oldest first (the dashboard's chart). */
   history: () => Array<{ at: number, waiting: number, running: number, finished: number }>
   /** Prometheus text exposition of the coordinator's metrics. */
@@ -338,6 +340,10 @@ export class Coordinator implements CoordinatorApi {
     this.open.add(announced, now)
     this.announcer.enqueue(announced)
     return job
+  }
+
+  async cloudEvents (limit: number): Promise<CloudEvent[]> {
+    return await this.options.store.listCloudEvents({ limit })
   }
 
   history (): Array<{ at: number, waiting: number, running: number, finished: number }> {

@@ -92,6 +92,11 @@ export function createHttpApp (options: HttpAppOptions): Hono {
   app.get('/jobs/:id', c => c.html(jobPage(jobId(c))))
   app.get('/dashboard.js', c => c.body(DASHBOARD_JS, 200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-cache' }))
   app.get('/v1/stats/history', c => c.json({ samples: api.history() }))
+  app.get('/v1/cloud/events', async c => {
+    const limit = Number(c.req.query('limit') ?? 100)
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new ValidationError('limit must be an integer from 1 to 1000', 'limit')
+    return c.json({ events: await api.cloudEvents(limit) })
+  })
   app.get('/v1/openapi.json', c => c.json(openApiDocument(new URL(c.req.url).origin)))
   app.get('/metrics', async c => c.body(await api.prometheus(), 200, { 'content-type': METRICS_CONTENT_TYPE }))
 

@@ -35,6 +35,7 @@ export function openApiDocument (serverUrl?: string): Json {
     paths: {
       '/healthz': { get: { summary: 'Liveness and identity', responses: { 200: json({ type: 'object' }, '{ok, peerId, addrs}') } } },
       '/v1/stats': { get: { summary: 'Job counts by state and service counters', responses: { 200: json({ type: 'object' }, 'counters') } } },
+      '/v1/cloud/events': { get: { summary: 'What the provisioner did to cloud servers and why, newest first', parameters: [{ name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } }], responses: { 200: json({ type: 'object', properties: { events: { type: 'array', items: { type: 'object' } } } }, '{events: [{seq, at, type, serverId, serverName, reason, detail}]}') } } },
       '/v1/stats/history': { get: { summary: 'Job counts sampled every 5 s for the last hour (waiting, running, finished)', responses: { 200: json({ type: 'object' }, '{samples: [{at, waiting, running, finished}]}') } } },
       '/': { get: { summary: 'Web dashboard', responses: { 200: { description: 'HTML' } } } },
       '/jobs/{id}': { get: { summary: 'Web dashboard: one job', parameters: [idParam], responses: { 200: { description: 'HTML' } } } },

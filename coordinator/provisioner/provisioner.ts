@@ -13,7 +13,7 @@ import type { Logger } from '../../common/log.js'
 import type { Clock } from '../../common/clock.js'
 import { errorMessage } from '../../common/errors.js'
 import { encodeJoinToken, newTokenCredentials, secretSha256 } from '../../common/join-token.js'
-import type { Store } from '../store/types.js'
+import type { CloudEvent, Store } from '../store/types.js'
 import { HetznerApiError, hourlyPrice, type HetznerClient, type HetznerServer } from '../hetzner/client.js'
 import { renderCloudInit } from '../hetzner/cloud-init.js'
 import { planScaleDown, planScaleUp, type ManagedServer, type ServerTypeOffer } from './plan.js'
@@ -60,6 +60,12 @@ export interface ProvisionerOptions {
   coordinatorPeerIds: () => string[]
   isLeader: () => boolean
   nodes: () => MeshNode[]
+  /**
+   * Servers with our labels that the store has no record of (e.g. created by
+   * a coordinator whose record was lost): keep and manage them ('adopt'), or
+   * delete them ('delete'). @default 'adopt'
+   */
+  unknownServers?: 'adopt' | 'delete'
   /** Asks a node to stop bidding before its server is deleted. */
   drain: (peerId: string) => Promise<boolean>
 }
@@ -77,6 +83,8 @@ export class Provisioner {
   private offer: ServerTypeOffer | null = null
   private readonly idleSince = new Map<string, number>()
   private readonly draining = new Set<string>()
+  /** Server ids with a record in the store's cloud event log. */
+  private readonly known = new Set<number>()
   readonly stats = { scans: 0, created: 0, deleted: 0, createFailures: 0, deleteFailures: 0, neverJoined: 0, rateLimited: 0, failures: 0, unauthorized: 0 }
   /** The last decision, for `rgrid explain` and logs. */
   lastPlan = ''
@@ -118,7 +126,23 @@ export class Provisioner {
   private async scan (signal?: AbortSignal): Promise<void> {
     const now = this.o.clock.now()
     const offer = this.offer ?? await this.loadOffer(signal)
-    const servers = await this.o.client.listServers(this.selector(), signal)
+    const listed = await this.o.client.listServers(this.selector(), signal)
+    const servers: HetznerServer[] = []
+    for (const s of listed) {
+      if (!this.known.has(s.id)) {
+        if ((await this.o.store.listCloudEvents({ limit: 1, serverId: s.id })).length === 0) {
+          if (this.o.unknownServers === 'delete') {
+            await this.o.client.deleteServer(s.id, signal)
+            this.stats.deleted++
+            await this.record('deleted', s.id, s.name, 'it carries our labels but the store has no record of it (policy: delete)')
+            continue
+          }
+          await this.record('adopted', s.id, s.name, 'it carries our labels but the store had no record of it (policy: adopt)')
+        }
+        this.known.add(s.id)
+      }
+      servers.push(s)
+    }
     const tokenOf = new Map(servers.map(s => [s.id, s.labels['rgrid-token']]))
     const nodes = this.o.nodes()
     const byServer = new Map(nodes.filter(n => n.labels['rgrid-server'] != null).map(n => [n.labels['rgrid-server']!, n]))
@@ -139,6 +163,7 @@ export class Provisioner {
         // Stop its bidding first; delete on a later scan once it is still idle.
         this.draining.add(server.name)
         await this.o.drain(node.peerId)
+        await this.record('draining', server.id, server.name, reason)
         this.o.log.info('draining a managed server before deleting it', { server: server.name, reason })
         continue
       }
@@ -191,6 +216,8 @@ export class Provisioner {
           userData, ...(this.o.sshKeys != null ? { sshKeys: this.o.sshKeys } : {})
         }, signal)
         this.stats.created++
+        this.known.add(server.id)
+        await this.record('created', server.id, server.name, reason, { location, serverType: this.o.serverType, token: id })
         this.o.log.info('server created', { server: server.name, id: server.id, location, reason })
         return
       } catch (err) {
@@ -201,6 +228,7 @@ export class Provisioner {
         }
         this.stats.createFailures++
         await this.o.store.revokeJoinToken({ id, now: this.o.clock.now() })
+        await this.record('create-failed', null, name, errorMessage(err), { location })
         throw err
       }
     }
@@ -216,7 +244,18 @@ export class Provisioner {
     this.stats.deleted++
     this.idleSince.delete(server.name)
     this.draining.delete(server.name)
+    await this.record('deleted', server.id, server.name, reason)
     this.o.log.info('server deleted', { server: server.name, id: server.id, reason })
+  }
+
+  /** The event log of cloud decisions; a failed write is logged, not fatal (the action itself happened). */
+  private async record (type: CloudEvent['type'], serverId: number | null, serverName: string, reason: string, detail: Record<string, unknown> = {}): Promise<void> {
+    try {
+      await this.o.store.appendCloudEvent({ at: this.o.clock.now(), type, serverId, serverName, reason, detail })
+    } catch (err) {
+      this.stats.failures++
+      this.o.log.warn('could not record a cloud event', { type, server: serverName, error: errorMessage(err) })
+    }
   }
 
   private onError (err: unknown, step: string): void {

@@ -34,7 +34,7 @@ import {
 } from './shared.js'
 import {
   ATTEMPTS_EXHAUSTED, StoreUnavailableError,
-  type AppendLogsInput, type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type ExpiredAttemptsQuery, type JobEvent,
+  type AppendLogsInput, type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type CloudEvent, type ExpiredAttemptsQuery, type JobEvent,
   type JobEventType, type JobRecord, type JobState, type JobSummary, type LeaseInput, type ListJobsQuery, type LogLine,
   type NodeRecord, type OpenJob, type RenewLeasesInput, type RescheduleInput, type RescheduleOutcome, type ResultInput, type ResultRecord,
   type Store
@@ -625,6 +625,21 @@ export class PostgresStore implements Store {
       await sql<Array<{ state: JobState, n: number }>>`SELECT state, COUNT(*) AS n FROM jobs GROUP BY state`)
     for (const row of rows) counts[row.state] = row.n
     return counts
+  }
+
+  async appendCloudEvent (e: Omit<CloudEvent, 'seq'>): Promise<void> {
+    await this.db(async (sql) => await sql`
+      INSERT INTO cloud_events (at, type, server_id, server_name, reason, detail)
+      VALUES (${e.at}, ${e.type}, ${e.serverId}, ${noNul(e.serverName)}, ${noNul(e.reason)}, ${jsonText(e.detail)}::text::jsonb)`)
+  }
+
+  async listCloudEvents (query: { limit: number, serverId?: number }): Promise<CloudEvent[]> {
+    const limit = clampLimit(query.limit, 100)
+    const serverId = query.serverId
+    const rows = await this.db(async (sql) => serverId == null
+      ? await sql<Array<{ seq: number, at: number, type: CloudEvent['type'], server_id: number | null, server_name: string, reason: string, detail: Record<string, unknown> }>>`SELECT * FROM cloud_events ORDER BY seq DESC LIMIT ${limit}`
+      : await sql<Array<{ seq: number, at: number, type: CloudEvent['type'], server_id: number | null, server_name: string, reason: string, detail: Record<string, unknown> }>>`SELECT * FROM cloud_events WHERE server_id = ${serverId} ORDER BY seq DESC LIMIT ${limit}`)
+    return rows.map(r => ({ seq: Number(r.seq), at: Number(r.at), type: r.type, serverId: r.server_id == null ? null : Number(r.server_id), serverName: r.server_name, reason: r.reason, detail: r.detail }))
   }
 
   async appendEvent (event: Omit<JobEvent, 'seq'>): Promise<void> {

@@ -22,7 +22,7 @@ import {
 } from './shared.js'
 import {
   ATTEMPTS_EXHAUSTED,
-  type AppendLogsInput, type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type ExpiredAttemptsQuery, type JobEvent,
+  type AppendLogsInput, type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type CloudEvent, type ExpiredAttemptsQuery, type JobEvent,
   type JobEventType, type JobRecord, type JobState, type JobSummary, type LeaseInput, type ListJobsQuery, type LogLine,
   type NodeRecord, type OpenJob, type RenewLeasesInput, type RescheduleInput, type RescheduleOutcome, type ResultInput, type ResultRecord,
   type Store
@@ -48,6 +48,7 @@ interface ResultRow {
   attempt: number, outcome: ResultRecord['outcome'], exit_code: number | null, stdout: string, stderr: string
   stdout_truncated: number, stderr_truncated: number, started_at: number | null, finished_at: number, error: string | null, artifacts: string
 }
+interface CloudEventRow { seq: number, at: number, type: CloudEvent['type'], server_id: number | null, server_name: string, reason: string, detail: string }
 interface NodeRow { peer_id: string, capacity: string, first_seen_at: number, last_seen_at: number }
 interface EventRow { seq: number, job_id: string, at: number, type: JobEventType, actor: string, attempt: number | null, detail: string }
 interface LogParams { jobId: string, line: number, attempt: number, stream: LogLine['stream'], at: number, text: string }
@@ -164,6 +165,10 @@ function prepareStatements (db: Database.Database) {
       `INSERT INTO nodes (peer_id, capacity, first_seen_at, last_seen_at) VALUES (?, ?, ?, ?)
        ON CONFLICT (peer_id) DO UPDATE SET capacity = excluded.capacity, last_seen_at = excluded.last_seen_at`),
     listNodes: db.prepare<[], NodeRow>('SELECT * FROM nodes ORDER BY peer_id'),
+    insertCloudEvent: db.prepare<[number, CloudEvent['type'], number | null, string, string, string]>(
+      'INSERT INTO cloud_events (at, type, server_id, server_name, reason, detail) VALUES (?, ?, ?, ?, ?, ?)'),
+    listCloudEvents: db.prepare<[number], CloudEventRow>('SELECT * FROM cloud_events ORDER BY seq DESC LIMIT ?'),
+    listCloudEventsOf: db.prepare<[number, number], CloudEventRow>('SELECT * FROM cloud_events WHERE server_id = ? ORDER BY seq DESC LIMIT ?'),
     insertEvent: db.prepare<[EventParams]>(
       `INSERT INTO job_events (job_id, at, type, actor, attempt, detail) VALUES (@jobId, @at, @type, @actor, @attempt, @detail)`),
     listEvents: db.prepare<[string], EventRow>('SELECT * FROM job_events WHERE job_id = ? ORDER BY seq'),
@@ -587,6 +592,16 @@ export class SqliteStore implements Store {
     return this.db.transaction((): boolean =>
       q.revokeJoinToken.run(input.now, input.id).changes === 1 || q.joinTokenExists.get(input.id) !== undefined
     ).immediate()
+  }
+
+  async appendCloudEvent (e: Omit<CloudEvent, 'seq'>): Promise<void> {
+    this.q.insertCloudEvent.run(e.at, e.type, e.serverId, e.serverName, e.reason, JSON.stringify(e.detail))
+  }
+
+  async listCloudEvents (query: { limit: number, serverId?: number }): Promise<CloudEvent[]> {
+    const limit = clampLimit(query.limit, 100)
+    const rows = query.serverId == null ? this.q.listCloudEvents.all(limit) : this.q.listCloudEventsOf.all(query.serverId, limit)
+    return rows.map(r => ({ seq: r.seq, at: r.at, type: r.type, serverId: r.server_id, serverName: r.server_name, reason: r.reason, detail: JSON.parse(r.detail) as Record<string, unknown> }))
   }
 
   async listJoinTokens (): Promise<Array<{ id: string, createdAt: number, expiresAt: number | null, revokedAt: number | null, note: string }>> {

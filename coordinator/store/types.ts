@@ -73,6 +73,17 @@ export type JobEventType =
   /** Reserved for the coordinator's lease-expiry handling (written through appendEvent). */
   | 'lease-expired' | 'lost'
 
+/** Something the provisioner did to a managed server. */
+export interface CloudEvent {
+  seq: number
+  at: number
+  type: 'created' | 'create-failed' | 'draining' | 'deleted' | 'adopted'
+  serverId: number | null
+  serverName: string
+  reason: string
+  detail: Record<string, unknown>
+}
+
 /** Most lines one appendLogs call takes. */
 export const MAX_LOG_BATCH = 1000
 
@@ -350,6 +361,10 @@ export interface Store {
   checkJoinToken: (input: { id: string, secretSha256: string, now: number }) => Promise<'ok' | 'unknown' | 'wrong-secret' | 'expired' | 'revoked'>
   /** Revokes a token (idempotent); false if there is no such token. */
   revokeJoinToken: (input: { id: string, now: number }) => Promise<boolean>
+  /** Records what the provisioner did to a cloud server, and why. */
+  appendCloudEvent: (event: Omit<CloudEvent, 'seq'>) => Promise<void>
+  /** Cloud events, newest first, at most `limit` (clamped to 1..1000); only those of `serverId` when given. */
+  listCloudEvents: (query: { limit: number, serverId?: number }) => Promise<CloudEvent[]>
   /** Tokens newest first, without secrets. */
   listJoinTokens: () => Promise<Array<{ id: string, createdAt: number, expiresAt: number | null, revokedAt: number | null, note: string }>>
   /** Lines with `line > after`, oldest first, at most `limit` (clamped to 1..5000). */

@@ -81,6 +81,10 @@ describe('provisioner', () => {
     expect(fake.createdCount).toBe(3)
     expect(fake.deletedCount).toBe(0)
     for (const s of fake.servers()) expect(s.labels).toMatchObject({ rgrid: 'managed', 'rgrid-mesh': 'p1' })
+    // Both processes recorded their creates in the shared store: nothing looked unknown, nothing was adopted.
+    const events = await store.listCloudEvents({ limit: 100 })
+    expect(events.filter(e => e.type === 'created')).toHaveLength(3)
+    expect(events.filter(e => e.type === 'adopted')).toHaveLength(0)
     // Another mesh's provisioner in the same project does not count or touch these.
     const other = provisioner({ meshId: 'p2', maxServers: 3, joinDeadlineMs: 0 })
     now += 1000
@@ -126,5 +130,24 @@ describe('provisioner', () => {
     await p.tick()
     expect(fake.createdCount).toBe(0)
     expect(p.lastPlan).toMatch(/need more than a cx22 has/)
+  })
+
+  it('adopts a server with our labels that the store has no record of, or deletes it when told to', async () => {
+    const client = new HetznerClient({ token: 'good-token', endpoint })
+    const stray = await client.createServer({ name: 'stray-1', serverType: 'cx22', image: 'debian-12', location: 'fsn1', labels: { rgrid: 'managed', 'rgrid-mesh': 'p1' } })
+    const p = provisioner()
+    now += 1000
+    await p.tick()
+    const adopted = await store.listCloudEvents({ limit: 10, serverId: stray.server.id })
+    expect(adopted.map(e => e.type)).toEqual(['adopted'])
+    expect(fake.servers()).toHaveLength(1)
+    const other = await client.createServer({ name: 'stray-2', serverType: 'cx22', image: 'debian-12', location: 'fsn1', labels: { rgrid: 'managed', 'rgrid-mesh': 'p1' } })
+    const strict = provisioner({ unknownServers: 'delete' })
+    now += 1000
+    await strict.tick()
+    expect(fake.server(other.server.id)).toBeUndefined()
+    expect((await store.listCloudEvents({ limit: 10, serverId: other.server.id }))[0]).toMatchObject({ type: 'deleted', reason: expect.stringContaining('policy: delete') })
+    // The adopted one is known now and stays.
+    expect(fake.server(stray.server.id)).toBeDefined()
   })
 })

@@ -102,6 +102,14 @@ describe('provisioning on Hetzner Cloud (fake API)', () => {
     for (const t of tokens) expect(list).toMatch(new RegExp(`${t}\\s+created \\S+\\s+revoked`))
     const { provisioner } = await (await fetch(`${mesh.httpUrl}/v1/stats`)).json() as { provisioner: { created: number, deleted: number, neverJoined: number, disabled: string | null } }
     expect(provisioner).toMatchObject({ created: 3, deleted: 3, neverJoined: 0, disabled: null })
+    // The event log says what was done to each server and why.
+    const { events } = await (await fetch(`${mesh.httpUrl}/v1/cloud/events?limit=100`)).json() as { events: Array<{ type: string, serverId: number, reason: string }> }
+    for (const srv of servers) {
+      const mine = events.filter(e => e.serverId === srv.id).map(e => e.type).reverse()
+      expect(mine).toEqual(['created', 'draining', 'deleted'])
+    }
+    expect(events.find(e => e.type === 'created')!.reason).toMatch(/jobs waited over 1 s/)
+    expect(events.find(e => e.type === 'deleted')!.reason).toMatch(/idle for/)
     const prom = await (await fetch(`${mesh.httpUrl}/metrics`)).text()
     expect(prom).toContain('rgrid_provisioner_servers_created_total 3')
     expect(prom).toContain('rgrid_provisioner_disabled 0')

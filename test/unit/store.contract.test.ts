@@ -650,6 +650,19 @@ describe.each(backends)('Store contract: $name', (backend) => {
     expect((await store.getJob(a))?.spec.batch).toBe('run-1')
   })
 
+  it('appends and lists cloud events, newest first, by server', async () => {
+    const store = await backend.open()
+    await store.appendCloudEvent({ at: T0, type: 'created', serverId: 7, serverName: 'rgrid-a', reason: 'backlog', detail: { location: 'fsn1' } })
+    await store.appendCloudEvent({ at: T0 + 1, type: 'create-failed', serverId: null, serverName: 'rgrid-b', reason: 'no capacity', detail: {} })
+    await store.appendCloudEvent({ at: T0 + 2, type: 'deleted', serverId: 7, serverName: 'rgrid-a', reason: 'idle', detail: {} })
+    const all = await store.listCloudEvents({ limit: 10 })
+    expect(all.map(e => [e.type, e.serverId])).toEqual([['deleted', 7], ['create-failed', null], ['created', 7]])
+    expect(all[2]).toMatchObject({ at: T0, serverName: 'rgrid-a', reason: 'backlog', detail: { location: 'fsn1' } })
+    expect((await store.listCloudEvents({ limit: 10, serverId: 7 })).map(e => e.type)).toEqual(['deleted', 'created'])
+    expect(await store.listCloudEvents({ limit: 1 })).toHaveLength(1)
+    expect(await store.listCloudEvents({ limit: 10, serverId: 8 })).toEqual([])
+  })
+
   it('upserts and lists nodes', async () => {
     const store = await backend.open()
     await store.upsertNode({ peerId: nodeId(2), capacity: capacity(4), now: T0 })

@@ -211,5 +211,23 @@ CREATE TABLE join_tokens (
   note          TEXT    NOT NULL DEFAULT ''
 ) STRICT;
 `
+  },
+  {
+    id: 10,
+    name: 'cloud events',
+    sql: `
+-- What the provisioner did to cloud servers and why (created, create-failed, draining, deleted, adopted):
+-- the servers themselves are the Cloud API's truth; this is the record of decisions.
+CREATE TABLE cloud_events (
+  seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+  at          INTEGER NOT NULL,
+  type        TEXT    NOT NULL CHECK (type IN ('created', 'create-failed', 'draining', 'deleted', 'adopted')),
+  server_id   INTEGER,
+  server_name TEXT    NOT NULL,
+  reason      TEXT    NOT NULL,
+  detail      TEXT    NOT NULL DEFAULT '{}'
+) STRICT;
+CREATE INDEX cloud_events_server ON cloud_events (server_id, seq);
+`
   }
 ]
