@@ -220,7 +220,8 @@ async function main (): Promise<void> {
             serverType: prov.serverType, locations: prov.locations, image: prov.image,
             maxServers: prov.maxServers, maxHourlyEur: prov.maxHourlyEur,
             scaleUpAfterMs: prov.scaleUpAfterMs, idleBeforeDeleteMs: prov.idleBeforeDeleteMs,
-            cooldownMs: prov.cooldownMs, joinDeadlineMs: prov.joinDeadlineMs, hourEndWindowMs: prov.hourEndWindowMs, scanMs: prov.scanMs
+            cooldownMs: prov.cooldownMs, joinDeadlineMs: prov.joinDeadlineMs, hourEndWindowMs: prov.hourEndWindowMs, scanMs: prov.scanMs,
+            sshKeys: prov.sshKeys, unknownServers: prov.unknownServers
           })
         }
       : {}),

@@ -18,6 +18,8 @@ export interface ProvisioningConfig {
   joinDeadlineMs: number
   hourEndWindowMs: number
   scanMs: number
+  sshKeys: string[]
+  unknownServers: 'adopt' | 'delete'
   meshId: string | null
 }
 
@@ -36,7 +38,9 @@ export const PROVISIONING_FLAGS = {
   'scale-up-cooldown': { type: 'string' },
   'join-deadline': { type: 'string' },
   'billing-hour-window': { type: 'string' },
-  'provision-every': { type: 'string' }
+  'provision-every': { type: 'string' },
+  'ssh-key': { type: 'string', multiple: true },
+  'unknown-servers': { type: 'string' }
 } as const
 
 export const PROVISIONING_HELP = `Provisioning on Hetzner Cloud (off without a token; each flag has an env variable):
@@ -56,6 +60,9 @@ export const PROVISIONING_HELP = `Provisioning on Hetzner Cloud (off without a t
                           paid hour; 0s gives it back as soon as it is idle long
                           enough (RGRID_BILLING_HOUR_WINDOW) [5m]
   --provision-every D     how often the provisioner looks (RGRID_PROVISION_EVERY) [10s]
+  --ssh-key NAME          SSH key (name or id in the project) for new servers, repeatable (RGRID_SSH_KEYS)
+  --unknown-servers P     adopt or delete servers with our labels the store has no record of
+                          (RGRID_UNKNOWN_SERVERS) [adopt]
 `
 
 /** `90s`, `10m`, `2h` → ms. */
@@ -94,6 +101,8 @@ export function resolveProvisioning (args: Record<string, unknown>, env: NodeJS.
     joinDeadlineMs: parseDurationMs(pick('join-deadline', 'RGRID_JOIN_DEADLINE') ?? '10m', '--join-deadline'),
     hourEndWindowMs: parseDurationMs(pick('billing-hour-window', 'RGRID_BILLING_HOUR_WINDOW') ?? '5m', '--billing-hour-window'),
     scanMs: Math.max(500, parseDurationMs(pick('provision-every', 'RGRID_PROVISION_EVERY') ?? '10s', '--provision-every')),
+    sshKeys: (args['ssh-key'] as string[] | undefined) ?? (env.RGRID_SSH_KEYS != null ? env.RGRID_SSH_KEYS.split(',').map(x => x.trim()).filter(x => x !== '') : []),
+    unknownServers: unknownPolicy(pick('unknown-servers', 'RGRID_UNKNOWN_SERVERS') ?? 'adopt'),
     meshId
   }
 }
@@ -102,4 +111,9 @@ export function resolveProvisioning (args: Record<string, unknown>, env: NodeJS.
 export function describeProvisioning (c: ProvisioningConfig | null): Record<string, unknown> {
   if (c == null) return { provisioning: 'off (no --hetzner-token / HCLOUD_TOKEN)' }
   return { provisioning: 'on', ...c, token: c.token.length > 8 ? `${c.token.slice(0, 4)}…${c.token.slice(-2)} (${c.token.length} chars)` : '***' }
+}
+
+function unknownPolicy (text: string): 'adopt' | 'delete' {
+  if (text !== 'adopt' && text !== 'delete') throw new Error(`--unknown-servers must be adopt or delete, got ${JSON.stringify(text)}`)
+  return text
 }

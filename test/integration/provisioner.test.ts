@@ -150,4 +150,20 @@ describe('provisioner', () => {
     // The adopted one is known now and stays.
     expect(fake.server(stray.server.id)).toBeDefined()
   })
+
+  it('deletes a server that never joins by its deadline, counts it, and passes SSH keys to new servers', async () => {
+    await backlog(1)
+    const p = provisioner({ joinDeadlineMs: 120_000, sshKeys: ['rgrid-ops'], maxServers: 1 })
+    now += 1000
+    await p.tick()
+    const [server] = fake.servers()
+    expect(server).toBeDefined()
+    expect(fake.requests.find(r => r.method === 'POST' && r.path === '/v1/servers')?.body).toMatchObject({ ssh_keys: ['rgrid-ops'] })
+    // No node ever joins for it: after the deadline it goes, and the event says why.
+    now = Date.parse(server.created) + 130_000
+    await p.tick()
+    expect(fake.server(server.id)).toBeUndefined()
+    expect(p.stats.neverJoined).toBe(1)
+    expect((await store.listCloudEvents({ limit: 5, serverId: server.id }))[0]).toMatchObject({ type: 'deleted', reason: expect.stringContaining('never joined') })
+  })
 })
