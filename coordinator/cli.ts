@@ -217,7 +217,7 @@ async function main (): Promise<void> {
             client: new HetznerClient({ token: prov.token, endpoint: prov.endpoint }),
             store, log: log.child('provisioner'), clock: systemClock,
             meshId: prov.meshId ?? (mesh.coordinatorPeerIds()[0] ?? 'mesh').slice(-8).toLowerCase(),
-            serverType: prov.serverType, locations: prov.locations, image: prov.image,
+            serverType: prov.serverType, fallbackServerTypes: prov.fallbackServerTypes, locations: prov.locations, image: prov.image,
             maxServers: prov.maxServers, maxHourlyEur: prov.maxHourlyEur,
             scaleUpAfterMs: prov.scaleUpAfterMs, idleBeforeDeleteMs: prov.idleBeforeDeleteMs,
             cooldownMs: prov.cooldownMs, joinDeadlineMs: prov.joinDeadlineMs, hourEndWindowMs: prov.hourEndWindowMs, scanMs: prov.scanMs,

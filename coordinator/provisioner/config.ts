@@ -8,6 +8,7 @@ export interface ProvisioningConfig {
   token: string
   endpoint: string
   serverType: string
+  fallbackServerTypes: string[]
   locations: string[]
   image: string
   maxServers: number
@@ -27,7 +28,7 @@ export interface ProvisioningConfig {
 export const PROVISIONING_FLAGS = {
   'hetzner-token': { type: 'string' },
   'hetzner-endpoint': { type: 'string' },
-  'server-type': { type: 'string' },
+  'server-type': { type: 'string', multiple: true },
   location: { type: 'string', multiple: true },
   image: { type: 'string' },
   'max-servers': { type: 'string' },
@@ -46,7 +47,8 @@ export const PROVISIONING_FLAGS = {
 export const PROVISIONING_HELP = `Provisioning on Hetzner Cloud (off without a token; each flag has an env variable):
   --hetzner-token T       API token (HCLOUD_TOKEN)
   --hetzner-endpoint URL  API base URL (HCLOUD_ENDPOINT)     [https://api.hetzner.cloud/v1]
-  --server-type T         server type (RGRID_SERVER_TYPE)    [cx22]
+  --server-type T         server type; repeat for fallbacks tried in order when no location
+                          has capacity (RGRID_SERVER_TYPE, comma-separated) [cx22]
   --location L            location, repeatable, tried in order (RGRID_LOCATIONS, comma-separated) [fsn1]
   --image I               image (RGRID_IMAGE)                [debian-12]
   --max-servers N         managed servers at most (RGRID_MAX_SERVERS) [5]
@@ -90,7 +92,7 @@ export function resolveProvisioning (args: Record<string, unknown>, env: NodeJS.
   return {
     token,
     endpoint: pick('hetzner-endpoint', 'HCLOUD_ENDPOINT') ?? 'https://api.hetzner.cloud/v1',
-    serverType: pick('server-type', 'RGRID_SERVER_TYPE') ?? 'cx22',
+    ...serverTypes((args['server-type'] as string[] | undefined) ?? (env.RGRID_SERVER_TYPE != null ? env.RGRID_SERVER_TYPE.split(',').map(x => x.trim()).filter(x => x !== '') : ['cx22'])),
     locations,
     image: pick('image', 'RGRID_IMAGE') ?? 'debian-12',
     maxServers: num('max-servers', 'RGRID_MAX_SERVERS', 5, true),
@@ -116,4 +118,9 @@ export function describeProvisioning (c: ProvisioningConfig | null): Record<stri
 function unknownPolicy (text: string): 'adopt' | 'delete' {
   if (text !== 'adopt' && text !== 'delete') throw new Error(`--unknown-servers must be adopt or delete, got ${JSON.stringify(text)}`)
   return text
+}
+
+function serverTypes (list: string[]): { serverType: string, fallbackServerTypes: string[] } {
+  if (list.length === 0) throw new Error('--server-type needs a value')
+  return { serverType: list[0]!, fallbackServerTypes: list.slice(1) }
 }

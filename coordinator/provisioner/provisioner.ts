@@ -35,6 +35,14 @@ export interface ProvisionerOptions {
   /** Names this mesh's servers apart from others in the same project. */
   meshId: string
   serverType: string
+  /**
+   * Types to fall back to, in order, when no configured location has
+   * capacity for the main one. Planning uses the main type's size and the
+   * dearest price of all. @default []
+   */
+  fallbackServerTypes?: string[]
+  /** Labels new servers with `rgrid-generation`, so a configuration change can be rolled out and told apart. @default '1' */
+  generation?: string
   /** Tried in order when one has no capacity. */
   locations: string[]
   image: string
@@ -196,6 +204,13 @@ export class Provisioner {
     if (t == null) throw new ConfigError(`server type ${this.o.serverType} does not exist (have: ${types.map(x => x.name).join(', ')})`)
     const prices = this.o.locations.map(l => hourlyPrice(t, l)).filter((p): p is number => p != null)
     if (prices.length === 0) throw new ConfigError(`server type ${t.name} is not sold in ${this.o.locations.join(', ')}`)
+    for (const name of this.o.fallbackServerTypes ?? []) {
+      const f = types.find(x => x.name === name)
+      if (f == null) throw new ConfigError(`fallback server type ${name} does not exist`)
+      // A fallback must run what the main type runs, and the budget must hold with it too.
+      if (f.cores < t.cores || f.memory < t.memory) throw new ConfigError(`fallback server type ${name} is smaller than ${t.name}`)
+      prices.push(...this.o.locations.map(l => hourlyPrice(f, l)).filter((p): p is number => p != null))
+    }
     // Budget against the dearest location we may use.
     this.offer = { name: t.name, cores: t.cores, memoryMb: Math.floor(t.memory * 1024), hourlyEur: Math.max(...prices) }
     return this.offer
@@ -208,22 +223,23 @@ export class Provisioner {
     await this.o.store.createJoinToken({ id, secretSha256: secretSha256(secret), createdAt: this.o.clock.now(), expiresAt: null, note: `server ${name}` })
     const token = encodeJoinToken({ id, secret, coordinators: this.o.coordinatorPeerIds(), addrs: this.o.coordinatorAddrs(), expiresAt: null })
     const userData = renderCloudInit({ joinToken: token, serverName: name, labels: { [MESH_LABEL]: this.o.meshId }, ...(this.o.rgridPackage != null ? { rgridPackage: this.o.rgridPackage } : {}) })
-    for (const location of this.o.locations) {
+    const choices = [this.o.serverType, ...(this.o.fallbackServerTypes ?? [])].flatMap(type => this.o.locations.map(location => ({ type, location })))
+    for (const [n, { type, location }] of choices.entries()) {
       try {
         const { server } = await this.o.client.createServer({
-          name, serverType: this.o.serverType, image: this.o.image, location,
-          labels: { [MANAGED_LABEL]: 'managed', [MESH_LABEL]: this.o.meshId, 'rgrid-token': id },
+          name, serverType: type, image: this.o.image, location,
+          labels: { [MANAGED_LABEL]: 'managed', [MESH_LABEL]: this.o.meshId, 'rgrid-token': id, 'rgrid-generation': this.o.generation ?? '1' },
           userData, ...(this.o.sshKeys != null ? { sshKeys: this.o.sshKeys } : {})
         }, signal)
         this.stats.created++
         this.known.add(server.id)
-        await this.record('created', server.id, server.name, reason, { location, serverType: this.o.serverType, token: id })
+        await this.record('created', server.id, server.name, reason, { location, serverType: type, token: id })
         this.o.log.info('server created', { server: server.name, id: server.id, location, reason })
         return
       } catch (err) {
         // Out of capacity here: try the next location. Anything else ends this attempt.
-        if (err instanceof HetznerApiError && (err.code === 'resource_unavailable' || err.code === 'placement_error' || err.code === 'resource_limit_exceeded') && location !== this.o.locations.at(-1)) {
-          this.o.log.warn('no capacity in a location; trying the next', { location, code: err.code })
+        if (err instanceof HetznerApiError && (err.code === 'resource_unavailable' || err.code === 'placement_error' || err.code === 'resource_limit_exceeded') && n < choices.length - 1) {
+          this.o.log.warn('no capacity for this type here; trying the next choice', { type, location, code: err.code })
           continue
         }
         this.stats.createFailures++

@@ -166,4 +166,20 @@ describe('provisioner', () => {
     expect(p.stats.neverJoined).toBe(1)
     expect((await store.listCloudEvents({ limit: 5, serverId: server.id }))[0]).toMatchObject({ type: 'deleted', reason: expect.stringContaining('never joined') })
   })
+
+  it('falls back to the next server type when no location has the main one, and labels the generation', async () => {
+    await backlog(1)
+    const p = provisioner({ fallbackServerTypes: ['cx32'], generation: '7' })
+    fake.failNext('POST /servers', 412, 'resource_unavailable')
+    now += 1000
+    await p.tick()
+    const [server] = fake.servers()
+    expect(server?.server_type.name).toBe('cx32')
+    expect(server?.labels['rgrid-generation']).toBe('7')
+    // A fallback smaller than the main type would break the plan: refused as a configuration error.
+    const bad = provisioner({ serverType: 'cx32', fallbackServerTypes: ['cx22'] })
+    now += 1000
+    await bad.tick()
+    expect(bad.disabledReason).toMatch(/smaller than cx32/)
+  })
 })
