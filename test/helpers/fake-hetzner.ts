@@ -28,6 +28,8 @@ export interface FakeHetznerOptions {
   ipv4For?: (serverId: number) => string
   /** Larger request bodies get 413. @default 65536 */
   maxBodyBytes?: number
+  /** fake: answers a server create this long after making the server, as a slow API would. @default 0 */
+  slowCreateMs?: number
 }
 
 export interface RecordedRequest { method: string, path: string, query: URLSearchParams, body: unknown }
@@ -146,6 +148,9 @@ export class FakeHetzner {
       }
       this.refresh()
       const [status, out] = this.route(method, sub, url.searchParams, body, headers)
+      if (method === 'POST' && sub === '/servers' && status === 201 && (this.opts.slowCreateMs ?? 0) > 0) {
+        await new Promise(resolve => setTimeout(resolve, this.opts.slowCreateMs))
+      }
       this.send(res, status, out, headers)
     } catch (err) {
       const e = err instanceof ApiError ? err : new ApiError(500, 'server_error', (err as Error).message)

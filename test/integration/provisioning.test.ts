@@ -123,4 +123,39 @@ describe('provisioning on Hetzner Cloud (fake API)', () => {
     expect(fake.createdCount).toBe(3)
     await fetch(`${mesh.httpUrl}/v1/jobs/${body.id}/cancel`, { method: 'POST' })
   })
+
+  it('a coordinator killed with SIGKILL in the middle of a scale-up and restarted creates no duplicate and leaks nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rgrid-prov-kill-'))
+    const slow = new FakeHetzner({ token: 'test-hcloud-token', slowCreateMs: 1500 })
+    const endpoint = await slow.start()
+    const m = new LocalMesh({
+      dataDir: dir, nodes: 1, slots: 1, runtime: 'process', nodeArgs: () => ['--cpus', '1', '--memory-mb', '1024'],
+      coordinatorArgs: ['--hetzner-token', slow.token, '--hetzner-endpoint', endpoint, '--max-servers', '3', '--scale-up-after', '1s',
+        '--scale-up-cooldown', '1s', '--provision-every', '1s', '--join-deadline', '10m', '--mesh-id', 'kill']
+    })
+    try {
+      await m.start()
+      await m.waitForNodes(1)
+      for (let i = 0; i < 10; i++) await submit(m.httpUrl, { command: ['true'], resources: { cpus: 2, memoryMb: 512 } })
+      // The first server exists and the second create is on its way (the fake answers creates slowly): kill now.
+      await until('a scale-up under way', () => slow.createdCount >= 1 && slow.requests.filter(r => r.method === 'POST').length >= 2 ? true : undefined, 30_000, 20)
+      await m.restart('coordinator')
+      await until('the restarted coordinator reaches the limit', () => slow.servers().length >= 3 ? true : undefined, 30_000)
+      // Settle: a few more scans must not add any.
+      const seen = slow.requests.filter(r => r.method === 'GET' && r.path === '/v1/servers').length
+      await until('three more scans', () => slow.requests.filter(r => r.method === 'GET' && r.path === '/v1/servers').length >= seen + 3 ? true : undefined, 30_000)
+      expect(slow.servers()).toHaveLength(3)
+      expect(slow.createdCount).toBe(3)
+      expect(slow.deletedCount).toBe(0)
+      for (const s of slow.servers()) expect(s.labels).toMatchObject({ rgrid: 'managed', 'rgrid-mesh': 'kill' })
+      // The server whose create answer never arrived was found by its labels and adopted, with a record saying so.
+      const { events } = await (await fetch(`${m.httpUrl}/v1/cloud/events`)).json() as { events: Array<{ type: string }> }
+      expect(events.filter(e => e.type === 'created')).toHaveLength(2)
+      expect(events.filter(e => e.type === 'adopted')).toHaveLength(1)
+    } finally {
+      await m.stop()
+      await slow.stop()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
 })
