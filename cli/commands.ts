@@ -45,6 +45,7 @@ export const SUBMIT_HELP = `Usage: rgrid COMMAND [options]
   explain ID                      why the job is where it is, node by node
   nodes                           nodes and their capacity
   dev                             a local mesh (rgrid dev --help)
+  sim SCENARIO.yaml               a scripted simulation with faults (rgrid sim --help)
 
 Global: --coordinator URL (or RGRID_COORDINATOR, or "coordinator" in
 ~/.config/rgrid/config.json) [http://127.0.0.1:8080]; RGRID_API_KEY (or

@@ -42,7 +42,7 @@ export interface LocalMeshOptions {
   /** @default 3 */
   nodes?: number
   /** @default 'process' */
-  runtime?: 'process' | 'docker'
+  runtime?: 'process' | 'docker' | 'sim'
   /** @default '127.0.0.1:0' */
   http?: string
   /** Slots per node. @default 4 */
@@ -146,13 +146,26 @@ export class LocalMesh {
     this.httpUrl = first.httpUrl
     if (this.options.open !== true) this.joinToken = await this.createToken()
     const n = this.options.nodes ?? 3
-    const nodes = await Promise.all(Array.from({ length: n }, async (_, i) => await this.launch(`node-${i}`, BINS.node, [
+    const nodes = await Promise.all(Array.from({ length: n }, async (_, i) => await this.launchNode(i)))
+    this.nodePeerIds = nodes.map(p => p.lines[0] ?? '')
+  }
+
+  private async launchNode (i: number): Promise<MeshProcess> {
+    return await this.launch(`node-${i}`, BINS.node, [
       'join', ...(this.joinToken !== '' ? [this.joinToken] : []), this.bootstrapAddr,
       ...(this.joinToken === '' ? this.coordinators.flatMap(c => ['--coordinator', c.peerId]) : []), '--listen', '/ip4/127.0.0.1/tcp/0',
       '--runtime', this.options.runtime ?? 'process', '--slots', String(this.options.slots ?? 4),
-      '--data-dir', join(dir, `node-${i}`), ...(this.options.nodeArgs?.(i) ?? [])
-    ], 1)))
-    this.nodePeerIds = nodes.map(p => p.lines[0] ?? '')
+      '--data-dir', join(this.options.dataDir, `node-${i}`), ...(this.options.nodeArgs?.(i) ?? [])
+    ], 1)
+  }
+
+  /** Starts `count` more nodes (named after the existing ones); returns their peer ids. */
+  async addNodes (count: number): Promise<string[]> {
+    const first = this.nodePeerIds.length
+    const added = await Promise.all(Array.from({ length: count }, async (_, k) => await this.launchNode(first + k)))
+    const ids = added.map(p => p.lines[0] ?? '')
+    this.nodePeerIds.push(...ids)
+    return ids
   }
 
   /**

@@ -6,9 +6,11 @@
 import { createHash } from 'node:crypto'
 import { parseArgs } from 'node:util'
 import { join, resolve } from 'node:path'
-import { mkdir, rm } from 'node:fs/promises'
+import { mkdir, readFile, rm } from 'node:fs/promises'
 import { LocalMesh } from './local-mesh.js'
 import { SUBMIT_HELP, submitCommand } from './commands.js'
+import { parseScenario } from './sim/scenario.js'
+import { runScenario } from './sim/run.js'
 import { usageError } from '../common/lifecycle.js'
 import { errorMessage } from '../common/errors.js'
 
@@ -130,9 +132,41 @@ async function dev (argv: string[]): Promise<void> {
   process.stdout.write('\nmesh running; press Ctrl-C to stop\n')
 }
 
+/** `rgrid sim SCENARIO.yaml [--out DIR] [--seed N]`. */
+async function sim (argv: string[]): Promise<void> {
+  let parsed
+  try {
+    parsed = parseArgs({ args: argv, options: { out: { type: 'string' }, seed: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true })
+  } catch (err) {
+    usageError('rgrid sim', (err as Error).message)
+  }
+  if (parsed.values.help === true || parsed.positionals.length !== 1) {
+    process.stdout.write('Usage: rgrid sim SCENARIO.yaml [--out DIR] [--seed N]\n\nRuns a scenario (mesh, workload, fault timeline) on loopback with the sim runtime and writes\nsummary.json, jobs.csv/json, faults.json, SVG plots and report.html to DIR [./sim-out/NAME-SEED].\nSee bench/scenarios/ and docs/simulations.md.\n')
+    if (parsed.values.help !== true) process.exitCode = 2
+    return
+  }
+  const file = parsed.positionals[0]!
+  let scenario
+  try {
+    scenario = parseScenario(await readFile(file, 'utf8'), file)
+  } catch (err) {
+    process.stderr.write(`rgrid sim: ${errorMessage(err)}\n`)
+    process.exitCode = 2
+    return
+  }
+  const seed = parsed.values.seed != null ? Number(parsed.values.seed) : scenario.seed
+  if (!Number.isInteger(seed) || seed < 0) usageError('rgrid sim', '--seed must be a non-negative integer')
+  const out = resolve(parsed.values.out ?? join('sim-out', `${scenario.name.replace(/[^A-Za-z0-9._-]+/g, '-')}-${seed}`))
+  const summary = await runScenario(scenario, { outDir: out, seed, log: line => { process.stderr.write(`rgrid sim: ${line}\n`) } })
+  process.stdout.write(JSON.stringify(summary, null, 2) + '\n')
+  process.stderr.write(`rgrid sim: report in ${join(out, 'report.html')}\n`)
+  if ((summary.lost as number) > 0 || (summary.duplicates as number) > 0) process.exitCode = 1
+}
+
 async function main (): Promise<void> {
   const [command, ...rest] = process.argv.slice(2)
   if (command === 'dev') return await dev(rest)
+  if (command === 'sim') return await sim(rest)
   if (command == null || command === '--help' || command === '-h' || command === 'help') { process.stdout.write(SUBMIT_HELP); return }
   process.exitCode = await submitCommand(command, rest)
 }

@@ -50,6 +50,14 @@ export interface HostOptions {
    * @default none (never cut)
    */
   gate?: PartitionGate
+  /**
+   * Inbound connections accepted per second from one IP address. libp2p's
+   * default of 5 refused the sixth node of a mesh started at once on one
+   * machine (and would refuse a lab's machines behind one NAT address): the
+   * mesh then silently had five nodes. Still a bound on a connection flood.
+   * @default 100
+   */
+  inboundConnectionsPerHostPerSecond?: number
 }
 
 /** A switch that cuts a host off the network; see {@link cutOff} and {@link heal}. */
@@ -85,6 +93,11 @@ export async function createHost (options: HostOptions): Promise<RGridHost> {
     // A busy event loop makes pings time out; aborting the connection then
     // turns a slow node into a partition. Liveness is our heartbeat's job.
     connectionMonitor: { abortConnectionOnPingFailure: false },
+    connectionManager: {
+      inboundConnectionThreshold: options.inboundConnectionsPerHostPerSecond ?? 100,
+      // Connections still in their handshake; the default 10 is too few when a rack starts together.
+      maxIncomingPendingConnections: 100
+    },
     ...(options.gate != null ? { connectionGater: gateOf(options.gate) } : {}),
     peerDiscovery: options.bootstrap.length > 0 ? [bootstrap({ list: options.bootstrap, timeout: 100 })] : [],
     services: {

@@ -47,6 +47,8 @@ export interface NodeAgentOptions {
    */
   coordinators?: string[]
   onCoordinator?: (peerId: string) => void
+  /** Coordinator multiaddrs known up front (a join token's), dialled without waiting for a beacon. @default [] */
+  coordinatorAddrs?: string[]
   /** Join token credentials presented in every hello. @default none (an open mesh) */
   join?: { id: string, secret: string }
   /** A coordinator refused this node's join token (the CLI exits with the message). */
@@ -220,7 +222,7 @@ export class NodeAgent {
     })
     this.cands = new Candidates({ self: host.peerId.toString() })
     const links = new CoordinatorLinks({
-      host, log, trusted: this.options.coordinators ?? [], signal: this.stopController.signal,
+      host, log, trusted: this.options.coordinators ?? [], signal: this.stopController.signal, knownAddrs: this.options.coordinatorAddrs ?? [],
       ...(this.options.onCoordinator != null ? { onTrust: this.options.onCoordinator } : {}),
       onOpen: async (session, coordinator) => { await this.hello(session, coordinator) },
       onPush: frame => { this.onPush(frame) }
@@ -236,6 +238,7 @@ export class NodeAgent {
     host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
     this.every(this.options.heartbeatMs ?? 1_000, () => { void this.heartbeat() })
     this.every(this.options.renewMs ?? 5_000, () => { void this.renew() })
+    links.reconnect()
     this.every(this.options.pullMs ?? 1_000, () => { void this.pullIfIdle() })
     log.info('node started', { peerId: host.peerId.toString(), slots: this.slots, runtime: this.options.runtime.name })
   }

@@ -13,6 +13,7 @@ import { decodeJoinToken, isJoinToken, type JoinToken } from '../common/join-tok
 import { NodeAgent } from './agent.js'
 import { ForkedProcessRuntime } from './runtime/forked-process.js'
 import { DockerRuntime } from './runtime/docker.js'
+import { SimRuntime } from './runtime/sim.js'
 import type { Runtime } from './runtime/types.js'
 import { loadOrCreateIdentity } from '../common/identity.js'
 import { createLogger, type LogLevel } from '../common/log.js'
@@ -31,6 +32,8 @@ MULTIADDRs (bootstrap peers) are dialled too. Without a token the node joins
 through the given peers, and only a coordinator started with --open admits it.
 
   --runtime docker|process  how jobs run                               [docker]
+                            'sim' waits a job's given time (["sim", MS, EXIT]),
+                            for simulations (rgrid sim);
                             'process' runs commands as plain child processes
                             with NO isolation: for development and simulations
                             only, never for other people's jobs.
@@ -127,7 +130,7 @@ async function main (): Promise<void> {
   if (token != null) peers.push(...token.addrs)
   if (peers.length === 0) usageError('rgrid-node', 'join needs a join token (rgrid1.…) or at least one MULTIADDR of a bootstrap peer or coordinator')
   const runtimeName = args.runtime ?? 'docker'
-  if (runtimeName !== 'docker' && runtimeName !== 'process') usageError('rgrid-node', '--runtime must be docker or process')
+  if (runtimeName !== 'docker' && runtimeName !== 'process' && runtimeName !== 'sim') usageError('rgrid-node', '--runtime must be docker, process or sim')
   // By default jobs get the machine minus a reserve for the node itself and the operator:
   // one core (on machines with more than two) and a fifth of the memory (at least 512 MiB).
   const cores = availableParallelism()
@@ -162,7 +165,9 @@ async function main (): Promise<void> {
     try { peerIdFromString(c) } catch { usageError('rgrid-node', `--coordinator ${JSON.stringify(c)} is not a peer id`) }
   }
 
-  const runtime: Runtime = runtimeName === 'process'
+  const runtime: Runtime = runtimeName === 'sim'
+    ? new SimRuntime()
+    : runtimeName === 'process'
     ? new ForkedProcessRuntime({ log: log.child('process') })
     : new DockerRuntime({
       logger: log.child('docker'),
@@ -175,7 +180,7 @@ async function main (): Promise<void> {
   const agent = new NodeAgent({
     privateKey, runtime, log, bootstrap: peers, slots, cpus, memoryMb, labels, drainTimeoutMs, renewMs, gossipDropRate,
     faultPartition: args['fault-partition-signal'] === true,
-    ...(token != null ? { join: { id: token.id, secret: token.secret } } : {}),
+    ...(token != null ? { join: { id: token.id, secret: token.secret }, coordinatorAddrs: token.addrs } : {}),
     onRefused: (message) => {
       process.stderr.write(`rgrid-node: the coordinator refused this node: ${message}\n`)
       process.exit(2)

@@ -28,6 +28,8 @@ export interface CoordinatorLinksOptions {
   /** A session opened: say hello on it. Throwing closes it. */
   onOpen: (session: SessionClient, coordinator: string) => Promise<void>
   onPush: (frame: CoordinatorFrame, coordinator: string) => void
+  /** Coordinator multiaddrs known up front (from a join token), with /p2p/ ids. @default [] */
+  knownAddrs?: string[]
   /** Stop signal for dials. */
   signal: AbortSignal
   /** @default 10000 */
@@ -40,6 +42,17 @@ export class CoordinatorLinks {
 
   constructor (private readonly options: CoordinatorLinksOptions) {
     for (const id of options.trusted) this.links.set(id, { peerId: peerIdFromString(id), addrs: [], session: null, connecting: false })
+    // Addresses a join token names: dial them without waiting for a beacon.
+    for (const a of options.knownAddrs ?? []) {
+      try {
+        const ma = multiaddr(a)
+        const id = ma.getComponents().findLast(c => c.name === 'p2p')?.value
+        const link = id != null ? this.links.get(id) : undefined
+        if (link != null) link.addrs.push(ma)
+      } catch (err) {
+        options.log.warn('ignoring a malformed coordinator address', { addr: a, error: (err as Error).message })
+      }
+    }
   }
 
   /** Whether announcements and awards from this peer are to be believed. */

@@ -127,7 +127,7 @@ export const announcementSchema = z.strictObject({
 }).refine(a => a.jobs.length + a.taken.length > 0, { message: 'an announcement carries at least one job or taken attempt', path: ['jobs'] })
 export type Announcement = z.output<typeof announcementSchema>
 
-const runtimeName = z.enum(['docker', 'process'])
+const runtimeName = z.enum(['docker', 'process', 'sim'])
 
 /** Capacity a node advertises. */
 export const nodeCapacitySchema = z.strictObject({

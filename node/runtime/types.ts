@@ -5,7 +5,7 @@
  */
 import type { JobSpec, JobError } from '../../protocol/schemas.js'
 
-export type RuntimeName = 'docker' | 'process'
+export type RuntimeName = 'docker' | 'process' | 'sim'
 
 export interface RunRequest {
   jobId: string
