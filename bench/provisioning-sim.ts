@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url'
 import { execFileSync } from 'node:child_process'
 import { planScaleDown, planScaleUp, type ManagedServer, type ServerTypeOffer } from '../coordinator/provisioner/plan.js'
 import { renderBenchmarks } from './report.js'
+import { seeded } from '../cli/sim/workload.js'
 
 const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
 const TYPE: ServerTypeOffer = { name: 'cx22', cores: 2, memoryMb: 4096, hourlyEur: 0.0071 }
@@ -25,18 +26,10 @@ const BOOT_MS = 90_000
 interface Job { arrive: number, durationMs: number, start: number | null }
 interface Setting { name: string, scaleUpAfterMs: number, idleBeforeDeleteMs: number, hourEndWindowMs: number, cooldownMs: number, maxServers: number }
 
-function rng (seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Steady: a job every ~20 s for 4 h. Bursty: 5 bursts of 300 jobs, 45 min apart. Jobs run 2–8 min. */
 function trace (kind: 'steady' | 'bursty'): Job[] {
-  const r = rng(kind === 'steady' ? 1 : 2)
+  const r = seeded(kind === 'steady' ? 1 : 2)
   const jobs: Job[] = []
   if (kind === 'steady') {
     for (let t = 0; t < 4 * 3_600_000; t += -Math.log(1 - r()) * 20_000) jobs.push({ arrive: t, durationMs: 120_000 + r() * 360_000, start: null })
