@@ -126,7 +126,8 @@ async function dev (argv: string[]): Promise<void> {
     process.exit(1)
   }
   process.stdout.write(`RGrid dev mesh: ${nodes} nodes (${runtime} runtime), logs in ${join(dataDir, 'logs')}\n`)
-  process.stdout.write(`coordinator HTTP API: ${mesh.httpUrl}\n`)
+  process.stdout.write(`coordinator HTTP API: ${mesh.httpUrl}   dashboard: ${mesh.httpUrl}/\n`)
+  process.stdout.write(`join token for more nodes: ${mesh.joinToken}\n`)
   process.stdout.write(`  try: curl -s -XPOST ${mesh.httpUrl}/v1/jobs -H 'content-type: application/json' -d '{"command":["echo","hi"]}'\n`)
   if (args.samples === true) await samples(mesh.httpUrl)
   process.stdout.write('\nmesh running; press Ctrl-C to stop\n')
