@@ -9,6 +9,7 @@ import { loadOrCreateIdentity } from '../common/identity.js'
 import { createLogger, type LogLevel } from '../common/log.js'
 import { logUnhandledRejections, parseArgsOrExit, stopOnSignals } from '../common/lifecycle.js'
 import { preferredAddr } from '../common/addrs.js'
+import { writeHandoff } from '../common/handoff.js'
 
 const HELP = `Usage: rgrid-bootstrap [--listen MULTIADDR]... [--peer MULTIADDR]... [--data-dir DIR]
 
@@ -19,6 +20,7 @@ address stays the same across restarts.
   --listen MULTIADDR  address to listen on (repeatable)   [/ip4/0.0.0.0/tcp/4001]
   --peer MULTIADDR    another bootstrap peer to stay connected to (repeatable)
   --data-dir DIR      where the identity is kept         [./.rgrid/bootstrap]
+  --addr-file FILE    also write the address to FILE (for containers started together)
   --log-level LEVEL   debug|info|warn|error              [info]
 `
 
@@ -29,6 +31,7 @@ async function main (): Promise<void> {
       peer: { type: 'string', multiple: true },
       'data-dir': { type: 'string' },
       'log-level': { type: 'string' },
+      'addr-file': { type: 'string' },
       help: { type: 'boolean', short: 'h' }
     },
     strict: true
@@ -45,6 +48,7 @@ async function main (): Promise<void> {
   })
   await peer.start()
   process.stdout.write(preferredAddr(peer.addrs()) + '\n')
+  if (args['addr-file'] != null) await writeHandoff(args['addr-file'], preferredAddr(peer.addrs()))
   stopOnSignals(peer, log)
 }
 

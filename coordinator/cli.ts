@@ -16,6 +16,7 @@ import { PostgresStore } from './store/postgres.js'
 import type { Store } from './store/types.js'
 import { Transfers } from './transfers.js'
 import { ADDRS_FILE, tokenCommand } from './tokens-cli.js'
+import { readHandoff, writeHandoff } from '../common/handoff.js'
 import { PROVISIONING_FLAGS, PROVISIONING_HELP, describeProvisioning, resolveProvisioning, type ProvisioningConfig } from './provisioner/config.js'
 import { Provisioner } from './provisioner/provisioner.js'
 import { HetznerClient } from './hetzner/client.js'
@@ -60,6 +61,9 @@ one bidding node, and records claims and results in its store.
   --max-job-mb N          largest total of a job's inputs, or of its outputs [1024]
   --max-log-lines N       live log lines kept per job        [50000]
   config                  (command) print the resolved settings, secrets masked, and exit
+  --bootstrap-file FILE   read a bootstrap address from FILE (waits up to 60 s for it)
+  --join-token-file FILE  at start, create a join token naming this coordinator and its
+                          bootstrap peers, and write it to FILE (containers started together)
   --open                  admit nodes without a join token (local experiments
                           and tests only; anyone who can reach the mesh can
                           then take jobs and report results)
@@ -119,6 +123,8 @@ async function main (): Promise<void> {
       'max-log-lines': { type: 'string' },
       'no-migrate': { type: 'boolean' },
       open: { type: 'boolean' },
+      'bootstrap-file': { type: 'string' },
+      'join-token-file': { type: 'string' },
       expires: { type: 'string' },
       note: { type: 'string' },
       addr: { type: 'string', multiple: true },
@@ -208,6 +214,10 @@ async function main (): Promise<void> {
   const store = await openStore(dbUrl, dataDir, args['no-migrate'] !== true)
   if (args.open === true) log.warn('open mode: nodes join without a join token; anyone who can reach this mesh can take jobs and report results')
   const prov = provisioning
+  const bootstrap = [...(args.bootstrap ?? [])]
+  if (args['bootstrap-file'] != null) {
+    try { bootstrap.push(await readHandoff(args['bootstrap-file'], 60_000)) } catch (err) { usageError('rgrid-coordinator', (err as Error).message) }
+  }
   const coordinator = new Coordinator({
     requireJoinToken: args.open !== true,
     ...(prov != null
@@ -231,7 +241,7 @@ async function main (): Promise<void> {
     store,
     log,
     listen: args.listen ?? ['/ip4/0.0.0.0/tcp/4002'],
-    bootstrap: args.bootstrap ?? [],
+    bootstrap,
     ...(bidWindowMs != null ? { bidWindowMs } : {}),
     ...(leaseMs != null ? { leaseMs } : {}),
     ...(silentNodeMs != null ? { silentNodeMs } : {})
@@ -246,6 +256,11 @@ async function main (): Promise<void> {
   log.info('objects', { store: objects.kind, ...(embedded != null ? { url: publicUrl } : {}), maxFileBytes, maxJobBytes })
   // For `token create`: the addresses nodes can dial, as this run listens on them.
   await writeFile(join(dataDir, ADDRS_FILE), JSON.stringify(coordinator.addrs()) + '\n')
+  if (args['join-token-file'] != null) {
+    // Nodes reading this file trust this coordinator and dial it and the bootstrap peers; keep the file private to them.
+    const token = (await tokenCommand('create', [], { store, dataDir, addrs: coordinator.addrs(), dialAddrs: bootstrap, expires: 'never', note: 'written to --join-token-file', now: Date.now() })).trim()
+    await writeHandoff(args['join-token-file'], token, 0o600)
+  }
   process.stdout.write(`${preferredAddr(coordinator.addrs())}\n${server.url}\n`)
   log.info('HTTP API listening', { url: server.url })
   stopOnSignals({

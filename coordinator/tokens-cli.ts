@@ -32,6 +32,8 @@ export interface TokenCommandOptions {
   expires: string
   note: string
   now: number
+  /** More addresses to dial (bootstrap peers), not trusted as coordinators. @default [] */
+  dialAddrs?: string[]
 }
 
 /** Runs a token subcommand; returns what to print. @throws Error with a one-line message. */
@@ -59,7 +61,7 @@ export async function tokenCommand (sub: string, rest: string[], o: TokenCommand
       const { id, secret } = newTokenCredentials()
       const expiresAt = ttl == null ? null : o.now + ttl
       await o.store.createJoinToken({ id, secretSha256: secretSha256(secret), createdAt: o.now, expiresAt, note: o.note })
-      return encodeJoinToken({ id, secret, coordinators: [...coordinators], addrs, expiresAt }) + '\n'
+      return encodeJoinToken({ id, secret, coordinators: [...coordinators], addrs: [...addrs, ...(o.dialAddrs ?? [])], expiresAt }) + '\n'
     }
     case 'list': {
       const tokens = await o.store.listJoinTokens()

@@ -9,6 +9,7 @@ import { availableParallelism, totalmem } from 'node:os'
 import { readFile, writeFile, mkdir, rename, rm } from 'node:fs/promises'
 import { peerIdFromString, peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { MetricsServer } from './metrics-server.js'
+import { readHandoff } from '../common/handoff.js'
 import { decodeJoinToken, isJoinToken, type JoinToken } from '../common/join-token.js'
 import { NodeAgent } from './agent.js'
 import { ForkedProcessRuntime } from './runtime/forked-process.js'
@@ -58,6 +59,8 @@ through the given peers, and only a coordinator started with --open admits it.
                             network (every connection refused and closed),
                             the next SIGUSR2 heals it
   --metrics HOST:PORT       serve Prometheus metrics at /metrics        [off]
+  --token-file FILE         read the join token from FILE (waits up to 2 min for it;
+                            for containers started together with the coordinator)
   --config FILE             JSON object of these settings by long name, plus
                             "join": the token (and multiaddrs); flags win
   --log-level LEVEL         debug|info|warn|error                      [info]
@@ -102,6 +105,7 @@ async function main (): Promise<void> {
       'fault-partition-signal': { type: 'boolean' },
       'log-level': { type: 'string' },
       config: { type: 'string' },
+      'token-file': { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' }
     },
@@ -115,6 +119,9 @@ async function main (): Promise<void> {
   const fromFile = parsed.values.config != null ? await readConfig(parsed.values.config) : { values: {}, join: [] }
   const args = { ...fromFile.values, ...parsed.values } as typeof parsed.values
   const targets = cliTargets.length > 0 ? cliTargets : fromFile.join
+  if (args['token-file'] != null) {
+    try { targets.unshift(await readHandoff(args['token-file'], 120_000)) } catch (err) { usageError('rgrid-node', (err as Error).message) }
+  }
   // A join token carries whom to dial and trust; plain multiaddrs join an open mesh.
   let token: JoinToken | null = null
   const peers: string[] = []
