@@ -121,7 +121,9 @@ export class NodeAgent {
   private readonly startedAt = Date.now()
   readonly transfers: NodeTransfers
   private readonly gate: PartitionGate | undefined
-  readonly stats = { bids: 0, awards: 0, refusals: 0, bidErrors: 0, announcementsIgnored: 0, sessionsOpened: 0, gossipDropped: 0 }
+  readonly stats = { bids: 0, awards: 0, refusals: 0, bidErrors: 0, announcementsIgnored: 0, sessionsOpened: 0, gossipDropped: 0, gossipBytesIn: 0, gossipBytesOut: 0 }
+  /** Fault injection, changeable while running (setFaults): gossip loss and link delay. */
+  private faults = { dropRate: 0, delayMs: 0 }
 
   constructor (private readonly options: NodeAgentOptions) {
     this.clock = options.clock ?? systemClock
@@ -223,6 +225,7 @@ export class NodeAgent {
     this.cands = new Candidates({ self: host.peerId.toString() })
     const links = new CoordinatorLinks({
       host, log, trusted: this.options.coordinators ?? [], signal: this.stopController.signal, knownAddrs: this.options.coordinatorAddrs ?? [],
+      linkDelayMs: () => this.faults.delayMs,
       ...(this.options.onCoordinator != null ? { onTrust: this.options.onCoordinator } : {}),
       onOpen: async (session, coordinator) => { await this.hello(session, coordinator) },
       onPush: frame => { this.onPush(frame) }
@@ -271,9 +274,32 @@ export class NodeAgent {
     this.timers.push(t)
   }
 
+  /**
+   * Fault injection while running: the share of received gossip to ignore
+   * and a delay added to every message this node handles or sends (a slow
+   * link). Used by `rgrid sim` timelines.
+   */
+  setFaults (f: { dropRate?: number, delayMs?: number }): void {
+    if (f.dropRate != null) this.faults.dropRate = Math.min(0.99, Math.max(0, f.dropRate))
+    if (f.delayMs != null) this.faults.delayMs = Math.min(60_000, Math.max(0, f.delayMs))
+    this.options.log.warn('fault injection changed', { ...this.faults })
+  }
+
   private onGossip (msg: { topic: string, type: string, data: Uint8Array, from?: PeerId }): void {
     if (msg.type !== 'signed' || msg.from == null) return
-    if ((this.options.gossipDropRate ?? 0) > 0 && Math.random() < (this.options.gossipDropRate ?? 0)) { this.stats.gossipDropped++; return }
+    this.stats.gossipBytesIn += msg.data.length
+    const drop = Math.max(this.options.gossipDropRate ?? 0, this.faults.dropRate)
+    if (drop > 0 && Math.random() < drop) { this.stats.gossipDropped++; return }
+    if (this.faults.delayMs > 0) {
+      const delayed = { ...msg }
+      setTimeout(() => { this.handleGossip(delayed) }, this.faults.delayMs).unref()
+      return
+    }
+    this.handleGossip(msg)
+  }
+
+  private handleGossip (msg: { topic: string, type: string, data: Uint8Array, from?: PeerId }): void {
+    if (msg.from == null) return
     try {
       if (msg.topic === HEARTBEAT_TOPIC) {
         const hb = decodeGossip(msg.data, decodeHeartbeatTopic)
@@ -398,7 +424,9 @@ export class NodeAgent {
     if (host == null) return
     const running = this.runner.refs().map(r => ({ jobId: r.jobId, attempt: r.attempt }))
     try {
-      await host.services.pubsub.publish(HEARTBEAT_TOPIC, encode({ v: 1, type: 'node-heartbeat', seq: this.hbSeq++, sentAt: this.clock.now(), capacity: this.capacity(), running: running.slice(0, 256) }))
+      const bytes = encode({ v: 1, type: 'node-heartbeat', seq: this.hbSeq++, sentAt: this.clock.now(), capacity: this.capacity(), running: running.slice(0, 256) })
+      this.stats.gossipBytesOut += bytes.length
+      await host.services.pubsub.publish(HEARTBEAT_TOPIC, bytes)
     } catch (err) {
       this.options.log.debug('heartbeat publish failed', { error: errorMessage(err) })
     }
@@ -503,6 +531,8 @@ export class NodeAgent {
       c('rgrid_node_refusals_total', 'Bids refused.', this.stats.refusals),
       c('rgrid_node_sessions_opened_total', 'Sessions opened to coordinators.', this.stats.sessionsOpened),
       c('rgrid_node_gossip_dropped_total', 'Gossip messages dropped by fault injection.', this.stats.gossipDropped),
+      c('rgrid_node_gossip_received_bytes_total', 'Gossip payload bytes delivered to this node (relays and protocol overhead not counted).', this.stats.gossipBytesIn),
+      c('rgrid_node_gossip_published_bytes_total', 'Gossip payload bytes this node published.', this.stats.gossipBytesOut),
       c('rgrid_node_inputs_fetched_total', 'Inputs downloaded.', this.transfers.stats.inputsFetched),
       c('rgrid_node_inputs_from_cache_total', 'Inputs served from the local cache.', this.transfers.stats.inputsFromCache),
       c('rgrid_node_outputs_uploaded_total', 'Output files uploaded.', this.transfers.stats.outputsUploaded),

@@ -55,6 +55,8 @@ through the given peers, and only a coordinator started with --open admits it.
                             well under the coordinator's --lease-ms    [5000]
   --fault-drop-gossip R     fault injection for tests and research: ignore
                             this share (0..1) of received gossip        [0]
+  --fault-control FILE      fault injection: JSON {"dropGossip": 0..1, "delayMs": N} in
+                            FILE, re-read every 200 ms (rgrid sim's slow links)
   --fault-partition-signal  fault injection: SIGUSR2 cuts the node off the
                             network (every connection refused and closed),
                             the next SIGUSR2 heals it
@@ -106,6 +108,7 @@ async function main (): Promise<void> {
       'log-level': { type: 'string' },
       config: { type: 'string' },
       'token-file': { type: 'string' },
+      'fault-control': { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' }
     },
@@ -213,6 +216,23 @@ async function main (): Promise<void> {
   const metricsUrl = await metrics?.start()
   if (metricsUrl != null) log.info('metrics', { url: metricsUrl })
   process.stdout.write(`${agent.peerId}\n`)
+  if (args['fault-control'] != null) {
+    const file = args['fault-control']
+    let last = ''
+    const poll = setInterval(() => {
+      readFile(file, 'utf8').then(text => {
+        if (text === last) return
+        last = text
+        const f = JSON.parse(text) as { dropGossip?: unknown, delayMs?: unknown }
+        agent.setFaults({ ...(typeof f.dropGossip === 'number' ? { dropRate: f.dropGossip } : {}), ...(typeof f.delayMs === 'number' ? { delayMs: f.delayMs } : {}) })
+      }).catch((err: unknown) => {
+        // No file yet means no fault; anything else is worth a line.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn('cannot read the fault control file', { file, error: errorMessage(err) })
+      })
+    }, 200)
+    poll.unref()
+    log.warn('fault injection: reading faults from a control file', { file })
+  }
   // For `rgrid-node status`: rewritten every 2 s, atomically.
   const statusFile = join(dataDir, STATUS_FILE)
   const writeStatus = async (): Promise<void> => {

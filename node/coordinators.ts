@@ -30,6 +30,8 @@ export interface CoordinatorLinksOptions {
   onPush: (frame: CoordinatorFrame, coordinator: string) => void
   /** Coordinator multiaddrs known up front (from a join token), with /p2p/ ids. @default [] */
   knownAddrs?: string[]
+  /** Fault injection: delay added to every session request, in ms. @default () => 0 */
+  linkDelayMs?: () => number
   /** Stop signal for dials. */
   signal: AbortSignal
   /** @default 10000 */
@@ -119,7 +121,8 @@ export class CoordinatorLinks {
       session = new SessionClient({
         host, coordinator: link.peerId, log: log.child('session'),
         onPush: frame => { this.options.onPush(frame, id) },
-        onClose: () => { if (link.session === session) link.session = null }
+        onClose: () => { if (link.session === session) link.session = null },
+        ...(this.options.linkDelayMs != null ? { linkDelayMs: this.options.linkDelayMs } : {})
       })
       await session.open(AbortSignal.any([this.options.signal, AbortSignal.timeout(this.options.dialTimeoutMs ?? 10_000)]))
       link.session = session

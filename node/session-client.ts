@@ -39,6 +39,8 @@ export interface SessionClientOptions {
   onClose: () => void
   /** @default 10000 */
   requestTimeoutMs?: number
+  /** Fault injection: added before every request goes out, in ms (a slow link). @default () => 0 */
+  linkDelayMs?: () => number
 }
 
 export class SessionClient {
@@ -62,6 +64,8 @@ export class SessionClient {
 
   /** Sends a request and resolves with the coordinator's reply to it. */
   async request (frame: NodeRequest, signal?: AbortSignal): Promise<CoordinatorFrame> {
+    const delayMs = this.options.linkDelayMs?.() ?? 0
+    if (delayMs > 0) await new Promise(resolve => setTimeout(resolve, delayMs))
     const channel = this.channel
     if (channel == null || !this.isOpen) throw new SessionClosedError('no session to the coordinator')
     const rid = this.nextRid++

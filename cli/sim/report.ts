@@ -42,7 +42,7 @@ ${legend.map(([name, color], i) => `<text x="${60 + i * 120}" y="14" fill="${col
 `
 }
 
-export function writeReport (dir: string, s: Scenario, seed: number, jobs: JobTiming[], faults: FaultRecord[], mesh: { nodes: number, rssMiB: number[] }): Record<string, unknown> {
+export function writeReport (dir: string, s: Scenario, seed: number, jobs: JobTiming[], faults: FaultRecord[], mesh: { nodes: number, rssMiB: number[], gossipBytes?: number[] }): Record<string, unknown> {
   const final = new Set(['succeeded', 'failed', 'cancelled'])
   const waits = jobs.filter(j => j.startedAt != null).map(j => j.startedAt! - j.submittedAt).sort((a, b) => a - b)
   const turnarounds = jobs.filter(j => j.finishedAt != null).map(j => j.finishedAt! - j.submittedAt).sort((a, b) => a - b)
@@ -60,7 +60,9 @@ export function writeReport (dir: string, s: Scenario, seed: number, jobs: JobTi
     waitMs: { p50: pct(waits, 50), p95: pct(waits, 95), p99: pct(waits, 99) },
     turnaroundMs: { p50: pct(turnarounds, 50), p95: pct(turnarounds, 95), p99: pct(turnarounds, 99) },
     faults: faults.length,
-    nodeMemoryMiB: mesh.rssMiB.length === 0 ? null : { mean: Math.round(mesh.rssMiB.reduce((a, b) => a + b, 0) / mesh.rssMiB.length), max: Math.max(...mesh.rssMiB) }
+    nodeMemoryMiB: mesh.rssMiB.length === 0 ? null : { mean: Math.round(mesh.rssMiB.reduce((a, b) => a + b, 0) / mesh.rssMiB.length), max: Math.max(...mesh.rssMiB) },
+    /** Gossip payload bytes each node received and published (relays and protocol overhead not counted). */
+    gossipBytesPerNode: (mesh.gossipBytes ?? []).length === 0 ? null : { mean: Math.round(mesh.gossipBytes!.reduce((a, b) => a + b, 0) / mesh.gossipBytes!.length), max: Math.max(...mesh.gossipBytes!) }
   }
   writeFileSync(join(dir, 'scenario.json'), JSON.stringify(s, null, 2) + '\n')
   writeFileSync(join(dir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n')

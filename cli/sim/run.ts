@@ -6,6 +6,7 @@
  * the coordinator and writes the run directory (report.ts).
  */
 import { mkdirSync, readFileSync } from 'node:fs'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LocalMesh } from '../local-mesh.js'
 import { toMs, type Scenario } from './scenario.js'
@@ -21,12 +22,13 @@ export interface SimOptions {
 
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled'])
 
-function nodeArgs (s: Scenario): (i: number) => string[] {
+function nodeArgs (s: Scenario, meshDir: string): (i: number) => string[] {
   const groups = s.mesh.nodes.flatMap(g => Array.from({ length: g.count }, () => g))
   return i => {
     const g = groups[Math.min(i, groups.length - 1)]!
     return [
       '--slots', String(g.slots), '--cpus', String(g.cpus), '--memory-mb', String(g.memoryMb), '--fault-partition-signal',
+      '--fault-control', join(meshDir, `node-${i}`, 'faults.json'),
       ...(Object.keys(g.labels).length > 0 ? ['--labels', Object.entries(g.labels).map(([k, v]) => `${k}=${v}`).join(',')] : []),
       ...(g.gossipDrop > 0 ? ['--fault-drop-gossip', String(g.gossipDrop)] : [])
     ]
@@ -50,11 +52,13 @@ export async function runScenario (s: Scenario, o: SimOptions): Promise<Record<s
   const workload = generateWorkload(s, seed)
   const total = s.mesh.nodes.reduce((a, g) => a + g.count, 0)
   mkdirSync(o.outDir, { recursive: true })
-  const mesh = new LocalMesh({ dataDir: join(o.outDir, 'mesh'), nodes: total, runtime: 'sim', nodeArgs: nodeArgs(s), logLevel: 'warn', startTimeoutMs: 60_000 })
+  const meshDir = join(o.outDir, 'mesh')
+  const mesh = new LocalMesh({ dataDir: meshDir, nodes: total, runtime: 'sim', nodeArgs: nodeArgs(s, meshDir), logLevel: 'warn', startTimeoutMs: 60_000 })
   const faults: FaultRecord[] = []
   const ids: Array<{ index: number, id: string }> = []
   const w = s.workload
   let rss: number[] = []
+  const gossip: number[] = []
   try {
     o.log(`starting ${total} nodes`)
     await mesh.start()
@@ -69,7 +73,7 @@ export async function runScenario (s: Scenario, o: SimOptions): Promise<Record<s
       const t = Date.now() - t0
       while (nextEvent < events.length && toMs(events[nextEvent]!.at) <= t) {
         const e = events[nextEvent++]!
-        faults.push({ atMs: Date.now() - t0, ...await applyEvent(mesh, e) })
+        faults.push({ atMs: Date.now() - t0, ...await applyEvent(mesh, e, meshDir) })
       }
       const due: typeof workload = []
       while (nextJob < workload.length && workload[nextJob]!.atMs <= t) due.push(workload[nextJob++]!)
@@ -96,6 +100,16 @@ export async function runScenario (s: Scenario, o: SimOptions): Promise<Record<s
       await new Promise(resolve => setTimeout(resolve, 250))
     }
     rss = mesh.processes.filter(p => p.name.startsWith('node-')).map(p => rssMiB(p.child.pid)).filter((x): x is number => x != null)
+    // Each node's own counters, from the status file it rewrites every 2 s.
+    for (const p of mesh.processes.filter(x => x.name.startsWith('node-'))) {
+      try {
+        const st = JSON.parse(await readFile(join(meshDir, p.name, 'status.json'), 'utf8')) as { stats: { gossipBytesIn: number, gossipBytesOut: number } }
+        gossip.push(st.stats.gossipBytesIn + st.stats.gossipBytesOut)
+      } catch (err) {
+        // A node killed by the scenario and not restarted left no current status.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+      }
+    }
     o.log('reading results')
     const timings: JobTiming[] = []
     ids.sort((a, b) => a.index - b.index)
@@ -114,13 +128,22 @@ export async function runScenario (s: Scenario, o: SimOptions): Promise<Record<s
         durationMs: workload[index]!.durationMs
       })
     }
-    return writeReport(o.outDir, s, seed, timings, faults, { nodes: mesh.nodePeerIds.length, rssMiB: rss })
+    return writeReport(o.outDir, s, seed, timings, faults, { nodes: mesh.nodePeerIds.length, rssMiB: rss, gossipBytes: gossip })
   } finally {
     await mesh.stop()
   }
 }
 
-async function applyEvent (mesh: LocalMesh, e: Scenario['events'][number]): Promise<Omit<FaultRecord, 'atMs'>> {
+async function applyEvent (mesh: LocalMesh, e: Scenario['events'][number], meshDir: string): Promise<Omit<FaultRecord, 'atMs'>> {
+  // Link faults go through each node's control file, which it re-reads every 200 ms.
+  const control = async (node: string, change: Record<string, number>): Promise<void> => {
+    const file = join(meshDir, node, 'faults.json')
+    let current: Record<string, number> = {}
+    try { current = JSON.parse(await readFile(file, 'utf8')) as Record<string, number> } catch (err) { if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err }
+    await writeFile(file, JSON.stringify({ ...current, ...change }))
+  }
+  if ('slow' in e) { await control(e.slow, { delayMs: toMs(e.delay) }); return { event: `slow ${e.delay}`, target: e.slow } }
+  if ('dropGossip' in e) { await control(e.dropGossip, { dropGossip: e.rate }); return { event: `drop ${Math.round(e.rate * 100)}% gossip`, target: e.dropGossip } }
   const proc = (name: string): LocalMesh['processes'][number] => {
     const p = mesh.processes.find(x => x.name === name)
     if (p == null) throw new Error(`no process ${name}`)

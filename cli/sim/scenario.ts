@@ -45,7 +45,11 @@ const event = z.union([
   z.strictObject({ at: durationText, resume: target }),
   z.strictObject({ at: durationText, cut: target }),
   z.strictObject({ at: durationText, heal: target }),
-  z.strictObject({ at: durationText, addNodes: z.number().int().min(1).max(100) })
+  z.strictObject({ at: durationText, addNodes: z.number().int().min(1).max(100) }),
+  /** The node's messages (session requests, gossip it handles) are delayed this much from now on; 0ms restores it. */
+  z.strictObject({ at: durationText, slow: target, delay: durationText }),
+  /** The node ignores this share of received gossip from now on. */
+  z.strictObject({ at: durationText, dropGossip: target, rate: z.number().min(0).max(0.99) })
 ])
 
 export const scenarioSchema = z.strictObject({

@@ -39,6 +39,7 @@ describe('rgrid sim', () => {
     expect(r.duplicates).toBe(0)
     expect(r.succeeded + r.failed).toBe(r.jobs)
     expect(r.failed).toBeGreaterThanOrEqual(0)
+    expect(r.gossipBytesPerNode.mean).toBeGreaterThan(0)
     const csv = readFileSync(join(out, 'steady', 'jobs.csv'), 'utf8').trim().split('\n')
     expect(csv).toHaveLength(r.jobs + 1)
   })
@@ -60,9 +61,14 @@ describe('rgrid sim', () => {
   })
 
   it('partition: cut-off nodes healed, lossy gossip; every job ends once', async () => {
-    const s = short('partition', [[/duration: 40s/, 'duration: 12s'], [/size: 60/, 'size: 30'], [/at: 8s, cut/, 'at: 2s, cut'], [/at: 9s, cut/, 'at: 3s, cut'], [/at: 20s, heal/, 'at: 8s, heal'], [/at: 22s, heal/, 'at: 9s, heal']])
+    const s = short('partition', [[/duration: 40s/, 'duration: 12s'], [/size: 60/, 'size: 30'], [/at: 8s, cut/, 'at: 2s, cut'], [/at: 9s, cut/, 'at: 3s, cut'], [/at: 20s, heal/, 'at: 8s, heal'], [/at: 22s, heal/, 'at: 9s, heal'],
+      [/at: 12s, slow/, 'at: 4s, slow'], [/at: 15s, dropGossip/, 'at: 5s, dropGossip'], [/at: 30s, slow/, 'at: 10s, slow']])
     const r = await run('partition', s)
-    expect(r.faults).toBe(4)
+    expect(r.faults).toBe(7)
+    const faults = JSON.parse(readFileSync(join(out, 'partition', 'faults.json'), 'utf8')) as Array<{ event: string, target: string }>
+    expect(faults.map(f => f.event)).toEqual(['cut', 'cut', 'slow 300ms', 'drop 50% gossip', 'heal', 'heal', 'slow 0ms'])
+    // The slowed node read its control file: its log says so.
+    expect(readFileSync(join(out, 'partition', 'mesh', 'logs', 'node-3.log'), 'utf8')).toMatch(/fault injection changed.*"delayMs":300/)
     expect(r.lost).toBe(0)
     expect(r.duplicates).toBe(0)
     expect(r.succeeded).toBe(r.jobs)
