@@ -5,11 +5,11 @@
  */
 import { createHash } from 'node:crypto'
 import { parseArgs } from 'node:util'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { mkdir, readFile, rm } from 'node:fs/promises'
 import { LocalMesh } from './local-mesh.js'
 import { SUBMIT_HELP, submitCommand } from './commands.js'
-import { parseScenario } from './sim/scenario.js'
+import { loadTraceFiles, parseScenario } from './sim/scenario.js'
 import { runScenario } from './sim/run.js'
 import { usageError } from '../common/lifecycle.js'
 import { errorMessage } from '../common/errors.js'
@@ -149,7 +149,7 @@ async function sim (argv: string[]): Promise<void> {
   const file = parsed.positionals[0]!
   let scenario
   try {
-    scenario = parseScenario(await readFile(file, 'utf8'), file)
+    scenario = await loadTraceFiles(parseScenario(await readFile(file, 'utf8'), file), file, async p => await readFile(resolve(dirname(resolve(file)), p), 'utf8'))
   } catch (err) {
     process.stderr.write(`rgrid sim: ${errorMessage(err)}\n`)
     process.exitCode = 2

@@ -15,6 +15,10 @@ export interface JobTiming {
   node: string | null
   attempts: number
   submittedAt: number
+  /** When its first announcement went out: in the submission's own tick. */
+  announcedAt: number | null
+  /** Times it was announced again before a node took it. */
+  reannouncements: number
   awardedAt: number | null
   startedAt: number | null
   finishedAt: number | null
@@ -68,7 +72,7 @@ export function writeReport (dir: string, s: Scenario, seed: number, jobs: JobTi
   writeFileSync(join(dir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n')
   writeFileSync(join(dir, 'jobs.json'), JSON.stringify(jobs, null, 2) + '\n')
   writeFileSync(join(dir, 'faults.json'), JSON.stringify(faults, null, 2) + '\n')
-  const cols: Array<keyof JobTiming> = ['index', 'id', 'state', 'node', 'attempts', 'submittedAt', 'awardedAt', 'startedAt', 'finishedAt', 'durationMs']
+  const cols: Array<keyof JobTiming> = ['index', 'id', 'state', 'node', 'attempts', 'submittedAt', 'announcedAt', 'reannouncements', 'awardedAt', 'startedAt', 'finishedAt', 'durationMs']
   writeFileSync(join(dir, 'jobs.csv'), [cols.join(','), ...jobs.map(j => cols.map(c => j[c] ?? '').join(','))].join('\n') + '\n')
 
   // Jobs in each state over time, sampled every 100 ms.
@@ -110,7 +114,7 @@ export function writeReport (dir: string, s: Scenario, seed: number, jobs: JobTi
 <h2>Wait before start</h2><img src="wait-cdf.svg" alt="wait time CDF">
 <h2>Work per node</h2><img src="utilisation.svg" alt="job-seconds per node">
 <h2>Faults</h2><ul>${faults.map(f => `<li>${(f.atMs / 1000).toFixed(1)} s: ${esc(f.event)} <code>${esc(f.target)}</code></li>`).join('') || '<li>none</li>'}</ul>
-<p>Per-job timings: <a href="jobs.csv">jobs.csv</a>, <a href="jobs.json">jobs.json</a>; <a href="summary.json">summary.json</a>.</p>
+<p>Per-job timings: <a href="jobs.csv">jobs.csv</a>, <a href="jobs.json">jobs.json</a>; the coordinator's event log of every job: <a href="events.json">events.json</a>; <a href="summary.json">summary.json</a>.</p>
 </body></html>
 `)
   return summary

@@ -59,6 +59,7 @@ export async function runScenario (s: Scenario, o: SimOptions): Promise<Record<s
   const w = s.workload
   let rss: number[] = []
   const gossip: number[] = []
+  const jobEvents: Array<Record<string, unknown>> = []
   try {
     o.log(`starting ${total} nodes`)
     await mesh.start()
@@ -114,6 +115,8 @@ export async function runScenario (s: Scenario, o: SimOptions): Promise<Record<s
     const timings: JobTiming[] = []
     ids.sort((a, b) => a.index - b.index)
     for (const { index, id } of ids) {
+      const { events } = await (await fetch(`${mesh.httpUrl}/v1/jobs/${id}/events`)).json() as { events: Array<{ at: number, type: string, actor: string, attempt: number | null, detail: Record<string, unknown> }> }
+      jobEvents.push(...events.map(e => ({ job: index, ...e, at: e.at - t0 })))
       const job = await (await fetch(`${mesh.httpUrl}/v1/jobs/${id}`)).json() as {
         state: string, createdAt: number, attempts: Array<{ number: number, node: string, state: string, awardedAt: number, startedAt: number | null, finishedAt: number | null }>, result: { finishedAt: number } | null
       }
@@ -121,13 +124,18 @@ export async function runScenario (s: Scenario, o: SimOptions): Promise<Record<s
       const firstStart = job.attempts.find(a => a.startedAt != null)
       timings.push({
         index, id, state: job.state, node: last?.node ?? null, attempts: job.attempts.length,
-        submittedAt: job.createdAt - t0, awardedAt: last != null ? last.awardedAt - t0 : null,
+        submittedAt: job.createdAt - t0,
+        // The first announcement goes out in the submission's own tick; the log records only re-announcements.
+        announcedAt: job.createdAt - t0,
+        reannouncements: events.filter(e => e.type === 'announced').length,
+        awardedAt: last != null ? last.awardedAt - t0 : null,
         startedAt: firstStart?.startedAt != null ? firstStart.startedAt - t0 : null,
         finishedAt: job.result != null && TERMINAL.has(job.state) ? job.result.finishedAt - t0 : null,
         succeededAttempts: job.attempts.filter(a => a.state === 'succeeded').length,
         durationMs: workload[index]!.durationMs
       })
     }
+    await writeFile(join(o.outDir, 'events.json'), JSON.stringify(jobEvents, null, 1) + '\n')
     return writeReport(o.outDir, s, seed, timings, faults, { nodes: mesh.nodePeerIds.length, rssMiB: rss, gossipBytes: gossip })
   } finally {
     await mesh.stop()

@@ -34,7 +34,9 @@ const arrival = z.union([
   z.strictObject({ fixed: z.number().positive().max(10_000) }),
   z.strictObject({ poisson: z.number().positive().max(10_000) }),
   z.strictObject({ bursts: z.strictObject({ every: durationText, size: z.number().int().min(1).max(10_000) }) }),
-  z.strictObject({ trace: z.array(z.strictObject({ at: durationText, duration: durationText.optional(), exitCode: z.number().int().min(0).max(255).optional() })).min(1).max(100_000) })
+  z.strictObject({ trace: z.array(z.strictObject({ at: durationText, duration: durationText.optional(), exitCode: z.number().int().min(0).max(255).optional() })).min(1).max(100_000) }),
+  /** A CSV file (`at,duration,exitCode` with a header), relative to the scenario; read by loadTraceFiles. */
+  z.strictObject({ traceFile: z.string().min(1).max(1024) })
 ])
 
 const target = z.string().regex(/^node-\d+$/, 'must name a node as node-N')
@@ -113,4 +115,30 @@ export function parseScenario (text: string, file = 'scenario.yaml'): Scenario {
     if (typeof t === 'string' && Number(t.slice(5)) >= total) throw new ScenarioError(file, lineOf(['events', i]), `events.${i}: ${t} does not exist (the mesh has node-0 to node-${total - 1})`)
   }
   return s
+}
+
+/**
+ * Replaces a `traceFile` arrival with the trace it names (CSV: a header
+ * `at,duration,exitCode`, then one job per line, e.g. `1.5s,800ms,0`), read
+ * through `read` so this module does no I/O itself. @throws ScenarioError
+ */
+export async function loadTraceFiles (s: Scenario, file: string, read: (path: string) => Promise<string>): Promise<Scenario> {
+  const a = s.workload.arrival
+  if (!('traceFile' in a)) return s
+  const text = await read(a.traceFile)
+  const rows = text.split(/\r?\n/).filter(l => l.trim() !== '')
+  const header = rows.shift()?.split(',').map(h => h.trim())
+  if (header?.[0] !== 'at') throw new ScenarioError(a.traceFile, 1, 'a trace file starts with the header at,duration,exitCode')
+  const trace = rows.map((line, i) => {
+    const [at, duration, exitCode] = line.split(',').map(x => x.trim())
+    const entry = { at, ...(duration != null && duration !== '' ? { duration } : {}), ...(exitCode != null && exitCode !== '' ? { exitCode: Number(exitCode) } : {}) }
+    const ok = arrival.safeParse({ trace: [entry] })
+    if (!ok.success) throw new ScenarioError(a.traceFile, i + 2, `${line}: ${ok.error.issues[0]?.message ?? 'invalid'}`)
+    return entry as { at: string, duration?: string, exitCode?: number }
+  })
+  if (trace.length === 0) throw new ScenarioError(a.traceFile, null, 'the trace has no jobs')
+  const endMs = toMs(s.duration)
+  const late = trace.findIndex(t => toMs(t.at) > endMs)
+  if (late >= 0) throw new ScenarioError(a.traceFile, late + 2, `${trace[late]!.at} is after the end of the scenario (${s.duration}) named in ${file}`)
+  return { ...s, workload: { ...s.workload, arrival: { trace } } }
 }

@@ -33,6 +33,7 @@ export function generateWorkload (s: Scenario, seed = s.seed): PlannedJob[] {
   if ('fixed' in a) for (let t = 0; t < endMs; t += 1000 / a.fixed) times.push({ at: t })
   else if ('poisson' in a) for (let t = -Math.log(1 - r()) * 1000 / a.poisson; t < endMs; t += -Math.log(1 - r()) * 1000 / a.poisson) times.push({ at: t })
   else if ('bursts' in a) for (let t = 0; t < endMs; t += toMs(a.bursts.every)) for (let i = 0; i < a.bursts.size; i++) times.push({ at: t })
+  else if ('traceFile' in a) throw new Error('load the trace file first (loadTraceFiles)')
   else for (const e of a.trace) times.push({ at: toMs(e.at), ...(e.duration != null ? { durationMs: toMs(e.duration) } : {}), ...(e.exitCode != null ? { exitCode: e.exitCode } : {}) })
   return times.filter(t => t.at <= endMs).sort((x, y) => x.at - y.at).map((t, index) => ({
     index,

@@ -25,7 +25,7 @@ function short (name: string, replace: Array<[RegExp, string]>): ReturnType<type
 async function run (name: string, s: ReturnType<typeof parseScenario>): Promise<Record<string, any>> {
   const dir = join(out, name)
   const summary = await runScenario(s, { outDir: dir, log: () => {} })
-  for (const f of ['summary.json', 'jobs.csv', 'jobs.json', 'faults.json', 'states.svg', 'wait-cdf.svg', 'utilisation.svg', 'report.html']) expect(existsSync(join(dir, f)), f).toBe(true)
+  for (const f of ['summary.json', 'jobs.csv', 'jobs.json', 'faults.json', 'events.json', 'states.svg', 'wait-cdf.svg', 'utilisation.svg', 'report.html']) expect(existsSync(join(dir, f)), f).toBe(true)
   expect(JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'))).toEqual(summary)
   return summary
 }
@@ -40,6 +40,11 @@ describe('rgrid sim', () => {
     expect(r.succeeded + r.failed).toBe(r.jobs)
     expect(r.failed).toBeGreaterThanOrEqual(0)
     expect(r.gossipBytesPerNode.mean).toBeGreaterThan(0)
+    // The coordinator's event log of every job, and when each was announced.
+    const events = JSON.parse(readFileSync(join(out, 'steady', 'events.json'), 'utf8')) as Array<{ job: number, type: string }>
+    expect(new Set(events.filter(e => e.type === 'finished').map(e => e.job)).size).toBe(r.jobs)
+    const jobs = JSON.parse(readFileSync(join(out, 'steady', 'jobs.json'), 'utf8')) as Array<{ submittedAt: number, announcedAt: number | null }>
+    for (const j of jobs) expect(j.announcedAt).toBeGreaterThanOrEqual(j.submittedAt)
     const csv = readFileSync(join(out, 'steady', 'jobs.csv'), 'utf8').trim().split('\n')
     expect(csv).toHaveLength(r.jobs + 1)
   })

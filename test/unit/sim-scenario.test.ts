@@ -6,7 +6,7 @@
 import { describe, it, expect } from 'vitest'
 import { readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { parseScenario, ScenarioError } from '../../cli/sim/scenario.js'
+import { loadTraceFiles, parseScenario, ScenarioError } from '../../cli/sim/scenario.js'
 import { generateWorkload } from '../../cli/sim/workload.js'
 
 const BASE = `name: t
@@ -87,5 +87,22 @@ describe('workload generation', () => {
     const share = failing.filter(j => j.exitCode === 1).length / failing.length
     expect(share).toBeGreaterThan(0.4)
     expect(share).toBeLessThan(0.6)
+  })
+})
+
+describe('trace files', () => {
+  const withTrace = BASE.replace('{ poisson: 5 }', '{ traceFile: jobs.csv }')
+  it('inlines a CSV trace, and the workload follows it exactly', async () => {
+    const s = await loadTraceFiles(parseScenario(withTrace), 's.yaml', async p => { expect(p).toBe('jobs.csv'); return 'at,duration,exitCode\n0s,1s,0\n1500ms,200ms,3\n2s,,\n' })
+    const jobs = generateWorkload(s)
+    expect(jobs.map(j => [j.atMs, j.exitCode])).toEqual([[0, 0], [1500, 3], [2000, 0]])
+    expect(jobs.slice(0, 2).map(j => j.durationMs)).toEqual([1000, 200])
+  })
+
+  it('names the line of a bad row, a missing header and a job after the end', async () => {
+    const err = async (csv: string): Promise<ScenarioError> => await loadTraceFiles(parseScenario(withTrace), 's.yaml', async () => csv).then(() => { throw new Error('expected an error') }, (e: unknown) => e as ScenarioError)
+    expect((await err('at,duration\n1s,2s\nsoon,1s\n')).message).toMatch(/^jobs\.csv:3: soon,1s: .*duration/)
+    expect((await err('1s,2s\n')).message).toMatch(/^jobs\.csv:1: .*header/)
+    expect((await err('at,duration\n11s,1s\n')).message).toMatch(/^jobs\.csv:2: 11s is after the end/)
   })
 })
