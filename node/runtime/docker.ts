@@ -3,6 +3,7 @@
  * with no network, CPU and memory limits, and only its work dir mounted.
  */
 import Dockerode from 'dockerode'
+import { chmod } from 'node:fs/promises'
 import { Writable, type Duplex } from 'node:stream'
 import { outputPatternSchema, type JobError } from '../../protocol/schemas.js'
 import { createLogger, type Logger } from '../../common/log.js'
@@ -25,6 +26,12 @@ export interface DockerRuntimeOptions {
   apiTimeoutMs?: number
   /** How long to wait for the output stream to end after the container exited. @default 2000 */
   drainTimeoutMs?: number
+  /**
+   * The user jobs run as inside their container (uid:gid). Not root: a job
+   * that escapes its container should not be root on the host.
+   * @default '65534:65534' (nobody)
+   */
+  user?: string
   /** @default createLogger('runtime.docker') */
   logger?: Logger
 }
@@ -72,6 +79,7 @@ export class DockerRuntime implements Runtime {
   private readonly apiTimeoutMs: number
   private readonly drainTimeoutMs: number
   private readonly log: Logger
+  private readonly user: string
 
   constructor (options: DockerRuntimeOptions = {}) {
     this.docker = options.docker ?? new Dockerode()
@@ -82,6 +90,7 @@ export class DockerRuntime implements Runtime {
     this.apiTimeoutMs = options.apiTimeoutMs ?? 30_000
     this.drainTimeoutMs = options.drainTimeoutMs ?? 2000
     this.log = options.logger ?? createLogger('runtime.docker')
+    this.user = options.user ?? '65534:65534'
   }
 
   /** Pings the engine. @throws DockerUnavailableError when it does not answer. */
@@ -196,6 +205,8 @@ export class DockerRuntime implements Runtime {
     if (imageProblem !== null) return finish('failed', null, imageProblem)
     if (signal.aborted) return cancelled('cancelled before start')
 
+    // The job runs as an unprivileged user: let it write its work dir (and nothing else of ours).
+    await chmod(workDir, 0o777)
     const memoryBytes = Math.max(spec.resources.memoryMb, MIN_MEMORY_MB) * 1024 * 1024
     let container: Dockerode.Container | null = null
     let stream: NodeJS.ReadWriteStream | null = null
@@ -222,8 +233,15 @@ export class DockerRuntime implements Runtime {
             'rgrid.command': (spec.command[0] ?? '').slice(0, 256),
             'rgrid.outputs': JSON.stringify(spec.outputs.map(o => o.path))
           },
+          // Not root, and nothing to gain from setuid binaries: see docs/design.md, Runtimes.
+          User: this.user,
           HostConfig: {
             NetworkMode: 'none',
+            ReadonlyRootfs: true,
+            CapDrop: ['ALL'],
+            SecurityOpt: ['no-new-privileges'],
+            // A writable /tmp that lives and dies with the container, bounded.
+            Tmpfs: { '/tmp': 'rw,noexec,nosuid,size=64m' },
             NanoCpus: Math.round(spec.resources.cpus * 1e9),
             Memory: memoryBytes,
             // Equal to Memory: no swap, so the limit is a real limit.

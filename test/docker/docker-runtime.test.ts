@@ -180,6 +180,24 @@ describe('DockerRuntime', { timeout: 60_000 }, () => {
     expect(await readFile(join(workDir, 'out.txt'), 'utf8')).toBe('from-job\n')
   })
 
+  it('runs the job unprivileged: not root, no capabilities, no new privileges, read-only root, only its work dir', async (ctx) => {
+    needDocker(ctx)
+    const res = await run({
+      command: ['sh', '-c', [
+        'id -u',
+        'grep -E "^(CapEff|NoNewPrivs)" /proc/self/status',
+        'touch /etc/evil 2>/dev/null && echo wrote-root || echo root-read-only',
+        'touch /tmp/ok && echo tmp-writable',
+        'echo job > /work/mine && echo work-writable',
+        'ls /var/run/docker.sock 2>/dev/null || echo no-docker-socket'
+      ].join('; ')]
+    })
+    expect(res.outcome, res.stderr).toBe('succeeded')
+    expect(res.stdout.split('\n').map(l => l.replace(/\s+/g, ' ').trim())).toEqual([
+      '65534', 'CapEff: 0000000000000000', 'NoNewPrivs: 1', 'root-read-only', 'tmp-writable', 'work-writable', 'no-docker-socket', ''
+    ])
+  })
+
   it('keeps the tail of large output and drains it completely', async (ctx) => {
     needDocker(ctx)
     const res = await run({ command: ['sh', '-c', 'echo HEAD; head -c 300000 /dev/zero | tr "\\0" a; echo; echo TAIL-MARKER; echo err-tail >&2'] })
