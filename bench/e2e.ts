@@ -21,16 +21,11 @@ import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { LocalMesh, childPids } from '../cli/local-mesh.js'
 import { renderBenchmarks } from './report.js'
+import { percentile } from '../common/percentile.js'
 
 const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
 
 interface JobJson { id: string, state: string, createdAt: number, attempts: Array<{ awardedAt: number, startedAt: number | null, finishedAt: number | null }> }
-
-function percentile (sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(p / 100 * sorted.length) - 1))
-  return sorted[i]!
-}
 
 function summary (values: number[]): { n: number, p50: number, p95: number, p99: number, max: number } {
   const s = [...values].sort((a, b) => a - b)

@@ -17,6 +17,7 @@ import { execFileSync } from 'node:child_process'
 import { planScaleDown, planScaleUp, type ManagedServer, type ServerTypeOffer } from '../coordinator/provisioner/plan.js'
 import { renderBenchmarks } from './report.js'
 import { seeded } from '../cli/sim/workload.js'
+import { percentile } from '../common/percentile.js'
 
 const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
 const TYPE: ServerTypeOffer = { name: 'cx22', cores: 2, memoryMb: 4096, hourlyEur: 0.0071 }
@@ -82,7 +83,7 @@ function simulate (jobs: Job[], s: Setting): { waitP50s: number, waitP95s: numbe
     if (now % 60_000 === 0) samples.push([now, still.length, live.length])
   }
   const waits = jobs.map(j => ((j.start ?? end) - j.arrive) / 1000).sort((a, b) => a - b)
-  const pct = (p: number): number => Math.round(waits[Math.min(waits.length - 1, Math.ceil(p / 100 * waits.length) - 1)]!)
+  const pct = (p: number): number => Math.round(percentile(waits, p))
   const hours = servers.reduce((a, x) => a + Math.ceil(((x.deletedAt ?? end) - x.createdAt) / 3_600_000), 0)
   return { waitP50s: pct(50), waitP95s: pct(95), serverHours: hours, peakServers: Math.max(...samples.map(x => x[2])), samples }
 }

@@ -15,6 +15,7 @@ import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execFileSync } from 'node:child_process'
 import { LocalMesh } from '../cli/local-mesh.js'
+import { percentile } from '../common/percentile.js'
 
 const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
 
@@ -65,7 +66,7 @@ async function main (): Promise<void> {
     rmSync(dataDir, { recursive: true, force: true })
   }
   const s = [...samples].sort((a, b) => a - b)
-  const pct = (p: number): number => s[Math.min(s.length - 1, Math.ceil(p / 100 * s.length) - 1)]!
+  const pct = (p: number): number => percentile(s, p)
   let commit = 'unknown'
   try { commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim() } catch (err) { process.stderr.write(`no git commit: ${(err as Error).message}\n`) }
   const result = {

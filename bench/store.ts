@@ -31,6 +31,7 @@ import { SqliteStore } from '../coordinator/store/sqlite.js'
 import type { Store } from '../coordinator/store/types.js'
 import { jobSpecSchema, type JobSpec } from '../protocol/schemas.js'
 import { startTestPostgres } from '../test/helpers/postgres.js'
+import { percentile } from '../common/percentile.js'
 
 const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
 
@@ -60,12 +61,6 @@ export interface StoreBenchResult {
   machine: { cpus: number, cpuModel: string, memoryGiB: number, node: string }
   config: { jobs: number, nodes: number, slots: number }
   results: StoreBackendResult[]
-}
-
-function percentile (sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(p / 100 * sorted.length) - 1))
-  return sorted[i] ?? NaN
 }
 
 function summary (values: number[]): Summary {

@@ -9,8 +9,7 @@ import { mkdir, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { request as httpRequest } from 'node:http'
-import { request as httpsRequest } from 'node:https'
+import { putFile } from '../common/put-file.js'
 
 /** What went wrong, in one line; `status` is the HTTP status when there was one. */
 export class ClientError extends Error {
@@ -142,7 +141,12 @@ export class Client {
     const size = (await stat(file)).size
     const grant = await this.call<{ object: string, url: string | null }>('POST', '/v1/uploads', { sha256, size })
     if (grant.url != null) {
-      const status = await putFile(grant.url, file, size)
+      let status: number
+      try {
+        status = (await putFile(grant.url, file, size)).status
+      } catch (err) {
+        throw new ClientError(`uploading ${file} failed: ${causeOf(err)}`)
+      }
       if (status < 200 || status >= 300) throw new ClientError(`uploading ${file} failed with HTTP ${status}`, status)
     }
     return grant.object
@@ -162,19 +166,4 @@ export class Client {
 function causeOf (err: unknown): string {
   const e = err as { cause?: { code?: string, message?: string }, message?: string }
   return e.cause?.code ?? e.cause?.message ?? e.message ?? String(err)
-}
-
-/** PUT with node:http and backpressure (fetch buffered large bodies; see node/transfers.ts). */
-async function putFile (url: string, file: string, size: number): Promise<number> {
-  const target = new URL(url)
-  const send = target.protocol === 'https:' ? httpsRequest : httpRequest
-  return await new Promise((resolve, reject) => {
-    const req = send(target, { method: 'PUT', headers: { 'content-length': String(size) } }, res => {
-      res.resume()
-      res.on('end', () => { resolve(res.statusCode ?? 0) })
-      res.on('error', reject)
-    })
-    req.on('error', (err) => { reject(new ClientError(`uploading ${file} failed: ${causeOf(err)}`)) })
-    pipeline(createReadStream(file), req).catch(reject)
-  })
 }

@@ -169,24 +169,23 @@ export function createHttpApp (options: HttpAppOptions): Hono {
       const abort = new AbortController()
       stream.onAbort(() => { abort.abort() })
       let cursor = after
-      while (!abort.signal.aborted) {
-        const lines = await api.listLogs(id, cursor, 1000)
-        for (const l of lines) {
-          await stream.writeSSE({ event: 'log', id: String(l.line), data: JSON.stringify(l) })
-          cursor = l.line
+      /** Sends every line stored after the cursor, a page at a time. */
+      const sendStored = async (): Promise<void> => {
+        for (;;) {
+          const page = await api.listLogs(id, cursor, 1000)
+          for (const l of page) {
+            await stream.writeSSE({ event: 'log', id: String(l.line), data: JSON.stringify(l) })
+            cursor = l.line
+          }
+          if (page.length < 1000 || abort.signal.aborted) return
         }
-        if (lines.length === 1000) continue
+      }
+      while (!abort.signal.aborted) {
+        await sendStored()
         const now = await api.getJob(id)
         if (now == null || TERMINAL_STATES.has(now.state)) {
           // The result may have landed after our last read: one more read, then the end.
-          for (;;) {
-            const rest = await api.listLogs(id, cursor, 5000)
-            for (const l of rest) {
-              await stream.writeSSE({ event: 'log', id: String(l.line), data: JSON.stringify(l) })
-              cursor = l.line
-            }
-            if (rest.length < 5000 || abort.signal.aborted) break
-          }
+          await sendStored()
           await stream.writeSSE({ event: 'end', data: JSON.stringify({ state: now?.state ?? 'unknown', next: cursor }) })
           return
         }

@@ -12,12 +12,11 @@ import { glob, lstat, mkdir, realpath, rename, rm, stat } from 'node:fs/promises
 import { dirname, extname, join, sep } from 'node:path'
 import { Readable, Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { request as httpRequest } from 'node:http'
-import { request as httpsRequest } from 'node:https'
 import type { Artifact, InputSource } from '../protocol/schemas.js'
 import { LIMITS } from '../protocol/limits.js'
 import type { Logger } from '../common/log.js'
 import { errorMessage } from '../common/errors.js'
+import { putFile } from '../common/put-file.js'
 import type { InputCache } from './input-cache.js'
 
 /** Why a transfer failed, as a job outcome: the code, and whether another attempt could do better. */
@@ -190,7 +189,7 @@ export class NodeTransfers {
     for (const f of files) {
       try {
         await this.withRetries(`upload of ${f.path}`, signal, async () => {
-          const res = await putFile(f.url, f.file, f.size, contentTypeOf(f.path), signal)
+          const res = await putFile(f.url, f.file, f.size, { contentType: contentTypeOf(f.path), signal })
           if (res.status < 200 || res.status >= 300) throw new HttpStatusError(res.status, `PUT answered ${res.status}: ${res.text.slice(0, 300)}`)
         })
       } catch (err) {
@@ -225,28 +224,6 @@ export class NodeTransfers {
     const retryable = !(err instanceof HttpStatusError) || err.status >= 500 || err.status === 403 || err.status === 408 || err.status === 429
     return new TransferError(code, `${what}: ${errorMessage(err)}`, retryable)
   }
-}
-
-/**
- * PUTs a file with node:http(s) and the stream's own backpressure. Not
- * fetch(): measured with a 256 MiB file, fetch read the body ahead of the
- * socket and the node's peak memory grew by ~250 MiB; this stays flat.
- */
-async function putFile (url: string, file: string, size: number, contentType: string, signal: AbortSignal): Promise<{ status: number, text: string }> {
-  const target = new URL(url)
-  const send = target.protocol === 'https:' ? httpsRequest : httpRequest
-  return await new Promise((resolve, reject) => {
-    const req = send(target, { method: 'PUT', headers: { 'content-length': String(size), 'content-type': contentType }, signal }, res => {
-      let text = ''
-      res.setEncoding('utf8')
-      // Keep a bounded piece of the answer for the error message; drain the rest.
-      res.on('data', (chunk: string) => { if (text.length < 4096) text += chunk })
-      res.on('end', () => { resolve({ status: res.statusCode ?? 0, text }) })
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    pipeline(createReadStream(file), req).catch(reject)
-  })
 }
 
 async function hashFile (file: string): Promise<string> {

@@ -7,6 +7,7 @@
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Scenario } from './scenario.js'
+import { percentile } from '../../common/percentile.js'
 
 export interface JobTiming {
   index: number
@@ -29,7 +30,7 @@ export interface JobTiming {
 
 export interface FaultRecord { atMs: number, event: string, target: string }
 
-const pct = (sorted: number[], p: number): number | null => sorted.length === 0 ? null : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p / 100 * sorted.length) - 1))]!
+const pct = (sorted: number[], p: number): number | null => sorted.length === 0 ? null : percentile(sorted, p)
 const esc = (t: string): string => t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
 
 function polyline (points: Array<[number, number]>, w: number, h: number, maxX: number, maxY: number, color: string): string {

@@ -140,9 +140,7 @@ export class Provisioner {
       if (!this.known.has(s.id)) {
         if ((await this.o.store.listCloudEvents({ limit: 1, serverId: s.id })).length === 0) {
           if (this.o.unknownServers === 'delete') {
-            await this.o.client.deleteServer(s.id, signal)
-            this.stats.deleted++
-            await this.record('deleted', s.id, s.name, 'it carries our labels but the store has no record of it (policy: delete)')
+            await this.delete(s, 'it carries our labels but the store has no record of it (policy: delete)', s.labels['rgrid-token'], signal)
             continue
           }
           await this.record('adopted', s.id, s.name, 'it carries our labels but the store had no record of it (policy: adopt)')
@@ -176,10 +174,7 @@ export class Provisioner {
         continue
       }
       if (server.joinedAt == null) this.stats.neverJoined++
-      await this.delete(server, reason, signal)
-      // Its token dies with it: a copy of the user data cannot enrol another machine.
-      const token = tokenOf.get(server.id)
-      if (token != null) await this.o.store.revokeJoinToken({ id: token, now }).catch((err: unknown) => { this.o.log.warn('could not revoke a deleted server\'s token', { server: server.name, error: errorMessage(err) }) })
+      await this.delete(server, reason, tokenOf.get(server.id), signal)
       gone.add(server.id)
     }
     const open = await this.o.store.openJobs(10_000)
@@ -250,7 +245,8 @@ export class Provisioner {
     }
   }
 
-  private async delete (server: ManagedServer | HetznerServer, reason: string, signal?: AbortSignal): Promise<void> {
+  /** Deletes a server and revokes its join token, so a copy of its user data cannot enrol another machine. */
+  private async delete (server: ManagedServer | HetznerServer, reason: string, token: string | undefined, signal?: AbortSignal): Promise<void> {
     try {
       await this.o.client.deleteServer(server.id, signal)
     } catch (err) {
@@ -262,6 +258,7 @@ export class Provisioner {
     this.draining.delete(server.name)
     await this.record('deleted', server.id, server.name, reason)
     this.o.log.info('server deleted', { server: server.name, id: server.id, reason })
+    if (token != null) await this.o.store.revokeJoinToken({ id: token, now: this.o.clock.now() }).catch((err: unknown) => { this.o.log.warn('could not revoke a deleted server\'s token', { server: server.name, error: errorMessage(err) }) })
   }
 
   /** The event log of cloud decisions; a failed write is logged, not fatal (the action itself happened). */
