@@ -53,9 +53,10 @@ export function toAnnounced (job: OpenJob): AnnouncedJob {
     jobId: job.jobId,
     attempt: job.attempt,
     ...(spec.image != null ? { image: spec.image } : {}),
-    resources: { cpus: spec.resources.cpus, memoryMb: spec.resources.memoryMb },
+    resources: { cpus: spec.resources.cpus, memoryMb: spec.resources.memoryMb, diskMb: spec.resources.diskMb },
     labels: spec.labels,
-    timeoutSeconds: spec.timeoutSeconds
+    timeoutSeconds: spec.timeoutSeconds,
+    ...(spec.network ? { network: true } : {})
   }
 }
 

@@ -71,7 +71,9 @@ export const resourcesSchema = z.strictObject({
   /** CPU cores, fractions allowed. */
   cpus: z.number().positive().max(256).default(1),
   /** Memory limit in MiB; the container is killed beyond it. */
-  memoryMb: z.number().int().min(4).max(1024 * 1024).default(256)
+  memoryMb: z.number().int().min(4).max(1024 * 1024).default(256),
+  /** Disk the job may fill (work dir plus /tmp), in MiB; the attempt fails beyond it. */
+  diskMb: z.number().int().min(1).max(1024 * 1024).default(1024)
 })
 
 /**
@@ -85,7 +87,15 @@ export const jobSpecSchema = z.strictObject({
     .refine(c => (c[0] ?? '').length > 0, 'command[0] must be a non-empty program name'),
   env: z.record(envKey, argText)
     .refine(e => Object.keys(e).length <= LIMITS.envVars, `at most ${LIMITS.envVars} variables`).default({}),
-  resources: resourcesSchema.default({ cpus: 1, memoryMb: 256 }),
+  /**
+   * Secret environment variables: stored encrypted at rest, sent only to the
+   * node that won the attempt, never shown in listings, and masked in logs.
+   */
+  secretEnv: z.record(envKey, argText)
+    .refine(e => Object.keys(e).length <= LIMITS.envVars, `at most ${LIMITS.envVars} variables`).default({}),
+  /** Outbound network access; a node runs such a job only if its operator allows it. */
+  network: z.boolean().default(false),
+  resources: resourcesSchema.default({ cpus: 1, memoryMb: 256, diskMb: 1024 }),
   /** Wall-clock limit of one attempt, in seconds. Image pulls do not count. */
   timeoutSeconds: z.number().int().min(1).max(7 * 24 * 3600).default(3600),
   /** Labels a node must carry (all of them, equal values) to run the job. */
@@ -99,7 +109,7 @@ export const jobSpecSchema = z.strictObject({
   batch: z.string().min(1).max(64).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'must be letters, digits, . _ -').optional(),
   /** Files (glob patterns) uploaded after the command exits; those that do not exist are skipped. */
   outputs: z.array(jobOutputSchema).max(LIMITS.outputFiles).default([])
-})
+}).refine(s => Object.keys(s.secretEnv).every(k => !(k in s.env)), { message: 'a variable is both in env and secretEnv', path: ['secretEnv'] })
 export type JobSpec = z.output<typeof jobSpecSchema>
 export type JobSpecInput = z.input<typeof jobSpecSchema>
 
@@ -108,9 +118,11 @@ export const announcedJobSchema = z.strictObject({
   jobId,
   attempt: attemptNumber,
   image: z.string().min(1).max(512).optional(),
-  resources: z.strictObject({ cpus: z.number().positive().max(256), memoryMb: z.number().int().min(4).max(1024 * 1024) }),
+  resources: z.strictObject({ cpus: z.number().positive().max(256), memoryMb: z.number().int().min(4).max(1024 * 1024), diskMb: z.number().int().min(1).max(1024 * 1024).optional() }),
   labels: labelsSchema,
-  timeoutSeconds: z.number().int().min(1).max(7 * 24 * 3600)
+  timeoutSeconds: z.number().int().min(1).max(7 * 24 * 3600),
+  /** The job wants outbound network access. */
+  network: z.boolean().optional()
 })
 export type AnnouncedJob = z.output<typeof announcedJobSchema>
 
@@ -137,7 +149,14 @@ export const nodeCapacitySchema = z.strictObject({
   memoryMb: z.number().int().min(1).max(64 * 1024 * 1024),
   labels: labelsSchema,
   runtime: runtimeName,
-  version: shortText
+  version: shortText,
+  /** The operator lets jobs that ask for it reach the network (`--allow-network`). */
+  network: z.boolean().optional(),
+  /** Image patterns (`*` wildcards) the operator allows or denies; a job's image must pass both. */
+  images: z.strictObject({
+    allow: z.array(z.string().min(1).max(512)).max(64).optional(),
+    deny: z.array(z.string().min(1).max(512)).max(64).optional()
+  }).optional()
 })
 export type NodeCapacity = z.output<typeof nodeCapacitySchema>
 
