@@ -14,6 +14,9 @@ import { HEARTBEAT_TOPIC } from '../protocol/ids.js'
 import { decodeHeartbeatTopic } from '../protocol/codec.js'
 import { createHost, fullAddrs, installValidator, type RGridHost } from '../common/p2p.js'
 import type { Logger } from '../common/log.js'
+import { HeartbeatGuard } from '../common/gossip-guard.js'
+import { systemClock } from '../common/clock.js'
+import type { HeartbeatTopicMessage } from '../protocol/schemas.js'
 
 export interface BootstrapPeerOptions {
   privateKey: PrivateKey
@@ -21,6 +24,8 @@ export interface BootstrapPeerOptions {
   listen?: string[]
   /** Other bootstrap peers to stay connected to. @default [] */
   peers?: string[]
+  /** The mesh's network key (private network); none for an open mesh. @default none */
+  networkKey?: string
   log: Logger
 }
 
@@ -40,10 +45,13 @@ export class BootstrapPeer {
       privateKey: this.options.privateKey,
       listen: this.options.listen ?? ['/ip4/0.0.0.0/tcp/4001'],
       bootstrap: this.options.peers ?? [],
-      dhtServer: true
+      dhtServer: true,
+      ...(this.options.networkKey != null ? { networkKey: this.options.networkKey } : {})
     })
     const log = this.options.log
-    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, () => true, log)
+    // The same per-author rate as every peer, so the bootstrap never relays a flood.
+    const guard = new HeartbeatGuard({ clock: systemClock })
+    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, (from, m) => guard.verdict(from, m as HeartbeatTopicMessage), log)
     await host.start()
     host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
     this.host = host

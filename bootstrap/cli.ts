@@ -9,7 +9,10 @@ import { loadOrCreateIdentity } from '../common/identity.js'
 import { createLogger, type LogLevel } from '../common/log.js'
 import { logUnhandledRejections, parseArgsOrExit, stopOnSignals } from '../common/lifecycle.js'
 import { preferredAddr } from '../common/addrs.js'
-import { writeHandoff } from '../common/handoff.js'
+import { readHandoff, writeHandoff } from '../common/handoff.js'
+import { parseNetworkKeyFile } from '../common/network-key.js'
+import { decodeJoinToken } from '../common/join-token.js'
+import { readFile } from 'node:fs/promises'
 
 const HELP = `Usage: rgrid-bootstrap [--listen MULTIADDR]... [--peer MULTIADDR]... [--data-dir DIR]
 
@@ -21,6 +24,11 @@ address stays the same across restarts.
   --peer MULTIADDR    another bootstrap peer to stay connected to (repeatable)
   --data-dir DIR      where the identity is kept         [./.rgrid/bootstrap]
   --addr-file FILE    also write the address to FILE (for containers started together)
+  --network-key-file FILE
+                      the mesh's network key (rgrid-coordinator network-key);
+                      waits up to 2 min for FILE. Without it (or --token-file)
+                      the peer only talks to open meshes (--open)
+  --token-file FILE   take the network key from a join token in FILE instead
   --log-level LEVEL   debug|info|warn|error              [info]
 `
 
@@ -32,6 +40,8 @@ async function main (): Promise<void> {
       'data-dir': { type: 'string' },
       'log-level': { type: 'string' },
       'addr-file': { type: 'string' },
+      'network-key-file': { type: 'string' },
+      'token-file': { type: 'string' },
       help: { type: 'boolean', short: 'h' }
     },
     strict: true
@@ -40,7 +50,11 @@ async function main (): Promise<void> {
   const log = createLogger('bootstrap', { level: (args['log-level'] ?? 'info') as LogLevel })
   logUnhandledRejections(log)
   const dataDir = args['data-dir'] ?? join('.rgrid', 'bootstrap')
+  let networkKey: string | undefined
+  if (args['network-key-file'] != null) networkKey = parseNetworkKeyFile(await readHandoff(args['network-key-file'], 120_000))
+  else if (args['token-file'] != null) networkKey = decodeJoinToken(await readFile(args['token-file'], 'utf8')).networkKey
   const peer = new BootstrapPeer({
+    ...(networkKey != null ? { networkKey } : {}),
     privateKey: await loadOrCreateIdentity(dataDir),
     listen: args.listen ?? ['/ip4/0.0.0.0/tcp/4001'],
     peers: args.peer ?? [],

@@ -67,6 +67,13 @@ export interface LocalMeshOptions {
    * @default false
    */
   open?: boolean
+  /**
+   * Require API keys on the HTTP API (create them with {@link createApiKey}).
+   * Off by default so tests and simulations can call the API without one;
+   * the coordinators then run with `--no-api-keys`.
+   * @default false
+   */
+  apiKeys?: boolean
 }
 
 export interface MeshProcess {
@@ -126,16 +133,22 @@ export class LocalMesh {
 
   async start (): Promise<void> {
     const dir = this.options.dataDir
-    const bs = await this.launch('bootstrap', BINS.bootstrap, ['--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', join(dir, 'bootstrap')], 1)
-    this.bootstrapAddr = bs.lines[0] ?? ''
     const count = this.options.coordinators ?? 1
+    // A private network: the key comes from the first coordinator's store before anything listens.
+    const keyFile = join(dir, 'network.key')
+    if (this.options.open !== true) {
+      await mkdir(dir, { recursive: true })
+      await this.coordinatorCommand(['network-key', '--network-key-file', keyFile, '--data-dir', join(dir, count === 1 ? 'coordinator' : 'coordinator-0'), ...(this.options.db != null ? ['--db', this.options.db] : [])])
+    }
+    const bs = await this.launch('bootstrap', BINS.bootstrap, ['--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', join(dir, 'bootstrap'), ...(this.options.open !== true ? ['--network-key-file', keyFile] : [])], 1)
+    this.bootstrapAddr = bs.lines[0] ?? ''
     if (count > 1 && this.options.db == null) throw new Error('several coordinators need a shared database (db)')
     for (let i = 0; i < count; i++) {
       const name = count === 1 ? 'coordinator' : `coordinator-${i}`
       const co = await this.launch(name, BINS.coordinator, [
         '--listen', '/ip4/127.0.0.1/tcp/0', '--http', i === 0 ? (this.options.http ?? '127.0.0.1:0') : '127.0.0.1:0', '--bootstrap', this.bootstrapAddr,
         '--data-dir', join(dir, name), ...(this.options.db != null ? ['--db', this.options.db] : []),
-        ...(this.options.open === true ? ['--open'] : []), ...(this.options.coordinatorArgs ?? [])
+        ...(this.options.open === true ? ['--open'] : this.options.apiKeys === true ? [] : ['--no-api-keys']), ...(this.options.coordinatorArgs ?? [])
       ], 2)
       const addr = co.lines[0] ?? ''
       this.coordinators.push({ addr, peerId: addr.split('/p2p/')[1] ?? '', httpUrl: co.lines[1] ?? '', process: co })
@@ -175,15 +188,26 @@ export class LocalMesh {
   async createToken (extraArgs: string[] = []): Promise<string> {
     const first = this.coordinators[0]!
     const dataDir = first.process.args[first.process.args.indexOf('--data-dir') + 1]!
-    const args = ['token', 'create', '--data-dir', dataDir, ...(this.options.db != null ? ['--db', this.options.db] : []),
-      ...this.coordinators.flatMap(c => ['--addr', c.addr]), ...extraArgs]
+    return await this.coordinatorCommand(['token', 'create', '--data-dir', dataDir, ...(this.options.db != null ? ['--db', this.options.db] : []),
+      ...this.coordinators.flatMap(c => ['--addr', c.addr]), ...extraArgs])
+  }
+
+  /** Creates an API key on the first coordinator's store (`rgrid-coordinator key create`); resolves the key. */
+  async createApiKey (name: string, admin = false): Promise<string> {
+    const first = this.coordinators[0]!
+    const dataDir = first.process.args[first.process.args.indexOf('--data-dir') + 1]!
+    return await this.coordinatorCommand(['key', 'create', '--name', name, ...(admin ? ['--admin'] : []), '--data-dir', dataDir, ...(this.options.db != null ? ['--db', this.options.db] : [])])
+  }
+
+  /** Runs `rgrid-coordinator ARGS…` (a subcommand against a store); resolves its stdout. */
+  async coordinatorCommand (args: string[]): Promise<string> {
     return await new Promise((resolve, reject) => {
       const child = spawn(process.execPath, [BINS.coordinator, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
       let out = ''
       let err = ''
       child.stdout.on('data', (c: Buffer) => { out += c.toString() })
       child.stderr.on('data', (c: Buffer) => { err += c.toString() })
-      child.on('exit', code => { if (code === 0) resolve(out.trim()); else reject(new Error(`token create failed (${code}): ${err.trim()}`)) })
+      child.on('exit', code => { if (code === 0) resolve(out.trim()); else reject(new Error(`rgrid-coordinator ${args[0] ?? ''} ${args[1] ?? ''} failed (${code}): ${err.trim()}`)) })
     })
   }
 

@@ -32,9 +32,9 @@ runs until Ctrl-C, then stops them all.
 interface JobView { id: string, state: string, result: { exitCode: number | null, stdout: string, stderr: string, error: { message: string } | null } | null, attempts: Array<{ node: string }> }
 
 /** Uploads `content` as a job input the way a submitter would; returns its object id. */
-async function uploadInput (url: string, content: string): Promise<string> {
+async function uploadInput (url: string, content: string, auth: Record<string, string>): Promise<string> {
   const sha256 = createHash('sha256').update(content).digest('hex')
-  const res = await fetch(`${url}/v1/uploads`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ sha256, size: Buffer.byteLength(content) }) })
+  const res = await fetch(`${url}/v1/uploads`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ sha256, size: Buffer.byteLength(content) }) })
   const grant = await res.json() as { object: string, url: string | null }
   if (res.status >= 300) throw new Error(`upload refused: ${res.status} ${JSON.stringify(grant)}`)
   if (grant.url != null) {
@@ -44,18 +44,19 @@ async function uploadInput (url: string, content: string): Promise<string> {
   return grant.object
 }
 
-async function samples (url: string): Promise<void> {
+async function samples (url: string, apiKey: string): Promise<void> {
+  const auth = { authorization: `Bearer ${apiKey}` }
   const script = 'mkdir -p out\nfor n in 1 2 3 4 5; do echo "$n,$((n * n))"; done > out/squares.csv\necho "wrote $(wc -l < out/squares.csv) rows"\n'
   const jobs = [
     { command: ['echo', 'hello from an rgrid node'] },
-    { command: ['sh', 'squares.sh'], inputs: [{ path: 'squares.sh', object: await uploadInput(url, script) }], outputs: [{ path: 'out/*.csv' }] },
+    { command: ['sh', 'squares.sh'], inputs: [{ path: 'squares.sh', object: await uploadInput(url, script, auth) }], outputs: [{ path: 'out/*.csv' }] },
     { command: ['sh', '-c', 'echo "running as pid $$ on $(uname -s)"; echo "to stderr" >&2'] },
     { command: [process.execPath, '-e', 'console.log("6 * 7 =", 6 * 7)'] },
     { command: ['sh', '-c', 'echo failing on purpose; exit 3'] }
   ]
   const ids: string[] = []
   for (const spec of jobs) {
-    const res = await fetch(`${url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(spec) })
+    const res = await fetch(`${url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify(spec) })
     const body = await res.json() as { id: string }
     if (res.status !== 201) throw new Error(`submit failed: ${res.status} ${JSON.stringify(body)}`)
     ids.push(body.id)
@@ -65,7 +66,7 @@ async function samples (url: string): Promise<void> {
   const pending = new Set(ids)
   while (pending.size > 0 && Date.now() < deadline) {
     for (const id of [...pending]) {
-      const job = await (await fetch(`${url}/v1/jobs/${id}`)).json() as JobView
+      const job = await (await fetch(`${url}/v1/jobs/${id}`, { headers: auth })).json() as JobView
       if (!['succeeded', 'failed', 'cancelled'].includes(job.state)) continue
       pending.delete(id)
       const node = job.attempts.at(-1)?.node.slice(-8) ?? '?'
@@ -73,7 +74,7 @@ async function samples (url: string): Promise<void> {
       if (job.result?.stdout) process.stdout.write(`  stdout: ${job.result.stdout.trimEnd()}\n`)
       if (job.result?.stderr) process.stdout.write(`  stderr: ${job.result.stderr.trimEnd()}\n`)
       if (job.result?.error) process.stdout.write(`  error:  ${job.result.error.message}\n`)
-      const { artifacts } = await (await fetch(`${url}/v1/jobs/${id}/artifacts`)).json() as { artifacts: Array<{ path: string, size: number, url: string }> }
+      const { artifacts } = await (await fetch(`${url}/v1/jobs/${id}/artifacts`, { headers: auth })).json() as { artifacts: Array<{ path: string, size: number, url: string }> }
       for (const a of artifacts) process.stdout.write(`  output: ${a.path} (${a.size} bytes) ${a.url}\n`)
     }
     if (pending.size > 0) await new Promise(resolve => setTimeout(resolve, 100))
@@ -105,7 +106,7 @@ async function dev (argv: string[]): Promise<void> {
   const dataDir = resolve(args['data-dir'] ?? join('.rgrid', 'dev'))
   if (args.fresh === true) await rm(dataDir, { recursive: true, force: true })
   await mkdir(dataDir, { recursive: true })
-  const mesh = new LocalMesh({ dataDir, nodes, slots, runtime, http: args.http ?? '127.0.0.1:8080' })
+  const mesh = new LocalMesh({ dataDir, nodes, slots, runtime, http: args.http ?? '127.0.0.1:8080', apiKeys: true })
   let stopping = false
   const stop = async (): Promise<void> => {
     if (stopping) return
@@ -117,9 +118,11 @@ async function dev (argv: string[]): Promise<void> {
   }
   process.on('SIGINT', () => { void stop() })
   process.on('SIGTERM', () => { void stop() })
+  let apiKey = ''
   try {
     await mesh.start()
     await mesh.waitForNodes(nodes)
+    apiKey = await mesh.createApiKey('dev', true)
   } catch (err) {
     process.stderr.write(`rgrid dev: ${errorMessage(err)}\n`)
     await mesh.stop()
@@ -128,8 +131,10 @@ async function dev (argv: string[]): Promise<void> {
   process.stdout.write(`RGrid dev mesh: ${nodes} nodes (${runtime} runtime), logs in ${join(dataDir, 'logs')}\n`)
   process.stdout.write(`coordinator HTTP API: ${mesh.httpUrl}   dashboard: ${mesh.httpUrl}/\n`)
   process.stdout.write(`join token for more nodes: ${mesh.joinToken}\n`)
-  process.stdout.write(`  try: curl -s -XPOST ${mesh.httpUrl}/v1/jobs -H 'content-type: application/json' -d '{"command":["echo","hi"]}'\n`)
-  if (args.samples === true) await samples(mesh.httpUrl)
+  process.stdout.write(`API key (admin; make more with rgrid-coordinator key create --data-dir ${join(dataDir, 'coordinator')}): ${apiKey}\n`)
+  process.stdout.write(`  try: export RGRID_API_KEY=${apiKey} RGRID_COORDINATOR=${mesh.httpUrl}; rgrid run -- echo hi\n`)
+  process.stdout.write(`   or: curl -s -XPOST ${mesh.httpUrl}/v1/jobs -H "authorization: Bearer $RGRID_API_KEY" -H 'content-type: application/json' -d '{"command":["echo","hi"]}'\n`)
+  if (args.samples === true) await samples(mesh.httpUrl, apiKey)
   process.stdout.write('\nmesh running; press Ctrl-C to stop\n')
 }
 

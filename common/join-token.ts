@@ -1,8 +1,9 @@
 /**
  * Join tokens: what an operator hands to a machine so `rgrid-node join
  * TOKEN` needs nothing else. A token carries the coordinators' peer ids and
- * addresses (whom to dial and trust) and a secret the coordinator checks
- * (only its sha256 is stored). Format: `rgrid1.` + base64url(JSON).
+ * addresses (whom to dial and trust), a secret the coordinator checks
+ * (only its sha256 is stored), and the mesh's network key, without which
+ * no connection to the mesh completes its handshake. Format: `rgrid1.` + base64url(JSON).
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { z } from 'zod'
@@ -21,7 +22,9 @@ const payloadSchema = z.strictObject({
   /** Multiaddrs to dial (with /p2p/). */
   a: z.array(z.string().min(1).max(512)).max(64),
   /** Expiry (epoch ms) or null. */
-  e: z.number().int().nonnegative().nullable()
+  e: z.number().int().nonnegative().nullable(),
+  /** The mesh's network key (private network pre-shared key, base64url 32 bytes). */
+  n: z.string().regex(/^[A-Za-z0-9_-]{43}$/)
 })
 
 export interface JoinToken {
@@ -30,6 +33,8 @@ export interface JoinToken {
   coordinators: string[]
   addrs: string[]
   expiresAt: number | null
+  /** The mesh's network key; see common/network-key.ts. */
+  networkKey: string
 }
 
 /** Thrown for a string that is not a valid token, saying why. */
@@ -51,7 +56,7 @@ export function secretSha256 (secret: string): string {
 }
 
 export function encodeJoinToken (t: JoinToken): string {
-  const payload = payloadSchema.parse({ i: t.id, s: t.secret, c: t.coordinators, a: t.addrs, e: t.expiresAt })
+  const payload = payloadSchema.parse({ i: t.id, s: t.secret, c: t.coordinators, a: t.addrs, e: t.expiresAt, n: t.networkKey })
   return PREFIX + Buffer.from(JSON.stringify(payload)).toString('base64url')
 }
 
@@ -69,5 +74,5 @@ export function decodeJoinToken (text: string): JoinToken {
   const parsed = payloadSchema.safeParse(raw)
   if (!parsed.success) throw new InvalidJoinTokenError(`the join token is damaged: ${parsed.error.issues[0]?.message ?? 'invalid'}`)
   const p = parsed.data
-  return { id: p.i, secret: p.s, coordinators: p.c, addrs: p.a, expiresAt: p.e }
+  return { id: p.i, secret: p.s, coordinators: p.c, addrs: p.a, expiresAt: p.e, networkKey: p.n }
 }

@@ -10,6 +10,9 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
 import { Coordinator } from './coordinator.js'
 import { createHttpApp } from './http.js'
+import { keyCommand } from './keys-cli.js'
+import { ApiKeyAuth } from './api-keys.js'
+import { SecretBox } from './secrets.js'
 import { HttpServer, parseHostPort } from './http-server.js'
 import { SqliteStore } from './store/sqlite.js'
 import { PostgresStore } from './store/postgres.js'
@@ -29,11 +32,14 @@ import { loadOrCreateIdentity } from '../common/identity.js'
 import { createLogger, type LogLevel } from '../common/log.js'
 import { logUnhandledRejections, parseArgsOrExit, stopOnSignals, usageError } from '../common/lifecycle.js'
 import { preferredAddr } from '../common/addrs.js'
+import { NETWORK_KEY_SETTING, formatNetworkKeyFile, newNetworkKey } from '../common/network-key.js'
 
 const HELP = `Usage: rgrid-coordinator [options]
        rgrid-coordinator migrate [--db URL] [--data-dir DIR]
        rgrid-coordinator token create [--expires 7d|never] [--note TEXT] [--addr MULTIADDR]... [--db URL] [--data-dir DIR]
        rgrid-coordinator token list|revoke ID [--db URL] [--data-dir DIR]
+       rgrid-coordinator key create --name NAME [--admin] | key list | key revoke ID [--db URL] [--data-dir DIR]
+       rgrid-coordinator network-key [--network-key-file FILE] [--db URL] [--data-dir DIR]
 
 Takes job submissions over HTTP, announces them on the mesh, awards each to
 one bidding node, and records claims and results in its store.
@@ -64,6 +70,19 @@ one bidding node, and records claims and results in its store.
   --bootstrap-file FILE   read a bootstrap address from FILE (waits up to 60 s for it)
   --join-token-file FILE  at start, create a join token naming this coordinator and its
                           bootstrap peers, and write it to FILE (containers started together)
+  --network-key-file FILE at start, write the mesh's network key (private network
+                          pre-shared key, swarm-key format) to FILE, before waiting
+                          for --bootstrap-file: a bootstrap peer started together
+                          reads it with its own --network-key-file
+  --no-api-keys           serve the HTTP API without API keys (every caller is an
+                          admin; for local meshes and tests). Keys are required
+                          otherwise: rgrid-coordinator key create --name NAME
+  --secrets-key-file FILE key that seals jobs' secretEnv at rest; every coordinator
+                          sharing a database needs the same file [DATA_DIR/secrets.key]
+  --max-active-jobs-per-key N
+                          unfinished jobs one API key may have; more get 429 [10000]
+  --requests-per-second-per-key N
+                          HTTP requests one API key may make per second   [50]
   --open                  admit nodes without a join token (local experiments
                           and tests only; anyone who can reach the mesh can
                           then take jobs and report results)
@@ -117,6 +136,13 @@ async function main (): Promise<void> {
       'lease-ms': { type: 'string' },
       'silent-node-ms': { type: 'string' },
       objects: { type: 'string' },
+      'no-api-keys': { type: 'boolean' },
+      'secrets-key-file': { type: 'string' },
+      'max-active-jobs-per-key': { type: 'string' },
+      'requests-per-second-per-key': { type: 'string' },
+      name: { type: 'string' },
+      admin: { type: 'boolean' },
+      'network-key-file': { type: 'string' },
       'public-url': { type: 'string' },
       'max-file-mb': { type: 'string' },
       'max-job-mb': { type: 'string' },
@@ -137,8 +163,8 @@ async function main (): Promise<void> {
   const args = parsed.values
   if (args.help === true) { process.stdout.write(HELP); return }
   const [command, ...extra] = parsed.positionals
-  if (command != null && command !== 'migrate' && command !== 'token' && command !== 'config') usageError('rgrid-coordinator', `unexpected argument ${JSON.stringify(command)}`)
-  if (command !== 'token' && extra.length > 0) usageError('rgrid-coordinator', `unexpected argument ${JSON.stringify(extra[0])}`)
+  if (command != null && command !== 'migrate' && command !== 'token' && command !== 'config' && command !== 'network-key' && command !== 'key') usageError('rgrid-coordinator', `unexpected argument ${JSON.stringify(command)}`)
+  if (command !== 'token' && command !== 'key' && extra.length > 0) usageError('rgrid-coordinator', `unexpected argument ${JSON.stringify(extra[0])}`)
   const dbUrl = args.db ?? process.env.RGRID_DATABASE_URL ?? 'sqlite:coordinator.db'
   const log = createLogger('coordinator', { level: (args['log-level'] ?? 'info') as LogLevel })
   logUnhandledRejections(log)
@@ -183,6 +209,31 @@ async function main (): Promise<void> {
     }
     return
   }
+  if (command === 'key') {
+    const [sub, ...rest] = extra
+    if (sub == null) usageError('rgrid-coordinator', 'key needs create, list or revoke')
+    const store = await openStore(dbUrl, dataDir, true)
+    try {
+      process.stdout.write(await keyCommand(sub, rest, { store, name: args.name, admin: args.admin === true, now: Date.now() }))
+    } catch (err) {
+      process.stderr.write(`rgrid-coordinator key ${sub}: ${(err as Error).message}\n`)
+      process.exitCode = 1
+    } finally {
+      await store.close()
+    }
+    return
+  }
+  if (command === 'network-key') {
+    const store = await openStore(dbUrl, dataDir, true)
+    try {
+      const key = await store.ensureSetting({ name: NETWORK_KEY_SETTING, value: newNetworkKey() })
+      if (args['network-key-file'] != null) await writeHandoff(args['network-key-file'], formatNetworkKeyFile(key), 0o600)
+      else process.stdout.write(formatNetworkKeyFile(key))
+    } finally {
+      await store.close()
+    }
+    return
+  }
   const objectsUrl = args.objects ?? process.env.RGRID_OBJECTS_URL ?? 'embedded'
   const mb = (name: string, text: string | undefined, fallback: number): number => {
     if (text == null) return fallback * 1024 * 1024
@@ -213,6 +264,18 @@ async function main (): Promise<void> {
   if (!Number.isInteger(maxLogLines) || maxLogLines < 0) usageError('rgrid-coordinator', '--max-log-lines must be an integer >= 0')
   const store = await openStore(dbUrl, dataDir, args['no-migrate'] !== true)
   if (args.open === true) log.warn('open mode: nodes join without a join token; anyone who can reach this mesh can take jobs and report results')
+  const apiKeys = args.open !== true && args['no-api-keys'] !== true
+  if (!apiKeys) log.warn('the HTTP API is open: every caller can submit, see and cancel every job')
+  function positive (name: string, fallback: number): number {
+    const text = args[name as 'max-active-jobs-per-key' | 'requests-per-second-per-key']
+    if (text == null) return fallback
+    const n = Number(text)
+    if (!Number.isInteger(n) || n < 1) usageError('rgrid-coordinator', `--${name} must be a positive integer`)
+    return n
+  }
+  // The mesh's network key lives in the store, so every coordinator sharing it agrees on it.
+  const networkKey = args.open === true ? undefined : await store.ensureSetting({ name: NETWORK_KEY_SETTING, value: newNetworkKey() })
+  if (networkKey != null && args['network-key-file'] != null) await writeHandoff(args['network-key-file'], formatNetworkKeyFile(networkKey), 0o600)
   const prov = provisioning
   const bootstrap = [...(args.bootstrap ?? [])]
   if (args['bootstrap-file'] != null) {
@@ -220,6 +283,9 @@ async function main (): Promise<void> {
   }
   const coordinator = new Coordinator({
     requireJoinToken: args.open !== true,
+    secrets: new SecretBox((await loadOrCreateSecret(args['secrets-key-file'] ?? join(dataDir, 'secrets.key'))).subarray(0, 32)),
+    maxActiveJobsPerKey: positive('max-active-jobs-per-key', 10_000),
+    ...(networkKey != null ? { networkKey } : {}),
     ...(prov != null
       ? {
           provisioner: (mesh: ProvisionerMesh) => new Provisioner({
@@ -248,7 +314,11 @@ async function main (): Promise<void> {
   })
   await coordinator.start()
   const server = new HttpServer({
-    app: createHttpApp({ api: coordinator, log: log.child('http'), ...(embedded != null ? { objects: embedded } : {}) }),
+    app: createHttpApp({
+      api: coordinator, log: log.child('http'), ...(embedded != null ? { objects: embedded } : {}),
+      ...(apiKeys ? { auth: new ApiKeyAuth({ store, clock: systemClock }) } : {}),
+      requestsPerSecondPerKey: positive('requests-per-second-per-key', 50)
+    }),
     host: http.host, port: http.port
   })
   await server.start()

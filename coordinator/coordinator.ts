@@ -7,7 +7,11 @@ import type { PrivateKey, PeerId } from '@libp2p/interface'
 import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, SESSION_PROTOCOL } from '../protocol/ids.js'
 import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
 import type { Announcement, HeartbeatTopicMessage, JobSpec } from '../protocol/schemas.js'
-import { createHost, decodeGossip, fullAddrs, installValidator, type RGridHost } from '../common/p2p.js'
+import { createHost, decodeGossip, denyPeers, fullAddrs, graylisted, installValidator, openGate, type RGridHost } from '../common/p2p.js'
+import { HeartbeatGuard } from '../common/gossip-guard.js'
+import { Admission } from './admission.js'
+import { SecretBox, redactSpec } from './secrets.js'
+import { LIMITS } from '../protocol/limits.js'
 import { systemClock, type Clock } from '../common/clock.js'
 import type { Logger } from '../common/log.js'
 import { uuidv7 } from '../common/ids.js'
@@ -33,6 +37,7 @@ export interface ProvisionerMesh {
   drain: (peerId: string) => Promise<boolean>
   coordinatorAddrs: () => string[]
   coordinatorPeerIds: () => string[]
+  networkKey: () => string
 }
 
 export interface CoordinatorOptions {
@@ -85,6 +90,22 @@ export interface CoordinatorOptions {
   /** Admit only nodes with a valid join token (false: `--open`). @default true */
   requireJoinToken?: boolean
   /**
+   * The mesh's network key (libp2p private network). Required with join
+   * tokens: `start()` fails without it unless `requireJoinToken` is false.
+   * @default none
+   */
+  networkKey?: string
+  /** How often revoked join tokens are read from the store, in ms. @default beaconMs */
+  revocationCheckMs?: number
+  /**
+   * Seals job secrets (`secretEnv`) at rest. Without it, jobs with secrets
+   * are refused.
+   * @default none
+   */
+  secrets?: SecretBox
+  /** Unfinished jobs one API key may have at once; more get 429. @default 10000 */
+  maxActiveJobsPerKey?: number
+  /**
    * Hetzner Cloud provisioning; off without it. Given the coordinator's
    * view of the mesh, returns the provisioner to run while this coordinator
    * holds the background-loop lease.
@@ -98,7 +119,8 @@ export interface CoordinatorOptions {
 
 /** The operations the HTTP API needs; tests can fake it. */
 export interface CoordinatorApi {
-  submit: (spec: JobSpec) => Promise<JobSummary>
+  /** Submits a job owned by `owner` (an API key id; null on an open coordinator). */
+  submit: (spec: JobSpec, owner?: string | null) => Promise<JobSummary>
   getJob: (id: string) => Promise<JobRecord | null>
   listJobs: (query: ListJobsQuery) => Promise<JobSummary[]>
   cancel: (id: string, actor: string) => Promise<CancelOutcome>
@@ -120,7 +142,7 @@ export interface CoordinatorApi {
   /** Prometheus text exposition of the coordinator's metrics. */
   prometheus: () => Promise<string>
   /** `POST /v1/uploads`: where to PUT a file, unless its content is stored already. */
-  grantUpload: (sha256: string, size: number) => Promise<UploadGrant>
+  grantUpload: (sha256: string, size: number, owner: string | null) => Promise<UploadGrant>
   /** `GET /v1/jobs/:id/artifacts`: the outputs of the job's recorded result, with download URLs. */
   artifacts: (id: string) => Promise<ArtifactLink[]>
 }
@@ -133,6 +155,8 @@ export class Coordinator implements CoordinatorApi {
   private leader: Leader | null = null
   private readonly clock: Clock
   private readonly specCache = new Map<string, JobSpec>()
+  /** Owners of jobs submitted here (absent: none, or not submitted here). */
+  private readonly ownerCache = new Map<string, string>()
   /** Followers of a job's live log, woken when its lines arrive on this coordinator. */
   private readonly logWaiters = new Map<string, Set<() => void>>()
   private readonly samples: Array<{ at: number, waiting: number, running: number, finished: number }> = []
@@ -146,6 +170,10 @@ export class Coordinator implements CoordinatorApi {
   readonly sessions: SessionServer
   readonly recovery: Recovery
   readonly reaper: Reaper
+  readonly admission: Admission
+  /** Peers this host refuses (revoked nodes). */
+  private readonly gate = openGate()
+  private heartbeatGuard: HeartbeatGuard | null = null
   readonly stats = { gossipRejected: 0, beaconFailures: 0, historyFailures: 0 }
   /** Time from a job (attempt) becoming open to its award. */
   readonly awardLatency = new Histogram('rgrid_announce_to_award_seconds', 'Time from a job attempt becoming open (submitted or rescheduled) to its award.')
@@ -193,6 +221,11 @@ export class Coordinator implements CoordinatorApi {
       silentNodes: () => this.membership.silentHolders(options.silentNodeMs ?? 3_000),
       scanMs: 500
     })
+    this.admission = new Admission({
+      store, clock, log: log.child('admission'), requireJoinToken: options.requireJoinToken ?? true,
+      checkMs: options.revocationCheckMs ?? options.beaconMs ?? 1_000,
+      onDenied: peers => { void this.cutOff(peers) }
+    })
     this.sessions = new SessionServer({
       store, clock, log: log.child('sessions'), auction: this.auction, announcer: this.announcer, membership: this.membership, recovery: this.recovery,
       leaseMs,
@@ -201,9 +234,10 @@ export class Coordinator implements CoordinatorApi {
         if (openedAt != null) this.awardLatency.observe((this.clock.now() - openedAt) / 1000)
       },
       requirementsOf: jobId => this.open.get(jobId),
+      prepareAward: async (jobId, spec) => await this.prepareAward(jobId, spec),
       ...(options.transfers != null ? { transfers: options.transfers } : {}),
       ...(options.maxLogLinesPerJob != null ? { maxLogLinesPerJob: options.maxLogLinesPerJob } : {}),
-      requireJoinToken: options.requireJoinToken ?? true,
+      admission: this.admission,
       onLogs: jobId => { this.logWaiters.get(jobId)?.forEach(wake => { wake() }) }
     })
   }
@@ -234,19 +268,30 @@ export class Coordinator implements CoordinatorApi {
         })),
         drain: async (peerId) => await this.sessions.push(peerId, { type: 'drain', reason: 'its server is being given back' }),
         coordinatorAddrs: () => this.addrs(),
-        coordinatorPeerIds: () => this.host != null ? [this.host.peerId.toString()] : []
+        coordinatorPeerIds: () => this.host != null ? [this.host.peerId.toString()] : [],
+        networkKey: () => {
+          if (this.options.networkKey == null) throw new Error('provisioning needs the mesh network key')
+          return this.options.networkKey
+        }
       })
       this.provisioner.start()
     }
     this.historyTimer = setInterval(() => { void this.sample() }, this.options.historySampleMs ?? 5_000)
     this.historyTimer.unref()
+    if (this.options.requireJoinToken !== false && this.options.networkKey == null) {
+      throw new Error('a coordinator that requires join tokens needs the mesh network key (networkKey)')
+    }
     const host = await createHost({
       privateKey: this.options.privateKey,
       listen: this.options.listen ?? ['/ip4/127.0.0.1/tcp/0'],
       bootstrap: this.options.bootstrap ?? [],
-      dhtServer: true
+      dhtServer: true,
+      gate: this.gate,
+      ...(this.options.requireJoinToken !== false && this.options.networkKey != null ? { networkKey: this.options.networkKey } : {})
     })
-    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, () => true, log)
+    const guard = new HeartbeatGuard({ clock: this.clock, denied: this.gate.denied })
+    this.heartbeatGuard = guard
+    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, (from, m) => guard.verdict(from, m as HeartbeatTopicMessage), log)
     // Only coordinators announce; we relay announcements but act on none.
     installValidator(host, ANNOUNCE_TOPIC, decodeAnnouncement, () => true, log)
     host.services.pubsub.addEventListener('message', (evt) => {
@@ -277,6 +322,7 @@ export class Coordinator implements CoordinatorApi {
     this.leader.start()
     this.announcer.start()
     this.reaper.start()
+    this.admission.start()
     this.beaconTimer = setInterval(() => { void this.beacon() }, this.options.beaconMs ?? 1_000)
     void this.beacon()
     log.info('coordinator started', { peerId: host.peerId.toString(), addrs: fullAddrs(host) })
@@ -294,6 +340,7 @@ export class Coordinator implements CoordinatorApi {
     this.beaconTimer = null
     this.announcer.stop()
     this.reaper.stop()
+    this.admission.stop()
     await this.leader?.stop()
     this.leader = null
     this.auction.stop()
@@ -317,29 +364,81 @@ export class Coordinator implements CoordinatorApi {
   private async beacon (): Promise<void> {
     if (this.host == null) return
     try {
-      await this.publish(HEARTBEAT_TOPIC, { v: 1, type: 'coordinator-beacon', seq: this.beaconSeq++, sentAt: this.clock.now(), addrs: fullAddrs(this.host).slice(0, 32) })
+      await this.publish(HEARTBEAT_TOPIC, {
+        v: 1, type: 'coordinator-beacon', seq: this.beaconSeq++, sentAt: this.clock.now(), addrs: fullAddrs(this.host).slice(0, 32),
+        denied: this.admission.deniedPeers(LIMITS.beaconDenied)
+      })
     } catch (err) {
       this.stats.beaconFailures++
       this.options.log.warn('beacon failed', { error: errorMessage(err) })
     }
   }
 
-  async submit (spec: JobSpec): Promise<JobSummary> {
-    if (spec.inputs.some(i => i.object != null) || spec.outputs.length > 0) {
+  /**
+   * Cuts off peers whose join token was revoked: their sessions end with the
+   * reason, this host refuses them from now on, the next beacon (sent now)
+   * tells every peer to refuse them too, and their attempts are announced again.
+   */
+  private async cutOff (peers: Array<{ peerId: string, tokenId: string }>): Promise<void> {
+    const host = this.host
+    if (host != null) denyPeers(host, this.gate, peers.map(p => p.peerId))
+    else for (const p of peers) this.gate.denied.add(p.peerId)
+    void this.beacon()
+    for (const { peerId, tokenId } of peers) {
+      try {
+        await this.sessions.cut(peerId, 'join-revoked', `join token ${tokenId} was revoked; this node is cut off from the mesh`)
+        const n = await this.recovery.abandonNode(peerId, `its join token ${tokenId} was revoked`)
+        this.options.log.warn('node cut off', { peerId, tokenId, rescheduled: n })
+      } catch (err) {
+        this.options.log.warn('cutting a node off failed', { peerId, error: errorMessage(err) })
+      }
+    }
+  }
+
+  async submit (input: JobSpec, owner: string | null = null): Promise<JobSummary> {
+    if (input.inputs.some(i => i.object != null) || input.outputs.length > 0) {
       if (this.options.transfers == null) throw new ValidationError('this coordinator has no object store: inputs must be URLs and jobs cannot have outputs', 'inputs')
-      await this.options.transfers.checkInputs(spec)
+      await this.options.transfers.checkInputs(input, owner)
     }
     const now = this.clock.now()
-    const job = await this.options.store.createJob({ id: uuidv7(now), spec, now })
+    const id = uuidv7(now)
+    let sealed: string | null = null
+    if (Object.keys(input.secretEnv).length > 0) {
+      if (this.options.secrets == null) throw new ValidationError('this coordinator has no secrets key, so it cannot keep secretEnv', 'secretEnv')
+      sealed = this.options.secrets.seal(id, input.secretEnv)
+    }
+    // Stored and listed with secret values redacted; the award puts them back.
+    const spec = redactSpec(input)
+    const job = await this.options.store.createJob({
+      id, spec, now, owner, secretEnvSealed: sealed,
+      ...(owner != null ? { maxActiveForOwner: this.options.maxActiveJobsPerKey ?? 10_000 } : {})
+    })
     if (this.specCache.size >= 10_000) {
       const oldest = this.specCache.keys().next().value
-      if (oldest != null) this.specCache.delete(oldest)
+      if (oldest != null) { this.specCache.delete(oldest); this.ownerCache.delete(oldest) }
     }
     this.specCache.set(job.id, spec)
+    if (owner != null) this.ownerCache.set(job.id, owner)
     const announced = toAnnounced({ jobId: job.id, attempt: job.attempt, spec, createdAt: job.createdAt })
     this.open.add(announced, now)
     this.announcer.enqueue(announced)
     return job
+  }
+
+  /**
+   * The award's spec and the owner whose namespace its inputs are in. The
+   * store is read only for what this coordinator does not know: jobs with
+   * secrets, or with stored inputs submitted through another coordinator.
+   */
+  private async prepareAward (jobId: string, spec: JobSpec): Promise<{ spec: JobSpec, owner: string | null }> {
+    const hasSecrets = Object.keys(spec.secretEnv).length > 0
+    const hasObjects = spec.inputs.some(i => i.object != null)
+    let owner = this.ownerCache.get(jobId) ?? null
+    if (owner == null && hasObjects && !this.specCache.has(jobId)) owner = (await this.options.store.getJob(jobId))?.owner ?? null
+    if (!hasSecrets) return { spec, owner }
+    const sealed = await this.options.store.jobSecrets(jobId)
+    if (sealed == null || this.options.secrets == null) throw new Error(`job ${jobId} has secrets this coordinator cannot open (no secrets key, or none stored)`)
+    return { spec: { ...spec, secretEnv: this.options.secrets.open(jobId, sealed) }, owner }
   }
 
   async cloudEvents (limit: number): Promise<CloudEvent[]> {
@@ -381,6 +480,9 @@ export class Coordinator implements CoordinatorApi {
       c('rgrid_attempts_lost_total', 'Attempts declared lost (lease expiry or silent node that did not answer).', this.reaper.stats.lost),
       c('rgrid_stale_reports_total', 'Reports refused for a replaced fencing token.', this.sessions.stats.staleReports),
       c('rgrid_session_frames_total', 'Session frames received.', this.sessions.stats.frames),
+      c('rgrid_session_frames_rate_limited_total', 'Session frames refused for going over the per-peer rate.', this.sessions.stats.rateLimited),
+      c('rgrid_join_refused_total', 'Hellos refused (no, bad, expired or revoked join token, or a cut-off peer).', this.admission.stats.refused),
+      c('rgrid_peers_denied_total', 'Peers cut off because their join token was revoked.', this.admission.stats.denied),
       c('rgrid_bad_frames_total', 'Session frames that did not decode.', this.sessions.stats.badFrames),
       c('rgrid_log_lines_total', 'Live log lines stored.', this.sessions.stats.logLines),
       c('rgrid_gossip_rejected_total', 'Gossip messages rejected by our validators.', this.stats.gossipRejected),
@@ -436,9 +538,9 @@ export class Coordinator implements CoordinatorApi {
     })
   }
 
-  async grantUpload (sha256: string, size: number): Promise<UploadGrant> {
+  async grantUpload (sha256: string, size: number, owner: string | null = null): Promise<UploadGrant> {
     if (this.options.transfers == null) throw new ValidationError('this coordinator has no object store', null)
-    return await this.options.transfers.grantUpload(sha256, size, this.clock.now())
+    return await this.options.transfers.grantUpload(sha256, size, this.clock.now(), owner)
   }
 
   async artifacts (id: string): Promise<ArtifactLink[]> {
@@ -491,7 +593,8 @@ export class Coordinator implements CoordinatorApi {
       recovery: { ...this.recovery.stats },
       reaper: { ...this.reaper.stats },
       leader: { isLeader: this.leader?.isLeader === true, ...this.leader?.stats },
-      gossip: { ...this.stats },
+      gossip: { ...this.stats, ...this.heartbeatGuard?.stats, graylisted: this.host != null ? graylisted(this.host).length : 0 },
+      admission: { ...this.admission.stats, deniedPeers: this.admission.deniedPeers(Number.MAX_SAFE_INTEGER).length },
       transfers: this.options.transfers != null ? { ...this.options.transfers.stats } : null,
       provisioner: this.provisioner != null ? { ...this.provisioner.stats, lastPlan: this.provisioner.lastPlan, disabled: this.provisioner.disabledReason } : null
     }

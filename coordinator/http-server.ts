@@ -1,10 +1,9 @@
 /** Serves the Hono app on a TCP port with @hono/node-server. */
 import { serve, type ServerType } from '@hono/node-server'
 import type { AddressInfo } from 'node:net'
-import type { Hono } from 'hono'
 
 export interface HttpServerOptions {
-  app: Hono
+  app: { fetch: (request: Request, ...rest: any[]) => Response | Promise<Response> }
   host: string
   port: number
   /** How long stop() waits for open connections, in ms. @default 3000 */

@@ -15,13 +15,25 @@ import { DASHBOARD_JS, jobPage, overviewPage } from './dashboard.js'
 import { METRICS_CONTENT_TYPE } from '../common/metrics.js'
 import type { Logger } from '../common/log.js'
 import type { CoordinatorApi } from './coordinator.js'
-import { StoreUnavailableError, type JobRecord, type JobState, type JobSummary } from './store/types.js'
+import { QuotaExceededError, StoreUnavailableError, type JobRecord, type JobState, type JobSummary } from './store/types.js'
+import { ApiKeyAuth, ForbiddenError, OPEN_PRINCIPAL, UnauthorizedError, type Principal } from './api-keys.js'
+import { RateLimiter } from '../common/rate-limit.js'
+import { systemClock, type Clock } from '../common/clock.js'
+import { REDACTED } from './secrets.js'
+
+/** A key sent more requests than its rate allows (HTTP 429). */
+export class RateLimitedError extends Error {
+  override readonly name = 'RateLimitedError'
+  constructor (readonly retryAfterSeconds: number, limit: number) {
+    super(`more than ${limit} requests per second with this API key; retry in ${retryAfterSeconds} s`)
+  }
+}
 
 const JOB_STATES: ReadonlySet<string> = new Set(['announced', 'claimed', 'running', 'succeeded', 'failed', 'cancelled'])
 const TERMINAL_STATES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled'])
 const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
-type Status = 400 | 404 | 409 | 413 | 415 | 500 | 503
+type Status = 400 | 401 | 403 | 404 | 409 | 413 | 415 | 429 | 500 | 503
 
 /** Maps an error to its HTTP status, code and message. */
 export function toHttpError (err: unknown): { status: Status, code: string, message: string } {
@@ -31,17 +43,28 @@ export function toHttpError (err: unknown): { status: Status, code: string, mess
   if (err instanceof ConflictError) return { status: 409, code: 'conflict', message: err.message }
   if (err instanceof StaleAttemptError) return { status: 409, code: 'stale-attempt', message: err.message }
   if (err instanceof TooLargeError) return { status: 413, code: 'too-large', message: err.message }
+  if (err instanceof UnauthorizedError) return { status: 401, code: 'unauthorized', message: err.message }
+  if (err instanceof ForbiddenError) return { status: 403, code: 'forbidden', message: err.message }
+  if (err instanceof RateLimitedError) return { status: 429, code: 'rate-limited', message: err.message }
+  if (err instanceof QuotaExceededError) return { status: 429, code: 'too-many-jobs', message: err.message }
   if (err instanceof InputMissingError) return { status: 400, code: 'input-missing', message: err.message }
   if (err instanceof ObjectStoreUnavailableError) return { status: 503, code: 'objects-unavailable', message: 'the coordinator cannot reach its object store right now; retry shortly' }
   if (err instanceof StoreUnavailableError) return { status: 503, code: 'store-unavailable', message: 'the coordinator cannot reach its database right now; retry shortly' }
   return { status: 500, code: 'internal', message: 'internal error; see the coordinator log' }
 }
 
+/** The spec as shown: secret values never leave the coordinator, whatever the store holds. */
+function shownSpec (spec: JobRecord['spec']): JobRecord['spec'] {
+  const names = Object.keys(spec.secretEnv ?? {})
+  return names.length === 0 ? spec : { ...spec, secretEnv: Object.fromEntries(names.map(k => [k, REDACTED])) }
+}
+
 function jobJson (job: JobRecord): Record<string, unknown> {
   return {
     id: job.id,
     state: job.state,
-    spec: job.spec,
+    owner: job.owner,
+    spec: shownSpec(job.spec),
     createdAt: job.createdAt,
     updatedAt: job.updatedAt,
     attempts: job.attempts.map(a => ({
@@ -52,7 +75,7 @@ function jobJson (job: JobRecord): Record<string, unknown> {
 }
 
 function summaryJson (job: JobSummary): Record<string, unknown> {
-  return { id: job.id, state: job.state, attempt: job.attempt, spec: job.spec, createdAt: job.createdAt, updatedAt: job.updatedAt }
+  return { id: job.id, state: job.state, owner: job.owner, attempt: job.attempt, spec: shownSpec(job.spec), createdAt: job.createdAt, updatedAt: job.updatedAt }
 }
 
 export interface HttpAppOptions {
@@ -62,17 +85,39 @@ export interface HttpAppOptions {
   maxBodyBytes?: number
   /** Serves `/objects/*` (the embedded object store's signed URLs). @default none */
   objects?: { handle: (request: Request) => Promise<Response> }
+  /**
+   * Checks API keys. Without it the API is open: every caller acts as an
+   * admin and jobs have no owner (`--open`, or `--no-api-keys`).
+   * @default none (open)
+   */
+  auth?: ApiKeyAuth
+  /** Requests per second one API key may make, sustained (bursts of twice as many pass). @default 50 */
+  requestsPerSecondPerKey?: number
+  /** @default systemClock */
+  clock?: Clock
 }
 
-export function createHttpApp (options: HttpAppOptions): Hono {
+/** Paths anyone may read: they carry no job data (the dashboard's pages fetch it with the caller's key). */
+const PUBLIC_PATHS = /^\/(healthz|v1\/openapi\.json|dashboard\.js|objects\/.*|jobs\/[^/]+)?$/
+/** Paths only an admin key may read: operators' views. */
+const ADMIN_PATHS = /^\/(metrics|v1\/cloud\/events)$/
+
+type Env = { Variables: { principal: Principal } }
+
+export function createHttpApp (options: HttpAppOptions): Hono<Env> {
   const { api, log } = options
-  const app = new Hono()
+  const app = new Hono<Env>()
+  const perKey = options.requestsPerSecondPerKey ?? 50
+  const limiter = new RateLimiter({ ratePerSecond: perKey, burst: perKey * 2, clock: options.clock ?? systemClock })
   const fail = (c: Context, status: Status, code: string, message: string): Response =>
     c.json({ error: { code, message } }, status)
 
   app.onError((err, c) => {
     const e = toHttpError(err)
     if (e.status === 500) log.error('request failed', { path: c.req.path, error: (err as Error).stack ?? String(err) })
+    if (err instanceof RateLimitedError) c.header('Retry-After', String(err.retryAfterSeconds))
+    if (err instanceof QuotaExceededError) c.header('Retry-After', '10')
+    if (e.status === 401) c.header('WWW-Authenticate', 'Bearer realm="rgrid"')
     if (e.status === 503) {
       log.warn('a dependency is unavailable', { path: c.req.path, error: (err as Error).message })
       c.header('Retry-After', '2')
@@ -85,6 +130,25 @@ export function createHttpApp (options: HttpAppOptions): Hono {
     maxSize: options.maxBodyBytes ?? 2 * LIMITS.jobSpecBytes,
     onError: c => fail(c, 413, 'too-large', `request body exceeds ${options.maxBodyBytes ?? 2 * LIMITS.jobSpecBytes} bytes`)
   })
+
+  // Authentication, then the key's rate; the principal decides what the routes show.
+  app.use('*', async (c, next) => {
+    const path = c.req.path
+    if (PUBLIC_PATHS.test(path)) { c.set('principal', OPEN_PRINCIPAL); await next(); return }
+    const principal = options.auth != null ? await options.auth.authenticate(c.req.header('authorization')) : OPEN_PRINCIPAL
+    if (principal.keyId != null && !limiter.take(principal.keyId)) throw new RateLimitedError(Math.max(1, limiter.retryAfterSeconds(principal.keyId)), perKey)
+    if (ADMIN_PATHS.test(path) && !principal.admin) throw new ForbiddenError(`${path} is for admin keys only`)
+    c.set('principal', principal)
+    await next()
+  })
+
+  /** The job, if the caller may see it: its own, or any for an admin. Others' jobs are "not found", not "forbidden", so ids leak nothing. */
+  const visibleJob = async (c: Context<Env>, id: string): Promise<JobRecord> => {
+    const job = await api.getJob(id)
+    const p = c.get('principal')
+    if (job == null || (!p.admin && job.owner !== p.keyId)) throw new NotFoundError('job', id)
+    return job
+  }
 
   app.get('/healthz', c => c.json({ ok: true, ...api.health() }))
   app.get('/v1/stats', async c => c.json(await api.metrics()))
@@ -116,7 +180,7 @@ export function createHttpApp (options: HttpAppOptions): Hono {
     if (read instanceof Response) return read
     const body = read.body
     const spec = decodeJobSpec(body)
-    const job = await api.submit(spec)
+    const job = await api.submit(spec, c.get('principal').keyId)
     c.header('Location', `/v1/jobs/${job.id}`)
     return c.json(summaryJson(job), 201)
   })
@@ -132,7 +196,8 @@ export function createHttpApp (options: HttpAppOptions): Hono {
     }
     const batch = c.req.query('batch')
     if (batch != null && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(batch)) throw new ValidationError('batch must be 1 to 64 letters, digits, . _ -', 'batch')
-    const jobs = await api.listJobs({ ...(state != null ? { state: state as JobState } : {}), ...(batch != null ? { batch } : {}), limit: limitN })
+    const p = c.get('principal')
+    const jobs = await api.listJobs({ ...(state != null ? { state: state as JobState } : {}), ...(batch != null ? { batch } : {}), ...(!p.admin && p.keyId != null ? { owner: p.keyId } : {}), limit: limitN })
     return c.json({ jobs: jobs.map(summaryJson) })
   })
 
@@ -142,17 +207,11 @@ export function createHttpApp (options: HttpAppOptions): Hono {
     return id
   }
 
-  app.get('/v1/jobs/:id', async c => {
-    const id = jobId(c)
-    const job = await api.getJob(id)
-    if (job == null) throw new NotFoundError('job', id)
-    return c.json(jobJson(job))
-  })
+  app.get('/v1/jobs/:id', async c => c.json(jobJson(await visibleJob(c, jobId(c)))))
 
   app.get('/v1/jobs/:id/logs', async c => {
     const id = jobId(c)
-    const job = await api.getJob(id)
-    if (job == null) throw new NotFoundError('job', id)
+    await visibleJob(c, id)
     const afterText = c.req.query('after') ?? c.req.header('last-event-id') ?? '0'
     const after = Number(afterText)
     if (!Number.isSafeInteger(after) || after < 0) throw new ValidationError('after must be a line number >= 0', 'after')
@@ -194,10 +253,15 @@ export function createHttpApp (options: HttpAppOptions): Hono {
     })
   })
 
-  app.get('/v1/jobs/:id/explain', async c => c.json(await api.explain(jobId(c))))
+  app.get('/v1/jobs/:id/explain', async c => {
+    const id = jobId(c)
+    await visibleJob(c, id)
+    return c.json(await api.explain(id))
+  })
 
   app.get('/v1/jobs/:id/artifacts', async c => {
     const id = jobId(c)
+    await visibleJob(c, id)
     return c.json({ artifacts: await api.artifacts(id) })
   })
 
@@ -210,7 +274,7 @@ export function createHttpApp (options: HttpAppOptions): Hono {
       const issue = parsed.error.issues[0]
       throw new ValidationError(`${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`, issue?.path.join('.') ?? null)
     }
-    const grant = await api.grantUpload(parsed.data.sha256, parsed.data.size)
+    const grant = await api.grantUpload(parsed.data.sha256, parsed.data.size, c.get('principal').keyId)
     return c.json(grant, grant.url == null ? 200 : 201)
   })
 
@@ -222,14 +286,15 @@ export function createHttpApp (options: HttpAppOptions): Hono {
 
   app.get('/v1/jobs/:id/events', async c => {
     const id = jobId(c)
-    const job = await api.getJob(id)
-    if (job == null) throw new NotFoundError('job', id)
+    await visibleJob(c, id)
     return c.json({ events: await api.listEvents(id) })
   })
 
   app.post('/v1/jobs/:id/cancel', async c => {
     const id = jobId(c)
-    const outcome = await api.cancel(id, 'http')
+    await visibleJob(c, id)
+    const p = c.get('principal')
+    const outcome = await api.cancel(id, p.keyId != null ? `key ${p.name}` : 'http')
     return c.json({ ...summaryJson(outcome.job), stoppedAttempt: outcome.stopped?.number ?? null })
   })
 

@@ -78,6 +78,18 @@ export class Recovery {
     return await this.reschedule(jobId, attempt, token, 'failed', `attempt ${attempt} on ${node} failed: ${error.message} (${error.code}, retryable)`, this.backoff(attempt), 'retry')
   }
 
+  /**
+   * A node was cut off (its join token revoked): every attempt it holds is
+   * given up and announced again at once. Returns how many were rescheduled.
+   */
+  async abandonNode (node: string, reason: string): Promise<number> {
+    let n = 0
+    for (const a of await this.options.store.heldAttempts(node)) {
+      if (await this.reschedule(a.jobId, a.number, a.token, 'lost', `node ${node} was cut off: ${reason}`, 0, 'orphan')) n++
+    }
+    return n
+  }
+
   private async reschedule (jobId: string, attempt: number, token: string, attemptState: 'lost' | 'failed' | 'released', reason: string, backoffMs: number, kind: 'orphan' | 'retry' | 'release'): Promise<boolean> {
     const now = this.options.clock.now()
     try {

@@ -10,7 +10,8 @@ import { LIMITS } from '../protocol/limits.js'
 import { mismatch } from '../protocol/matching.js'
 import { FrameChannel } from '../common/session.js'
 import { StaleAttemptError, TooLargeError, errorMessage } from '../common/errors.js'
-import { secretSha256 } from '../common/join-token.js'
+import { RateLimiter } from '../common/rate-limit.js'
+import type { Admission } from './admission.js'
 import type { Clock } from '../common/clock.js'
 import type { Logger } from '../common/log.js'
 import type { Store, AttemptRecord } from './store/types.js'
@@ -44,10 +45,22 @@ export interface SessionServerOptions {
   /** Called after live log lines of a job were stored (wakes followers). */
   onLogs?: (jobId: string) => void
   /**
-   * Admit only nodes whose hello carries a valid join token. Off (`--open`)
-   * for local experiments. @default true
+   * What goes into an award beyond the stored spec: the job's secrets
+   * (unsealed) and where to fetch its inputs (signed for the job's owner).
+   * @default the stored spec, inputs signed in the open namespace
    */
-  requireJoinToken?: boolean
+  prepareAward?: (jobId: string, spec: JobSpec) => Promise<{ spec: JobSpec, owner: string | null }>
+  /** Who may open sessions (join tokens, revocations). */
+  admission: Admission
+  /**
+   * Frames one peer may send per second, sustained; a burst of twice as
+   * many passes. Frames beyond it are answered `rate-limited` and dropped;
+   * a peer that keeps on is cut off like one sending bad frames. A node
+   * sends a renewal every few seconds, one bid per announced job it wants
+   * and batched logs, so honest nodes stay far below it.
+   * @default 500
+   */
+  maxFramesPerSecond?: number
 }
 
 type Channel = FrameChannel<NodeFrame, CoordinatorFrame>
@@ -55,11 +68,27 @@ type RunningRef = { jobId: string, attempt: number, token: string }
 
 export class SessionServer {
   private readonly sessions = new Map<string, Channel>()
-  readonly stats = { sessions: 0, frames: 0, badFrames: 0, staleReports: 0, handlerFailures: 0, logLines: 0, logLinesDropped: 0, joinRefused: 0 }
-  /** Peers that presented a valid join token (or any peer, in open mode) since this coordinator started. */
-  private readonly admitted = new Set<string>()
+  readonly stats = { sessions: 0, frames: 0, badFrames: 0, staleReports: 0, handlerFailures: 0, logLines: 0, logLinesDropped: 0, joinRefused: 0, rateLimited: 0, cutOff: 0 }
+  private readonly limiter: RateLimiter
 
-  constructor (private readonly options: SessionServerOptions) {}
+  constructor (private readonly options: SessionServerOptions) {
+    const rate = options.maxFramesPerSecond ?? 500
+    this.limiter = new RateLimiter({ ratePerSecond: rate, burst: rate * 2, clock: options.clock })
+  }
+
+  /**
+   * Ends a peer's session with an error frame saying why (the node exits
+   * with it), e.g. when its join token was revoked.
+   */
+  async cut (peerId: string, code: string, message: string): Promise<void> {
+    const channel = this.sessions.get(peerId)
+    if (channel == null) return
+    this.stats.cutOff++
+    this.sessions.delete(peerId)
+    this.options.membership.setSession(peerId, false)
+    await this.reply(channel, { type: 'error', rid: null, code, message })
+    await channel.close()
+  }
 
   /** libp2p stream handler for SESSION_PROTOCOL. */
   handle (stream: Stream, connection: Connection): void {
@@ -104,31 +133,12 @@ export class SessionServer {
 
   /** Whether the peer was admitted (its gossip counts for membership). */
   isAdmitted (peerId: string): boolean {
-    return this.options.requireJoinToken === false || this.admitted.has(peerId)
-  }
-
-  /** Null when the hello may proceed, else why the node is refused. */
-  private async admit (hello: Extract<NodeFrame, { type: 'hello' }>): Promise<{ code: string, message: string } | null> {
-    if (this.options.requireJoinToken === false) return null
-    if (hello.join == null) return { code: 'join-refused', message: 'this coordinator admits only nodes with a join token (rgrid-coordinator token create); the hello had none' }
-    let verdict
-    try {
-      verdict = await this.options.store.checkJoinToken({ id: hello.join.id, secretSha256: secretSha256(hello.join.secret), now: this.options.clock.now() })
-    } catch (err) {
-      this.options.log.warn('cannot check a join token', { error: errorMessage(err) })
-      return { code: 'internal', message: 'the coordinator cannot check join tokens right now; retry later' }
-    }
-    switch (verdict) {
-      case 'ok': return null
-      case 'unknown': return { code: 'join-refused', message: `join token ${hello.join.id} is not known to this coordinator` }
-      case 'wrong-secret': return { code: 'join-refused', message: `the secret of join token ${hello.join.id} is wrong` }
-      case 'expired': return { code: 'join-refused', message: `join token ${hello.join.id} has expired; ask for a new one` }
-      case 'revoked': return { code: 'join-refused', message: `join token ${hello.join.id} was revoked` }
-    }
+    return this.options.admission.isAdmitted(peerId)
   }
 
   private async serve (peerId: string, channel: Channel, connection?: Connection): Promise<void> {
     let bad = 0
+    let limited = 0
     let greeted = false
     const maxBad = this.options.maxBadFrames ?? 20
     while (true) {
@@ -156,7 +166,7 @@ export class SessionServer {
           if (++bad >= maxBad) { channel.abort(new Error(`too many bad frames from ${peerId}`)); return }
           continue
         }
-        const refused = await this.admit(next.frame)
+        const refused = await this.options.admission.admit(peerId, next.frame.join)
         if (refused != null) {
           if (refused.code === 'join-refused') this.stats.joinRefused++
           this.options.log.warn('node refused', { peerId, reason: refused.message })
@@ -172,8 +182,13 @@ export class SessionServer {
           if (refused.code === 'join-refused') await connection?.close().catch((err: unknown) => { this.options.log.debug('closing a refused connection failed', { peerId, error: errorMessage(err) }) })
           return
         }
-        this.admitted.add(peerId)
         greeted = true
+      }
+      if (!this.limiter.take(peerId)) {
+        this.stats.rateLimited++
+        await this.reply(channel, { type: 'error', rid: next.frame.rid, code: 'rate-limited', message: `more than ${this.options.maxFramesPerSecond ?? 500} frames per second; slow down` })
+        if (++limited >= maxBad * 10) { channel.abort(new Error(`${peerId} kept sending over its rate`)); return }
+        continue
       }
       // Requests are independent: handle them concurrently so one slow store
       // write does not hold up bids queued behind it.
@@ -237,18 +252,21 @@ export class SessionServer {
             announcer.awarded(jobId, attempt)
             this.options.onAwarded?.(jobId)
             let inputs: InputSource[] = []
+            let spec = outcome.spec
             try {
-              inputs = await this.inputSources(outcome.spec)
+              const prepared = await this.options.prepareAward?.(jobId, spec) ?? { spec, owner: null }
+              spec = prepared.spec
+              inputs = await this.inputSources(spec, prepared.owner)
             } catch (err) {
-              // Without its inputs the attempt cannot run: hand it back for a later try instead of leaving it to its lease.
-              this.options.log.warn('cannot sign input URLs; the attempt goes back', { jobId, error: errorMessage(err) })
+              // Without its inputs or secrets the attempt cannot run: hand it back for a later try instead of leaving it to its lease.
+              this.options.log.warn('cannot prepare the award; the attempt goes back', { jobId, error: errorMessage(err) })
               auction.release(peerId, jobId, attempt)
-              await this.options.recovery.retry(peerId, jobId, attempt, outcome.token, { code: 'objects-unavailable', message: `the coordinator could not sign input URLs: ${errorMessage(err)}`, retryable: true })
-              await this.reply(channel, { type: 'error', rid: frame.rid, code: 'objects-unavailable', message: 'the object store is unavailable; the job will be announced again' })
+              await this.options.recovery.retry(peerId, jobId, attempt, outcome.token, { code: 'award-unavailable', message: `the coordinator could not prepare the award: ${errorMessage(err)}`, retryable: true })
+              await this.reply(channel, { type: 'error', rid: frame.rid, code: 'award-unavailable', message: 'the coordinator could not sign input URLs or open the job\'s secrets; the job will be announced again' })
               return
             }
             await this.reply(channel, {
-              type: 'award', rid: frame.rid, jobId, attempt, token: outcome.token, spec: outcome.spec, inputs,
+              type: 'award', rid: frame.rid, jobId, attempt, token: outcome.token, spec, inputs,
               ...(this.options.transfers != null ? { maxFileBytes: this.options.transfers.maxFileBytes, maxJobBytes: this.options.transfers.maxJobBytes } : {})
             })
           } else {
@@ -347,14 +365,14 @@ export class SessionServer {
     return out
   }
 
-  private async inputSources (spec: JobSpec): Promise<InputSource[]> {
+  private async inputSources (spec: JobSpec, owner: string | null): Promise<InputSource[]> {
     if (spec.inputs.length === 0) return []
     const transfers = this.options.transfers
     if (transfers == null) {
       if (spec.inputs.some(i => i.object != null)) throw new Error('this coordinator has no object store')
       return spec.inputs.map(i => ({ path: i.path, url: i.url!, sha256: i.sha256 ?? null, size: null }))
     }
-    return await transfers.inputSources(spec)
+    return await transfers.inputSources(spec, owner)
   }
 
   /** Upload URLs for the current attempt's holder only: the same fencing as a result. */

@@ -12,6 +12,7 @@ import { loadOrCreateIdentity } from '../common/identity.js'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { encodeJoinToken, newTokenCredentials, secretSha256 } from '../common/join-token.js'
 import type { Store } from './store/types.js'
+import { NETWORK_KEY_SETTING, newNetworkKey } from '../common/network-key.js'
 
 /** Where a running coordinator records its addresses for `token create`. */
 export const ADDRS_FILE = 'addrs.json'
@@ -60,8 +61,9 @@ export async function tokenCommand (sub: string, rest: string[], o: TokenCommand
       coordinators.add(peerIdFromPrivateKey(await loadOrCreateIdentity(o.dataDir)).toString())
       const { id, secret } = newTokenCredentials()
       const expiresAt = ttl == null ? null : o.now + ttl
+      const networkKey = await o.store.ensureSetting({ name: NETWORK_KEY_SETTING, value: newNetworkKey() })
       await o.store.createJoinToken({ id, secretSha256: secretSha256(secret), createdAt: o.now, expiresAt, note: o.note })
-      return encodeJoinToken({ id, secret, coordinators: [...coordinators], addrs: [...addrs, ...(o.dialAddrs ?? [])], expiresAt }) + '\n'
+      return encodeJoinToken({ id, secret, coordinators: [...coordinators], addrs: [...addrs, ...(o.dialAddrs ?? [])], expiresAt, networkKey }) + '\n'
     }
     case 'list': {
       const tokens = await o.store.listJoinTokens()
@@ -71,7 +73,7 @@ export async function tokenCommand (sub: string, rest: string[], o: TokenCommand
     case 'revoke': {
       if (rest.length !== 1) throw new Error('token revoke takes one token id (see token list)')
       if (!await o.store.revokeJoinToken({ id: rest[0]!, now: o.now })) throw new Error(`no join token ${rest[0]!}`)
-      return `join token ${rest[0]!} revoked; nodes already admitted keep their sessions until they reconnect\n`
+      return `join token ${rest[0]!} revoked; running coordinators cut its nodes off within a heartbeat interval\n`
     }
     default:
       throw new Error(`unknown token command ${JSON.stringify(sub)} (create, list, revoke)`)

@@ -44,11 +44,11 @@ export class Transfers {
   get objects (): ObjectStore { return this.options.objects }
 
   /** For `POST /v1/uploads`: where to PUT content with this hash, unless it is stored already. */
-  async grantUpload (sha256: string, size: number, now: number): Promise<UploadGrant> {
+  async grantUpload (sha256: string, size: number, now: number, owner: string | null = null): Promise<UploadGrant> {
     if (!/^[0-9a-f]{64}$/.test(sha256)) throw new ValidationError('sha256 must be 64 lower-case hex digits', 'sha256')
     if (!Number.isSafeInteger(size) || size < 0) throw new ValidationError('size must be a whole number of bytes', 'size')
     if (size > this.maxFileBytes) throw new TooLargeError('the file', size, this.maxFileBytes)
-    const key = inputKey(sha256)
+    const key = inputKey(sha256, owner)
     const object = `sha256:${sha256}`
     const stored = await this.options.objects.stat(key)
     // Content-addressed: the same bytes are stored once, however many jobs use them.
@@ -61,11 +61,11 @@ export class Transfers {
   }
 
   /** At submission: every named object is stored, and together they fit the job limit. */
-  async checkInputs (spec: JobSpec): Promise<void> {
+  async checkInputs (spec: JobSpec, owner: string | null = null): Promise<void> {
     let total = 0
     for (const input of spec.inputs) {
       if (input.object == null) continue
-      const stored = await this.options.objects.stat(inputKey(input.object.slice('sha256:'.length)))
+      const stored = await this.options.objects.stat(inputKey(input.object.slice('sha256:'.length), owner))
       if (stored == null) throw new InputMissingError(input.object, input.path)
       total += stored.size
     }
@@ -73,11 +73,11 @@ export class Transfers {
   }
 
   /** At award: where the node fetches each input. */
-  async inputSources (spec: JobSpec): Promise<InputSource[]> {
+  async inputSources (spec: JobSpec, owner: string | null = null): Promise<InputSource[]> {
     return await Promise.all(spec.inputs.map(async (input): Promise<InputSource> => {
       if (input.url != null) return { path: input.path, url: input.url, sha256: input.sha256 ?? null, size: null }
       const sha256 = input.object!.slice('sha256:'.length)
-      const key = inputKey(sha256)
+      const key = inputKey(sha256, owner)
       const stored = await this.options.objects.stat(key)
       return { path: input.path, url: await this.options.objects.presignGet(key, this.urlTtlMs), sha256, size: stored?.size ?? null }
     }))

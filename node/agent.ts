@@ -14,7 +14,9 @@ import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC } from '../protocol/ids.js'
 import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
 import type { AnnouncedJob, Award, CoordinatorFrame, NodeCapacity } from '../protocol/schemas.js'
 import { mismatch } from '../protocol/matching.js'
-import { createHost, cutOff, decodeGossip, heal, installValidator, type PartitionGate, type RGridHost } from '../common/p2p.js'
+import { createHost, cutOff, decodeGossip, denyPeers, graylisted, heal, installValidator, openGate, type PeerGate, type RGridHost } from '../common/p2p.js'
+import { HeartbeatGuard } from '../common/gossip-guard.js'
+import type { HeartbeatTopicMessage } from '../protocol/schemas.js'
 import { systemClock, type Clock } from '../common/clock.js'
 import type { Logger } from '../common/log.js'
 import { errorMessage } from '../common/errors.js'
@@ -51,6 +53,8 @@ export interface NodeAgentOptions {
   coordinatorAddrs?: string[]
   /** Join token credentials presented in every hello. @default none (an open mesh) */
   join?: { id: string, secret: string }
+  /** The mesh's network key, from the join token (libp2p private network). @default none (an open mesh) */
+  networkKey?: string
   /** A coordinator refused this node's join token (the CLI exits with the message). */
   onRefused?: (message: string) => void
   /** Directory for per-attempt work dirs. */
@@ -120,14 +124,16 @@ export class NodeAgent {
   private readonly recent: Array<{ jobId: string, attempt: number, outcome: string, exitCode: number | null, errorCode: string | null, finishedAt: number }> = []
   private readonly startedAt = Date.now()
   readonly transfers: NodeTransfers
-  private readonly gate: PartitionGate | undefined
+  /** Revoked peers (from coordinator beacons) and, with faultPartition, the cut switch. */
+  private readonly gate: PeerGate = openGate()
+  private heartbeatGuard: HeartbeatGuard | null = null
+  private revokedSelf = false
   readonly stats = { bids: 0, awards: 0, refusals: 0, bidErrors: 0, announcementsIgnored: 0, sessionsOpened: 0, gossipDropped: 0, gossipBytesIn: 0, gossipBytesOut: 0 }
   /** Fault injection, changeable while running (setFaults): gossip loss and link delay. */
   private faults = { dropRate: 0, delayMs: 0 }
 
   constructor (private readonly options: NodeAgentOptions) {
     this.clock = options.clock ?? systemClock
-    this.gate = options.faultPartition === true ? { cut: false } : undefined
     this.outbox = options.outboxPath != null ? new Outbox(options.outboxPath) : null
     this.reporter = new Reporter({
       log: options.log.child('reporter'), session: (prefer) => this.links?.session(prefer) ?? null,
@@ -195,7 +201,10 @@ export class NodeAgent {
       memoryMb: this.options.memoryMb ?? 1024,
       labels: this.options.labels ?? {},
       runtime: this.options.runtime.name,
-      version: AGENT_VERSION
+      version: AGENT_VERSION,
+      // What the runtime enforces (--allow-network, --image-allow/--image-deny), so coordinators only award what it runs.
+      ...(this.options.runtime.policy?.network === true ? { network: true } : {}),
+      ...(this.options.runtime.policy?.images != null ? { images: this.options.runtime.policy.images } : {})
     }
   }
 
@@ -220,7 +229,8 @@ export class NodeAgent {
       privateKey: this.options.privateKey,
       listen: this.options.listen ?? ['/ip4/0.0.0.0/tcp/0'],
       bootstrap: this.options.bootstrap,
-      ...(this.gate != null ? { gate: this.gate } : {})
+      gate: this.gate,
+      ...(this.options.networkKey != null ? { networkKey: this.options.networkKey } : {})
     })
     this.cands = new Candidates({ self: host.peerId.toString() })
     const links = new CoordinatorLinks({
@@ -231,9 +241,14 @@ export class NodeAgent {
       onPush: frame => { this.onPush(frame) }
     })
     this.links = links
-    // Relay only announcements signed by a coordinator we trust; punish forgeries.
-    installValidator(host, ANNOUNCE_TOPIC, decodeAnnouncement, from => !links.anyKnown || links.isTrusted(from), log)
-    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, () => true, log)
+    // Relay only announcements signed by a coordinator we trust; the author of a forgery loses score.
+    installValidator(host, ANNOUNCE_TOPIC, decodeAnnouncement, from => this.gate.denied.has(from.toString()) ? 'reject' : !links.anyKnown || links.isTrusted(from) ? 'accept' : 'reject', log)
+    const guard = new HeartbeatGuard({
+      clock: this.clock, denied: this.gate.denied,
+      ...(this.options.coordinators != null && this.options.coordinators.length > 0 ? { isCoordinator: (p: string) => links.isTrusted(p) } : {})
+    })
+    this.heartbeatGuard = guard
+    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, (from, m) => guard.verdict(from, m as HeartbeatTopicMessage), log)
     host.services.pubsub.addEventListener('message', evt => { this.onGossip(evt.detail) })
     await host.start()
     this.host = host
@@ -303,7 +318,14 @@ export class NodeAgent {
     try {
       if (msg.topic === HEARTBEAT_TOPIC) {
         const hb = decodeGossip(msg.data, decodeHeartbeatTopic)
-        if (hb.type === 'coordinator-beacon') this.links?.onBeacon(msg.from, hb.addrs)
+        if (hb.type === 'coordinator-beacon') {
+          this.links?.onBeacon(msg.from, hb.addrs)
+          // Revoked peers, from a coordinator we trust: refuse them too, so a cut-off node cannot stay in the mesh through us.
+          if (hb.denied.length > 0 && this.host != null && this.links?.isTrusted(msg.from) === true) {
+            const added = denyPeers(this.host, this.gate, hb.denied)
+            if (added > 0) this.options.log.warn('refusing peers whose join token was revoked', { count: added })
+          }
+        }
       } else if (msg.topic === ANNOUNCE_TOPIC) {
         if (this.links?.isTrusted(msg.from) !== true) { this.stats.announcementsIgnored++; return }
         const announcement = decodeGossip(msg.data, decodeAnnouncement)
@@ -330,7 +352,8 @@ export class NodeAgent {
   }
 
   private onPush (frame: CoordinatorFrame): void {
-    if (frame.type === 'cancel') this.runner.cancel(frame.jobId, frame.attempt, frame.token, frame.reason)
+    if (frame.type === 'error' && frame.code === 'join-revoked') void this.onRevoked(frame.message)
+    else if (frame.type === 'cancel') this.runner.cancel(frame.jobId, frame.attempt, frame.token, frame.reason)
     // A lease of ours ran out on the coordinator's clock: prove we are alive at once.
     else if (frame.type === 'probe') void this.renew()
     else if (frame.type === 'drain') {
@@ -339,6 +362,21 @@ export class NodeAgent {
       this.host?.services.pubsub.unsubscribe(ANNOUNCE_TOPIC)
       this.options.log.warn('draining at the coordinator\'s request', { reason: frame.reason })
     }
+  }
+
+  /**
+   * Our join token was revoked: the coordinator has rescheduled our work, so
+   * stop it (its results would be refused), take no more, and tell the CLI,
+   * which exits with the reason.
+   */
+  private async onRevoked (message: string): Promise<void> {
+    if (this.revokedSelf) return
+    this.revokedSelf = true
+    this.bidding = false
+    this.options.log.error('this node was cut off: its join token was revoked', { reason: message })
+    for (const r of this.runner.refs()) this.runner.revoke(r.jobId, r.attempt, 'join token revoked')
+    await this.runner.drain(10_000)
+    this.options.onRefused?.(message)
   }
 
   /** New jobs heard of: keep those we could run, then bid while slots are free. */
@@ -486,7 +524,7 @@ export class NodeAgent {
    */
   async setCutOff (cut: boolean): Promise<void> {
     const host = this.host
-    if (this.gate == null || host == null) throw new Error('partition fault injection is not enabled on this node')
+    if (this.options.faultPartition !== true || host == null) throw new Error('partition fault injection is not enabled on this node')
     if (cut) {
       const closed = cutOff(host, this.gate)
       this.options.log.warn('fault injection: cut off the network', { connectionsClosed: closed })
@@ -513,7 +551,12 @@ export class NodeAgent {
       running: this.runner.list(),
       pendingResults: this.reporter.pendingResults().length,
       recentResults: [...this.recent].reverse(),
-      stats: { ...this.stats }
+      stats: { ...this.stats },
+      security: {
+        deniedPeers: this.gate.denied.size,
+        graylistedPeers: this.host != null ? graylisted(this.host) : [],
+        heartbeat: { ...this.heartbeatGuard?.stats }
+      }
     }
   }
 
@@ -539,7 +582,10 @@ export class NodeAgent {
       c('rgrid_node_transfer_retries_total', 'Transfer retries after 5xx or broken connections.', this.transfers.stats.retries),
       g('rgrid_node_cache_bytes', 'Bytes in the input cache.', this.cache.bytes),
       family('rgrid_node_gossip_peers', 'gauge', 'Gossip peers per topic.', [ANNOUNCE_TOPIC, HEARTBEAT_TOPIC].map(topic => ({ labels: { topic }, value: pubsub?.getSubscribers(topic).length ?? 0 }))),
-      g('rgrid_node_connections', 'Open libp2p connections.', this.host?.getConnections().length ?? 0)
+      g('rgrid_node_connections', 'Open libp2p connections.', this.host?.getConnections().length ?? 0),
+      g('rgrid_node_denied_peers', 'Peers refused because their join token was revoked.', this.gate.denied.size),
+      g('rgrid_node_graylisted_peers', 'Gossip peers at or below the graylist score (their messages are ignored).', this.host != null ? graylisted(this.host).length : 0),
+      c('rgrid_node_heartbeats_over_rate_total', 'Heartbeat-topic messages refused because their author published too often.', this.heartbeatGuard?.stats.overRate ?? 0)
     ].join('\n') + '\n'
   }
 

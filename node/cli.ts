@@ -20,6 +20,7 @@ import { loadOrCreateIdentity } from '../common/identity.js'
 import { createLogger, type LogLevel } from '../common/log.js'
 import { logUnhandledRejections, parseArgsOrExit, stopOnSignals, usageError } from '../common/lifecycle.js'
 import { errorMessage } from '../common/errors.js'
+import { imageRefusal } from '../protocol/matching.js'
 
 const HELP = `Usage: rgrid-node join TOKEN [MULTIADDR...] [options]
        rgrid-node join MULTIADDR... [options]        (an open mesh)
@@ -48,6 +49,15 @@ through the given peers, and only a coordinator started with --open admits it.
   --listen MULTIADDR        libp2p listen address (repeatable)       [/ip4/0.0.0.0/tcp/0]
   --data-dir DIR            identity and work dirs                     [./.rgrid/node]
   --docker-default-image I  image for jobs that name none              [busybox:latest]
+  --allow-network           let jobs that ask for it (network: true) reach the
+                            network through Docker's default bridge; other jobs
+                            never get one. Advertised to coordinators    [off]
+  --image-allow PATTERN     run only images matching PATTERN (* matches any
+                            characters; repeatable, or comma-separated), e.g.
+                            'docker.io/library/*,ghcr.io/me/*'  [any image]
+  --image-deny PATTERN      never run images matching PATTERN (wins over
+                            --image-allow; repeatable, or comma-separated)
+  --pids-limit N            most processes a job's container may have  [256]
   --drain-timeout-ms N      on stop, let running jobs finish this long [30000]
   --cache-mb N              inputs cached by content in DATA_DIR/cache,
                             least recently used evicted beyond this     [1024]
@@ -75,6 +85,20 @@ function positiveInt (name: string, text: string | undefined, fallback: number):
   return n
 }
 
+/**
+ * The patterns of a repeatable `--image-allow`/`--image-deny`, each value
+ * also a comma-separated list. Bounded as the capacity schema requires.
+ */
+function parsePatterns (name: string, values: string[]): string[] {
+  const patterns = values.flatMap(v => v.split(',')).map(p => p.trim()).filter(p => p !== '')
+  if (patterns.length === 0) usageError('rgrid-node', `${name} needs at least one pattern`)
+  if (patterns.length > 64) usageError('rgrid-node', `${name}: at most 64 patterns, got ${patterns.length}`)
+  for (const p of patterns) {
+    if (p.length > 512 || /\s/.test(p)) usageError('rgrid-node', `${name}: ${JSON.stringify(p)} is not an image pattern (no spaces, at most 512 characters)`)
+  }
+  return [...new Set(patterns)]
+}
+
 function parseLabels (text: string | undefined): Record<string, string> {
   const labels: Record<string, string> = {}
   if (text == null || text === '') return labels
@@ -99,6 +123,10 @@ async function main (): Promise<void> {
       listen: { type: 'string', multiple: true },
       'data-dir': { type: 'string' },
       'docker-default-image': { type: 'string' },
+      'allow-network': { type: 'boolean' },
+      'image-allow': { type: 'string', multiple: true },
+      'image-deny': { type: 'string', multiple: true },
+      'pids-limit': { type: 'string' },
       'drain-timeout-ms': { type: 'string' },
       'cache-mb': { type: 'string' },
       metrics: { type: 'string' },
@@ -155,6 +183,10 @@ async function main (): Promise<void> {
   const gossipDropRate = Number(args['fault-drop-gossip'] ?? 0)
   if (!(gossipDropRate >= 0 && gossipDropRate < 1)) usageError('rgrid-node', '--fault-drop-gossip must be a number from 0 to below 1')
   const labels = parseLabels(args.labels)
+  const pidsLimit = positiveInt('--pids-limit', args['pids-limit'], 256)
+  const imageAllow = args['image-allow'] != null ? parsePatterns('--image-allow', args['image-allow']) : undefined
+  const imageDeny = args['image-deny'] != null ? parsePatterns('--image-deny', args['image-deny']) : undefined
+  const allowNetwork = args['allow-network'] === true
   const log = createLogger('node', { level: (args['log-level'] ?? 'info') as LogLevel })
   logUnhandledRejections(log)
   const dataDir = resolve(args['data-dir'] ?? join('.rgrid', 'node'))
@@ -182,15 +214,24 @@ async function main (): Promise<void> {
     : new DockerRuntime({
       logger: log.child('docker'),
       labels: { 'rgrid.node': peerIdFromPrivateKey(privateKey).toString() },
-      ...(args['docker-default-image'] != null ? { defaultImage: args['docker-default-image'] } : {})
+      ...(args['docker-default-image'] != null ? { defaultImage: args['docker-default-image'] } : {}),
+      allowNetwork,
+      images: { ...(imageAllow != null ? { allow: imageAllow } : {}), ...(imageDeny != null ? { deny: imageDeny } : {}) },
+      pidsLimit
     })
+  if (runtimeName !== 'docker' && (allowNetwork || imageAllow != null || imageDeny != null || args['pids-limit'] != null)) {
+    log.warn('--allow-network, --image-allow, --image-deny and --pids-limit apply to the docker runtime only; ignored', { runtime: runtimeName })
+  }
+  const defaultImageRefusal = runtimeName === 'docker' ? imageRefusal({ allow: imageAllow, deny: imageDeny }, args['docker-default-image'] ?? 'busybox:latest') : null
+  if (defaultImageRefusal != null) log.warn('the image policy refuses the default image: jobs that name no image will fail', { reason: defaultImageRefusal })
+  if (allowNetwork && runtimeName === 'docker') log.info('jobs that ask for network access get it (--allow-network)')
   if (gossipDropRate > 0) log.warn('fault injection: ignoring a share of received gossip', { gossipDropRate })
   if (runtimeName === 'process') log.warn('process runtime: jobs run without isolation; use it for development and simulations only')
 
   const agent = new NodeAgent({
     privateKey, runtime, log, bootstrap: peers, slots, cpus, memoryMb, labels, drainTimeoutMs, renewMs, gossipDropRate,
     faultPartition: args['fault-partition-signal'] === true,
-    ...(token != null ? { join: { id: token.id, secret: token.secret }, coordinatorAddrs: token.addrs } : {}),
+    ...(token != null ? { join: { id: token.id, secret: token.secret }, coordinatorAddrs: token.addrs, networkKey: token.networkKey } : {}),
     onRefused: (message) => {
       process.stderr.write(`rgrid-node: the coordinator refused this node: ${message}\n`)
       process.exit(2)
@@ -277,7 +318,7 @@ async function readConfig (path: string): Promise<{ values: Record<string, unkno
   for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
     if (k === 'join') {
       joinTargets = (Array.isArray(v) ? v : [v]).map(String)
-    } else if (k === 'coordinator' || k === 'listen') {
+    } else if (k === 'coordinator' || k === 'listen' || k === 'image-allow' || k === 'image-deny') {
       values[k] = (Array.isArray(v) ? v : [v]).map(String)
     } else if (typeof v === 'boolean') {
       values[k] = v
@@ -287,7 +328,7 @@ async function readConfig (path: string): Promise<{ values: Record<string, unkno
       usageError('rgrid-node', `--config ${path}: ${k} must be a string, number or boolean`)
     }
   }
-  const known = new Set(['runtime', 'slots', 'cpus', 'memory-mb', 'labels', 'coordinator', 'listen', 'data-dir', 'docker-default-image', 'drain-timeout-ms', 'cache-mb', 'metrics', 'renew-ms', 'log-level'])
+  const known = new Set(['runtime', 'slots', 'cpus', 'memory-mb', 'labels', 'coordinator', 'listen', 'data-dir', 'docker-default-image', 'allow-network', 'image-allow', 'image-deny', 'pids-limit', 'drain-timeout-ms', 'cache-mb', 'metrics', 'renew-ms', 'log-level'])
   for (const k of Object.keys(values)) if (!known.has(k)) usageError('rgrid-node', `--config ${path}: unknown setting ${JSON.stringify(k)}`)
   return { values, join: joinTargets }
 }

@@ -6,6 +6,7 @@
 import type { Artifact, Award, CoordinatorFrame, NodeFrame } from '../protocol/schemas.js'
 import type { Logger } from '../common/log.js'
 import { errorMessage } from '../common/errors.js'
+import { imageRefusal } from '../protocol/matching.js'
 import type { AdoptedAttempt, Runtime, RunOutcome } from './runtime/types.js'
 import type { Reporter } from './reporter.js'
 import { TransferError, type NodeTransfers, type TransferLimits } from './transfers.js'
@@ -91,6 +92,11 @@ export class Runner {
     const { runtime, reporter } = this.options
     const limits = { maxFileBytes: award.maxFileBytes ?? DEFAULT_LIMITS.maxFileBytes, maxJobBytes: award.maxJobBytes ?? DEFAULT_LIMITS.maxJobBytes }
     this.track(award, null, stopSignal, coordinator, async (entry, useDir) => {
+      // Defence in depth: the coordinator matched the job against our capacity
+      // (built from the runtime's policy), so this only trips when it erred.
+      // Retryable: another node may allow it. The runtime checks again.
+      const refused = policyRefusal(runtime, award)
+      if (refused != null) return failure(entry, refused.code, refused.message, true)
       const dir = await this.options.workDir(award.jobId, award.attempt)
       useDir(dir)
       if (award.inputs.length > 0) {
@@ -251,6 +257,15 @@ export class Runner {
     clearTimeout(timer)
     return ok && this.entries.size === 0
   }
+}
+
+/** Why the runtime's policy refuses the award (network, image), or null. */
+function policyRefusal (runtime: Runtime, award: Award): { code: string, message: string } | null {
+  if (award.spec.network && runtime.policy?.network !== true) {
+    return { code: 'network-not-allowed', message: 'the job needs network access, which this node does not allow (--allow-network)' }
+  }
+  const refused = award.spec.image != null ? imageRefusal(runtime.policy?.images, award.spec.image) : null
+  return refused != null ? { code: 'image-not-allowed', message: refused } : null
 }
 
 function failure (entry: Entry, code: string, message: string, retryable: boolean): RunOutcome {

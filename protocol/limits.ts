@@ -25,6 +25,8 @@ export const LIMITS = {
   envVars: 128,
   /** Most labels on a job or node. */
   labels: 32,
+  /** Most denied (revoked) peers listed in one coordinator beacon, newest first. */
+  beaconDenied: 200,
   /** Most running attempts listed in one heartbeat. */
   heartbeatRunning: 256,
   /** Most open jobs returned by one pull. */

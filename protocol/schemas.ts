@@ -179,7 +179,9 @@ export const coordinatorBeaconSchema = z.strictObject({
   type: z.literal('coordinator-beacon'),
   seq: z.number().int().min(0),
   sentAt: epochMs,
-  addrs: z.array(z.string().min(1).max(512)).max(32)
+  addrs: z.array(z.string().min(1).max(512)).max(32),
+  /** Peers whose join token was revoked, newest first: every peer refuses them. */
+  denied: z.array(peerIdText).max(LIMITS.beaconDenied).default([])
 })
 export type CoordinatorBeacon = z.output<typeof coordinatorBeaconSchema>
 

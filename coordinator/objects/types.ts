@@ -36,11 +36,16 @@ export class ObjectStoreUnavailableError extends Error {
 }
 
 /** Keys are made by the coordinator only; this is what they look like. */
-export const OBJECT_KEY = /^(inputs\/[0-9a-f]{64}|outputs\/[0-9a-f-]{36}\/\d{1,4}\/[^\0\\]{1,1024})$/
+export const OBJECT_KEY = /^(inputs\/(?:[0-9a-f]{16}\/)?[0-9a-f]{64}|outputs\/[0-9a-f-]{36}\/\d{1,4}\/[^\0\\]{1,1024})$/
 
-/** The key of a stored input, from its content hash. */
-export function inputKey (sha256: string): string {
-  return `inputs/${sha256}`
+/**
+ * The key of a stored input, from its content hash, in its owner's
+ * namespace: one API key's uploads are never another's, even for the same
+ * bytes, so knowing a hash does not give access to someone else's file.
+ * Jobs of an open coordinator (no owner) share `inputs/`.
+ */
+export function inputKey (sha256: string, owner: string | null = null): string {
+  return owner == null ? `inputs/${sha256}` : `inputs/${owner}/${sha256}`
 }
 
 /** The key of an output file of one attempt. */

@@ -66,6 +66,8 @@ export interface ProvisionerOptions {
   coordinatorAddrs: () => string[]
   /** Coordinator peer ids for the tokens. */
   coordinatorPeerIds: () => string[]
+  /** The mesh's network key, carried by every join token. */
+  networkKey: () => string
   isLeader: () => boolean
   nodes: () => MeshNode[]
   /**
@@ -216,7 +218,7 @@ export class Provisioner {
     // A token for this server only; revoked when the server is deleted.
     const { id, secret } = newTokenCredentials()
     await this.o.store.createJoinToken({ id, secretSha256: secretSha256(secret), createdAt: this.o.clock.now(), expiresAt: null, note: `server ${name}` })
-    const token = encodeJoinToken({ id, secret, coordinators: this.o.coordinatorPeerIds(), addrs: this.o.coordinatorAddrs(), expiresAt: null })
+    const token = encodeJoinToken({ id, secret, coordinators: this.o.coordinatorPeerIds(), addrs: this.o.coordinatorAddrs(), expiresAt: null, networkKey: this.o.networkKey() })
     const userData = renderCloudInit({ joinToken: token, serverName: name, labels: { [MESH_LABEL]: this.o.meshId }, ...(this.o.rgridPackage != null ? { rgridPackage: this.o.rgridPackage } : {}) })
     const choices = [this.o.serverType, ...(this.o.fallbackServerTypes ?? [])].flatMap(type => this.o.locations.map(location => ({ type, location })))
     for (const [n, { type, location }] of choices.entries()) {

@@ -28,13 +28,14 @@ import { NotFoundError, StaleAttemptError, ValidationError } from '../../common/
 import type { JobSpec, NodeCapacity } from '../../protocol/schemas.js'
 import { POSTGRES_MIGRATIONS } from './migrations/postgres.js'
 import {
-  awardConflict, cancelConflict, checkJoinTokenQuery, checkJoinTokenRevocation, checkLogBatch, checkNewJoinToken, checkRenewal, clampLimit,
-  DEFAULT_LIST_LIMIT, duplicateJob, duplicateJoinToken, joinTokenVerdict, logQuery, maxAttemptsOf, staleReason, toJoinTokenInfo,
-  type JoinTokenRow, type JoinTokenVerdict
+  activeJobCap, awardConflict, cancelConflict, checkApiKeyRevocation, checkJoinTokenQuery, checkJoinTokenRevocation, checkLogBatch, checkNewApiKey,
+  checkNewJoinToken, checkPeerBinding, checkRenewal, checkSetting, clampLimit, DEFAULT_LIST_LIMIT, duplicateApiKey, duplicateJob, duplicateJoinToken,
+  hasNul, joinTokenVerdict, logQuery, maxAttemptsOf, staleReason, toApiKey, toJoinTokenInfo,
+  type ApiKeyRow, type JoinTokenRow, type JoinTokenVerdict
 } from './shared.js'
 import {
-  ATTEMPTS_EXHAUSTED, StoreUnavailableError,
-  type AppendLogsInput, type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type CloudEvent, type ExpiredAttemptsQuery, type JobEvent,
+  ATTEMPTS_EXHAUSTED, QuotaExceededError, StoreUnavailableError,
+  type ApiKeyRecord, type AppendLogsInput, type AttemptRecord, type CreateJobInput, type RevokedPeer, type AttemptState, type AwardInput, type CancelOutcome, type CloudEvent, type ExpiredAttemptsQuery, type JobEvent,
   type JobEventType, type JobRecord, type JobState, type JobSummary, type LeaseInput, type ListJobsQuery, type LogLine,
   type NodeRecord, type OpenJob, type RenewLeasesInput, type RescheduleInput, type RescheduleOutcome, type ResultInput, type ResultRecord,
   type Store
@@ -64,6 +65,12 @@ export interface PostgresStoreOptions {
 
 /** Key of the transaction-level advisory lock that serialises migrations ("rgrid" + "mig" in ASCII). */
 const MIGRATION_LOCK_KEY = '125779913582823'
+/**
+ * First key of the transaction-level advisory locks that serialise an owner's
+ * capped job submissions (the second is `hashtext(owner)`). Two-key locks live
+ * in a key space apart from the one-bigint migration lock. "RGow" in ASCII.
+ */
+const OWNER_LOCK_CLASS = 0x52476f77
 /** Migrations may build indexes on big tables: they get longer than ordinary statements. */
 const MIGRATION_TIMEOUT_MS = 10 * 60_000
 /** How often a change reruns when its snapshot predated a commit it then waited for. */
@@ -121,7 +128,7 @@ function jsonText (value: unknown): string {
   return text.includes('\\u0000') ? JSON.stringify(withoutNul(value)) : text
 }
 
-interface JobRow { id: string, state: JobState, spec: JobSpec, attempt: number, created_at: number, updated_at: number }
+interface JobRow { id: string, state: JobState, spec: JobSpec, attempt: number, created_at: number, updated_at: number, owner: string | null }
 interface AttemptRow {
   job_id: string, number: number, node: string, token: string, state: AttemptState
   awarded_at: number, started_at: number | null, finished_at: number | null, lease_expires_at: number
@@ -135,7 +142,9 @@ interface DiagnosisRow {
 }
 
 function toSummary (row: JobRow): JobSummary {
-  return { id: row.id, state: row.state, spec: row.spec, attempt: row.attempt, createdAt: row.created_at, updatedAt: row.updated_at }
+  return {
+    id: row.id, state: row.state, spec: row.spec, attempt: row.attempt, createdAt: row.created_at, updatedAt: row.updated_at, owner: row.owner
+  }
 }
 
 function toAttempt (row: AttemptRow): AttemptRecord {
@@ -176,6 +185,8 @@ function createSql (options: PostgresStoreOptions) {
   })
 }
 type Sql = ReturnType<typeof createSql>
+/** A connection inside `sql.begin`. */
+type Tx = postgres.TransactionSql<Sql extends postgres.Sql<infer T> ? T : never>
 
 export class PostgresStore implements Store {
   private readonly sql: Sql
@@ -250,21 +261,41 @@ export class PostgresStore implements Store {
     })
   }
 
-  async createJob (input: { id: string, spec: JobSpec, now: number }): Promise<JobSummary> {
+  async createJob (input: CreateJobInput): Promise<JobSummary> {
+    const cap = activeJobCap(input)
+    const owner = input.owner ?? null
     const spec = JSON.stringify(input.spec)
     if (spec.includes('\\u0000') && JSON.stringify(withoutNul(input.spec)) !== spec) {
       throw new ValidationError('the job spec contains a NUL character (U+0000), which PostgreSQL cannot store', 'spec')
     }
-    await this.db(async (sql) => {
-      try {
-        await sql`
-          WITH j AS (
-            INSERT INTO jobs (id, state, spec, attempt, max_attempts, created_at, updated_at)
-            VALUES (${input.id}, 'announced', ${spec}::text::jsonb, 1, ${maxAttemptsOf(input.spec)}, ${input.now}, ${input.now})
-            RETURNING id
-          )
+    const insert = async (q: Sql | Tx): Promise<boolean> => {
+      // The conditional insert: with a cap, the job goes in only while its owner has fewer unfinished
+      // jobs (counted through jobs_owner_state, migration 11); the event only if the job went in.
+      const [row] = await q<Array<{ inserted: boolean }>>`
+        WITH j AS (
+          INSERT INTO jobs (id, state, spec, attempt, max_attempts, created_at, updated_at, owner, secret_env)
+          SELECT ${input.id}::text, 'announced', ${spec}::text::jsonb, 1, ${maxAttemptsOf(input.spec)}::integer,
+                 ${input.now}::bigint, ${input.now}::bigint, ${owner}::text, ${input.secretEnvSealed ?? null}::text
+          WHERE ${cap}::bigint IS NULL
+             OR (SELECT count(*) FROM jobs WHERE owner = ${owner}::text AND state IN ('announced', 'claimed', 'running')) < ${cap}::bigint
+          RETURNING id
+        ), e AS (
           INSERT INTO job_events (job_id, at, type, actor, attempt, detail)
-          SELECT id, ${input.now}::bigint, 'submitted', 'http', 1, '{}'::jsonb FROM j`
+          SELECT id, ${input.now}::bigint, 'submitted', 'http', 1, '{}'::jsonb FROM j
+        )
+        SELECT EXISTS (SELECT 1 FROM j) AS inserted`
+      return row?.inserted === true
+    }
+    const inserted = await this.db(async (sql) => {
+      try {
+        if (cap === null || owner === null) return await insert(sql)
+        // Under READ COMMITTED two racing inserts would each count the jobs committed before they
+        // began and both get in. The owner's advisory lock, held to commit, makes them take turns:
+        // the insert's snapshot is taken after the lock, so it counts every job admitted before.
+        return await sql.begin(async (tx) => {
+          await tx`SELECT pg_advisory_xact_lock(${OWNER_LOCK_CLASS}::integer, hashtext(${owner}::text))`
+          return await insert(tx)
+        })
       } catch (err) {
         if (err instanceof postgres.PostgresError && err.code === '23505' && err.constraint_name === 'jobs_pkey') {
           throw duplicateJob(input.id)
@@ -272,13 +303,32 @@ export class PostgresStore implements Store {
         throw err
       }
     })
-    return { id: input.id, state: 'announced', spec: input.spec, attempt: 1, createdAt: input.now, updatedAt: input.now }
+    if (!inserted) {
+      if (owner === null || cap === null) throw new Error(`job ${input.id}: an uncapped insert matched no row`)
+      throw new QuotaExceededError(owner, cap)
+    }
+    return { id: input.id, state: 'announced', spec: input.spec, attempt: 1, createdAt: input.now, updatedAt: input.now, owner }
+  }
+
+  async jobSecrets (jobId: string): Promise<string | null> {
+    // No job id holds U+0000 (text cannot): no such job, as in SQLite, instead of failing the statement.
+    if (hasNul(jobId)) return null
+    const [row] = await this.db(async (sql) =>
+      await sql<Array<{ secret_env: string | null }>>`SELECT secret_env FROM jobs WHERE id = ${jobId}`)
+    return row?.secret_env ?? null
+  }
+
+  async countActiveJobs (owner: string): Promise<number> {
+    if (hasNul(owner)) return 0
+    const [row] = await this.db(async (sql) => await sql<Array<{ n: number }>>`
+      SELECT count(*) AS n FROM jobs WHERE owner = ${owner} AND state IN ('announced', 'claimed', 'running')`)
+    return row?.n ?? 0
   }
 
   async getJob (id: string): Promise<JobRecord | null> {
     // One statement, so the job, its attempts and its result come from one snapshot.
     const [row] = await this.db(async (sql) => await sql<Array<JobRow & { attempts: AttemptRecord[], result: ResultRecord | null }>>`
-      SELECT j.id, j.state, j.spec, j.attempt, j.created_at, j.updated_at,
+      SELECT j.id, j.state, j.spec, j.attempt, j.created_at, j.updated_at, j.owner,
         COALESCE((
           SELECT jsonb_agg(jsonb_build_object(
             'jobId', a.job_id, 'number', a.number, 'node', a.node, 'token', a.token, 'state', a.state,
@@ -298,6 +348,19 @@ export class PostgresStore implements Store {
   async listJobs (query: ListJobsQuery): Promise<JobSummary[]> {
     const limit = clampLimit(query.limit, DEFAULT_LIST_LIMIT)
     const batch = query.batch
+    const owner = query.owner
+    if (owner !== undefined) {
+      // No owner holds U+0000 (createJob refuses it): none has jobs.
+      if (hasNul(owner)) return []
+      const state = query.state
+      // An owner's jobs, through jobs_owner_state (migration 11).
+      const owned = await this.db(async (sql) => await sql<JobRow[]>`
+        SELECT * FROM jobs WHERE owner = ${owner}
+          ${state === undefined ? sql`` : sql`AND state = ${state}`}
+          ${batch === undefined ? sql`` : sql`AND spec ? 'batch' AND spec->>'batch' = ${noNul(batch)}`}
+        ORDER BY created_at DESC, id DESC LIMIT ${limit}`)
+      return owned.map(toSummary)
+    }
     const rows = await this.db(async (sql) => batch !== undefined
       // `spec ? 'batch'` lets the planner use the partial jobs_batch index (migration 8).
       ? (query.state === undefined
@@ -516,7 +579,7 @@ export class PostgresStore implements Store {
           WHERE id = ${input.jobId} AND attempt = ${input.attempt} AND state IN ('claimed', 'running')
             AND (${input.token}::text IS NULL OR EXISTS (
               SELECT 1 FROM attempts t WHERE t.job_id = jobs.id AND t.number = jobs.attempt AND t.token = ${input.token}::text))
-          RETURNING id, state, spec, attempt, created_at, updated_at, max_attempts, not_before
+          RETURNING id, state, spec, attempt, created_at, updated_at, owner, max_attempts, not_before
         ), a AS (
           UPDATE attempts SET state = ${input.attemptState}::text, finished_at = ${input.now}::bigint
           FROM j WHERE attempts.job_id = j.id AND attempts.number = ${input.attempt}::integer
@@ -569,7 +632,7 @@ export class PostgresStore implements Store {
           UPDATE jobs SET state = 'cancelled', updated_at = ${input.now}
           WHERE id = ${input.jobId} AND state IN ('announced', 'claimed', 'running')
             AND xmin = (SELECT s.xmin FROM jobs s WHERE s.id = ${input.jobId})
-          RETURNING id, state, spec, attempt, created_at, updated_at
+          RETURNING id, state, spec, attempt, created_at, updated_at, owner
         ), b AS (
           SELECT t.* FROM attempts t JOIN j ON t.job_id = j.id AND t.number = j.attempt
           WHERE t.state IN ('claimed', 'running')
@@ -582,7 +645,7 @@ export class PostgresStore implements Store {
                  jsonb_build_object('reason', ${noNul(input.reason)}::text, 'stoppedNode', (SELECT b.node FROM b))
           FROM j
         )
-        SELECT j.id, j.state, j.spec, j.attempt, j.created_at, j.updated_at,
+        SELECT j.id, j.state, j.spec, j.attempt, j.created_at, j.updated_at, j.owner,
                b.job_id AS a_job_id, b.number AS a_number, b.node AS a_node, b.token AS a_token, b.state AS a_state,
                b.awarded_at AS a_awarded_at, b.started_at AS a_started_at, b.finished_at AS a_finished_at,
                b.lease_expires_at AS a_lease_expires_at
@@ -767,6 +830,103 @@ export class PostgresStore implements Store {
     const rows = await this.db(async (sql) => await sql<Array<Omit<JoinTokenRow, 'secret_sha256'>>>`
       SELECT id, created_at, expires_at, revoked_at, note FROM join_tokens ORDER BY created_at DESC, id DESC`)
     return rows.map(toJoinTokenInfo)
+  }
+
+  async createApiKey (input: { id: string, name: string, secretSha256: string, admin: boolean, createdAt: number }): Promise<void> {
+    checkNewApiKey(input)
+    await this.db(async (sql) => {
+      try {
+        await sql`
+          INSERT INTO api_keys (id, name, secret_sha256, admin, created_at, revoked_at)
+          VALUES (${input.id}, ${input.name}, ${input.secretSha256}, ${input.admin}, ${input.createdAt}::bigint, NULL)`
+      } catch (err) {
+        if (err instanceof postgres.PostgresError && err.code === '23505' && err.constraint_name === 'api_keys_pkey') {
+          throw duplicateApiKey(input.id)
+        }
+        throw err
+      }
+    })
+  }
+
+  async findApiKey (id: string): Promise<ApiKeyRecord | null> {
+    if (hasNul(id)) return null
+    const [row] = await this.db(async (sql) => await sql<ApiKeyRow[]>`
+      SELECT id, name, secret_sha256, admin, created_at, revoked_at FROM api_keys WHERE id = ${id}`)
+    return row === undefined ? null : toApiKey(row)
+  }
+
+  async listApiKeys (): Promise<ApiKeyRecord[]> {
+    const rows = await this.db(async (sql) => await sql<ApiKeyRow[]>`
+      SELECT id, name, secret_sha256, admin, created_at, revoked_at FROM api_keys ORDER BY created_at ASC, id ASC`)
+    return rows.map(toApiKey)
+  }
+
+  async revokeApiKey (input: { id: string, now: number }): Promise<boolean> {
+    checkApiKeyRevocation(input)
+    // One statement, as revokeJoinToken: only a key not yet revoked is updated, so the first
+    // revoked_at stays; keys are never deleted, so false means the snapshot has no such key.
+    const [row] = await this.db(async (sql) => await sql<Array<{ found: boolean }>>`
+      WITH u AS (
+        UPDATE api_keys SET revoked_at = ${input.now}::bigint
+        WHERE id = ${input.id} AND revoked_at IS NULL
+        RETURNING id
+      )
+      SELECT EXISTS (SELECT 1 FROM u) OR EXISTS (SELECT 1 FROM api_keys WHERE id = ${input.id}) AS found`)
+    return row?.found === true
+  }
+
+  async ensureSetting (input: { name: string, value: string }): Promise<string> {
+    checkSetting(input)
+    return await this.db(async (sql) => {
+      // The insert's value, or the one its snapshot already holds. When the insert met a row
+      // another transaction was inserting, it waited for that commit and did nothing, but this
+      // statement's snapshot predates the row: the read that follows (a fresh snapshot) sees it.
+      const [row] = await sql<Array<{ value: string }>>`
+        WITH i AS (
+          INSERT INTO settings (name, value) VALUES (${input.name}, ${input.value})
+          ON CONFLICT (name) DO NOTHING
+          RETURNING value
+        )
+        SELECT value FROM i UNION ALL SELECT value FROM settings WHERE name = ${input.name} LIMIT 1`
+      if (row !== undefined) return row.value
+      const [stored] = await sql<Array<{ value: string }>>`SELECT value FROM settings WHERE name = ${input.name}`
+      if (stored === undefined) throw new Error(`setting ${input.name} is neither inserted nor stored`)
+      return stored.value
+    })
+  }
+
+  async bindPeer (input: { peerId: string, tokenId: string, now: number }): Promise<string> {
+    checkPeerBinding(input)
+    return await this.db(async (sql) => {
+      // As ensureSetting: the first binding stays; a binding committed while this one waited is read afresh.
+      const [row] = await sql<Array<{ token_id: string }>>`
+        WITH i AS (
+          INSERT INTO peer_bindings (peer_id, token_id, bound_at) VALUES (${input.peerId}, ${input.tokenId}, ${input.now}::bigint)
+          ON CONFLICT (peer_id) DO NOTHING
+          RETURNING token_id
+        )
+        SELECT token_id FROM i UNION ALL SELECT token_id FROM peer_bindings WHERE peer_id = ${input.peerId} LIMIT 1`
+      if (row !== undefined) return row.token_id
+      const [bound] = await sql<Array<{ token_id: string }>>`SELECT token_id FROM peer_bindings WHERE peer_id = ${input.peerId}`
+      if (bound === undefined) throw new Error(`peer ${input.peerId} is neither bound nor was bound`)
+      return bound.token_id
+    })
+  }
+
+  async revokedPeers (): Promise<RevokedPeer[]> {
+    const rows = await this.db(async (sql) => await sql<Array<{ peer_id: string, token_id: string, revoked_at: number }>>`
+      SELECT b.peer_id, b.token_id, t.revoked_at
+      FROM peer_bindings b JOIN join_tokens t ON t.id = b.token_id
+      WHERE t.revoked_at IS NOT NULL
+      ORDER BY t.revoked_at ASC, b.peer_id ASC`)
+    return rows.map(r => ({ peerId: r.peer_id, tokenId: r.token_id, revokedAt: r.revoked_at }))
+  }
+
+  async listPeerBindings (tokenId: string): Promise<Array<{ peerId: string, boundAt: number }>> {
+    if (hasNul(tokenId)) return []
+    const rows = await this.db(async (sql) => await sql<Array<{ peer_id: string, bound_at: number }>>`
+      SELECT peer_id, bound_at FROM peer_bindings WHERE token_id = ${tokenId} ORDER BY bound_at ASC, peer_id ASC`)
+    return rows.map(r => ({ peerId: r.peer_id, boundAt: r.bound_at }))
   }
 
   async tryAcquireLease (input: LeaseInput): Promise<boolean> {

@@ -5,7 +5,7 @@
  */
 import { timingSafeEqual } from 'node:crypto'
 import { ConflictError } from '../../common/errors.js'
-import { MAX_LOG_BATCH, MAX_RENEW_BATCH, type AppendLogsInput, type RenewLeasesInput } from './types.js'
+import { MAX_LOG_BATCH, MAX_RENEW_BATCH, type ApiKeyRecord, type AppendLogsInput, type CreateJobInput, type RenewLeasesInput } from './types.js'
 
 export const DEFAULT_LIST_LIMIT = 50
 export const MAX_LIST_LIMIT = 1000
@@ -210,4 +210,77 @@ export function toJoinTokenInfo (row: Omit<JoinTokenRow, 'secret_sha256'>): {
   id: string, createdAt: number, expiresAt: number | null, revokedAt: number | null, note: string
 } {
   return { id: row.id, createdAt: row.created_at, expiresAt: row.expires_at, revokedAt: row.revoked_at, note: row.note }
+}
+
+/*
+ * The methods of API keys, job owners and secrets, settings and peer bindings
+ * check their text arguments before they reach the database, so both backends
+ * refuse the same inputs with the same RangeError (PostgreSQL's text cannot
+ * hold U+0000, which SQLite would keep).
+ */
+
+/** Whether a lookup key holds U+0000, which no stored key does (PostgreSQL's text cannot hold it). */
+export function hasNul (value: string): boolean {
+  return value.includes('\u0000')
+}
+
+function checkText (name: string, value: unknown): void {
+  if (typeof value !== 'string') throw new RangeError(`${name} must be a string`)
+  if (hasNul(value)) throw new RangeError(`${name} must not contain U+0000`)
+}
+
+/**
+ * Checks createJob's owner, sealed secret and cap, and resolves the cap the
+ * insert applies: `maxActiveForOwner` when there is an owner, else null (no cap).
+ */
+export function activeJobCap (input: CreateJobInput): number | null {
+  const owner = input.owner ?? null
+  if (owner !== null) checkText('owner', owner)
+  if (input.secretEnvSealed != null) checkText('secretEnvSealed', input.secretEnvSealed)
+  const limit = input.maxActiveForOwner
+  if (limit === undefined) return null
+  if (!Number.isSafeInteger(limit) || limit < 0) {
+    throw new RangeError(`maxActiveForOwner must be a non-negative safe integer, got ${String(limit)}`)
+  }
+  return owner === null ? null : limit
+}
+
+export function checkNewApiKey (input: { id: string, name: string, secretSha256: string, admin: boolean, createdAt: number }): void {
+  checkText('id', input.id)
+  checkText('name', input.name)
+  checkText('secretSha256', input.secretSha256)
+  if (typeof input.admin !== 'boolean') throw new RangeError('admin must be a boolean')
+  checkTime('createdAt', input.createdAt)
+}
+
+export function checkApiKeyRevocation (input: { id: string, now: number }): void {
+  checkText('id', input.id)
+  checkTime('now', input.now)
+}
+
+export function duplicateApiKey (id: string): ConflictError {
+  return new ConflictError(`api key ${id} already exists`)
+}
+
+/** An api_keys row as both backends read it: admin is 0/1 on SQLite, a boolean on PostgreSQL. */
+export interface ApiKeyRow {
+  id: string, name: string, secret_sha256: string, admin: number | boolean, created_at: number, revoked_at: number | null
+}
+
+export function toApiKey (row: ApiKeyRow): ApiKeyRecord {
+  return {
+    id: row.id, name: row.name, secretSha256: row.secret_sha256, admin: row.admin === true || row.admin === 1,
+    createdAt: row.created_at, revokedAt: row.revoked_at
+  }
+}
+
+export function checkSetting (input: { name: string, value: string }): void {
+  checkText('name', input.name)
+  checkText('value', input.value)
+}
+
+export function checkPeerBinding (input: { peerId: string, tokenId: string, now: number }): void {
+  checkText('peerId', input.peerId)
+  checkText('tokenId', input.tokenId)
+  checkTime('now', input.now)
 }

@@ -16,13 +16,14 @@ import { NotFoundError, StaleAttemptError } from '../../common/errors.js'
 import type { JobError, JobSpec, NodeCapacity, Artifact } from '../../protocol/schemas.js'
 import { SQLITE_MIGRATIONS } from './migrations/sqlite.js'
 import {
-  awardConflict, cancelConflict, checkJoinTokenQuery, checkJoinTokenRevocation, checkLogBatch, checkNewJoinToken, checkRenewal, clampLimit,
-  DEFAULT_LIST_LIMIT, duplicateJob, duplicateJoinToken, exhaustedMessage, joinTokenVerdict, logLinesKept, logQuery, maxAttemptsOf,
-  staleReason, toJoinTokenInfo, type JoinTokenRow, type JoinTokenVerdict
+  activeJobCap, awardConflict, cancelConflict, checkApiKeyRevocation, checkJoinTokenQuery, checkJoinTokenRevocation, checkLogBatch, checkNewApiKey,
+  checkNewJoinToken, checkPeerBinding, checkRenewal, checkSetting, clampLimit, DEFAULT_LIST_LIMIT, duplicateApiKey, duplicateJob, duplicateJoinToken,
+  exhaustedMessage, joinTokenVerdict, logLinesKept, logQuery, maxAttemptsOf, staleReason, toApiKey, toJoinTokenInfo,
+  type ApiKeyRow, type JoinTokenRow, type JoinTokenVerdict
 } from './shared.js'
 import {
-  ATTEMPTS_EXHAUSTED,
-  type AppendLogsInput, type AttemptRecord, type AttemptState, type AwardInput, type CancelOutcome, type CloudEvent, type ExpiredAttemptsQuery, type JobEvent,
+  ATTEMPTS_EXHAUSTED, QuotaExceededError,
+  type ApiKeyRecord, type AppendLogsInput, type AttemptRecord, type CreateJobInput, type RevokedPeer, type AttemptState, type AwardInput, type CancelOutcome, type CloudEvent, type ExpiredAttemptsQuery, type JobEvent,
   type JobEventType, type JobRecord, type JobState, type JobSummary, type LeaseInput, type ListJobsQuery, type LogLine,
   type NodeRecord, type OpenJob, type RenewLeasesInput, type RescheduleInput, type RescheduleOutcome, type ResultInput, type ResultRecord,
   type Store
@@ -37,7 +38,11 @@ export interface SqliteStoreOptions {
 
 interface JobRow {
   id: string, state: JobState, spec: string, attempt: number, created_at: number, updated_at: number
-  max_attempts: number, not_before: number
+  max_attempts: number, not_before: number, owner: string | null
+}
+/** createJob's insert; `cap` null: no cap. */
+interface NewJobParams {
+  id: string, spec: string, maxAttempts: number, now: number, owner: string | null, secretEnv: string | null, cap: number | null
 }
 interface RescheduleParams { jobId: string, attempt: number, token: string | null, now: number, notBefore: number, released: 0 | 1 }
 interface AttemptRow {
@@ -55,8 +60,8 @@ interface LogParams { jobId: string, line: number, attempt: number, stream: LogL
 interface EventParams { jobId: string, at: number, type: JobEventType, actor: string, attempt: number | null, detail: string }
 
 function toSummary (row: JobRow): JobSummary {
-  const { id, state, attempt } = row
-  return { id, state, spec: JSON.parse(row.spec) as JobSpec, attempt, createdAt: row.created_at, updatedAt: row.updated_at }
+  const { id, state, attempt, owner } = row
+  return { id, state, spec: JSON.parse(row.spec) as JobSpec, attempt, createdAt: row.created_at, updatedAt: row.updated_at, owner }
 }
 
 function toAttempt (row: AttemptRow): AttemptRecord {
@@ -83,8 +88,17 @@ function toResult (row: ResultRow): ResultRecord {
  */
 function prepareStatements (db: Database.Database) {
   const statements = {
-    insertJob: db.prepare<[string, string, number, number, number]>(
-      `INSERT INTO jobs (id, state, spec, attempt, max_attempts, created_at, updated_at) VALUES (?, 'announced', ?, 1, ?, ?, ?)`),
+    // The conditional insert: with a cap, the job goes in only while its owner has fewer unfinished
+    // jobs (counted through jobs_owner_state, migration 11). Run in an IMMEDIATE transaction, so
+    // racing submissions serialise on the write lock and each counts the others' committed jobs.
+    insertJob: db.prepare<[NewJobParams]>(
+      `INSERT INTO jobs (id, state, spec, attempt, max_attempts, created_at, updated_at, owner, secret_env)
+       SELECT @id, 'announced', @spec, 1, @maxAttempts, @now, @now, @owner, @secretEnv
+       WHERE @cap IS NULL
+          OR (SELECT count(*) FROM jobs WHERE owner = @owner AND state IN ('announced', 'claimed', 'running')) < @cap`),
+    jobSecrets: db.prepare<[string], string | null>('SELECT secret_env FROM jobs WHERE id = ?').pluck(),
+    countActiveJobs: db.prepare<[string], number>(
+      `SELECT count(*) FROM jobs WHERE owner = ? AND state IN ('announced', 'claimed', 'running')`).pluck(),
     getJob: db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?'),
     listJobs: db.prepare<[number], JobRow>('SELECT * FROM jobs ORDER BY created_at DESC, id DESC LIMIT ?'),
     // The expression matches the jobs_batch index (migration 8).
@@ -199,7 +213,26 @@ function prepareStatements (db: Database.Database) {
     revokeJoinToken: db.prepare<[number, string]>('UPDATE join_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
     joinTokenExists: db.prepare<[string], { found: number }>('SELECT 1 AS found FROM join_tokens WHERE id = ?'),
     listJoinTokens: db.prepare<[], Omit<JoinTokenRow, 'secret_sha256'>>(
-      'SELECT id, created_at, expires_at, revoked_at, note FROM join_tokens ORDER BY created_at DESC, id DESC')
+      'SELECT id, created_at, expires_at, revoked_at, note FROM join_tokens ORDER BY created_at DESC, id DESC'),
+    insertApiKey: db.prepare<[string, string, string, number, number]>(
+      'INSERT INTO api_keys (id, name, secret_sha256, admin, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL)'),
+    getApiKey: db.prepare<[string], ApiKeyRow>('SELECT * FROM api_keys WHERE id = ?'),
+    listApiKeys: db.prepare<[], ApiKeyRow>('SELECT * FROM api_keys ORDER BY created_at ASC, id ASC'),
+    // Only a key not yet revoked: a second revocation keeps the first revoked_at.
+    revokeApiKey: db.prepare<[number, string]>('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
+    apiKeyExists: db.prepare<[string], { found: number }>('SELECT 1 AS found FROM api_keys WHERE id = ?'),
+    insertSetting: db.prepare<[string, string]>('INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING'),
+    getSetting: db.prepare<[string], string>('SELECT value FROM settings WHERE name = ?').pluck(),
+    insertPeerBinding: db.prepare<[string, string, number]>(
+      'INSERT INTO peer_bindings (peer_id, token_id, bound_at) VALUES (?, ?, ?) ON CONFLICT (peer_id) DO NOTHING'),
+    getPeerBinding: db.prepare<[string], string>('SELECT token_id FROM peer_bindings WHERE peer_id = ?').pluck(),
+    revokedPeers: db.prepare<[], RevokedPeer>(
+      `SELECT b.peer_id AS peerId, b.token_id AS tokenId, t.revoked_at AS revokedAt
+       FROM peer_bindings b JOIN join_tokens t ON t.id = b.token_id
+       WHERE t.revoked_at IS NOT NULL
+       ORDER BY t.revoked_at ASC, b.peer_id ASC`),
+    listPeerBindings: db.prepare<[string], { peerId: string, boundAt: number }>(
+      'SELECT peer_id AS peerId, bound_at AS boundAt FROM peer_bindings WHERE token_id = ? ORDER BY bound_at ASC, peer_id ASC')
   }
   return statements
 }
@@ -276,12 +309,20 @@ export class SqliteStore implements Store {
     }
   }
 
-  async createJob (input: { id: string, spec: JobSpec, now: number }): Promise<JobSummary> {
+  async createJob (input: CreateJobInput): Promise<JobSummary> {
+    const cap = activeJobCap(input)
+    const owner = input.owner ?? null
     const q = this.q
+    let inserted: boolean
     try {
-      this.db.transaction(() => {
-        q.insertJob.run(input.id, JSON.stringify(input.spec), maxAttemptsOf(input.spec), input.now, input.now)
+      inserted = this.db.transaction((): boolean => {
+        const changes = q.insertJob.run({
+          id: input.id, spec: JSON.stringify(input.spec), maxAttempts: maxAttemptsOf(input.spec), now: input.now,
+          owner, secretEnv: input.secretEnvSealed ?? null, cap
+        }).changes
+        if (changes === 0) return false
         q.insertEvent.run({ jobId: input.id, at: input.now, type: 'submitted', actor: 'http', attempt: 1, detail: '{}' })
+        return true
       }).immediate()
     } catch (err) {
       if (err instanceof Database.SqliteError && err.code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
@@ -289,7 +330,19 @@ export class SqliteStore implements Store {
       }
       throw err
     }
-    return { id: input.id, state: 'announced', spec: input.spec, attempt: 1, createdAt: input.now, updatedAt: input.now }
+    if (!inserted) {
+      if (owner === null || cap === null) throw new Error(`job ${input.id}: an uncapped insert matched no row`)
+      throw new QuotaExceededError(owner, cap)
+    }
+    return { id: input.id, state: 'announced', spec: input.spec, attempt: 1, createdAt: input.now, updatedAt: input.now, owner }
+  }
+
+  async jobSecrets (jobId: string): Promise<string | null> {
+    return this.q.jobSecrets.get(jobId) ?? null
+  }
+
+  async countActiveJobs (owner: string): Promise<number> {
+    return this.q.countActiveJobs.get(owner) ?? 0
   }
 
   async getJob (id: string): Promise<JobRecord | null> {
@@ -308,6 +361,16 @@ export class SqliteStore implements Store {
 
   async listJobs (query: ListJobsQuery): Promise<JobSummary[]> {
     const limit = clampLimit(query.limit, DEFAULT_LIST_LIMIT)
+    if (query.owner !== undefined) {
+      // An owner's jobs, through jobs_owner_state (migration 11); the SQL is made of fixed pieces only.
+      const where = ['owner = ?']
+      const params: Array<string | number> = [query.owner]
+      if (query.state !== undefined) { where.push('state = ?'); params.push(query.state) }
+      if (query.batch !== undefined) { where.push(`json_extract(spec, '$.batch') = ?`); params.push(query.batch) }
+      params.push(limit)
+      return this.cached<Array<string | number>, JobRow>(
+        `SELECT * FROM jobs WHERE ${where.join(' AND ')} ORDER BY created_at DESC, id DESC LIMIT ?`).all(...params).map(toSummary)
+    }
     const rows = query.batch !== undefined
       ? (query.state === undefined ? this.q.listJobsByBatch.all(query.batch, limit) : this.q.listJobsByBatchState.all(query.batch, query.state, limit))
       : query.state === undefined ? this.q.listJobs.all(limit) : this.q.listJobsByState.all(query.state, limit)
@@ -592,6 +655,64 @@ export class SqliteStore implements Store {
     return this.db.transaction((): boolean =>
       q.revokeJoinToken.run(input.now, input.id).changes === 1 || q.joinTokenExists.get(input.id) !== undefined
     ).immediate()
+  }
+
+  async createApiKey (input: { id: string, name: string, secretSha256: string, admin: boolean, createdAt: number }): Promise<void> {
+    checkNewApiKey(input)
+    try {
+      this.q.insertApiKey.run(input.id, input.name, input.secretSha256, input.admin ? 1 : 0, input.createdAt)
+    } catch (err) {
+      if (err instanceof Database.SqliteError && err.code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw duplicateApiKey(input.id)
+      throw err
+    }
+  }
+
+  async findApiKey (id: string): Promise<ApiKeyRecord | null> {
+    const row = this.q.getApiKey.get(id)
+    return row === undefined ? null : toApiKey(row)
+  }
+
+  async listApiKeys (): Promise<ApiKeyRecord[]> {
+    return this.q.listApiKeys.all().map(toApiKey)
+  }
+
+  async revokeApiKey (input: { id: string, now: number }): Promise<boolean> {
+    checkApiKeyRevocation(input)
+    const q = this.q
+    // No update: already revoked (true, its first revoked_at kept) or no such key (false).
+    return this.db.transaction((): boolean =>
+      q.revokeApiKey.run(input.now, input.id).changes === 1 || q.apiKeyExists.get(input.id) !== undefined
+    ).immediate()
+  }
+
+  async ensureSetting (input: { name: string, value: string }): Promise<string> {
+    checkSetting(input)
+    const q = this.q
+    return this.db.transaction((): string => {
+      q.insertSetting.run(input.name, input.value)
+      const stored = q.getSetting.get(input.name)
+      if (stored === undefined) throw new Error(`setting ${input.name} vanished inside its transaction`)
+      return stored
+    }).immediate()
+  }
+
+  async bindPeer (input: { peerId: string, tokenId: string, now: number }): Promise<string> {
+    checkPeerBinding(input)
+    const q = this.q
+    return this.db.transaction((): string => {
+      q.insertPeerBinding.run(input.peerId, input.tokenId, input.now)
+      const bound = q.getPeerBinding.get(input.peerId)
+      if (bound === undefined) throw new Error(`binding of peer ${input.peerId} vanished inside its transaction`)
+      return bound
+    }).immediate()
+  }
+
+  async revokedPeers (): Promise<RevokedPeer[]> {
+    return this.q.revokedPeers.all()
+  }
+
+  async listPeerBindings (tokenId: string): Promise<Array<{ peerId: string, boundAt: number }>> {
+    return this.q.listPeerBindings.all(tokenId)
   }
 
   async appendCloudEvent (e: Omit<CloudEvent, 'seq'>): Promise<void> {

@@ -53,6 +53,8 @@ export interface JobRecord {
   attempt: number
   createdAt: number
   updatedAt: number
+  /** Id of the API key that submitted the job; null for a job submitted to an open coordinator. */
+  owner: string | null
   attempts: AttemptRecord[]
   result: ResultRecord | null
 }
@@ -145,6 +147,8 @@ export interface ListJobsQuery {
   state?: JobState
   /** Only the jobs of this batch (`spec.batch`). */
   batch?: string
+  /** Only the jobs of this owner (API key id). */
+  owner?: string
   /** @default 50 */
   limit?: number
 }
@@ -205,6 +209,60 @@ export class StoreUnavailableError extends Error {
   constructor (message: string, options?: { cause?: unknown }) { super(message, options) }
 }
 
+/**
+ * A job was refused because its owner already has `limit` unfinished jobs
+ * (announced, claimed or running): {@link CreateJobInput.maxActiveForOwner}.
+ */
+export class QuotaExceededError extends Error {
+  override readonly name = 'QuotaExceededError'
+  constructor (readonly owner: string, readonly limit: number) {
+    super(`key ${owner} already has ${limit} unfinished jobs; wait for some to finish or cancel them`)
+  }
+}
+
+/** What {@link Store.createJob} takes. */
+export interface CreateJobInput {
+  id: string
+  spec: JobSpec
+  now: number
+  /** Id of the API key submitting the job; null (the default) on an open coordinator. */
+  owner?: string | null
+  /**
+   * With a non-null `owner`: the job is inserted only while the owner has fewer
+   * than this many unfinished jobs (announced, claimed or running), decided by
+   * the insert itself; otherwise {@link QuotaExceededError}. Absent: no cap.
+   */
+  maxActiveForOwner?: number
+  /**
+   * The job's secret environment, sealed by the coordinator: an opaque string
+   * the store keeps as it is and returns only through {@link Store.jobSecrets}.
+   */
+  secretEnvSealed?: string | null
+}
+
+/** A submitter API key. Listings carry the secret's hash too: callers decide what to show. */
+export interface ApiKeyRecord {
+  /** Public id; the owner of the jobs submitted with the key. */
+  id: string
+  /** Free text; names may repeat. */
+  name: string
+  /** sha256 of the key's secret, as the coordinator computed it (the secret itself is never stored). */
+  secretSha256: string
+  /** Whether the key may administer the coordinator, beyond submitting jobs. */
+  admin: boolean
+  createdAt: number
+  /** When the key was first revoked; null while it is valid. */
+  revokedAt: number | null
+}
+
+/** A peer bound to a join token that has since been revoked. */
+export interface RevokedPeer {
+  peerId: string
+  tokenId: string
+  /** When the token was revoked. */
+  revokedAt: number
+}
+
 /** At most this many attempts per {@link Store.renewLeases} call. */
 export const MAX_RENEW_BATCH = 256
 
@@ -250,9 +308,24 @@ export interface Store {
   pendingMigrations: () => Promise<number[]>
   /**
    * Inserts a job in state `announced` with attempt 1 and a `submitted` event;
-   * its `max_attempts` comes from `spec.maxAttempts` (3 when absent).
+   * its `max_attempts` comes from `spec.maxAttempts` (3 when absent). The job
+   * gets `owner` (null when absent) and keeps `secretEnvSealed` for
+   * {@link jobSecrets}. With `maxActiveForOwner` and a non-null owner, one
+   * conditional insert admits the job only while the owner has fewer than that
+   * many unfinished jobs, exactly even when submissions race (PostgreSQL
+   * serialises an owner's capped inserts on a transaction-scoped advisory lock);
+   * throws {@link QuotaExceededError} otherwise. Throws ConflictError when the
+   * id exists; RangeError for an owner or sealed secret that is not a string
+   * without U+0000, or a `maxActiveForOwner` that is not a non-negative safe integer.
    */
-  createJob: (input: { id: string, spec: JobSpec, now: number }) => Promise<JobSummary>
+  createJob: (input: CreateJobInput) => Promise<JobSummary>
+  /**
+   * The sealed secret environment the job was created with, exactly as given;
+   * null when it has none or there is no such job. Never part of JobRecord or JobSummary.
+   */
+  jobSecrets: (jobId: string) => Promise<string | null>
+  /** How many jobs of `owner` are unfinished (announced, claimed or running). */
+  countActiveJobs: (owner: string) => Promise<number>
   getJob: (id: string) => Promise<JobRecord | null>
   /** Newest first. */
   listJobs: (query: ListJobsQuery) => Promise<JobSummary[]>
@@ -361,6 +434,39 @@ export interface Store {
   checkJoinToken: (input: { id: string, secretSha256: string, now: number }) => Promise<'ok' | 'unknown' | 'wrong-secret' | 'expired' | 'revoked'>
   /** Revokes a token (idempotent); false if there is no such token. */
   revokeJoinToken: (input: { id: string, now: number }) => Promise<boolean>
+  /**
+   * Records a submitter API key: `id` (public), a display name (names may
+   * repeat), the sha256 of its secret (the secret itself is never stored),
+   * whether it is an admin key, and its creation time. Throws ConflictError if
+   * the id exists; RangeError for a field holding U+0000 or a time that is not a safe integer.
+   */
+  createApiKey: (input: { id: string, name: string, secretSha256: string, admin: boolean, createdAt: number }) => Promise<void>
+  /** The key with this id, revoked or not (check `revokedAt`); null if there is none. */
+  findApiKey: (id: string) => Promise<ApiKeyRecord | null>
+  /** Every key, revoked ones included, oldest first (ties by id, byte by byte), with their secret hashes. */
+  listApiKeys: () => Promise<ApiKeyRecord[]>
+  /** Revokes a key (idempotent: a repeat keeps the first `revokedAt` and answers true); false if there is no such key. */
+  revokeApiKey: (input: { id: string, now: number }) => Promise<boolean>
+  /**
+   * Stores `value` under `name` unless a value is stored there already, and
+   * resolves the stored value either way: the first value ever written wins, so
+   * coordinators racing to initialise a mesh-wide setting all end up with the
+   * same one. Settings are never changed or deleted.
+   */
+  ensureSetting: (input: { name: string, value: string }) => Promise<string>
+  /**
+   * Binds `peerId` to the join token `tokenId` at its first contact (`now`)
+   * and resolves the token the peer is bound to afterwards: `tokenId`, or the
+   * token of an earlier binding, which is never replaced.
+   */
+  bindPeer: (input: { peerId: string, tokenId: string, now: number }) => Promise<string>
+  /**
+   * Peers bound to a join token that has been revoked, with that token's
+   * revocation time; earliest revocation first, ties by peer id.
+   */
+  revokedPeers: () => Promise<RevokedPeer[]>
+  /** The peers bound to join token `tokenId`, earliest binding first (ties by peer id). */
+  listPeerBindings: (tokenId: string) => Promise<Array<{ peerId: string, boundAt: number }>>
   /** Records what the provisioner did to a cloud server, and why. */
   appendCloudEvent: (event: Omit<CloudEvent, 'seq'>) => Promise<void>
   /** Cloud events, newest first, at most `limit` (clamped to 1..1000); only those of `serverId` when given. */

@@ -1,15 +1,19 @@
 /**
  * The production runtime: every attempt runs in its own throw-away container
- * with no network, CPU and memory limits, and only its work dir mounted.
+ * with no network (unless the operator allows it and the job asks), CPU,
+ * memory, process and disk limits, and only its work dir mounted.
  */
 import Dockerode from 'dockerode'
-import { chmod } from 'node:fs/promises'
+import { chmod, lstat } from 'node:fs/promises'
+import { isAbsolute, resolve } from 'node:path'
 import { Writable, type Duplex } from 'node:stream'
 import { outputPatternSchema, type JobError } from '../../protocol/schemas.js'
+import { imageRefusal } from '../../protocol/matching.js'
 import { createLogger, type Logger } from '../../common/log.js'
 import { errorMessage } from '../../common/errors.js'
 import { OutputCollector, outcomeOf } from './output.js'
-import type { AdoptedAttempt, RunOutcome, RunRequest, Runtime } from './types.js'
+import { DiskWatch } from './disk-watch.js'
+import type { AdoptedAttempt, RunOutcome, RunRequest, Runtime, RuntimePolicy } from './types.js'
 
 export interface DockerRuntimeOptions {
   /** The engine client. @default new Dockerode() (DOCKER_HOST, else /var/run/docker.sock) */
@@ -32,6 +36,24 @@ export interface DockerRuntimeOptions {
    * @default '65534:65534' (nobody)
    */
   user?: string
+  /**
+   * Jobs that ask for network (`spec.network`) run on Docker's default
+   * `bridge` network; without it they are refused. Jobs that do not ask
+   * always run with `NetworkMode: 'none'`.
+   * @default false
+   */
+  allowNetwork?: boolean
+  /**
+   * Image patterns (`*` wildcards) jobs may and may not use, checked before
+   * every run, the default image included. A deny pattern wins; with an allow
+   * list an image must match one of its patterns.
+   * @default {} (any image)
+   */
+  images?: { allow?: string[], deny?: string[] }
+  /** Most processes and threads a job's container may have at once (fork bombs). @default 256 */
+  pidsLimit?: number
+  /** Time between two measurements of a running job's work dir against `spec.resources.diskMb`, in ms. @default 1000 */
+  diskPollMs?: number
   /** @default createLogger('runtime.docker') */
   logger?: Logger
 }
@@ -56,12 +78,21 @@ interface FollowedJob {
   timeoutSeconds: number
   memoryMb: number
   command: string
+  /** Its work dir and the most it may hold, when known. */
+  disk?: { dir: string, limitMb: number }
 }
+
+type StopReason = 'timeout' | 'cancelled' | 'disk-limit'
 
 type Finish = (outcome: RunOutcome['outcome'], exitCode: number | null, error: JobError | null) => RunOutcome
 
 /** Docker refuses memory limits below 6 MiB; the schema allows 4. */
 const MIN_MEMORY_MB = 6
+
+/** Largest /tmp (a tmpfs, counted in the job's memory); smaller when the job's disk limit is. */
+const MAX_TMP_MB = 64
+
+const MiB = 1024 * 1024
 
 /**
  * Runs each attempt in a fresh container: `spec.command` as Cmd (no shell),
@@ -80,6 +111,9 @@ export class DockerRuntime implements Runtime {
   private readonly drainTimeoutMs: number
   private readonly log: Logger
   private readonly user: string
+  private readonly pidsLimit: number
+  private readonly diskPollMs: number
+  readonly policy: RuntimePolicy
 
   constructor (options: DockerRuntimeOptions = {}) {
     this.docker = options.docker ?? new Dockerode()
@@ -91,6 +125,20 @@ export class DockerRuntime implements Runtime {
     this.drainTimeoutMs = options.drainTimeoutMs ?? 2000
     this.log = options.logger ?? createLogger('runtime.docker')
     this.user = options.user ?? '65534:65534'
+    this.pidsLimit = options.pidsLimit ?? 256
+    if (!Number.isInteger(this.pidsLimit) || this.pidsLimit < 1) throw new RangeError(`pidsLimit must be a positive integer, got ${this.pidsLimit}`)
+    this.diskPollMs = options.diskPollMs ?? 1000
+    const images = { ...(options.images?.allow != null ? { allow: [...options.images.allow] } : {}), ...(options.images?.deny != null ? { deny: [...options.images.deny] } : {}) }
+    this.policy = { network: options.allowNetwork ?? false, ...(images.allow != null || images.deny != null ? { images } : {}) }
+  }
+
+  /** Why the operator's image policy refuses `image`, naming the rule, or null. */
+  private imageRefusal (image: string): string | null {
+    const refusal = imageRefusal(this.policy.images, image)
+    if (refusal === null) return null
+    // The shared wording names a deny pattern but not the allow-list's patterns.
+    const allow = this.policy.images?.allow
+    return refusal.endsWith('allow-list') && allow != null ? `${refusal} (${allow.join(', ') || 'empty'})` : refusal
   }
 
   /** Pings the engine. @throws DockerUnavailableError when it does not answer. */
@@ -143,12 +191,14 @@ export class DockerRuntime implements Runtime {
       }
       const mount = c.Mounts.find(m => m.Destination === '/work')
       const memoryMb = Number(labels['rgrid.memory-mb'])
+      const diskMb = Number(labels['rgrid.disk-mb'])
       adopted.push({
         jobId, attempt, token, startedAt,
         outputs: outputPatterns(labels['rgrid.outputs']),
         workDir: mount?.Source ?? null,
         resume: async (jobSignal) => await this.resume(container, {
           jobId, signal: jobSignal, timeoutSeconds, memoryMb: Number.isFinite(memoryMb) ? memoryMb : 0, command: labels['rgrid.command'] ?? '',
+          ...(mount?.Source != null && diskMb > 0 ? { disk: { dir: mount.Source, limitMb: diskMb } } : {}),
           // What is left of its timeout, counted from when it really started.
           timeoutMs: startedAt == null ? 0 : startedAt + timeoutSeconds * 1000 - Date.now()
         }, startedAt)
@@ -199,7 +249,18 @@ export class DockerRuntime implements Runtime {
       finish('failed', null, { code: 'daemon-error', message: `docker ${step} failed: ${errorMessage(err)}`.slice(0, 4096), retryable: true })
 
     if (signal.aborted) return cancelled('cancelled before start')
+    // Defence in depth: the node advertises its policy and coordinators match
+    // against it, so these only trip when one of them is wrong or lying.
+    // Retryable: another node may allow what this one refuses.
+    if (spec.network && !this.policy.network) {
+      return finish('failed', null, { code: 'network-not-allowed', message: 'the job needs network access, which this node does not allow (--allow-network)', retryable: true })
+    }
     const image = spec.image ?? this.defaultImage
+    const refusal = this.imageRefusal(image)
+    if (refusal !== null) return finish('failed', null, { code: 'image-not-allowed', message: refusal.slice(0, 4096), retryable: true })
+    // The mount source must be the job's own directory, not a link to somewhere else of the node's.
+    const workDirProblem = await checkWorkDir(workDir)
+    if (workDirProblem !== null) return finish('failed', null, { code: 'node-error', message: workDirProblem, retryable: true })
     const imageProblem = await this.ensureImage(image, signal)
     if (imageProblem === 'cancelled') return cancelled('cancelled while pulling the image')
     if (imageProblem !== null) return finish('failed', null, imageProblem)
@@ -215,7 +276,8 @@ export class DockerRuntime implements Runtime {
         container = await this.call('create', async abortSignal => await this.docker.createContainer({
           Image: image,
           Cmd: spec.command,
-          Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+          // Secret variables too: the schema keeps the two sets disjoint.
+          Env: [...Object.entries(spec.env), ...Object.entries(spec.secretEnv)].map(([k, v]) => `${k}=${v}`),
           WorkingDir: '/work',
           Tty: false,
           AttachStdin: false,
@@ -230,25 +292,33 @@ export class DockerRuntime implements Runtime {
             ...(request.token != null ? { 'rgrid.token': request.token } : {}),
             'rgrid.timeout-seconds': String(spec.timeoutSeconds),
             'rgrid.memory-mb': String(spec.resources.memoryMb),
+            'rgrid.disk-mb': String(spec.resources.diskMb),
             'rgrid.command': (spec.command[0] ?? '').slice(0, 256),
             'rgrid.outputs': JSON.stringify(spec.outputs.map(o => o.path))
           },
           // Not root, and nothing to gain from setuid binaries: see docs/design.md, Runtimes.
           User: this.user,
           HostConfig: {
-            NetworkMode: 'none',
+            // Docker's default bridge only for a job that asked on a node that allows it (checked above).
+            NetworkMode: spec.network && this.policy.network ? 'bridge' : 'none',
             ReadonlyRootfs: true,
             CapDrop: ['ALL'],
             SecurityOpt: ['no-new-privileges'],
-            // A writable /tmp that lives and dies with the container, bounded.
-            Tmpfs: { '/tmp': 'rw,noexec,nosuid,size=64m' },
+            // Spelled out so a daemon default cannot loosen them.
+            Privileged: false,
+            IpcMode: 'private',
+            // A writable /tmp that lives and dies with the container, bounded
+            // by the job's disk limit too (the work dir is watched instead, see supervise()).
+            Tmpfs: { '/tmp': `rw,noexec,nosuid,size=${Math.min(MAX_TMP_MB, spec.resources.diskMb)}m` },
             NanoCpus: Math.round(spec.resources.cpus * 1e9),
             Memory: memoryBytes,
             // Equal to Memory: no swap, so the limit is a real limit.
             MemorySwap: memoryBytes,
-            PidsLimit: 1024,
+            PidsLimit: this.pidsLimit,
             // We remove it ourselves after reading State.OOMKilled.
             AutoRemove: false,
+            // The only thing of the host the job sees: its own work dir, exactly
+            // (it lives in the node's data dir, next to the node's identity key).
             Mounts: [{ Type: 'bind', Source: workDir, Target: '/work', ReadOnly: false }]
           },
           abortSignal
@@ -281,7 +351,10 @@ export class DockerRuntime implements Runtime {
         this.log.warn('onStarted callback threw', { jobId, err: errorMessage(err) })
       }
 
-      const job: FollowedJob = { jobId, signal, timeoutMs: spec.timeoutSeconds * 1000, timeoutSeconds: spec.timeoutSeconds, memoryMb: spec.resources.memoryMb, command: spec.command[0] ?? '' }
+      const job: FollowedJob = {
+        jobId, signal, timeoutMs: spec.timeoutSeconds * 1000, timeoutSeconds: spec.timeoutSeconds, memoryMb: spec.resources.memoryMb, command: spec.command[0] ?? '',
+        disk: { dir: workDir, limitMb: spec.resources.diskMb }
+      }
       return await this.follow(ctr, job, outputEnded, finish)
     } finally {
       // The attach stream is a raw socket; end it even if the engine did not.
@@ -304,6 +377,15 @@ export class DockerRuntime implements Runtime {
     if (ended.stopReason === 'timeout') {
       return finish('failed', null, { code: 'timeout', message: `job exceeded its timeout of ${job.timeoutSeconds}s and was killed`, retryable: false })
     }
+    if (ended.stopReason === 'disk-limit' || ended.diskBytes != null) {
+      // Killed for it while running, or found over it once it had exited (between two walks).
+      const killed = ended.stopReason === 'disk-limit'
+      return finish('failed', killed ? null : ended.statusCode, {
+        code: 'disk-limit',
+        message: `job wrote ${formatMiB(ended.diskBytes ?? 0)} to its work dir, over its disk limit of ${job.disk?.limitMb ?? 0} MiB${killed ? ', and was killed' : ''}`,
+        retryable: false
+      })
+    }
     if (ended.statusCode === null) {
       return finish('failed', null, { code: 'daemon-error', message: `docker wait failed: ${errorMessage(ended.error)}`.slice(0, 4096), retryable: true })
     }
@@ -323,39 +405,66 @@ export class DockerRuntime implements Runtime {
   }
 
   /**
-   * Waits for the container to exit while enforcing the timeout and the abort
-   * signal. Bounded: if the container survives SIGKILL for `apiTimeoutMs`, the
-   * wait is abandoned (the forced remove in `run` still cleans up).
+   * Waits for the container to exit while enforcing the timeout, the disk
+   * limit and the abort signal. Bounded: if the container survives SIGKILL
+   * for `apiTimeoutMs`, the wait is abandoned (the forced remove in `run`
+   * still cleans up). `diskBytes` is set when the work dir went over the
+   * job's disk limit, seen while it ran or in a last walk once it exited.
    */
-  private async supervise (container: Dockerode.Container, job: FollowedJob): Promise<{ stopReason: 'timeout' | 'cancelled' | null, statusCode: number | null, error: unknown }> {
+  private async supervise (container: Dockerode.Container, job: FollowedJob): Promise<{ stopReason: StopReason | null, statusCode: number | null, error: unknown, diskBytes: number | null }> {
     const { signal, jobId } = job
     const waitAbort = new AbortController()
-    let stopReason: 'timeout' | 'cancelled' | null = null
+    let stopReason: StopReason | null = null
+    let diskBytes: number | null = null
     const timers: NodeJS.Timeout[] = []
-    const stopJob = (reason: 'timeout' | 'cancelled'): void => {
+    const killHard = (): void => {
+      void this.kill(container, 'SIGKILL', jobId)
+      timers.push(setTimeout(() => { waitAbort.abort(new DockerTimeoutError('wait after SIGKILL', this.apiTimeoutMs)) }, this.apiTimeoutMs))
+    }
+    const stopJob = (reason: StopReason): void => {
       if (stopReason !== null) return
       stopReason = reason
+      // A job filling the disk gets no grace: every second it writes more.
+      if (reason === 'disk-limit') { killHard(); return }
       void this.kill(container, 'SIGTERM', jobId)
-      timers.push(setTimeout(() => {
-        void this.kill(container, 'SIGKILL', jobId)
-        timers.push(setTimeout(() => { waitAbort.abort(new DockerTimeoutError('wait after SIGKILL', this.apiTimeoutMs)) }, this.apiTimeoutMs))
-      }, this.killGraceMs))
+      timers.push(setTimeout(killHard, this.killGraceMs))
     }
     const onAbort = (): void => { stopJob('cancelled') }
     timers.push(setTimeout(() => { stopJob('timeout') }, Math.max(0, job.timeoutMs)))
     signal.addEventListener('abort', onAbort, { once: true })
     if (signal.aborted) onAbort()
+    const watch = job.disk == null
+      ? null
+      : new DiskWatch(job.disk.dir, job.disk.limitMb * MiB, bytes => {
+        diskBytes = bytes
+        this.log.warn('job went over its disk limit; killing it', { jobId, bytes, limitMb: job.disk?.limitMb })
+        stopJob('disk-limit')
+      }, { intervalMs: this.diskPollMs }).start()
+    let statusCode: number | null = null
+    let error: unknown = null
     try {
       // After start, so the default condition ('not-running') cannot resolve
       // early; if the job already exited it returns its status at once.
       const res = await container.wait({ abortSignal: waitAbort.signal }) as { StatusCode?: number }
-      return { stopReason, statusCode: typeof res.StatusCode === 'number' ? res.StatusCode : null, error: new Error('wait returned no StatusCode') }
+      if (typeof res.StatusCode === 'number') statusCode = res.StatusCode
+      else error = new Error('wait returned no StatusCode')
     } catch (err) {
-      return { stopReason, statusCode: null, error: err }
+      error = err
     } finally {
       for (const t of timers) clearTimeout(t)
       signal.removeEventListener('abort', onAbort)
+      watch?.stop()
     }
+    // What it wrote between the last walk and its exit counts too (its outputs are uploaded next).
+    if (watch !== null && diskBytes === null && stopReason === null) {
+      try {
+        const usage = await watch.check()
+        if (watch.over(usage)) diskBytes = usage.bytes
+      } catch (err) {
+        this.log.warn('cannot measure the work dir after the job', { jobId, error: errorMessage(err) })
+      }
+    }
+    return { stopReason, statusCode, error, diskBytes }
   }
 
   /**
@@ -467,6 +576,27 @@ export class DockerRuntime implements Runtime {
       clearTimeout(timer)
     }
   }
+}
+
+/** Bytes as MiB for messages, e.g. "20.0 MiB". */
+function formatMiB (bytes: number): string {
+  return `${(bytes / MiB).toFixed(1)} MiB`
+}
+
+/**
+ * Why `dir` cannot be bind-mounted as a job's work dir, or null. Docker
+ * follows links in a mount source, so a work dir replaced by a link (to the
+ * node's data dir, its identity key, the docker socket) would expose it.
+ */
+async function checkWorkDir (dir: string): Promise<string | null> {
+  if (!isAbsolute(dir) || resolve(dir) !== dir) return `work dir ${JSON.stringify(dir)} is not an absolute, normalised path`
+  try {
+    const st = await lstat(dir)
+    if (!st.isDirectory()) return `work dir ${dir} is not a directory (a link or a file)`
+  } catch (err) {
+    return `work dir ${dir} is not usable: ${errorMessage(err)}`
+  }
+  return null
 }
 
 /** The HTTP status of a dockerode error, if it has one. */

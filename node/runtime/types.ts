@@ -3,7 +3,18 @@
  * describe how it ended. Runtimes never throw for a job's own failure; they
  * return an outcome with a typed error saying whether a retry could help.
  */
-import type { JobSpec, JobError } from '../../protocol/schemas.js'
+import type { JobSpec, JobError, NodeCapacity } from '../../protocol/schemas.js'
+
+/**
+ * What the node's operator lets jobs do, as the runtime enforces it. The node
+ * advertises it in its capacity so coordinators only award jobs it allows.
+ */
+export interface RuntimePolicy {
+  /** Jobs that ask for it (`spec.network`) get outbound network access. */
+  network: boolean
+  /** Image patterns (`*` wildcards) allowed and denied; see `imageRefusal` in protocol/matching.ts. */
+  images?: NonNullable<NodeCapacity['images']>
+}
 
 export type RuntimeName = 'docker' | 'process' | 'sim'
 
@@ -42,7 +53,8 @@ export interface RunOutcome {
   finishedAt: number
   /**
    * Why it did not succeed. Codes: `exit-nonzero`, `timeout`, `oom-killed`,
-   * `image-missing`, `spawn-failed`, `daemon-error`, `cancelled`.
+   * `disk-limit`, `image-missing`, `image-not-allowed`, `network-not-allowed`,
+   * `spawn-failed`, `daemon-error`, `cancelled`.
    */
   error: JobError | null
 }
@@ -66,6 +78,11 @@ export interface AdoptedAttempt {
 
 export interface Runtime {
   readonly name: RuntimeName
+  /**
+   * What it lets jobs do beyond the defaults. Runtimes without one run no job
+   * that asks for network, and have no image policy.
+   */
+  readonly policy?: RuntimePolicy
   /** Checks the runtime is usable (e.g. the Docker daemon answers). Idempotent. */
   start: (signal?: AbortSignal) => Promise<void>
   /** Idempotent. Does not stop running jobs: abort their signals for that. */

@@ -147,7 +147,7 @@ describe('DockerRuntime', { timeout: 60_000 }, () => {
     const jobId = randomUUID()
     const ac = new AbortController()
     let inspected: Promise<Dockerode.ContainerInspectInfo> | undefined
-    const res = await run({ command: ['sleep', '30'], resources: { cpus: 0.5, memoryMb: 64 } }, {
+    const res = await run({ command: ['sleep', '30'], resources: { cpus: 0.5, memoryMb: 64, diskMb: 16 } }, {
       jobId,
       signal: ac.signal,
       onStarted: () => {
@@ -162,7 +162,13 @@ describe('DockerRuntime', { timeout: 60_000 }, () => {
     expect(info?.Config.Labels).toMatchObject({ 'rgrid.job': jobId, 'rgrid.attempt': '2', ...RUN_LABEL })
     expect(info?.Config.Cmd).toEqual(['sleep', '30'])
     expect(info?.Config.WorkingDir).toBe('/work')
-    expect(info?.HostConfig).toMatchObject({ NetworkMode: 'none', NanoCpus: 500_000_000, Memory: 64 * 1024 * 1024, MemorySwap: 64 * 1024 * 1024, PidsLimit: 1024 })
+    expect(info?.Config.Labels).toMatchObject({ 'rgrid.disk-mb': '16' })
+    expect(info?.HostConfig).toMatchObject({
+      NetworkMode: 'none', NanoCpus: 500_000_000, Memory: 64 * 1024 * 1024, MemorySwap: 64 * 1024 * 1024, PidsLimit: 256,
+      // /tmp is bounded by the job's disk limit when that is below 64 MiB.
+      Tmpfs: { '/tmp': 'rw,noexec,nosuid,size=16m' },
+      Privileged: false, ReadonlyRootfs: true, CapDrop: ['ALL'], SecurityOpt: ['no-new-privileges']
+    })
   })
 
   it('has no network interface but loopback', async (ctx) => {
@@ -185,8 +191,10 @@ describe('DockerRuntime', { timeout: 60_000 }, () => {
     const res = await run({
       command: ['sh', '-c', [
         'id -u',
-        'grep -E "^(CapEff|NoNewPrivs)" /proc/self/status',
-        'touch /etc/evil 2>/dev/null && echo wrote-root || echo root-read-only',
+        'grep -E "^(CapPrm|CapEff|CapBnd|NoNewPrivs)" /proc/self/status',
+        // The message tells the read-only root apart from a mere permission refusal (uid 65534 owns nothing there).
+        'touch /x 2>&1 || true',
+        'touch /etc/evil 2>&1 || true',
         'touch /tmp/ok && echo tmp-writable',
         'echo job > /work/mine && echo work-writable',
         'ls /var/run/docker.sock 2>/dev/null || echo no-docker-socket'
@@ -194,7 +202,7 @@ describe('DockerRuntime', { timeout: 60_000 }, () => {
     })
     expect(res.outcome, res.stderr).toBe('succeeded')
     expect(res.stdout.split('\n').map(l => l.replace(/\s+/g, ' ').trim())).toEqual([
-      '65534', 'CapEff: 0000000000000000', 'NoNewPrivs: 1', 'root-read-only', 'tmp-writable', 'work-writable', 'no-docker-socket', ''
+      '65534', 'CapPrm: 0000000000000000', 'CapEff: 0000000000000000', 'CapBnd: 0000000000000000', 'NoNewPrivs: 1', 'touch: /x: Read-only file system', 'touch: /etc/evil: Read-only file system', 'tmp-writable', 'work-writable', 'no-docker-socket', ''
     ])
   })
 

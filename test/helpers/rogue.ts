@@ -12,6 +12,7 @@ import { createHost, type RGridHost } from '../../common/p2p.js'
 import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, SESSION_PROTOCOL } from '../../protocol/ids.js'
 import { decodeCoordinatorFrame, encode, DecodeError } from '../../protocol/codec.js'
 import type { CoordinatorFrame } from '../../protocol/schemas.js'
+import { decodeJoinToken } from '../../common/join-token.js'
 
 /** Polls `check` until it returns a non-undefined value or the deadline passes. */
 export async function until<T> (what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000, everyMs = 50): Promise<T> {
@@ -31,11 +32,14 @@ export async function until<T> (what: string, check: () => Promise<T | undefined
  * and all nodes subscribe to both topics, so what it publishes (flood
  * publish) reaches each of them directly.
  */
-export async function startRogue (mesh: { bootstrapAddr: string, coordinatorAddr: string, coordinatorPeerId: string, nodePeerIds: string[] }): Promise<RGridHost> {
+export async function startRogue (mesh: { bootstrapAddr: string, coordinatorAddr: string, coordinatorPeerId: string, nodePeerIds: string[], joinToken?: string }): Promise<RGridHost> {
+  // An insider: it holds a join token, hence the mesh's network key.
+  const networkKey = mesh.joinToken != null && mesh.joinToken !== '' ? decodeJoinToken(mesh.joinToken).networkKey : undefined
   const host = await createHost({
     privateKey: await generateKeyPair('Ed25519'),
     listen: ['/ip4/127.0.0.1/tcp/0'],
-    bootstrap: [mesh.bootstrapAddr]
+    bootstrap: [mesh.bootstrapAddr],
+    ...(networkKey != null ? { networkKey } : {})
   })
   await host.start()
   host.services.pubsub.subscribe(ANNOUNCE_TOPIC)

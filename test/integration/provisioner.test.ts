@@ -43,7 +43,7 @@ function provisioner (over: Partial<ProvisionerOptions> = {}, nodes: MeshNode[] 
     client: new HetznerClient({ token: 'good-token', endpoint }), store, log: silentLogger, clock, meshId: 'p1',
     serverType: 'cx22', locations: ['fsn1'], image: 'debian-12', maxServers: 100, maxHourlyEur: 1, scaleUpAfterMs: 30_000,
     cooldownMs: 0, hourEndWindowMs: 0, coordinatorAddrs: () => ['/ip4/127.0.0.1/tcp/4002/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'],
-    coordinatorPeerIds: () => ['12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'], isLeader: () => true, nodes: () => nodes, drain: async () => true,
+    coordinatorPeerIds: () => ['12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'], isLeader: () => true, nodes: () => nodes, drain: async () => true, networkKey: () => 'k'.repeat(43),
     ...over
   })
 }

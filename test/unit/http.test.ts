@@ -1,6 +1,5 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import type { Hono } from 'hono'
 import { createHttpApp } from '../../coordinator/http.js'
 import { Coordinator } from '../../coordinator/coordinator.js'
 import { SqliteStore } from '../../coordinator/store/sqlite.js'
@@ -15,7 +14,7 @@ const NODE = '12D3KooWNode0001abcdefgh'
 
 let store: SqliteStore
 let coordinator: Coordinator
-let app: Hono
+let app: ReturnType<typeof createHttpApp>
 let now: number
 
 beforeEach(async () => {
@@ -79,7 +78,7 @@ describe('POST /v1/jobs', () => {
     expect(status).toBe(200)
     expect(body).toMatchObject({ id, state: 'announced', attempts: [], result: null })
     expect(body.spec).toEqual({
-      command: ['echo', 'hi'], env: {}, resources: { cpus: 1, memoryMb: 256 }, timeoutSeconds: 3600, labels: {}, maxAttempts: 3, inputs: [], outputs: []
+      command: ['echo', 'hi'], env: {}, secretEnv: {}, network: false, resources: { cpus: 1, memoryMb: 256, diskMb: 1024 }, timeoutSeconds: 3600, labels: {}, maxAttempts: 3, inputs: [], outputs: []
     })
   })
 

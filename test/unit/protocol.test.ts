@@ -15,7 +15,7 @@ const capacity: NodeCapacity = { slots: 4, freeSlots: 2, cpus: 8, memoryMb: 1638
 const announced: AnnouncedJob = { jobId: JOB, attempt: 1, image: 'alpine:3', resources: { cpus: 1, memoryMb: 256 }, labels: { zone: 'a' }, timeoutSeconds: 60 }
 const SHA = 'a'.repeat(64)
 const fullSpec = {
-  image: 'alpine:3', command: ['echo', 'hi'], env: { A_1: 'x' }, resources: { cpus: 0.5, memoryMb: 128 }, timeoutSeconds: 10, labels: { gpu: 'no' }, maxAttempts: 2,
+  image: 'alpine:3', command: ['echo', 'hi'], env: { A_1: 'x' }, secretEnv: { TOKEN: 's3cret' }, network: true, resources: { cpus: 0.5, memoryMb: 128, diskMb: 50 }, timeoutSeconds: 10, labels: { gpu: 'no' }, maxAttempts: 2,
   inputs: [{ path: 'bin/run.sh', object: `sha256:${SHA}` }, { path: 'data/in.csv', url: 'https://example.org/in.csv', sha256: SHA }],
   outputs: [{ path: 'out/**/*.csv' }]
 }
@@ -29,7 +29,7 @@ const cases: Case[] = [
     name: 'decodeHeartbeatTopic', decode: decodeHeartbeatTopic, limit: LIMITS.heartbeatBytes,
     valid: [
       { v: 1, type: 'node-heartbeat', seq: 3, sentAt: 5, capacity, running: [{ jobId: JOB, attempt: 2 }] },
-      { v: 1, type: 'coordinator-beacon', seq: 0, sentAt: 5, addrs: ['/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWabc'] }
+      { v: 1, type: 'coordinator-beacon', seq: 0, sentAt: 5, addrs: ['/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWabc'], denied: ['12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'] }
     ]
   },
   {
@@ -192,9 +192,9 @@ describe('schema errors name the offending field', () => {
 describe('decodeJobSpec', () => {
   it('applies defaults', () => {
     expect(decodeJobSpec({ command: ['true'] })).toEqual({
-      command: ['true'], env: {}, resources: { cpus: 1, memoryMb: 256 }, timeoutSeconds: 3600, labels: {}, maxAttempts: 3, inputs: [], outputs: []
+      command: ['true'], env: {}, secretEnv: {}, network: false, resources: { cpus: 1, memoryMb: 256, diskMb: 1024 }, timeoutSeconds: 3600, labels: {}, maxAttempts: 3, inputs: [], outputs: []
     })
-    expect(decodeJobSpec({ command: ['true'], resources: { cpus: 2 } }).resources).toEqual({ cpus: 2, memoryMb: 256 })
+    expect(decodeJobSpec({ command: ['true'], resources: { cpus: 2 } }).resources).toEqual({ cpus: 2, memoryMb: 256, diskMb: 1024 })
   })
 
   it('keeps given values', () => {

@@ -29,7 +29,7 @@ import { SQLITE_MIGRATIONS } from '../../coordinator/store/migrations/sqlite.js'
 import { PostgresStore } from '../../coordinator/store/postgres.js'
 import { SqliteStore } from '../../coordinator/store/sqlite.js'
 import {
-  MAX_LOG_BATCH, MAX_RENEW_BATCH, StoreUnavailableError, type AppendLogsInput, type AttemptRecord, type LogLine, type RenewedAttempt,
+  MAX_LOG_BATCH, MAX_RENEW_BATCH, QuotaExceededError, StoreUnavailableError, type AppendLogsInput, type AttemptRecord, type LogLine, type RenewedAttempt,
   type RescheduleInput, type ResultRecord, type Store
 } from '../../coordinator/store/types.js'
 import { startTestPostgres, type TestPostgres } from '../helpers/postgres.js'
@@ -396,6 +396,20 @@ async function checkToken (store: Store, id: string, now: number, secret = `secr
   return await store.checkJoinToken({ id, secretSha256: secretHash(secret), now })
 }
 
+type NewApiKey = Parameters<Store['createApiKey']>[0]
+
+/** An API key `id` named `name`, with the secret `key-secret-<id>`, created at T0, not admin. */
+function apiKey (id: string, fields: Partial<Omit<NewApiKey, 'id'>> = {}): NewApiKey {
+  return { id, name: 'ci', secretSha256: secretHash(`key-secret-${id}`), admin: false, createdAt: T0, ...fields }
+}
+
+/** A job of `owner` created at `now`, at most `maxActiveForOwner` of that owner's jobs unfinished when given. */
+async function ownedJob (store: Store, owner: string | null, now: number, maxActiveForOwner?: number): Promise<string> {
+  const id = uuidv7(now)
+  await store.createJob({ id, spec, now, owner, ...(maxActiveForOwner === undefined ? {} : { maxActiveForOwner }) })
+  return id
+}
+
 const WORKER_SOURCE = `
 import { parentPort, workerData } from 'node:worker_threads'
 import { randomBytes } from 'node:crypto'
@@ -445,7 +459,7 @@ describe.each(backends)('Store contract: $name', (backend) => {
     const c = await newJob(store, T0 + 3)
 
     const got = await store.getJob(a)
-    expect(got).toEqual({ id: a, state: 'announced', spec, attempt: 1, createdAt: T0 + 1, updatedAt: T0 + 1, attempts: [], result: null })
+    expect(got).toEqual({ id: a, state: 'announced', spec, attempt: 1, createdAt: T0 + 1, updatedAt: T0 + 1, owner: null, attempts: [], result: null })
     expect(await store.getJob(uuidv7(T0))).toBeNull()
     await expect(store.createJob({ id: a, spec, now: T0 + 9 })).rejects.toBeInstanceOf(ConflictError)
 
@@ -784,7 +798,7 @@ describe.each(backends)('Store contract: $name', (backend) => {
 
     const outcome = await store.rescheduleAttempt(lostInput(id, 1, first.token, T0 + 100, 5000))
     expect(outcome).toEqual({
-      job: { id, state: 'announced', spec, attempt: 2, createdAt: T0, updatedAt: T0 + 100 },
+      job: { id, state: 'announced', spec, attempt: 2, createdAt: T0, updatedAt: T0 + 100, owner: null },
       rescheduled: true
     })
     const job = await store.getJob(id)
@@ -853,7 +867,7 @@ describe.each(backends)('Store contract: $name', (backend) => {
     await store.markStarted({ jobId: once, attempt: 1, token, node: nodeId(1), startedAt: T0 + 2, now: T0 + 3 })
     const outcome = await store.rescheduleAttempt({ ...lostInput(once, 1, token, T0 + 100), reason: 'node lost' })
     expect(outcome).toEqual({
-      job: { id: once, state: 'failed', spec: { ...spec, maxAttempts: 1 }, attempt: 1, createdAt: T0, updatedAt: T0 + 100 },
+      job: { id: once, state: 'failed', spec: { ...spec, maxAttempts: 1 }, attempt: 1, createdAt: T0, updatedAt: T0 + 100, owner: null },
       rescheduled: false
     })
     const job = await store.getJob(once)
@@ -956,7 +970,7 @@ describe.each(backends)('Store contract: $name', (backend) => {
     const once = await newJobWith(store, T0, 1)
     const first = await awardTo(store, once, nodeId(1), T0 + 1)
     expect(await store.rescheduleAttempt(release(once, 1, first.token, T0 + 100))).toEqual({
-      job: { id: once, state: 'announced', spec: { ...spec, maxAttempts: 1 }, attempt: 2, createdAt: T0, updatedAt: T0 + 100 },
+      job: { id: once, state: 'announced', spec: { ...spec, maxAttempts: 1 }, attempt: 2, createdAt: T0, updatedAt: T0 + 100, owner: null },
       rescheduled: true
     })
     const job = await store.getJob(once)
@@ -1541,6 +1555,270 @@ describe.each(backends)('Store contract: $name', (backend) => {
     for (const id of [...tied, 'oldest01', 'newest01']) expect(text).not.toContain(secretHash(`secret-${id}`))
   })
 
+  it('creates, finds, lists and revokes API keys, keeping the first revocation time', async () => {
+    const store = await backend.open()
+    expect(await store.listApiKeys()).toEqual([])
+    await store.createApiKey(apiKey('key-b', { createdAt: T0 + 1 }))
+    // Names may repeat.
+    await store.createApiKey(apiKey('key-a', { createdAt: T0 + 1, admin: true }))
+    await store.createApiKey(apiKey('key-z', { createdAt: T0, name: 'ops \u2014 \u{1F680}' }))
+    expect(await store.findApiKey('key-a')).toEqual({
+      id: 'key-a', name: 'ci', secretSha256: secretHash('key-secret-key-a'), admin: true, createdAt: T0 + 1, revokedAt: null
+    })
+    expect(await store.findApiKey('key-b')).toEqual({
+      id: 'key-b', name: 'ci', secretSha256: secretHash('key-secret-key-b'), admin: false, createdAt: T0 + 1, revokedAt: null
+    })
+    expect(await store.findApiKey('no-such-key')).toBeNull()
+    // Oldest first, ties by id.
+    expect((await store.listApiKeys()).map(k => [k.id, k.name, k.admin])).toEqual([
+      ['key-z', 'ops \u2014 \u{1F680}', false], ['key-a', 'ci', true], ['key-b', 'ci', false]
+    ])
+
+    // A duplicate id is refused and the first key kept.
+    await expect(store.createApiKey(apiKey('key-a', { name: 'impostor', admin: false }))).rejects.toBeInstanceOf(ConflictError)
+    expect(await store.findApiKey('key-a')).toMatchObject({ name: 'ci', admin: true })
+    expect(await store.listApiKeys()).toHaveLength(3)
+
+    expect(await store.revokeApiKey({ id: 'key-a', now: T0 + 10 })).toBe(true)
+    // Idempotent: true again, and the first revoked_at stays.
+    expect(await store.revokeApiKey({ id: 'key-a', now: T0 + 20 })).toBe(true)
+    expect(await store.revokeApiKey({ id: 'no-such-key', now: T0 + 20 })).toBe(false)
+    expect(await store.findApiKey('no-such-key')).toBeNull()
+    expect((await store.findApiKey('key-a'))?.revokedAt).toBe(T0 + 10)
+    expect((await store.listApiKeys()).map(k => [k.id, k.revokedAt])).toEqual([['key-z', null], ['key-a', T0 + 10], ['key-b', null]])
+
+    // Racing revocations of one key: all answer true, one time is kept.
+    const raced = await Promise.all(Array.from({ length: 10 }, async (_, i) => await store.revokeApiKey({ id: 'key-b', now: T0 + 100 + i })))
+    expect(raced).toEqual(Array.from({ length: 10 }, () => true))
+    const kept = (await store.findApiKey('key-b'))?.revokedAt
+    expect(kept).toBeGreaterThanOrEqual(T0 + 100)
+    expect(await store.revokeApiKey({ id: 'key-b', now: T0 + 500 })).toBe(true)
+    expect((await store.findApiKey('key-b'))?.revokedAt).toBe(kept)
+  })
+
+  it('records the owner of a job, null by default, and lists an owner\'s jobs', async () => {
+    const store = await backend.open()
+    const mine1 = uuidv7(T0 + 1)
+    const created = await store.createJob({ id: mine1, spec, now: T0 + 1, owner: 'key-a' })
+    expect(created).toEqual({ id: mine1, state: 'announced', spec, attempt: 1, createdAt: T0 + 1, updatedAt: T0 + 1, owner: 'key-a' })
+    const open = await newJob(store, T0 + 2)
+    const theirs = await ownedJob(store, 'key-b', T0 + 3)
+    const mine2 = uuidv7(T0 + 4)
+    await store.createJob({ id: mine2, spec: { ...spec, batch: 'run-1' }, now: T0 + 4, owner: 'key-a' })
+    const nulled = await ownedJob(store, null, T0 + 5)
+
+    expect((await store.getJob(mine1))?.owner).toBe('key-a')
+    expect(await store.getJob(open)).toEqual({
+      id: open, state: 'announced', spec, attempt: 1, createdAt: T0 + 2, updatedAt: T0 + 2, owner: null, attempts: [], result: null
+    })
+    expect((await store.listJobs({})).map(j => [j.id, j.owner])).toEqual([
+      [nulled, null], [mine2, 'key-a'], [theirs, 'key-b'], [open, null], [mine1, 'key-a']
+    ])
+    expect((await store.listJobs({ owner: 'key-a' })).map(j => j.id)).toEqual([mine2, mine1])
+    expect((await store.listJobs({ owner: 'key-a', limit: 1 })).map(j => j.id)).toEqual([mine2])
+    expect((await store.listJobs({ owner: 'key-b' })).map(j => j.id)).toEqual([theirs])
+    expect(await store.listJobs({ owner: 'nobody' })).toEqual([])
+
+    await awardTo(store, mine1, nodeId(1), T0 + 6)
+    expect((await store.listJobs({ owner: 'key-a', state: 'claimed' })).map(j => j.id)).toEqual([mine1])
+    expect((await store.listJobs({ owner: 'key-a', state: 'announced' })).map(j => j.id)).toEqual([mine2])
+    expect((await store.listJobs({ owner: 'key-a', batch: 'run-1' })).map(j => j.id)).toEqual([mine2])
+    expect(await store.listJobs({ owner: 'key-a', batch: 'run-1', state: 'claimed' })).toEqual([])
+    expect(await store.listJobs({ owner: 'key-b', batch: 'run-1' })).toEqual([])
+    expect((await store.listJobs({ state: 'claimed' }))[0]?.owner).toBe('key-a')
+
+    expect(await store.countActiveJobs('key-a')).toBe(2)
+    expect(await store.countActiveJobs('key-b')).toBe(1)
+    expect(await store.countActiveJobs('nobody')).toBe(0)
+    const cancelled = await store.cancel({ jobId: mine2, now: T0 + 7, actor: 'http', reason: 'x' })
+    expect(cancelled.job.owner).toBe('key-a')
+    expect(await store.countActiveJobs('key-a')).toBe(1)
+    const rescheduled = await store.rescheduleAttempt(lostInput(mine1, 1, null, T0 + 8))
+    expect(rescheduled.job.owner).toBe('key-a')
+    expect(await store.countActiveJobs('key-a')).toBe(1)
+  })
+
+  it('caps the unfinished jobs of an owner when asked, freeing a place as jobs end', async () => {
+    const store = await backend.open()
+    const a = await ownedJob(store, 'key-a', T0 + 1, 2)
+    const b = await ownedJob(store, 'key-a', T0 + 2, 2)
+    const third = uuidv7(T0 + 3)
+    const refused = await rejectionOf(store.createJob({ id: third, spec, now: T0 + 3, owner: 'key-a', maxActiveForOwner: 2 }))
+    expect(refused).toBeInstanceOf(QuotaExceededError)
+    expect(refused).toMatchObject({
+      name: 'QuotaExceededError', owner: 'key-a', limit: 2,
+      message: 'key key-a already has 2 unfinished jobs; wait for some to finish or cancel them'
+    })
+    // Nothing of the refused job was written.
+    expect(await store.getJob(third)).toBeNull()
+    expect(await store.listEvents(third)).toEqual([])
+    expect(await store.countActiveJobs('key-a')).toBe(2)
+
+    // Other owners, jobs without an owner and uncapped submissions are not held back.
+    await ownedJob(store, 'key-b', T0 + 4, 2)
+    await ownedJob(store, null, T0 + 5, 0)
+    await newJob(store, T0 + 6)
+
+    // A finished job frees a place; claimed and running jobs still count.
+    const held = await awardTo(store, a, nodeId(1), T0 + 7)
+    await store.markStarted({ jobId: a, attempt: 1, token: held.token, node: nodeId(1), startedAt: T0 + 8, now: T0 + 8 })
+    await expect(ownedJob(store, 'key-a', T0 + 9, 2)).rejects.toBeInstanceOf(QuotaExceededError)
+    await store.recordResult({ jobId: a, attempt: 1, token: held.token, node: nodeId(1), now: T0 + 10, result: resultOf() })
+    const c = await ownedJob(store, 'key-a', T0 + 11, 2)
+    await expect(ownedJob(store, 'key-a', T0 + 12, 2)).rejects.toBeInstanceOf(QuotaExceededError)
+    // So does a cancelled one.
+    await store.cancel({ jobId: b, now: T0 + 13, actor: 'http', reason: 'x' })
+    const d = await ownedJob(store, 'key-a', T0 + 14, 2)
+    await expect(ownedJob(store, 'key-a', T0 + 15, 2)).rejects.toBeInstanceOf(QuotaExceededError)
+    expect((await store.listJobs({ owner: 'key-a' })).map(j => [j.id, j.state])).toEqual([[d, 'announced'], [c, 'announced'], [b, 'cancelled'], [a, 'succeeded']])
+    // A failed job frees a place too.
+    const lost = await awardTo(store, c, nodeId(1), T0 + 16)
+    await store.rescheduleAttempt({ ...lostInput(c, 1, lost.token, T0 + 17), attemptState: 'failed' })
+    expect(await store.countActiveJobs('key-a')).toBe(2)
+    const onlyOne = await store.createJob({ id: uuidv7(T0 + 18), spec: { ...spec, maxAttempts: 1 }, now: T0 + 18, owner: 'key-c', maxActiveForOwner: 1 })
+    const failing = await awardTo(store, onlyOne.id, nodeId(1), T0 + 19)
+    await store.rescheduleAttempt(lostInput(onlyOne.id, 1, failing.token, T0 + 20))
+    expect((await store.getJob(onlyOne.id))?.state).toBe('failed')
+    await ownedJob(store, 'key-c', T0 + 21, 1)
+    // A cap of 0 refuses every job of an owner.
+    await expect(ownedJob(store, 'key-d', T0 + 22, 0)).rejects.toBeInstanceOf(QuotaExceededError)
+
+    // Malformed caps and owners are refused before the database.
+    for (const bad of [-1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      await expect(ownedJob(store, 'key-e', T0 + 23, bad), String(bad)).rejects.toBeInstanceOf(RangeError)
+    }
+    await expect(ownedJob(store, 'key\u0000e', T0 + 24)).rejects.toBeInstanceOf(RangeError)
+    await expect(store.createJob({ id: uuidv7(T0 + 25), spec, now: T0 + 25, secretEnvSealed: 'a\u0000b' })).rejects.toBeInstanceOf(RangeError)
+    expect(await store.listJobs({ owner: 'key-e' })).toEqual([])
+  })
+
+  it('admits exactly 3 of 10 concurrent capped submissions of one owner', async () => {
+    const store = await backend.open()
+    const ids = Array.from({ length: 10 }, (_, i) => uuidv7(T0 + i))
+    const settled = await Promise.allSettled(ids.map(async (id, i) =>
+      await store.createJob({ id, spec, now: T0 + i, owner: 'key-race', maxActiveForOwner: 3 })))
+    expect(settled.filter(s => s.status === 'fulfilled')).toHaveLength(3)
+    const refusals = settled.flatMap(s => s.status === 'rejected' ? [s.reason as unknown] : [])
+    expect(refusals).toHaveLength(7)
+    for (const r of refusals) expect(r).toBeInstanceOf(QuotaExceededError)
+    expect(await store.countActiveJobs('key-race')).toBe(3)
+    expect(await store.listJobs({ owner: 'key-race' })).toHaveLength(3)
+    expect((await store.countJobs()).announced).toBe(3)
+  })
+
+  it('keeps a job\'s sealed secrets for jobSecrets only, out of its record and listings', async () => {
+    const store = await backend.open()
+    const sealed = 'rgrid-sealed-v1.bm9uY2U.Y2lwaGVydGV4dC1vZi1zZWNyZXRz'
+    const id = uuidv7(T0 + 1)
+    const created = await store.createJob({ id, spec, now: T0 + 1, owner: 'key-a', secretEnvSealed: sealed })
+    const plain = await newJob(store, T0 + 2)
+    const nulled = uuidv7(T0 + 3)
+    await store.createJob({ id: nulled, spec, now: T0 + 3, secretEnvSealed: null })
+    expect(await store.jobSecrets(id)).toBe(sealed)
+    expect(await store.jobSecrets(plain)).toBeNull()
+    expect(await store.jobSecrets(nulled)).toBeNull()
+    expect(await store.jobSecrets(uuidv7(T0 + 4))).toBeNull()
+
+    const held = await awardTo(store, id, nodeId(1), T0 + 5)
+    const shown: unknown[] = [
+      created, await store.getJob(id), await store.listJobs({}), await store.listJobs({ owner: 'key-a' }),
+      await store.listJobs({ state: 'claimed' }), await store.openJobs(10), held, await store.heldAttempts(nodeId(1)),
+      await store.listEvents(id)
+    ]
+    const cancelled = await store.cancel({ jobId: id, now: T0 + 6, actor: 'http', reason: 'x' })
+    shown.push(cancelled, await store.getJob(id))
+    for (const value of shown) expect(JSON.stringify(value)).not.toContain(sealed)
+    for (const job of await store.listJobs({})) expect(Object.keys(job).sort()).toEqual(['attempt', 'createdAt', 'id', 'owner', 'spec', 'state', 'updatedAt'])
+    // Kept after the job ended.
+    expect(await store.jobSecrets(id)).toBe(sealed)
+  })
+
+  it('keeps the first value written to a setting, also when 10 writers race', async () => {
+    const store = await backend.open()
+    expect(await store.ensureSetting({ name: 'network-key', value: 'first' })).toBe('first')
+    expect(await store.ensureSetting({ name: 'network-key', value: 'second' })).toBe('first')
+    expect(await store.ensureSetting({ name: 'other', value: '' })).toBe('')
+    expect(await store.ensureSetting({ name: 'other', value: 'later' })).toBe('')
+    expect(await store.ensureSetting({ name: 'network-key', value: 'third' })).toBe('first')
+
+    const values = Array.from({ length: 10 }, (_, i) => `candidate-${i}`)
+    const answers = await Promise.all(values.map(async value => await store.ensureSetting({ name: 'raced', value })))
+    const winner = answers[0]
+    expect(values).toContain(winner)
+    expect(answers).toEqual(values.map(() => winner))
+    expect(await store.ensureSetting({ name: 'raced', value: 'late' })).toBe(winner)
+    await expect(store.ensureSetting({ name: 'bad', value: 'a\u0000b' })).rejects.toBeInstanceOf(RangeError)
+  })
+
+  it('binds a peer to the join token of its first contact, never rebinding it', async () => {
+    const store = await backend.open()
+    expect(await store.bindPeer({ peerId: nodeId(1), tokenId: 'token-aa', now: T0 + 1 })).toBe('token-aa')
+    expect(await store.bindPeer({ peerId: nodeId(1), tokenId: 'token-bb', now: T0 + 2 })).toBe('token-aa')
+    expect(await store.bindPeer({ peerId: nodeId(1), tokenId: 'token-aa', now: T0 + 3 })).toBe('token-aa')
+    expect(await store.bindPeer({ peerId: nodeId(3), tokenId: 'token-aa', now: T0 + 4 })).toBe('token-aa')
+    expect(await store.bindPeer({ peerId: nodeId(2), tokenId: 'token-bb', now: T0 + 4 })).toBe('token-bb')
+    // Earliest binding first, ties by peer id; the first binding time is kept.
+    expect(await store.listPeerBindings('token-aa')).toEqual([{ peerId: nodeId(1), boundAt: T0 + 1 }, { peerId: nodeId(3), boundAt: T0 + 4 }])
+    expect(await store.listPeerBindings('token-bb')).toEqual([{ peerId: nodeId(2), boundAt: T0 + 4 }])
+    expect(await store.listPeerBindings('no-such-token')).toEqual([])
+
+    // Racing first contacts of one peer through different tokens: all agree on one binding.
+    const tokens = Array.from({ length: 10 }, (_, i) => `token-r${i}`)
+    const answers = await Promise.all(tokens.map(async (tokenId, i) => await store.bindPeer({ peerId: nodeId(9), tokenId, now: T0 + 10 + i })))
+    const winner = answers[0] ?? ''
+    expect(tokens).toContain(winner)
+    expect(answers).toEqual(tokens.map(() => winner))
+    const bindings = await Promise.all(tokens.map(async t => await store.listPeerBindings(t)))
+    expect(bindings.flat().map(b => b.peerId)).toEqual([nodeId(9)])
+    expect(await store.listPeerBindings(winner)).toHaveLength(1)
+  })
+
+  it('lists the peers of revoked join tokens with the revocation time', async () => {
+    const store = await backend.open()
+    for (const id of ['token-aa', 'token-bb', 'token-cc']) await store.createJoinToken(joinToken(id))
+    await store.bindPeer({ peerId: nodeId(3), tokenId: 'token-aa', now: T0 + 1 })
+    await store.bindPeer({ peerId: nodeId(1), tokenId: 'token-aa', now: T0 + 2 })
+    await store.bindPeer({ peerId: nodeId(2), tokenId: 'token-bb', now: T0 + 3 })
+    await store.bindPeer({ peerId: nodeId(4), tokenId: 'token-cc', now: T0 + 4 })
+    // Bound to a token that is not stored: never listed as revoked.
+    await store.bindPeer({ peerId: nodeId(5), tokenId: 'ghost-token', now: T0 + 5 })
+    expect(await store.revokedPeers()).toEqual([])
+
+    await store.revokeJoinToken({ id: 'token-aa', now: T0 + 30 })
+    expect(await store.revokedPeers()).toEqual([
+      { peerId: nodeId(1), tokenId: 'token-aa', revokedAt: T0 + 30 },
+      { peerId: nodeId(3), tokenId: 'token-aa', revokedAt: T0 + 30 }
+    ])
+    await store.revokeJoinToken({ id: 'token-bb', now: T0 + 20 })
+    await store.revokeJoinToken({ id: 'token-aa', now: T0 + 40 })
+    // Earliest revocation first, ties by peer id; a repeated revocation keeps the first time.
+    expect(await store.revokedPeers()).toEqual([
+      { peerId: nodeId(2), tokenId: 'token-bb', revokedAt: T0 + 20 },
+      { peerId: nodeId(1), tokenId: 'token-aa', revokedAt: T0 + 30 },
+      { peerId: nodeId(3), tokenId: 'token-aa', revokedAt: T0 + 30 }
+    ])
+    // A peer bound to a revoked token stays bound to it.
+    expect(await store.bindPeer({ peerId: nodeId(2), tokenId: 'token-cc', now: T0 + 50 })).toBe('token-bb')
+    expect(await checkToken(store, 'token-cc', T0 + 50)).toBe('ok')
+  })
+
+  it.runIf(backend.openAtVersion2 !== undefined)('migration 11 gives jobs created before it no owner and no secrets', async () => {
+    if (backend.openAtVersion2 === undefined) throw new Error('unreachable: guarded by runIf')
+    const old = uuidv7(T0 + 1)
+    const { store } = await backend.openAtVersion2([{ id: old, spec, now: T0 + 1 }])
+    expect(await store.pendingMigrations()).toContain(11)
+    await store.migrate()
+    expect(await store.pendingMigrations()).toEqual([])
+    expect((await store.getJob(old))?.owner).toBeNull()
+    expect(await store.jobSecrets(old)).toBeNull()
+    expect(await store.listJobs({ owner: 'key-a' })).toEqual([])
+    await ownedJob(store, 'key-a', T0 + 2, 1)
+    await expect(ownedJob(store, 'key-a', T0 + 3, 1)).rejects.toBeInstanceOf(QuotaExceededError)
+    expect(await store.listApiKeys()).toEqual([])
+    expect(await store.ensureSetting({ name: 'n', value: 'v' })).toBe('v')
+    expect(await store.revokedPeers()).toEqual([])
+  })
+
   it.runIf(backend.openAtVersion2 !== undefined)('migration 9 adds join tokens to a database created before it', async () => {
     if (backend.openAtVersion2 === undefined) throw new Error('unreachable: guarded by runIf')
     const old = uuidv7(T0 + 1)
@@ -1771,6 +2049,42 @@ describe('PostgresStore under concurrency', () => {
     const applied = await raw(url)<Array<{ id: number }>>`SELECT id FROM schema_migrations ORDER BY id`
     expect(applied.map(r => r.id)).toEqual(POSTGRES_MIGRATIONS.map(m => m.id))
     for (const s of stores) expect(await s.pendingMigrations()).toEqual([])
+  })
+
+  it('admits exactly the cap of an owner\'s submissions racing from 20 separate stores, round after round', async () => {
+    const url = await freshPostgresUrl()
+    const first = await openPostgres(url)
+    const stores = [first, ...Array.from({ length: 19 }, () => postgresStore(url, { maxConnections: 1 }))]
+    await Promise.all(stores.map(async s => await s.countJobs()))
+    let now = T0
+    for (let round = 0; round < 5; round++) {
+      const owner = `key-round-${round}`
+      const settled = await Promise.allSettled(stores.map(async s => await ownedJob(s, owner, ++now, 3)))
+      expect(settled.filter(r => r.status === 'fulfilled'), `round ${round}`).toHaveLength(3)
+      for (const r of settled) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(QuotaExceededError)
+      expect(await first.countActiveJobs(owner)).toBe(3)
+    }
+    // Another race for an owner that still has 1 unfinished job: 2 more get in.
+    for (const job of await first.listJobs({ owner: 'key-round-0', limit: 2 })) {
+      await first.cancel({ jobId: job.id, now: ++now, actor: 'http', reason: 'x' })
+    }
+    const settled = await Promise.allSettled(stores.map(async s => await ownedJob(s, 'key-round-0', ++now, 3)))
+    expect(settled.filter(r => r.status === 'fulfilled')).toHaveLength(2)
+    expect(await first.countActiveJobs('key-round-0')).toBe(3)
+  })
+
+  it('agrees on the first setting value and the first binding of a peer across 10 separate stores', async () => {
+    const url = await freshPostgresUrl()
+    const first = await openPostgres(url)
+    const stores = [first, ...Array.from({ length: 9 }, () => postgresStore(url, { maxConnections: 1 }))]
+    await Promise.all(stores.map(async s => await s.countJobs()))
+    for (let round = 0; round < 5; round++) {
+      const values = await Promise.all(stores.map(async (s, i) => await s.ensureSetting({ name: `setting-${round}`, value: `v${i}` })))
+      expect(new Set(values).size, `round ${round}`).toBe(1)
+      const tokens = await Promise.all(stores.map(async (s, i) => await s.bindPeer({ peerId: nodeId(round), tokenId: `token-${round}-${i}`, now: T0 + i })))
+      expect(new Set(tokens).size, `round ${round}`).toBe(1)
+      expect(await first.listPeerBindings(tokens[0] ?? '')).toEqual([expect.objectContaining({ peerId: nodeId(round) })])
+    }
   })
 
   it('lets exactly one of 20 awards from 20 separate stores win', async () => {

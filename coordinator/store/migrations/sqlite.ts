@@ -229,5 +229,40 @@ CREATE TABLE cloud_events (
 ) STRICT;
 CREATE INDEX cloud_events_server ON cloud_events (server_id, seq);
 `
+  },
+  {
+    id: 11,
+    name: 'api keys, job owners and secrets, settings, peer bindings',
+    sql: `
+-- Submitter API keys. id is public (it names the key and owns its jobs); of the secret only its
+-- sha256 is kept. Names may repeat. revoked_at is set once, by the first revocation.
+CREATE TABLE api_keys (
+  id            TEXT    NOT NULL PRIMARY KEY,
+  name          TEXT    NOT NULL,
+  secret_sha256 TEXT    NOT NULL,
+  admin         INTEGER NOT NULL CHECK (admin IN (0, 1)),
+  created_at    INTEGER NOT NULL,
+  revoked_at    INTEGER
+) STRICT;
+-- The API key that submitted the job (NULL: submitted to an open coordinator), and the job's
+-- sealed secret environment: ciphertext the coordinator made, which the store never interprets.
+ALTER TABLE jobs ADD COLUMN owner TEXT;
+ALTER TABLE jobs ADD COLUMN secret_env TEXT;
+-- createJob's per-owner cap counts an owner's unfinished jobs; listJobs({owner}) lists them.
+-- Partial: jobs without an owner stay out of the index (owner = ? implies owner IS NOT NULL).
+CREATE INDEX jobs_owner_state ON jobs (owner, state, created_at) WHERE owner IS NOT NULL;
+-- Mesh-wide settings: the first value written for a name is the one every coordinator uses.
+CREATE TABLE settings (
+  name  TEXT NOT NULL PRIMARY KEY,
+  value TEXT NOT NULL
+) STRICT;
+-- Which join token admitted each peer, fixed at first contact: revoking the token finds its peers.
+CREATE TABLE peer_bindings (
+  peer_id  TEXT    NOT NULL PRIMARY KEY,
+  token_id TEXT    NOT NULL,
+  bound_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX peer_bindings_token ON peer_bindings (token_id, bound_at, peer_id);
+`
   }
 ]
