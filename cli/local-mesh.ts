@@ -99,6 +99,8 @@ export class LocalMesh {
   nodePeerIds: string[] = []
   /** The token nodes joined with (empty for an open mesh). */
   joinToken = ''
+  /** An admin API key, with `apiKeys` (empty otherwise); the mesh's own HTTP calls use it. */
+  apiKey = ''
 
   constructor (readonly options: LocalMeshOptions) {}
 
@@ -158,24 +160,25 @@ export class LocalMesh {
     this.coordinatorPeerId = first.peerId
     this.httpUrl = first.httpUrl
     if (this.options.open !== true) this.joinToken = await this.createToken()
+    if (this.options.apiKeys === true && this.options.open !== true) this.apiKey = await this.createApiKey('local-mesh', true)
     const n = this.options.nodes ?? 3
     const nodes = await Promise.all(Array.from({ length: n }, async (_, i) => await this.launchNode(i)))
     this.nodePeerIds = nodes.map(p => p.lines[0] ?? '')
   }
 
-  private async launchNode (i: number): Promise<MeshProcess> {
+  private async launchNode (i: number, joinToken = this.joinToken): Promise<MeshProcess> {
     return await this.launch(`node-${i}`, BINS.node, [
-      'join', ...(this.joinToken !== '' ? [this.joinToken] : []), this.bootstrapAddr,
-      ...(this.joinToken === '' ? this.coordinators.flatMap(c => ['--coordinator', c.peerId]) : []), '--listen', '/ip4/127.0.0.1/tcp/0',
+      'join', ...(joinToken !== '' ? [joinToken] : []), this.bootstrapAddr,
+      ...(joinToken === '' ? this.coordinators.flatMap(c => ['--coordinator', c.peerId]) : []), '--listen', '/ip4/127.0.0.1/tcp/0',
       '--runtime', this.options.runtime ?? 'process', '--slots', String(this.options.slots ?? 4),
       '--data-dir', join(this.options.dataDir, `node-${i}`), ...(this.options.nodeArgs?.(i) ?? [])
     ], 1)
   }
 
-  /** Starts `count` more nodes (named after the existing ones); returns their peer ids. */
-  async addNodes (count: number): Promise<string[]> {
+  /** Starts `count` more nodes (named after the existing ones), joining with `joinToken`; returns their peer ids. */
+  async addNodes (count: number, joinToken = this.joinToken): Promise<string[]> {
     const first = this.nodePeerIds.length
-    const added = await Promise.all(Array.from({ length: count }, async (_, k) => await this.launchNode(first + k)))
+    const added = await Promise.all(Array.from({ length: count }, async (_, k) => await this.launchNode(first + k, joinToken)))
     const ids = added.map(p => p.lines[0] ?? '')
     this.nodePeerIds.push(...ids)
     return ids
@@ -240,7 +243,7 @@ export class LocalMesh {
     let seen = 0
     while (Date.now() < deadline) {
       try {
-        const res = await fetch(`${httpUrl}/v1/nodes`)
+        const res = await fetch(`${httpUrl}/v1/nodes`, this.apiKey !== '' ? { headers: { authorization: `Bearer ${this.apiKey}` } } : {})
         const body = await res.json() as { nodes: Array<{ session: boolean }> }
         seen = body.nodes.filter(n => n.session).length
         if (seen >= count) return

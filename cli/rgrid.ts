@@ -122,7 +122,7 @@ async function dev (argv: string[]): Promise<void> {
   try {
     await mesh.start()
     await mesh.waitForNodes(nodes)
-    apiKey = await mesh.createApiKey('dev', true)
+    apiKey = mesh.apiKey
   } catch (err) {
     process.stderr.write(`rgrid dev: ${errorMessage(err)}\n`)
     await mesh.stop()

@@ -95,6 +95,8 @@ export interface CoordinatorOptions {
    * @default none
    */
   networkKey?: string
+  /** How long after telling a revoked node why this host starts refusing its connections, in ms. @default 5000 */
+  denyAfterCutMs?: number
   /** How often revoked join tokens are read from the store, in ms. @default beaconMs */
   revocationCheckMs?: number
   /**
@@ -380,13 +382,24 @@ export class Coordinator implements CoordinatorApi {
    * tells every peer to refuse them too, and their attempts are announced again.
    */
   private async cutOff (peers: Array<{ peerId: string, tokenId: string }>): Promise<void> {
-    const host = this.host
-    if (host != null) denyPeers(host, this.gate, peers.map(p => p.peerId))
-    else for (const p of peers) this.gate.denied.add(p.peerId)
+    // The reason first, while the connection is still there (bounded: a stuck node must not hold this up).
+    await Promise.all(peers.map(async ({ peerId, tokenId }) => {
+      await Promise.race([
+        this.sessions.cut(peerId, 'join-revoked', `join token ${tokenId} was revoked; this node is cut off from the mesh`),
+        new Promise(resolve => setTimeout(resolve, 500).unref())
+      ]).catch((err: unknown) => { this.options.log.debug('telling a node it was cut off failed', { peerId, error: errorMessage(err) }) })
+    }))
+    // Every other peer refuses them from the next beacon (sent now). This host
+    // waits a little: a node that missed the pushed reason reconnects, and its
+    // hello is refused with it, so it exits saying why instead of retrying blind.
     void this.beacon()
+    const deny = (): void => {
+      if (this.host != null) denyPeers(this.host, this.gate, peers.map(p => p.peerId))
+      else for (const p of peers) this.gate.denied.add(p.peerId)
+    }
+    setTimeout(deny, this.options.denyAfterCutMs ?? 5_000).unref()
     for (const { peerId, tokenId } of peers) {
       try {
-        await this.sessions.cut(peerId, 'join-revoked', `join token ${tokenId} was revoked; this node is cut off from the mesh`)
         const n = await this.recovery.abandonNode(peerId, `its join token ${tokenId} was revoked`)
         this.options.log.warn('node cut off', { peerId, tokenId, rescheduled: n })
       } catch (err) {

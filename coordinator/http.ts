@@ -166,7 +166,7 @@ export function createHttpApp (options: HttpAppOptions): Hono<Env> {
 
   /** The JSON body, or the 415/400 response to send instead. */
   const jsonBody = async (c: Context, what: string): Promise<{ body: unknown } | Response> => {
-    const type = c.req.header('content-type') ?? ''
+    const type = (c.req.header('content-type') ?? '').toLowerCase()
     if (!type.startsWith('application/json')) return fail(c, 415, 'unsupported-media-type', `send ${what} as application/json`)
     try {
       return { body: await c.req.json() }

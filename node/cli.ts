@@ -51,10 +51,10 @@ through the given peers, and only a coordinator started with --open admits it.
   --docker-default-image I  image for jobs that name none              [busybox:latest]
   --allow-network           let jobs that ask for it (network: true) reach the
                             network through Docker's default bridge; other jobs
-                            never get one. Advertised to coordinators    [off]
+                            never get one; advertised to coordinators  [off]
   --image-allow PATTERN     run only images matching PATTERN (* matches any
                             characters; repeatable, or comma-separated), e.g.
-                            'docker.io/library/*,ghcr.io/me/*'  [any image]
+                            'docker.io/library/*,ghcr.io/me/*'    [any image]
   --image-deny PATTERN      never run images matching PATTERN (wins over
                             --image-allow; repeatable, or comma-separated)
   --pids-limit N            most processes a job's container may have  [256]

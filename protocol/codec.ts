@@ -40,8 +40,38 @@ function formatPath (path: ReadonlyArray<PropertyKey>): string | null {
   return out
 }
 
+/**
+ * What no schema may see: a string with a lone UTF-16 surrogate (JSON can
+ * spell one as `\ud800`; PostgreSQL's jsonb refuses it, and it is no text),
+ * and a `__proto__` key (zod's records drop it silently, so a variable
+ * would vanish instead of being refused). Walks without recursion, so deep
+ * nesting cannot overflow the stack; stops after `maxNodes` values.
+ */
+function illFormed (value: unknown, maxNodes = 1_000_000): { field: string | null, detail: string } | null {
+  const stack: unknown[] = [value]
+  let seen = 0
+  while (stack.length > 0) {
+    const v = stack.pop()
+    if (++seen > maxNodes) return { field: null, detail: 'too many values' }
+    if (typeof v === 'string') {
+      if (!v.isWellFormed()) return { field: null, detail: 'a string holds a lone UTF-16 surrogate (not text)' }
+    } else if (Array.isArray(v)) {
+      for (const item of v) stack.push(item)
+    } else if (v != null && typeof v === 'object') {
+      for (const key of Object.keys(v)) {
+        if (key === '__proto__') return { field: key, detail: '"__proto__" is not allowed as a key' }
+        if (!key.isWellFormed()) return { field: null, detail: 'a key holds a lone UTF-16 surrogate (not text)' }
+        stack.push((v as Record<string, unknown>)[key])
+      }
+    }
+  }
+  return null
+}
+
 /** Validates an already-parsed value against a schema. */
 export function validate<S extends z.ZodType> (schema: S, value: unknown, what: string): z.output<S> {
+  const bad = illFormed(value)
+  if (bad != null) throw new DecodeError(what, 'schema', bad.field, bad.detail)
   const parsed = schema.safeParse(value)
   if (parsed.success) return parsed.data
   const issue = parsed.error.issues[0]

@@ -109,7 +109,7 @@ export const jobSpecSchema = z.strictObject({
   batch: z.string().min(1).max(64).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'must be letters, digits, . _ -').optional(),
   /** Files (glob patterns) uploaded after the command exits; those that do not exist are skipped. */
   outputs: z.array(jobOutputSchema).max(LIMITS.outputFiles).default([])
-}).refine(s => Object.keys(s.secretEnv).every(k => !(k in s.env)), { message: 'a variable is both in env and secretEnv', path: ['secretEnv'] })
+}).refine(s => Object.keys(s.secretEnv).every(k => !Object.hasOwn(s.env, k)), { message: 'a variable is both in env and secretEnv', path: ['secretEnv'] })
 export type JobSpec = z.output<typeof jobSpecSchema>
 export type JobSpecInput = z.input<typeof jobSpecSchema>
 

@@ -96,9 +96,12 @@ const MiB = 1024 * 1024
 
 /**
  * Runs each attempt in a fresh container: `spec.command` as Cmd (no shell),
- * the work dir bind-mounted at `/work`, `NetworkMode: 'none'`, CPU, memory
- * (without swap) and pid limits. The container is always removed afterwards.
- * Every engine call is bounded so a stuck daemon cannot hang a job slot.
+ * the work dir (and nothing else of the host) bind-mounted at `/work`,
+ * `NetworkMode: 'none'` unless the job asks for network and the operator
+ * allows it, CPU, memory (without swap), pid and disk limits, and the
+ * operator's image policy checked before each run. The container is always
+ * removed afterwards. Every engine call is bounded so a stuck daemon cannot
+ * hang a job slot.
  */
 export class DockerRuntime implements Runtime {
   readonly name = 'docker' as const

@@ -286,7 +286,7 @@ function jsonBodies (valid: fc.Arbitrary<unknown>): fc.Arbitrary<{ kind: string,
 /** What a JSON endpoint must answer before its own checks: 413, 415 or invalid JSON; else the parsed body. */
 function jsonGate (req: Request, body: Uint8Array): { status: number, code: string } | { value: unknown } {
   if (body.byteLength > BODY_LIMIT) return { status: 413, code: 'too-large' }
-  if (!(req.headers.get('content-type') ?? '').startsWith('application/json')) return { status: 415, code: 'unsupported-media-type' }
+  if (!(req.headers.get('content-type') ?? '').toLowerCase().startsWith('application/json')) return { status: 415, code: 'unsupported-media-type' }
   try {
     return { value: JSON.parse(new TextDecoder().decode(body)) as unknown }
   } catch {

@@ -347,3 +347,21 @@ describe('mismatch', () => {
     expect(mismatch(capacity, job({ cpus: 1, memoryMb: 256 }, { constructor: 'x' }))).toBe('needs label constructor=x')
   })
 })
+
+describe('text no store could keep, and keys a schema would drop', () => {
+  it('refuses lone UTF-16 surrogates anywhere (PostgreSQL jsonb cannot store them)', () => {
+    for (const text of ['{"command":["\\ud800"]}', '{"command":["x"],"labels":{"a":"\\udfff"}}', '{"command":["x"],"env":{"A":"ok\\udc00"}}']) {
+      expect(() => decodeJobSpec(JSON.parse(text))).toThrow(/lone UTF-16 surrogate/)
+    }
+    expect(decodeJobSpec(JSON.parse('{"command":["\\ud83d\\ude00"]}')).command).toEqual(['😀'])
+  })
+
+  it('refuses a __proto__ key instead of silently dropping the variable', () => {
+    expect(() => decodeJobSpec(JSON.parse('{"command":["x"],"env":{"__proto__":"v"}}'))).toThrow(/__proto__/)
+  })
+
+  it('a secret named like an Object.prototype member is not mistaken for a duplicate of env', () => {
+    expect(decodeJobSpec({ command: ['x'], secretEnv: { constructor: 'v' } }).secretEnv).toEqual({ constructor: 'v' })
+    expect(() => decodeJobSpec({ command: ['x'], env: { A: '1' }, secretEnv: { A: '2' } })).toThrow(/both in env and secretEnv/)
+  })
+})

@@ -1,0 +1,189 @@
+/**
+ * Mesh admission and abuse resistance on a real mesh (bootstrap, coordinator
+ * and nodes as separate processes over TCP on 127.0.0.1):
+ * - the private network: a peer without the network key cannot complete a
+ *   handshake with any member; one with it can;
+ * - revoking a join token cuts its node off within about a heartbeat: its
+ *   session ends, it exits with the reason, its running attempt goes to
+ *   another node, every other peer refuses it, and it cannot come back;
+ * - gossipsub peer scoring graylists an insider that sends invalid messages
+ *   or floods the heartbeat topic; the session protocol rate-limits frames.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { spawn } from 'node:child_process'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { multiaddr } from '@multiformats/multiaddr'
+import { BINS, LocalMesh } from '../../dist/cli/local-mesh.js'
+import { createHost, type RGridHost } from '../../common/p2p.js'
+import { decodeJoinToken } from '../../common/join-token.js'
+import { newNetworkKey } from '../../common/network-key.js'
+import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC } from '../../protocol/ids.js'
+import { encode } from '../../protocol/codec.js'
+import { RogueSession, startRogue, until } from '../helpers/rogue.js'
+import { submit, getJob, waitForJob, TERMINAL } from '../helpers/http.js'
+
+let mesh: LocalMesh
+let dataDir: string
+const hosts: RGridHost[] = []
+
+const HEARTBEAT_MS = 1_000
+
+beforeAll(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'rgrid-meshsec-'))
+  // node-0 and node-1 join with the mesh's token; node-1 is the one the tests keep running jobs on.
+  mesh = new LocalMesh({ dataDir, logLevel: (process.env.RGRID_TEST_LOG_LEVEL ?? 'info') as 'info', nodes: 2, slots: 2, runtime: 'process', nodeArgs: i => ['--labels', `idx=${i}`] })
+  await mesh.start()
+  await mesh.waitForNodes(2)
+}, 120_000)
+
+afterAll(async () => {
+  for (const h of hosts) await h.stop().catch(() => undefined)
+  await mesh?.stop()
+  if (process.env.RGRID_KEEP_TEST_DIR == null) rmSync(dataDir, { recursive: true, force: true })
+  else console.log(`kept ${dataDir}`)
+})
+
+async function stats (): Promise<any> {
+  return await (await fetch(`${mesh.httpUrl}/v1/stats`)).json()
+}
+
+async function nodes (): Promise<Array<{ peerId: string, session: boolean }>> {
+  return (await (await fetch(`${mesh.httpUrl}/v1/nodes`)).json() as { nodes: Array<{ peerId: string, session: boolean }> }).nodes
+}
+
+async function host (networkKey?: string): Promise<RGridHost> {
+  const h = await createHost({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [], ...(networkKey != null ? { networkKey } : {}) })
+  await h.start()
+  hosts.push(h)
+  return h
+}
+
+describe('private network', () => {
+  it('a peer without the network key (or with another one) cannot complete a handshake; one with it can', async () => {
+    const key = decodeJoinToken(mesh.joinToken).networkKey
+    const targets = [mesh.bootstrapAddr, mesh.coordinatorAddr]
+    for (const [label, h] of [['no key', await host()], ['another key', await host(newNetworkKey())]] as const) {
+      for (const addr of targets) {
+        await expect(h.dial(multiaddr(addr), { signal: AbortSignal.timeout(5_000) }), `${label} → ${addr}`).rejects.toThrow()
+        expect(h.getConnections().length, `${label} holds no connection`).toBe(0)
+      }
+    }
+    const insider = await host(key)
+    for (const addr of targets) {
+      const conn = await insider.dial(multiaddr(addr), { signal: AbortSignal.timeout(5_000) })
+      expect(conn.status).toBe('open')
+    }
+  })
+})
+
+describe('revocation', () => {
+  it('cuts the node off within about a heartbeat: session, process, running attempt, every peer', async () => {
+    const tokenB = await mesh.createToken(['--note', 'machine B'])
+    const idB = decodeJoinToken(tokenB).id
+    const [peerB] = await mesh.addNodes(1, tokenB)
+    const nodeB = mesh.processes.find(p => p.name === 'node-2')!
+    await until('node B to have a session', async () => (await nodes()).find(n => n.peerId === peerB && n.session) ? true : undefined, 30_000)
+
+    // A long job that only node B may take (labels), so it is running there when B is revoked.
+    const { body } = await submit(mesh.httpUrl, { command: ['sh', '-c', 'sleep 120'], labels: { idx: '2' }, maxAttempts: 3 })
+    await waitForJob(mesh.httpUrl, body.id, j => j.state === 'running', 30_000)
+    expect((await getJob(mesh.httpUrl, body.id)).attempts[0]!.node).toBe(peerB)
+
+    const exited = new Promise<number | null>(resolve => { nodeB.child.once('exit', code => { resolve(code) }) })
+    let stderr = ''
+    nodeB.child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
+    const revokedAt = Date.now()
+    await mesh.coordinatorCommand(['token', 'revoke', idB, '--data-dir', join(dataDir, 'coordinator')])
+    await until('node B to lose its session', async () => (await nodes()).find(n => n.peerId === peerB)?.session === false ? true : undefined, 10_000, 20)
+    const cutMs = Date.now() - revokedAt
+    // Reported for the closing note; the heartbeat interval is the bound the design aims at.
+    console.log(`revocation: node B lost its session ${cutMs} ms after the revoke command returned (heartbeat ${HEARTBEAT_MS} ms)`)
+    expect(await exited).toBe(2)
+    expect(stderr).toMatch(/join token .* was revoked/)
+
+    // Its attempt was given up at once with the reason, not after a lease.
+    const job = await waitForJob(mesh.httpUrl, body.id, j => j.attempts.length >= 2, 10_000)
+    expect(job.attempts[0]!.state).toBe('lost')
+    const events = (await (await fetch(`${mesh.httpUrl}/v1/jobs/${body.id}/events`)).json() as { events: Array<{ type: string, detail: { reason?: string } }> }).events
+    expect(events.some(e => e.type === 'rescheduled' && /cut off.*revoked/.test(e.detail.reason ?? ''))).toBe(true)
+    await fetch(`${mesh.httpUrl}/v1/jobs/${body.id}/cancel`, { method: 'POST' })
+
+    // Every other peer learned the deny list from the coordinator's beacon.
+    await until('node-0 to refuse node B', () => {
+      try {
+        const status = JSON.parse(readFileSync(join(dataDir, 'node-0', 'status.json'), 'utf8')) as { security: { deniedPeers: number } }
+        return status.security.deniedPeers >= 1 ? true : undefined
+      } catch { return undefined }
+    }, 10_000)
+    const s = await stats()
+    expect(s.admission.deniedPeers).toBeGreaterThanOrEqual(1)
+
+    // Same machine (same identity), fresh valid token: still refused, with the reason.
+    const tokenC = await mesh.createToken()
+    const again = spawn(process.execPath, [BINS.node, 'join', tokenC, mesh.bootstrapAddr, '--listen', '/ip4/127.0.0.1/tcp/0', '--runtime', 'process', '--data-dir', join(dataDir, 'node-2')], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let err2 = ''
+    again.stderr.on('data', (c: Buffer) => { err2 += c.toString() })
+    const code = await new Promise<number | null>(resolve => { again.once('exit', c => { resolve(c) }) })
+    expect(code).toBe(2)
+    expect(err2).toMatch(/cut off when join token .* was revoked/)
+  }, 90_000)
+})
+
+describe('gossip scoring and rate limits', () => {
+  it('graylists an insider that sends invalid gossip, and the mesh keeps working', async () => {
+    const rogue = await startRogue(mesh)
+    hosts.push(rogue)
+    const before = (await stats()).gossip.graylisted as number
+    // Well-formed JSON that no schema accepts, and announcements forged by a non-coordinator: both are invalid.
+    for (let i = 0; i < 5; i++) {
+      await rogue.services.pubsub.publish(HEARTBEAT_TOPIC, encode({ v: 1, type: 'node-heartbeat', seq: 'x' }))
+    }
+    await until('the coordinator to graylist the rogue', async () => ((await stats()).gossip.graylisted as number) > before ? true : undefined, 10_000)
+    const job = await submit(mesh.httpUrl, { command: ['echo', 'still fine'], labels: { idx: '1' } })
+    expect((await waitForJob(mesh.httpUrl, job.body.id, j => TERMINAL.has(j.state))).state).toBe('succeeded')
+  }, 60_000)
+
+  it('graylists an insider that floods the heartbeat topic with well-formed heartbeats', async () => {
+    const rogue = await startRogue(mesh)
+    hosts.push(rogue)
+    const before = await stats()
+    const capacity = { slots: 1, freeSlots: 1, cpus: 1, memoryMb: 256, labels: {}, runtime: 'process', version: 'rogue' }
+    for (let seq = 0; seq < 60; seq++) {
+      await rogue.services.pubsub.publish(HEARTBEAT_TOPIC, encode({ v: 1, type: 'node-heartbeat', seq, sentAt: Date.now(), capacity, running: [] }))
+    }
+    await until('the coordinator to refuse the flood and graylist the rogue', async () => {
+      const s = await stats()
+      return s.gossip.overRate > before.gossip.overRate && s.gossip.graylisted > before.gossip.graylisted ? true : undefined
+    }, 10_000)
+  }, 60_000)
+
+  it('answers a session frame flood with rate-limited errors and cuts the flooder off', async () => {
+    const rogue = await startRogue(mesh)
+    hosts.push(rogue)
+    const t = decodeJoinToken(mesh.joinToken)
+    const session = await RogueSession.open(rogue, mesh.coordinatorPeerId)
+    await session.send({ type: 'hello', rid: 1, capacity: { slots: 1, freeSlots: 0, cpus: 1, memoryMb: 256, labels: { idx: 'rogue' }, runtime: 'process', version: 'rogue' }, running: [], join: { id: t.id, secret: t.secret } })
+    expect((await session.frame()).type).toBe('welcome')
+    const before = (await stats()).sessions.rateLimited as number
+    // Far more frames than 500/s with a burst of 1000; pulls are cheap and valid.
+    let sent = 0
+    try {
+      for (; sent < 20_000; sent++) await session.send({ type: 'pull', rid: 100 + sent, max: 1 })
+    } catch {
+      // The coordinator cut the stream: what the test is waiting for.
+    }
+    let limited = 0
+    for (;;) {
+      const r = await session.read(5_000)
+      if (r.kind !== 'frame') break
+      if (r.frame.type === 'error' && r.frame.code === 'rate-limited') limited++
+    }
+    expect(limited).toBeGreaterThan(0)
+    expect((await stats()).sessions.rateLimited).toBeGreaterThan(before)
+    const job = await submit(mesh.httpUrl, { command: ['echo', 'after the flood'], labels: { idx: '1' } })
+    expect((await waitForJob(mesh.httpUrl, job.body.id, j => TERMINAL.has(j.state))).state).toBe('succeeded')
+  }, 90_000)
+})
