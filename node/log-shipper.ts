@@ -52,7 +52,9 @@ export class AttemptLog {
   readonly stats = { shipped: 0, dropped: 0, batches: 0, sendFailures: 0 }
 
   constructor (private readonly ref: { jobId: string, attempt: number, token: string }, private readonly coordinator: string | undefined,
-    private readonly o: Required<Omit<LogShipperOptions, 'log' | 'clock' | 'send' | 'onStale'>> & Pick<LogShipperOptions, 'log' | 'clock' | 'send' | 'onStale'>) {
+    private readonly o: Required<Omit<LogShipperOptions, 'log' | 'clock' | 'send' | 'onStale'>> & Pick<LogShipperOptions, 'log' | 'clock' | 'send' | 'onStale'>,
+    /** Masks the job's secrets in each line (whole lines: a secret split across a line break is not seen). */
+    private readonly mask: (text: string) => string = text => text) {
     this.timer = setInterval(() => { this.flush() }, o.flushMs)
     this.timer.unref()
   }
@@ -81,7 +83,7 @@ export class AttemptLog {
         this.pending.push({ stream: 'stderr', at: this.o.clock.now(), text: `[rgrid: ${this.dropped} lines dropped from the live log; the result keeps the output's tail]` })
         this.dropped = 0
       }
-      this.pending.push({ stream, at: this.o.clock.now(), text: piece })
+      this.pending.push({ stream, at: this.o.clock.now(), text: this.mask(piece) })
       this.pendingBytes += bytes
     }
   }
@@ -163,7 +165,7 @@ export class LogShipper {
     }
   }
 
-  open (ref: { jobId: string, attempt: number, token: string }, coordinator?: string): AttemptLog {
-    return new AttemptLog(ref, coordinator, this.o)
+  open (ref: { jobId: string, attempt: number, token: string }, coordinator?: string, mask?: (text: string) => string): AttemptLog {
+    return new AttemptLog(ref, coordinator, this.o, mask)
   }
 }

@@ -11,6 +11,7 @@ import type { AdoptedAttempt, Runtime, RunOutcome } from './runtime/types.js'
 import type { Reporter } from './reporter.js'
 import { TransferError, type NodeTransfers, type TransferLimits } from './transfers.js'
 import type { LogShipper } from './log-shipper.js'
+import { secretMasker } from '../common/mask.js'
 
 export interface RunningAttempt {
   jobId: string
@@ -108,8 +109,9 @@ export class Runner {
           return transferFailure(entry, err)
         }
       }
-      const live = this.options.logs?.open(award, coordinator)
-      const outcome = await runtime.run({
+      const mask = secretMasker(award.spec.secretEnv)
+      const live = this.options.logs?.open(award, coordinator, mask)
+      const ran = await runtime.run({
         jobId: award.jobId,
         attempt: award.attempt,
         token: award.token,
@@ -122,6 +124,8 @@ export class Runner {
           reporter.started({ type: 'started', jobId: award.jobId, attempt: award.attempt, token: award.token, startedAt }, coordinator)
         }
       })
+      // Secrets never leave the node in output (the job may print its own env).
+      const outcome = { ...ran, stdout: mask(ran.stdout), stderr: mask(ran.stderr) }
       // Live lines first: once the result is recorded, lines from this attempt are refused.
       await live?.close()
       return await this.deliver(award, award.spec.outputs.map(o => o.path), limits, dir, entry, outcome, coordinator)

@@ -124,7 +124,7 @@ export class EmbeddedObjectStore implements ObjectStore {
       throw err
     }
     this.stats.gets++
-    const headers = { 'content-type': contentType ?? 'application/octet-stream', 'content-length': String(size) }
+    const headers = { ...downloadHeaders(key, contentType), 'content-length': String(size) }
     if (headOnly) return new Response(null, { status: 200, headers })
     return new Response(Readable.toWeb(createReadStream(path)) as ReadableStream, { status: 200, headers })
   }
@@ -180,6 +180,72 @@ export class EmbeddedObjectStore implements ObjectStore {
     await rename(tmp, dest)
     this.stats.puts++
     return new Response(null, { status: 200 })
+  }
+}
+
+/**
+ * Media types a browser executes or renders as active content (scripts,
+ * markup that can carry scripts, stylesheets that pull in XSL). Objects are
+ * written by strangers' jobs and served from the coordinator's own origin,
+ * where the dashboard runs with the user's API key in localStorage: a
+ * `report.html` that the browser rendered there could read that key and act
+ * with it. So whatever type was signed into the URL, these are served as
+ * opaque bytes. (Attachment disposition, nosniff and a sandbox CSP below are
+ * further layers; this one also holds for clients that ignore them.)
+ */
+const ACTIVE_TYPES = new Set([
+  'text/html', 'application/xhtml+xml', 'image/svg+xml', 'text/xml', 'application/xml', 'text/xsl',
+  'text/javascript', 'application/javascript', 'application/ecmascript', 'text/ecmascript'
+])
+/** `type/subtype` with optional parameters, in header-safe characters only. */
+const MEDIA_TYPE = /^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+(\s*;\s*[a-z0-9!#$&^_.+-]+=("[^"\\\x00-\x1f\x7f]*"|[a-z0-9!#$&^_.+-]+))*$/i
+
+/**
+ * The Content-Type an object is served with: the signed one, unless it is
+ * missing, malformed, or a type browsers treat as active content (see
+ * ACTIVE_TYPES), which all become `application/octet-stream`.
+ */
+export function safeContentType (contentType: string | undefined): string {
+  const fallback = 'application/octet-stream'
+  if (contentType == null) return fallback
+  const type = contentType.trim()
+  if (!MEDIA_TYPE.test(type)) return fallback
+  const essence = type.split(';')[0]!.trim().toLowerCase()
+  if (ACTIVE_TYPES.has(essence) || /html|xml|script/.test(essence)) return fallback
+  return type
+}
+
+/**
+ * `attachment; filename="…"; filename*=UTF-8''…` for the last segment of
+ * `key`: the quoted fallback is plain printable ASCII without quotes or
+ * backslashes (accents dropped, other non-ASCII as `_`), and filename*
+ * carries the exact name percent-encoded per RFC 5987.
+ */
+export function attachmentDisposition (key: string): string {
+  const name = (key.split('/').at(-1) ?? '').toWellFormed()
+  let ascii = name.normalize('NFKD').replace(/[\u0300-\u036f]/g, '')
+    .replace(/[\x00-\x1f\x7f"\\]/g, '')
+    .replace(/[^\x20-\x7e]/g, '_')
+    .trim()
+  if (ascii === '') ascii = 'download'
+  // encodeURIComponent leaves ' ( ) * alone, which RFC 5987's attr-char does not allow.
+  const encoded = encodeURIComponent(name === '' ? 'download' : name).replace(/['()*]/g, c => '%' + c.charCodeAt(0).toString(16).toUpperCase())
+  return `attachment; filename="${ascii}"; filename*=UTF-8''${encoded}`
+}
+
+/**
+ * Headers of every object download: job outputs are untrusted, and they are
+ * served from the coordinator's origin, so they are never rendered there:
+ * a download (attachment), no type sniffing, a sandbox with nothing allowed
+ * should a browser render it anyway, and no shared caches.
+ */
+export function downloadHeaders (key: string, contentType: string | undefined): Record<string, string> {
+  return {
+    'content-type': safeContentType(contentType),
+    'content-disposition': attachmentDisposition(key),
+    'x-content-type-options': 'nosniff',
+    'content-security-policy': "sandbox; default-src 'none'",
+    'cache-control': 'private'
   }
 }
 

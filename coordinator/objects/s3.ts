@@ -5,6 +5,7 @@
  */
 import { Client } from 'minio'
 import { errorMessage } from '../../common/errors.js'
+import { attachmentDisposition, safeContentType } from './embedded.js'
 import { ObjectStoreUnavailableError, type GetOptions, type ObjectStore, type PutConstraints } from './types.js'
 
 export interface S3ObjectStoreOptions {
@@ -63,9 +64,18 @@ export class S3ObjectStore implements ObjectStore {
     return await this.client.presignedPutObject(this.options.bucket, key, seconds(expiresMs))
   }
 
+  /**
+   * The URL pins the response headers, as the embedded store sets them (see
+   * downloadHeaders there): a download, never a page, and never a type a
+   * browser would run. The type is always set, since S3 would otherwise serve
+   * whatever Content-Type the uploader's PUT carried.
+   */
   async presignGet (key: string, expiresMs: number, options: GetOptions = {}): Promise<string> {
-    return await this.client.presignedGetObject(this.options.bucket, key, seconds(expiresMs),
-      options.contentType != null ? { 'response-content-type': options.contentType } : {})
+    return await this.client.presignedGetObject(this.options.bucket, key, seconds(expiresMs), {
+      'response-content-type': safeContentType(options.contentType),
+      'response-content-disposition': attachmentDisposition(key),
+      'response-cache-control': 'private'
+    })
   }
 
   async stat (key: string): Promise<{ size: number } | null> {

@@ -72,7 +72,8 @@ export class ProcessRuntime implements Runtime {
       PATH: process.env.PATH ?? FALLBACK_PATH,
       HOME: workDir,
       LANG: 'C.UTF-8',
-      ...spec.env
+      ...spec.env,
+      ...spec.secretEnv
     }
 
     let child: ChildProcess

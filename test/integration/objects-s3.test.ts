@@ -69,6 +69,43 @@ describe('inputs and outputs (S3 protocol)', () => {
     expect(await (await fetch(artifacts[0]!.url)).text()).toBe(data)
   })
 
+  it('serves outputs as attachments, never as HTML: the presigned URL pins disposition and type, and s3rver applies them', async () => {
+    const { status, body } = await submit(mesh.httpUrl, {
+      command: ['sh', '-c', 'mkdir -p out; echo "<script>alert(1)</script>" > out/report.html; echo cv > "out/résumé v2.txt"'],
+      outputs: [{ path: 'out/*' }]
+    })
+    expect(status, JSON.stringify(body)).toBe(201)
+    const job = await waitForJob(mesh.httpUrl, body.id, j => TERMINAL.has(j.state), 60_000)
+    expect(job.state, JSON.stringify(job.result)).toBe('succeeded')
+    const { artifacts } = await (await fetch(`${mesh.httpUrl}/v1/jobs/${body.id}/artifacts`)).json() as { artifacts: Array<{ path: string, contentType: string, url: string }> }
+    const byPath = new Map(artifacts.map(a => [a.path, a]))
+    const html = byPath.get('out/report.html')!
+    const resume = byPath.get('out/résumé v2.txt')!
+    expect(html.contentType).toBe('text/html')
+
+    // The query the coordinator signed: S3 answers with these headers in place of the stored ones.
+    const q = new URL(html.url).searchParams
+    expect(q.get('response-content-type')).toBe('application/octet-stream')
+    expect(q.get('response-content-disposition')).toBe('attachment; filename="report.html"; filename*=UTF-8\'\'report.html')
+    expect(q.get('response-cache-control')).toBe('private')
+    expect(new URL(resume.url).searchParams.get('response-content-disposition')).toBe('attachment; filename="resume v2.txt"; filename*=UTF-8\'\'r%C3%A9sum%C3%A9%20v2.txt')
+
+    // s3rver honours response-content-* overrides on signed GETs (its response-header-override
+    // middleware), so the headers are checked on the download itself. The node uploaded the
+    // HTML with Content-Type text/html; the override replaces it.
+    const res = await fetch(html.url)
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-type')).toBe('application/octet-stream')
+    expect(res.headers.get('content-disposition')).toBe('attachment; filename="report.html"; filename*=UTF-8\'\'report.html')
+    expect(res.headers.get('cache-control')).toBe('private')
+    expect(await res.text()).toBe('<script>alert(1)</script>\n')
+    const res2 = await fetch(resume.url)
+    expect(res2.status).toBe(200)
+    expect(res2.headers.get('content-type')).toBe('text/plain')
+    expect(res2.headers.get('content-disposition')).toBe('attachment; filename="resume v2.txt"; filename*=UTF-8\'\'r%C3%A9sum%C3%A9%20v2.txt')
+    expect(await res2.text()).toBe('cv\n')
+  })
+
   it('refuses a job naming an object the bucket does not hold', async () => {
     const { status, body } = await submit(mesh.httpUrl, { command: ['true'], inputs: [{ path: 'x', object: `sha256:${sha('absent')}` }] })
     expect(status).toBe(400)

@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
-import { EmbeddedObjectStore } from '../../coordinator/objects/embedded.js'
+import { EmbeddedObjectStore, attachmentDisposition, safeContentType } from '../../coordinator/objects/embedded.js'
 import { sign, verify, type SignedFields } from '../../coordinator/objects/signing.js'
 import { inputKey, outputKey } from '../../coordinator/objects/types.js'
 import type { Clock } from '../../common/clock.js'
@@ -119,6 +119,73 @@ describe('EmbeddedObjectStore uploads and downloads', () => {
     expect(await store.stat(key)).toEqual({ size: bytes.length })
     // A directory that happens to sit at a key is not an object.
     expect(await store.stat(outputKey(JOB, 2, 'out/deep'))).toBeNull()
+  })
+})
+
+describe('EmbeddedObjectStore downloads of untrusted outputs', () => {
+  /** Stores `bytes` as output `path` of attempt 1 and returns a GET URL signed with `contentType`. */
+  async function output (path: string, bytes: Buffer, contentType?: string): Promise<string> {
+    const key = outputKey(JOB, 1, path)
+    expect((await put(await store.presignPut(key, 60_000, { size: bytes.length, sha256: sha(bytes) }), bytes)).status).toBe(200)
+    return await store.presignGet(key, 60_000, contentType != null ? { contentType } : {})
+  }
+
+  const expectDownloadHeaders = (res: Response, ascii: string, encoded: string): void => {
+    expect(res.headers.get('content-disposition')).toBe(`attachment; filename="${ascii}"; filename*=UTF-8''${encoded}`)
+    expect(res.headers.get('x-content-type-options')).toBe('nosniff')
+    expect(res.headers.get('content-security-policy')).toBe("sandbox; default-src 'none'")
+    expect(res.headers.get('cache-control')).toBe('private')
+  }
+
+  it('serves an HTML artifact as an octet-stream attachment with nosniff and a sandbox CSP, on GET and HEAD', async () => {
+    const html = Buffer.from('<script>alert(document.cookie)</script>')
+    const url = await output('out/report.html', html, 'text/html')
+    const res = await store.handle(new Request(url))
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-type')).toBe('application/octet-stream')
+    expectDownloadHeaders(res, 'report.html', 'report.html')
+    expect(Buffer.from(await res.arrayBuffer())).toEqual(html)
+
+    const head = await store.handle(new Request(url, { method: 'HEAD' }))
+    expect(head.status).toBe(200)
+    expect(head.body).toBeNull()
+    expect(head.headers.get('content-type')).toBe('application/octet-stream')
+    expect(head.headers.get('content-length')).toBe(String(html.length))
+    expectDownloadHeaders(head, 'report.html', 'report.html')
+  })
+
+  it('gives a name with quotes, spaces and non-ASCII a safe ASCII fallback and an exact filename*', async () => {
+    const url = await output('résumé "v2".txt', Buffer.from('cv'), 'text/plain; charset=utf-8')
+    for (const method of ['GET', 'HEAD']) {
+      const res = await store.handle(new Request(url, { method }))
+      expect(res.status).toBe(200)
+      expect(res.headers.get('content-type')).toBe('text/plain; charset=utf-8')
+      expectDownloadHeaders(res, 'resume v2.txt', 'r%C3%A9sum%C3%A9%20%22v2%22.txt')
+    }
+    // filename* decodes back to the exact name (the last path segment).
+    const cd = attachmentDisposition(outputKey(JOB, 1, 'dir/résumé "v2".txt'))
+    expect(decodeURIComponent(/filename\*=UTF-8''(.*)$/.exec(cd)![1]!)).toBe('résumé "v2".txt')
+  })
+
+  it('keeps the ASCII fallback free of quotes, backslashes and control characters', () => {
+    const cd = attachmentDisposition(outputKey(JOB, 1, 'a\\b"c\x01\x7fd\t日本.txt'))
+    expect(/filename="([^"]*)"/.exec(cd)![1]).toBe('abcd__.txt')
+    expect(cd).toMatch(/^[\x20-\x7e]+$/)
+    expect(cd).toContain("filename*=UTF-8''a%5Cb%22c%01%7Fd%09%E6%97%A5%E6%9C%AC.txt")
+    expect(attachmentDisposition(outputKey(JOB, 1, "it's (1)*.txt"))).toContain("filename*=UTF-8''it%27s%20%281%29%2A.txt")
+    expect(attachmentDisposition(outputKey(JOB, 1, '"""'))).toContain('filename="download"')
+  })
+
+  it('downgrades every type a browser would run or render as active content', async () => {
+    for (const t of ['text/html', 'TEXT/HTML; charset=utf-8', 'application/xhtml+xml', 'image/svg+xml', 'text/xml', 'application/xml',
+      'text/javascript', 'application/javascript', 'application/x-javascript', 'application/rss+xml', 'text/x-html-ish', 'application/ecmascript',
+      'text/html\r\nx-evil: 1', 'not a type', '']) {
+      expect(safeContentType(t), JSON.stringify(t)).toBe('application/octet-stream')
+    }
+    for (const t of ['text/plain', 'text/csv', 'application/json', 'image/png', 'application/pdf', 'text/plain; charset=utf-8']) expect(safeContentType(t)).toBe(t)
+    const res = await store.handle(new Request(await output('pic.svg', Buffer.from('<svg onload="alert(1)"/>'), 'image/svg+xml')))
+    expect(res.headers.get('content-type')).toBe('application/octet-stream')
+    expectDownloadHeaders(res, 'pic.svg', 'pic.svg')
   })
 })
 
