@@ -70,6 +70,8 @@ one bidding node, and records claims and results in its store.
   --bootstrap-file FILE   read a bootstrap address from FILE (waits up to 60 s for it)
   --join-token-file FILE  at start, create a join token naming this coordinator and its
                           bootstrap peers, and write it to FILE (containers started together)
+  --admin-key-file FILE   at start, unless FILE exists, create an admin API key and
+                          write it to FILE (mode 600; docker-compose deployments)
   --network-key-file FILE at start, write the mesh's network key (private network
                           pre-shared key, swarm-key format) to FILE, before waiting
                           for --bootstrap-file: a bootstrap peer started together
@@ -142,6 +144,7 @@ async function main (): Promise<void> {
       'requests-per-second-per-key': { type: 'string' },
       name: { type: 'string' },
       admin: { type: 'boolean' },
+      'admin-key-file': { type: 'string' },
       'network-key-file': { type: 'string' },
       'public-url': { type: 'string' },
       'max-file-mb': { type: 'string' },
@@ -276,6 +279,10 @@ async function main (): Promise<void> {
   // The mesh's network key lives in the store, so every coordinator sharing it agrees on it.
   const networkKey = args.open === true ? undefined : await store.ensureSetting({ name: NETWORK_KEY_SETTING, value: newNetworkKey() })
   if (networkKey != null && args['network-key-file'] != null) await writeHandoff(args['network-key-file'], formatNetworkKeyFile(networkKey), 0o600)
+  if (apiKeys && args['admin-key-file'] != null) {
+    const existing = await readFile(args['admin-key-file'], 'utf8').catch((err: NodeJS.ErrnoException) => { if (err.code === 'ENOENT') return ''; throw err })
+    if (existing.trim() === '') await writeHandoff(args['admin-key-file'], (await keyCommand('create', [], { store, name: 'admin-key-file', admin: true, now: Date.now() })).trim(), 0o600)
+  }
   const prov = provisioning
   const bootstrap = [...(args.bootstrap ?? [])]
   if (args['bootstrap-file'] != null) {

@@ -91,7 +91,7 @@ export interface HttpAppOptions {
    * @default none (open)
    */
   auth?: ApiKeyAuth
-  /** Requests per second one API key may make, sustained (bursts of twice as many pass). @default 50 */
+  /** Requests per second one non-admin API key may make, sustained (bursts of twice as many pass). @default 50 */
   requestsPerSecondPerKey?: number
   /** @default systemClock */
   clock?: Clock
@@ -136,7 +136,8 @@ export function createHttpApp (options: HttpAppOptions): Hono<Env> {
     const path = c.req.path
     if (PUBLIC_PATHS.test(path)) { c.set('principal', OPEN_PRINCIPAL); await next(); return }
     const principal = options.auth != null ? await options.auth.authenticate(c.req.header('authorization')) : OPEN_PRINCIPAL
-    if (principal.keyId != null && !limiter.take(principal.keyId)) throw new RateLimitedError(Math.max(1, limiter.retryAfterSeconds(principal.keyId)), perKey)
+    // Admin keys are operators' and their automation's (dashboards, exporters, test harnesses): not rate-limited.
+    if (principal.keyId != null && !principal.admin && !limiter.take(principal.keyId)) throw new RateLimitedError(Math.max(1, limiter.retryAfterSeconds(principal.keyId)), perKey)
     if (ADMIN_PATHS.test(path) && !principal.admin) throw new ForbiddenError(`${path} is for admin keys only`)
     c.set('principal', principal)
     await next()

@@ -11,12 +11,13 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { submit, waitForAll, getJob } from '../helpers/http.js'
+import { submit, waitForAll, getJob, bearer } from '../helpers/http.js'
 import { expectExactlyOnce } from '../helpers/exactly-once.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const PROJECT = `rgridtest${process.pid}`
 const URL = 'http://127.0.0.1:18080'
+let apiKey = ''
 const ENV = { ...process.env, RGRID_IMAGE: 'rgrid:local', RGRID_POSTGRES_IMAGE: 'rgrid-test/postgres:17', RGRID_RUNTIME: 'sim' }
 let unavailable: string | null = null
 let up = false
@@ -48,7 +49,9 @@ beforeAll(async () => {
   const deadline = Date.now() + 120_000
   for (;;) {
     try {
-      const { nodes } = await (await fetch(`${URL}/v1/nodes`)).json() as { nodes: Array<{ session: boolean }> }
+      // The coordinator writes an admin API key into its data volume at start (--admin-key-file).
+      if (apiKey === '') apiKey = compose('exec', '-T', 'coordinator', 'cat', '/data/coordinator/admin.key').trim()
+      const { nodes } = await (await fetch(`${URL}/v1/nodes`, { headers: bearer(apiKey) })).json() as { nodes: Array<{ session: boolean }> }
       if (nodes.filter(n => n.session).length >= 5) break
     } catch (err) {
       // The coordinator may still be starting.
@@ -67,13 +70,15 @@ describe('docker-compose deployment', () => {
   it('runs 100 jobs on 5 nodes, survives a docker kill of one, and leaves nothing behind', async (ctx) => {
     if (unavailable != null) { ctx.skip(unavailable); return }
     const ids: string[] = []
-    for (let i = 0; i < 100; i++) ids.push((await submit(URL, { command: ['sim', i % 10 === 0 ? '2000' : '200', '0'], maxAttempts: 3 })).body.id)
+    expect(apiKey).toMatch(/^rgk_/)
+    expect((await submit(URL, { command: ['sim', '1', '0'] })).status).toBe(401)
+    for (let i = 0; i < 100; i++) ids.push((await submit(URL, { command: ['sim', i % 10 === 0 ? '2000' : '200', '0'], maxAttempts: 3 }, apiKey)).body.id)
     // Kill the node running a long job that has just started.
     let victim: string | null = null
     const deadline = Date.now() + 60_000
     while (victim == null && Date.now() < deadline) {
       for (let i = 0; i < 100 && victim == null; i += 10) {
-        const a = (await getJob(URL, ids[i]!)).attempts.at(-1)
+        const a = (await getJob(URL, ids[i]!, apiKey)).attempts.at(-1)
         if (a?.state === 'running' && a.startedAt != null && Date.now() - a.startedAt < 1000) victim = a.node
       }
       if (victim == null) await new Promise(resolve => setTimeout(resolve, 50))
@@ -86,8 +91,8 @@ describe('docker-compose deployment', () => {
       if (`${logs.stdout}${logs.stderr}`.includes(victim!)) { execFileSync('docker', ['kill', c]); killed = true; break }
     }
     expect(killed).toBe(true)
-    const jobs = await waitForAll(URL, ids, 180_000)
-    const summary = await expectExactlyOnce(URL, jobs, i => `sim ${i % 10 === 0 ? 2000 : 200} ms\n`)
+    const jobs = await waitForAll(URL, ids, 180_000, apiKey)
+    const summary = await expectExactlyOnce(URL, jobs, i => `sim ${i % 10 === 0 ? 2000 : 200} ms\n`, apiKey)
     expect(summary.replaced).toBeGreaterThan(0)
     compose('down', '-v')
     up = false

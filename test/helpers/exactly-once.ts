@@ -9,8 +9,8 @@ import type { JobJson } from './http.js'
 
 export interface JobEvent { type: string, attempt: number | null, actor: string, detail: Record<string, unknown> }
 
-export async function jobEvents (url: string, id: string): Promise<JobEvent[]> {
-  return (await (await fetch(`${url}/v1/jobs/${id}/events`)).json() as { events: JobEvent[] }).events
+export async function jobEvents (url: string, id: string, apiKey?: string): Promise<JobEvent[]> {
+  return (await (await fetch(`${url}/v1/jobs/${id}/events`, { headers: apiKey != null ? { authorization: `Bearer ${apiKey}` } : {} })).json() as { events: JobEvent[] }).events
 }
 
 export interface ExactlyOnceSummary {
@@ -27,7 +27,7 @@ export interface ExactlyOnceSummary {
  * job i printed. Returns what the fault did, so a test can also assert that
  * the fault happened at all.
  */
-export async function expectExactlyOnce (url: string, jobs: JobJson[], stdout: (i: number) => string): Promise<ExactlyOnceSummary> {
+export async function expectExactlyOnce (url: string, jobs: JobJson[], stdout: (i: number) => string, apiKey?: string): Promise<ExactlyOnceSummary> {
   const summary: ExactlyOnceSummary = { replaced: 0, staleReports: 0, reasons: new Map() }
   for (const [i, job] of jobs.entries()) {
     expect(job.state, `job ${i} (${job.id})`).toBe('succeeded')
@@ -38,7 +38,7 @@ export async function expectExactlyOnce (url: string, jobs: JobJson[], stdout: (
     const result = job.result as (JobJson['result'] & { attempt: number }) | null
     expect(result?.attempt, `job ${i}: result from attempt`).toBe(succeeded[0]!.number)
     expect(succeeded[0]!.number, `job ${i}: the succeeded attempt is the latest`).toBe(Math.max(...job.attempts.map(a => a.number)))
-    const events = await jobEvents(url, job.id)
+    const events = await jobEvents(url, job.id, apiKey)
     expect(events.filter(e => e.type === 'finished'), `job ${i}: one finished event`).toHaveLength(1)
     // Every replaced attempt has exactly one reschedule event with a reason.
     const resched = events.filter(e => e.type === 'rescheduled')

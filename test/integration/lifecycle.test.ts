@@ -31,17 +31,22 @@ describe('process lifecycle', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'rgrid-dev-'))
     const dev = spawn(process.execPath, [RGRID, 'dev', '--nodes', '2', '--http', '127.0.0.1:0', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] })
     try {
+      let apiKey = ''
       let url = ''
       const lines = createInterface({ input: dev.stdout })
       lines.on('line', line => {
         const m = /^coordinator HTTP API: (\S+)/.exec(line)
         if (m != null) url = m[1]!
+        const k = /^API key \(admin[^)]*\): (rgk_\S+)/.exec(line)
+        if (k != null) apiKey = k[1]!
       })
-      await until('the dev mesh URL', () => url !== '', 60_000)
+      await until('the dev mesh URL and its API key', () => url !== '' && apiKey !== '', 60_000)
       const children = childPids(dev.pid!)
       expect(children).toHaveLength(4) // bootstrap, coordinator, two nodes
-      const { body } = await submit(url, { command: ['echo', 'dev-ok'] })
-      const job = await waitForJob(url, body.id, j => j.state === 'succeeded')
+      // rgrid dev requires API keys, as a real coordinator does.
+      expect((await submit(url, { command: ['echo', 'no key'] })).status).toBe(401)
+      const { body } = await submit(url, { command: ['echo', 'dev-ok'] }, apiKey)
+      const job = await waitForJob(url, body.id, j => j.state === 'succeeded', 30_000, apiKey)
       expect(job.result?.stdout).toBe('dev-ok\n')
 
       dev.kill('SIGINT')

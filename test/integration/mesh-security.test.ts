@@ -14,6 +14,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
 import { BINS, LocalMesh } from '../../dist/cli/local-mesh.js'
@@ -89,7 +90,10 @@ describe('revocation', () => {
 
     // A long job that only node B may take (labels), so it is running there when B is revoked.
     const { body } = await submit(mesh.httpUrl, { command: ['sh', '-c', 'sleep 120'], labels: { idx: '2' }, maxAttempts: 3 })
-    await waitForJob(mesh.httpUrl, body.id, j => j.state === 'running', 30_000)
+    await waitForJob(mesh.httpUrl, body.id, j => j.state === 'running', 30_000).catch(async (err: unknown) => {
+      const why = await (await fetch(`${mesh.httpUrl}/v1/jobs/${body.id}/explain`)).text()
+      throw new Error(`${(err as Error).message}; explain: ${why}`)
+    })
     expect((await getJob(mesh.httpUrl, body.id)).attempts[0]!.node).toBe(peerB)
 
     const exited = new Promise<number | null>(resolve => { nodeB.child.once('exit', code => { resolve(code) }) })
@@ -184,6 +188,40 @@ describe('gossip scoring and rate limits', () => {
     expect(limited).toBeGreaterThan(0)
     expect((await stats()).sessions.rateLimited).toBeGreaterThan(before)
     const job = await submit(mesh.httpUrl, { command: ['echo', 'after the flood'], labels: { idx: '1' } })
+    expect((await waitForJob(mesh.httpUrl, job.body.id, j => TERMINAL.has(j.state))).state).toBe('succeeded')
+  }, 90_000)
+
+  it('a node keeps running jobs after garbage on every protocol it speaks', async () => {
+    const rogue = await startRogue(mesh)
+    hosts.push(rogue)
+    const target = mesh.nodePeerIds[1]!
+    const nodeProcess = mesh.processes.find(p => p.name === 'node-1')!
+    const { peerIdFromString } = await import('@libp2p/peer-id')
+    const peer = await rogue.peerStore.get(peerIdFromString(target))
+    const protocols = peer.protocols
+    // identify, ping, the DHT and gossipsub at least: a node serves no session protocol.
+    expect(protocols.length).toBeGreaterThanOrEqual(4)
+    const garbage = [
+      randomBytes(1), randomBytes(64), randomBytes(70_000),
+      Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]), // a length prefix far beyond any limit
+      new TextEncoder().encode('{"type":"hello"}')
+    ]
+    let opened = 0
+    for (const protocol of protocols) {
+      for (const bytes of garbage) {
+        try {
+          const stream = await rogue.dialProtocol(peerIdFromString(target), protocol, { signal: AbortSignal.timeout(5_000) })
+          opened++
+          stream.send(bytes)
+          await stream.close({ signal: AbortSignal.timeout(2_000) }).catch(() => { stream.abort(new Error('done')) })
+        } catch {
+          // The node may reset the stream or the connection: that is a fine answer to garbage.
+        }
+      }
+    }
+    expect(opened).toBeGreaterThan(0)
+    expect(nodeProcess.child.exitCode).toBeNull()
+    const job = await submit(mesh.httpUrl, { command: ['echo', 'after garbage'], labels: { idx: '1' } })
     expect((await waitForJob(mesh.httpUrl, job.body.id, j => TERMINAL.has(j.state))).state).toBe('succeeded')
   }, 90_000)
 })
