@@ -4,6 +4,7 @@
  * job downloaded into `DIR/<input name>/`, a summary at the end. Ctrl-C
  * detaches; `rgrid watch BATCH` reattaches.
  */
+import { safeName } from './terminal.js'
 import { glob } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -109,10 +110,10 @@ export async function watchBatch (client: Client, batch: string, outputDir: stri
 }
 
 export function summaryTable (rows: BatchRow[]): string {
-  const w = Math.max(5, ...rows.map(r => r.input.length))
+  const w = Math.max(5, ...rows.map(r => safeName(r.input).length))
   const lines = [`${'input'.padEnd(w)}  state      exit  attempts  seconds  job`]
   for (const r of rows) {
-    lines.push(`${r.input.padEnd(w)}  ${r.state.padEnd(9)}  ${String(r.exitCode ?? '-').padStart(4)}  ${String(r.attempts).padStart(8)}  ${(r.seconds != null ? r.seconds.toFixed(1) : '-').padStart(7)}  ${r.id}`)
+    lines.push(`${safeName(r.input).padEnd(w)}  ${r.state.padEnd(9)}  ${String(r.exitCode ?? '-').padStart(4)}  ${String(r.attempts).padStart(8)}  ${(r.seconds != null ? r.seconds.toFixed(1) : '-').padStart(7)}  ${r.id}`)
   }
   const failed = rows.filter(r => r.state !== 'succeeded').length
   lines.push('', `${rows.length - failed} succeeded, ${failed} failed or cancelled`)

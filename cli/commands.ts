@@ -5,6 +5,7 @@
  * `RGRID_API_KEY` or the config file. Read commands take `--json`.
  * Errors are one line on stderr and a non-zero exit code.
  */
+import { logFor, safeLogLine, safeName } from './terminal.js'
 import { parseArgs } from 'node:util'
 import { readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
@@ -103,8 +104,8 @@ function printJob (job: Job): void {
   }
   const r = job.result
   if (r != null) {
-    out(`  result: ${r.outcome}${r.exitCode != null ? `, exit ${r.exitCode}` : ''}${r.error != null ? ` (${r.error.code}: ${r.error.message})` : ''}\n`)
-    for (const a of r.artifacts) out(`  output: ${a.path} (${a.size} bytes)\n`)
+    out(`  result: ${r.outcome}${r.exitCode != null ? `, exit ${r.exitCode}` : ''}${r.error != null ? ` (${safeName(r.error.code)}: ${safeName(r.error.message)})` : ''}\n`)
+    for (const a of r.artifacts) out(`  output: ${safeName(a.path)} (${a.size} bytes)\n`)
   }
 }
 
@@ -137,7 +138,7 @@ async function dispatch (command: string, argv: string[]): Promise<number> {
         ...(values.state != null ? { state: values.state as string } : {}), ...(values.batch != null ? { batch: values.batch as string } : {}), limit
       })
       if (values.json === true) { out(JSON.stringify(jobs, null, 2) + '\n'); return 0 }
-      for (const j of jobs) out(`${j.id}  ${j.state.padEnd(9)}  attempt ${j.attempt}  ${((j.spec.command as string[]) ?? []).join(' ').slice(0, 60)}\n`)
+      for (const j of jobs) out(`${j.id}  ${j.state.padEnd(9)}  attempt ${j.attempt}  ${safeName(((j.spec.command as string[]) ?? []).join(' ').slice(0, 60))}\n`)
       if (jobs.length === 0) out('no jobs\n')
       return 0
     }
@@ -147,7 +148,10 @@ async function dispatch (command: string, argv: string[]): Promise<number> {
       const client = clientFor(values.coordinator as string | undefined)
       const print = (l: LogLine): void => {
         if (values.json === true) out(JSON.stringify(l) + '\n')
-        else (l.stream === 'stderr' ? process.stderr : process.stdout).write(l.text + '\n')
+        else {
+          const stream = l.stream === 'stderr' ? process.stderr : process.stdout
+          stream.write(logFor(stream, l.text) + '\n')
+        }
       }
       if (values.follow === true) {
         const stop = new AbortController()
@@ -168,10 +172,10 @@ async function dispatch (command: string, argv: string[]): Promise<number> {
       const id = one(positionals, 'a job id')
       const e = await clientFor(values.coordinator as string | undefined).explain(id)
       if (values.json === true) { out(JSON.stringify(e, null, 2) + '\n'); return 0 }
-      out(`${e.id}  ${e.state}\n\n${e.summary}\nNext: ${e.next}\n`)
+      out(`${e.id}  ${e.state}\n\n${safeLogLine(e.summary)}\nNext: ${safeLogLine(e.next)}\n`)
       if (e.nodes.length > 0 && !['succeeded', 'failed', 'cancelled'].includes(e.state)) {
         out('\nNodes:\n')
-        for (const n of e.nodes) out(`  …${n.peerId.slice(-12)}  ${n.verdict.padEnd(12)}  ${n.reason}\n`)
+        for (const n of e.nodes) out(`  …${n.peerId.slice(-12)}  ${n.verdict.padEnd(12)}  ${safeName(n.reason)}\n`)
       }
       if (e.bids.length > 0) {
         out('\nBids:\n')
@@ -179,7 +183,7 @@ async function dispatch (command: string, argv: string[]): Promise<number> {
       }
       if (e.recent.length > 0) {
         out('\nRecent events:\n')
-        for (const ev of e.recent) out(`  ${new Date(ev.at).toISOString()}  ${ev.type.padEnd(12)} ${ev.attempt != null ? `attempt ${ev.attempt}  ` : ''}${typeof ev.detail.reason === 'string' ? ev.detail.reason : ''}\n`)
+        for (const ev of e.recent) out(`  ${new Date(ev.at).toISOString()}  ${ev.type.padEnd(12)} ${ev.attempt != null ? `attempt ${ev.attempt}  ` : ''}${typeof ev.detail.reason === 'string' ? safeName(ev.detail.reason) : ''}\n`)
       }
       return 0
     }
@@ -235,7 +239,7 @@ async function dispatch (command: string, argv: string[]): Promise<number> {
       const id = one(positionals, 'a job id')
       const files = await downloadArtifacts(clientFor(values.coordinator as string | undefined), id, (values['output-dir'] as string | undefined) ?? '.')
       if (values.json === true) out(JSON.stringify(files, null, 2) + '\n')
-      else out(files.length === 0 ? 'no outputs\n' : files.map(f => `${f}\n`).join(''))
+      else out(files.length === 0 ? 'no outputs\n' : files.map(f => `${safeName(f)}\n`).join(''))
       return 0
     }
     case 'nodes': {
@@ -243,7 +247,7 @@ async function dispatch (command: string, argv: string[]): Promise<number> {
       const nodes = await clientFor(values.coordinator as string | undefined).nodes() as Array<{ peerId: string, capacity: { slots: number, cpus: number, memoryMb: number, labels: Record<string, string>, runtime: string }, freeSlots: number, running: number, session: boolean, lastHeartbeatAt: number }>
       if (values.json === true) { out(JSON.stringify(nodes, null, 2) + '\n'); return 0 }
       for (const n of nodes) {
-        const labels = Object.entries(n.capacity.labels).map(([k, v]) => `${k}=${v}`).join(',')
+        const labels = safeName(Object.entries(n.capacity.labels).map(([k, v]) => `${k}=${v}`).join(','))
         out(`…${n.peerId.slice(-12)}  ${n.session ? 'connected' : 'away     '}  ${n.running}/${n.capacity.slots} slots busy  ${n.capacity.cpus} cpus  ${n.capacity.memoryMb} MiB  ${n.capacity.runtime}  heard ${age(Date.now() - n.lastHeartbeatAt)} ago${labels !== '' ? `  ${labels}` : ''}\n`)
       }
       if (nodes.length === 0) out('no nodes\n')
@@ -369,7 +373,8 @@ async function run (argv: string[]): Promise<number> {
   try {
     await client.follow(job.id, 0, l => {
       printed++
-      ;(l.stream === 'stderr' ? process.stderr : process.stdout).write(l.text + '\n')
+      const stream = l.stream === 'stderr' ? process.stderr : process.stdout
+      stream.write(logFor(stream, l.text) + '\n')
     }, detach.signal)
   } finally {
     process.off('SIGINT', onInt)
@@ -378,14 +383,14 @@ async function run (argv: string[]): Promise<number> {
   const done = await client.job(job.id)
   // A coordinator without live lines (or lines dropped): show the result's output instead.
   if (printed === 0 && done.result != null) {
-    if (done.result.stdout !== '') process.stdout.write(done.result.stdout.endsWith('\n') ? done.result.stdout : done.result.stdout + '\n')
-    if (done.result.stderr !== '') process.stderr.write(done.result.stderr.endsWith('\n') ? done.result.stderr : done.result.stderr + '\n')
+    if (done.result.stdout !== '') process.stdout.write(logFor(process.stdout, done.result.stdout.endsWith('\n') ? done.result.stdout : done.result.stdout + '\n'))
+    if (done.result.stderr !== '') process.stderr.write(logFor(process.stderr, done.result.stderr.endsWith('\n') ? done.result.stderr : done.result.stderr + '\n'))
   }
   const files = await downloadArtifacts(client, job.id, outputDir)
-  for (const f of files) process.stderr.write(`rgrid: output ${f}\n`)
+  for (const f of files) process.stderr.write(`rgrid: output ${safeName(f)}\n`)
   if (done.state !== 'succeeded') {
     const e = done.result?.error
-    process.stderr.write(`rgrid: job ${job.id} ${done.state}${e != null ? `: ${e.message}` : ''}\n`)
+    process.stderr.write(`rgrid: job ${job.id} ${done.state}${e != null ? `: ${safeName(e.message)}` : ''}\n`)
   }
   return exitCodeOf(done)
 }

@@ -11,6 +11,7 @@ import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LocalMesh } from '../../dist/cli/local-mesh.js'
+import { submit, waitForJob } from '../helpers/http.js'
 
 const RGRID = join(import.meta.dirname, '..', '..', 'dist', 'cli', 'rgrid.js')
 
@@ -91,6 +92,22 @@ describe('rgrid CLI', () => {
     expect(logs.stdout).toBe('started\n')
     const nodes = JSON.parse((await rgrid(['nodes', '--json'])).stdout) as Array<{ peerId: string }>
     expect(nodes.map(n => n.peerId).sort()).toEqual([...mesh.nodePeerIds].sort())
+  })
+
+  it('job-controlled text is escaped in names and messages; log lines reach a pipe as the job wrote them', async () => {
+    const hostile = '\u001b]0;pwned\u0007\u001b[2J\u202eevil'
+    // $0 is the hostile text (shown by list), $1 what the job prints.
+    const { body } = await submit(mesh.httpUrl, { command: ['sh', '-c', 'printf "%s" "$1"', hostile, '\u001b[31mred\u001b[0m \u001b]0;title\u0007\n'] })
+    await waitForJob(mesh.httpUrl, body.id, j => j.state === 'succeeded')
+    const list = await rgrid(['list'])
+    expect(list.code).toBe(0)
+    const line = list.stdout.split('\n').find(l => l.startsWith(body.id))!
+    expect(line).toContain('\\x1b]0;pwned\\x07')
+    expect(line).toContain('\\u{202e}evil')
+    expect(list.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f\u202e]/)
+    // Not a terminal: the job's own bytes, colour and all, for files and pipes.
+    const logs = await rgrid(['logs', body.id])
+    expect(logs.stdout).toBe('\u001b[31mred\u001b[0m \u001b]0;title\u0007\n')
   })
 
   it('errors: one line and a distinct exit code', async () => {
