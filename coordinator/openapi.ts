@@ -30,22 +30,23 @@ const attempt = {
 export function openApiDocument (serverUrl?: string): Json {
   return {
     openapi: '3.1.0',
-    info: { title: 'RGrid coordinator API', version: '1', description: 'Submit jobs, follow them, and fetch their results and outputs. Times are epoch milliseconds.' },
+    info: { title: 'RGrid coordinator API', version: '1', description: 'Submit jobs, follow them, and fetch their results and outputs. Times are epoch milliseconds. Every /v1 route needs an API key (Authorization: Bearer rgk_…) unless the coordinator runs with --open or --no-api-keys; a key sees only its own jobs and uploads (admin keys see all). Answers 401 without a valid key, 403 for admin-only routes, 429 over the per-key rate or unfinished-job cap.' },
+    security: [{ apiKey: [] }],
     ...(serverUrl != null ? { servers: [{ url: serverUrl }] } : {}),
     paths: {
-      '/healthz': { get: { summary: 'Liveness and identity', responses: { 200: json({ type: 'object' }, '{ok, peerId, addrs}') } } },
+      '/healthz': { get: { summary: 'Liveness and identity', security: [], responses: { 200: json({ type: 'object' }, '{ok, peerId, addrs}') } } },
       '/v1/stats': { get: { summary: 'Job counts by state and service counters', responses: { 200: json({ type: 'object' }, 'counters') } } },
       '/v1/cloud/events': { get: { summary: 'What the provisioner did to cloud servers and why, newest first', parameters: [{ name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } }], responses: { 200: json({ type: 'object', properties: { events: { type: 'array', items: { type: 'object' } } } }, '{events: [{seq, at, type, serverId, serverName, reason, detail}]}') } } },
       '/v1/stats/history': { get: { summary: 'Job counts sampled every 5 s for the last hour (waiting, running, finished)', responses: { 200: json({ type: 'object' }, '{samples: [{at, waiting, running, finished}]}') } } },
-      '/': { get: { summary: 'Web dashboard', responses: { 200: { description: 'HTML' } } } },
-      '/jobs/{id}': { get: { summary: 'Web dashboard: one job', parameters: [idParam], responses: { 200: { description: 'HTML' } } } },
-      '/dashboard.js': { get: { summary: "The dashboard's script", responses: { 200: { description: 'JavaScript' } } } },
-      '/v1/openapi.json': { get: { summary: 'This document', responses: { 200: json({ type: 'object' }, 'OpenAPI 3.1') } } },
+      '/': { get: { summary: 'Web dashboard', security: [], responses: { 200: { description: 'HTML' } } } },
+      '/jobs/{id}': { get: { summary: 'Web dashboard: one job', security: [], parameters: [idParam], responses: { 200: { description: 'HTML' } } } },
+      '/dashboard.js': { get: { summary: "The dashboard's script", security: [], responses: { 200: { description: 'JavaScript' } } } },
+      '/v1/openapi.json': { get: { summary: 'This document', security: [], responses: { 200: json({ type: 'object' }, 'OpenAPI 3.1') } } },
       '/v1/jobs': {
         post: {
           summary: 'Submit a job',
           requestBody: { required: true, content: { 'application/json': { schema: ref('JobSpec') } } },
-          responses: { 201: json(ref('JobSummary'), 'accepted; Location names the job'), ...errors(400, 413, 415, 503) }
+          responses: { 201: json(ref('JobSummary'), 'accepted; Location names the job'), ...errors(400, 401, 413, 415, 429, 503) }
         },
         get: {
           summary: 'List jobs, newest first',
@@ -94,12 +95,13 @@ export function openApiDocument (serverUrl?: string): Json {
       },
       '/v1/nodes': { get: { summary: 'Nodes the coordinator knows', responses: { 200: json({ type: 'object', properties: { nodes: { type: 'array', items: { type: 'object' } } } }, 'nodes') } } },
       '/objects/{key}': {
-        get: { summary: 'Embedded object store: download through a signed URL', parameters: [{ name: 'key', in: 'path', required: true, schema: { type: 'string' } }], responses: { 200: { description: 'the bytes' }, ...errors(403, 404) } },
-        put: { summary: 'Embedded object store: upload through a signed URL (exact size and sha256)', parameters: [{ name: 'key', in: 'path', required: true, schema: { type: 'string' } }], responses: { 200: { description: 'stored' }, ...errors(400, 403, 413) } }
+        get: { summary: 'Embedded object store: download through a signed URL (served as an attachment)', security: [], parameters: [{ name: 'key', in: 'path', required: true, schema: { type: 'string' } }], responses: { 200: { description: 'the bytes' }, ...errors(403, 404) } },
+        put: { summary: 'Embedded object store: upload through a signed URL (exact size and sha256)', security: [], parameters: [{ name: 'key', in: 'path', required: true, schema: { type: 'string' } }], responses: { 200: { description: 'stored' }, ...errors(400, 403, 413) } }
       },
-      '/metrics': { get: { summary: 'Prometheus metrics', responses: { 200: { description: 'text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } } } } }
+      '/metrics': { get: { summary: 'Prometheus metrics (admin keys)', responses: { 200: { description: 'text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } } } } }
     },
     components: {
+      securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'rgk_<id>_<secret> from rgrid-coordinator key create' } },
       schemas: {
         JobSpec: schemaOf(jobSpecSchema),
         UploadRequest: schemaOf(uploadRequestSchema),
@@ -118,7 +120,7 @@ export function openApiDocument (serverUrl?: string): Json {
         ArtifactLink: { type: 'object', properties: { path: { type: 'string' }, size: { type: 'integer' }, sha256: { type: 'string' }, contentType: { type: 'string' }, url: { type: 'string' } } },
         Error: { type: 'object', properties: { error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } }, required: ['code', 'message'] } } }
       },
-      responses: Object.fromEntries([[400, 'invalid request; the message names the field'], [403, 'bad or expired signed URL'], [404, 'no such job or route'], [409, 'conflict, e.g. cancelling a finished job'],
+      responses: Object.fromEntries([[400, 'invalid request; the message names the field'], [401, 'no valid API key (WWW-Authenticate: Bearer)'], [403, 'an admin-only route, or a bad or expired signed URL'], [429, 'over the per-key request rate (Retry-After) or the unfinished-job cap'], [404, 'no such job or route'], [409, 'conflict, e.g. cancelling a finished job'],
         [413, 'too large'], [415, 'not application/json'], [503, 'database or object store unavailable; retry (Retry-After)']]
         .map(([s, d]) => [`E${s}`, json(ref('Error'), String(d))]))
     }
