@@ -198,43 +198,37 @@ async function main (): Promise<void> {
     }, null, 2) + '\n')
     return
   }
-  if (command === 'token') {
-    const [sub, ...rest] = extra
-    if (sub == null) usageError('rgrid-coordinator', 'token needs create, list or revoke')
+  /** Runs a store subcommand: prints its output, or its one-line error with exit code 1. */
+  const storeCommand = async (name: string, run: (store: Store) => Promise<string>): Promise<void> => {
     const store = await openStore(dbUrl, dataDir, true)
     try {
-      process.stdout.write(await tokenCommand(sub, rest, { store, dataDir, addrs: args.addr ?? [], expires: args.expires ?? '7d', note: args.note ?? '', now: Date.now() }))
+      process.stdout.write(await run(store))
     } catch (err) {
-      process.stderr.write(`rgrid-coordinator token ${sub}: ${(err as Error).message}\n`)
+      process.stderr.write(`rgrid-coordinator ${name}: ${(err as Error).message}\n`)
       process.exitCode = 1
     } finally {
       await store.close()
     }
+  }
+  if (command === 'token') {
+    const [sub, ...rest] = extra
+    if (sub == null) usageError('rgrid-coordinator', 'token needs create, list or revoke')
+    await storeCommand(`token ${sub}`, async store => await tokenCommand(sub, rest, { store, dataDir, addrs: args.addr ?? [], expires: args.expires ?? '7d', note: args.note ?? '', now: Date.now() }))
     return
   }
   if (command === 'key') {
     const [sub, ...rest] = extra
     if (sub == null) usageError('rgrid-coordinator', 'key needs create, list or revoke')
-    const store = await openStore(dbUrl, dataDir, true)
-    try {
-      process.stdout.write(await keyCommand(sub, rest, { store, name: args.name, admin: args.admin === true, now: Date.now() }))
-    } catch (err) {
-      process.stderr.write(`rgrid-coordinator key ${sub}: ${(err as Error).message}\n`)
-      process.exitCode = 1
-    } finally {
-      await store.close()
-    }
+    await storeCommand(`key ${sub}`, async store => await keyCommand(sub, rest, { store, name: args.name, admin: args.admin === true, now: Date.now() }))
     return
   }
   if (command === 'network-key') {
-    const store = await openStore(dbUrl, dataDir, true)
-    try {
+    await storeCommand('network-key', async store => {
       const key = await store.ensureSetting({ name: NETWORK_KEY_SETTING, value: newNetworkKey() })
-      if (args['network-key-file'] != null) await writeHandoff(args['network-key-file'], formatNetworkKeyFile(key), 0o600)
-      else process.stdout.write(formatNetworkKeyFile(key))
-    } finally {
-      await store.close()
-    }
+      if (args['network-key-file'] == null) return formatNetworkKeyFile(key)
+      await writeHandoff(args['network-key-file'], formatNetworkKeyFile(key), 0o600)
+      return ''
+    })
     return
   }
   const objectsUrl = args.objects ?? process.env.RGRID_OBJECTS_URL ?? 'embedded'

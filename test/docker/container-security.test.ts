@@ -7,22 +7,20 @@
  * docker socket are covered in docker-runtime.test.ts.
  */
 import { describe, it, expect, beforeAll, beforeEach, afterEach, type TestContext } from 'vitest'
-import { execFileSync } from 'node:child_process'
 import { mkdir, mkdtemp, rm, writeFile, realpath } from 'node:fs/promises'
 import { createServer, type Server, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join, dirname } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { randomUUID } from 'node:crypto'
 import Dockerode from 'dockerode'
 import { jobSpecSchema, type JobSpecInput } from '../../protocol/schemas.js'
 import { IDENTITY_FILE } from '../../common/identity.js'
+import { prepareDocker } from '../helpers/docker.js'
 import { silentLogger } from '../../common/log.js'
-import { DockerRuntime, DockerUnavailableError, type DockerRuntimeOptions } from '../../node/runtime/docker.js'
+import { DockerRuntime, type DockerRuntimeOptions } from '../../node/runtime/docker.js'
 import type { RunOutcome } from '../../node/runtime/types.js'
 
 const IMAGE = 'rgrid-test/busybox:latest'
-const BUILD_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', 'images', 'build.sh')
 const RUN_LABEL = { 'rgrid.test-run': randomUUID() }
 const SECRET = `node-identity-${randomUUID()}`
 
@@ -36,16 +34,7 @@ let dataDir: string
 let workDir: string
 
 beforeAll(async () => {
-  try {
-    await new DockerRuntime({ docker, apiTimeoutMs: 5000, logger: silentLogger }).start()
-  } catch (err) {
-    if (!(err instanceof DockerUnavailableError)) throw err
-    unavailable = err.message
-    if (process.env.CI === 'true') throw new Error(`CI=true but the Docker tests cannot run: ${err.message}`)
-    console.warn(`[docker tests skipped] ${err.message}`)
-    return
-  }
-  execFileSync('bash', [BUILD_SCRIPT], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 120_000 })
+  unavailable = await prepareDocker(docker)
 }, 180_000)
 
 beforeEach(async () => {

@@ -5,21 +5,19 @@
  * where a missing engine is a failure: CI must not pass by skipping them.
  */
 import { describe, it, expect, beforeAll, beforeEach, afterEach, type TestContext } from 'vitest'
-import { execFileSync } from 'node:child_process'
 import { mkdtemp, rm, readFile, writeFile, realpath } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join, dirname } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { randomUUID } from 'node:crypto'
 import Dockerode from 'dockerode'
 import { jobSpecSchema, type JobSpecInput } from '../../protocol/schemas.js'
 import { LIMITS } from '../../protocol/limits.js'
+import { prepareDocker } from '../helpers/docker.js'
 import { silentLogger } from '../../common/log.js'
 import { DockerRuntime, DockerUnavailableError } from '../../node/runtime/docker.js'
 import type { RunOutcome } from '../../node/runtime/types.js'
 
 const IMAGE = 'rgrid-test/busybox:latest'
-const BUILD_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', 'images', 'build.sh')
 /** Scopes the leftover-container check to this run's containers. */
 const RUN_LABEL = { 'rgrid.test-run': randomUUID() }
 
@@ -29,17 +27,7 @@ let unavailable: string | null = null
 let workDir: string
 
 beforeAll(async () => {
-  try {
-    await new DockerRuntime({ docker, apiTimeoutMs: 5000, logger: silentLogger }).start()
-  } catch (err) {
-    if (!(err instanceof DockerUnavailableError)) throw err
-    unavailable = err.message
-    if (process.env.CI === 'true') throw new Error(`CI=true but the Docker tests cannot run: ${err.message}`)
-    console.warn(`[docker tests skipped] ${err.message}`)
-    return
-  }
-  // Builds the image only when it is missing; the script is idempotent.
-  execFileSync('bash', [BUILD_SCRIPT], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 120_000 })
+  unavailable = await prepareDocker(docker)
 }, 180_000)
 
 beforeEach(async () => { workDir = await realpath(await mkdtemp(join(tmpdir(), 'rgrid-docker-'))) })
