@@ -15,7 +15,7 @@ import { randomUUID } from 'node:crypto'
 import Dockerode from 'dockerode'
 import { jobSpecSchema, type JobSpecInput } from '../../protocol/schemas.js'
 import { IDENTITY_FILE } from '../../common/identity.js'
-import { prepareDocker } from '../helpers/docker.js'
+import { leftContainers, prepareDocker } from '../helpers/docker.js'
 import { silentLogger } from '../../common/log.js'
 import { DockerRuntime, type DockerRuntimeOptions } from '../../node/runtime/docker.js'
 import type { RunOutcome } from '../../node/runtime/types.js'
@@ -47,8 +47,7 @@ beforeEach(async () => {
 afterEach(async () => {
   await rm(dataDir, { recursive: true, force: true })
   if (unavailable !== null) return
-  const left = await docker.listContainers({ all: true, filters: { label: ['rgrid.job', `rgrid.test-run=${RUN_LABEL['rgrid.test-run']}`] } })
-  expect(left.map(c => c.Id)).toEqual([])
+  expect(await leftContainers(docker, RUN_LABEL)).toEqual([])
 })
 
 function needDocker (ctx: TestContext): void {

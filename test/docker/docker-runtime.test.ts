@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto'
 import Dockerode from 'dockerode'
 import { jobSpecSchema, type JobSpecInput } from '../../protocol/schemas.js'
 import { LIMITS } from '../../protocol/limits.js'
-import { prepareDocker } from '../helpers/docker.js'
+import { leftContainers, prepareDocker } from '../helpers/docker.js'
 import { silentLogger } from '../../common/log.js'
 import { DockerRuntime, DockerUnavailableError } from '../../node/runtime/docker.js'
 import type { RunOutcome } from '../../node/runtime/types.js'
@@ -35,9 +35,7 @@ beforeEach(async () => { workDir = await realpath(await mkdtemp(join(tmpdir(), '
 afterEach(async () => {
   await rm(workDir, { recursive: true, force: true })
   if (unavailable !== null) return
-  // run() removes its container before returning, so none may be left.
-  const left = await docker.listContainers({ all: true, filters: { label: ['rgrid.job', `rgrid.test-run=${RUN_LABEL['rgrid.test-run']}`] } })
-  expect(left.map(c => c.Id)).toEqual([])
+  expect(await leftContainers(docker, RUN_LABEL)).toEqual([])
 })
 
 function needDocker (ctx: TestContext): void {

@@ -25,3 +25,9 @@ export async function prepareDocker (docker: Dockerode): Promise<string | null> 
   execFileSync('bash', [BUILD_SCRIPT], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 120_000 })
   return null
 }
+
+/** Job containers of this test run still on the engine (run() removes its own, so none should be). */
+export async function leftContainers (docker: Dockerode, runLabel: Record<string, string>): Promise<string[]> {
+  const left = await docker.listContainers({ all: true, filters: { label: ['rgrid.job', `rgrid.test-run=${runLabel['rgrid.test-run'] ?? ''}`] } })
+  return left.map(c => c.Id)
+}
