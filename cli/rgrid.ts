@@ -132,7 +132,7 @@ async function dev (argv: string[]): Promise<void> {
   process.stdout.write(`coordinator HTTP API: ${mesh.httpUrl}   dashboard: ${mesh.httpUrl}/\n`)
   process.stdout.write(`join token for more nodes: ${mesh.joinToken}\n`)
   process.stdout.write(`API key (admin; make more with rgrid-coordinator key create --data-dir ${join(dataDir, 'coordinator')}): ${apiKey}\n`)
-  process.stdout.write(`  try: export RGRID_API_KEY=${apiKey} RGRID_COORDINATOR=${mesh.httpUrl}; rgrid run -- echo hi\n`)
+  process.stdout.write(`  try: export RGRID_API_KEY=${apiKey} RGRID_COORDINATOR=${mesh.httpUrl}; npx rgrid nodes; npx rgrid run script.sh\n`)
   process.stdout.write(`   or: curl -s -XPOST ${mesh.httpUrl}/v1/jobs -H "authorization: Bearer $RGRID_API_KEY" -H 'content-type: application/json' -d '{"command":["echo","hi"]}'\n`)
   if (args.samples === true) await samples(mesh.httpUrl, apiKey)
   process.stdout.write('\nmesh running; press Ctrl-C to stop\n')
