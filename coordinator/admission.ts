@@ -28,8 +28,8 @@ export interface AdmissionOptions {
 export interface Refusal { code: 'join-refused' | 'internal', message: string }
 
 export class Admission {
-  /** Peers admitted since this coordinator started (every peer in open mode). */
-  private readonly admitted = new Set<string>()
+  /** Peers admitted since this coordinator started, with the token each presented last. */
+  private readonly admitted = new Map<string, string | null>()
   /** Denied peers, newest revocation last, with the revoked token. */
   private readonly denied = new Map<string, string>()
   private timer: NodeJS.Timeout | null = null
@@ -57,7 +57,7 @@ export class Admission {
   async admit (peerId: string, join: { id: string, secret: string } | undefined): Promise<Refusal | null> {
     const refused = await this.check(peerId, join)
     if (refused != null) { this.stats.refused++; return refused }
-    this.admitted.add(peerId)
+    this.admitted.set(peerId, join?.id ?? null)
     return null
   }
 
@@ -94,12 +94,17 @@ export class Admission {
     this.checking = true
     try {
       const fresh: Array<{ peerId: string, tokenId: string }> = []
-      for (const r of await this.options.store.revokedPeers()) {
-        if (this.denied.has(r.peerId)) continue
-        this.denied.set(r.peerId, r.tokenId)
-        this.admitted.delete(r.peerId)
-        fresh.push({ peerId: r.peerId, tokenId: r.tokenId })
+      const deny = (peerId: string, tokenId: string): void => {
+        if (this.denied.has(peerId)) return
+        this.denied.set(peerId, tokenId)
+        this.admitted.delete(peerId)
+        fresh.push({ peerId, tokenId })
       }
+      // Peers bound (at first contact) to a revoked token…
+      for (const r of await this.options.store.revokedPeers()) deny(r.peerId, r.tokenId)
+      // …and peers admitted here with a token revoked since, whatever they were bound to first.
+      const revoked = new Set((await this.options.store.listJoinTokens()).filter(t => t.revokedAt != null).map(t => t.id))
+      for (const [peerId, tokenId] of [...this.admitted]) if (tokenId != null && revoked.has(tokenId)) deny(peerId, tokenId)
       if (fresh.length > 0) {
         this.stats.denied += fresh.length
         this.options.log.warn('join token revoked: cutting its nodes off', { peers: fresh.map(f => f.peerId) })

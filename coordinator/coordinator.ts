@@ -293,9 +293,17 @@ export class Coordinator implements CoordinatorApi {
     })
     const guard = new HeartbeatGuard({ clock: this.clock, denied: this.gate.denied })
     this.heartbeatGuard = guard
-    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, (from, m) => guard.verdict(from, m as HeartbeatTopicMessage), log)
-    // Only coordinators announce; we relay announcements but act on none.
-    installValidator(host, ANNOUNCE_TOPIC, decodeAnnouncement, () => true, log)
+    // A node's heartbeat counts (and is relayed) only from an admitted node; anything else is
+    // dropped here without relaying it, so fresh identities cannot spread a flood through us.
+    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, (from, m) => {
+      const hb = m as HeartbeatTopicMessage
+      if (hb.type === 'node-heartbeat' && !this.admission.isAdmitted(from.toString())) return 'ignore'
+      return guard.verdict(from, hb)
+    }, log)
+    // We relay no announcements: every node holds a direct connection to each coordinator it
+    // trusts and gets that coordinator's own (flood-published) copy, so relaying would only
+    // carry other authors' announcements, forged ones included, to nodes.
+    installValidator(host, ANNOUNCE_TOPIC, decodeAnnouncement, () => 'ignore', log)
     host.services.pubsub.addEventListener('message', (evt) => {
       const msg = evt.detail
       if (msg.topic !== HEARTBEAT_TOPIC || msg.type !== 'signed') return

@@ -24,8 +24,8 @@ import { REDACTED } from './secrets.js'
 /** A key sent more requests than its rate allows (HTTP 429). */
 export class RateLimitedError extends Error {
   override readonly name = 'RateLimitedError'
-  constructor (readonly retryAfterSeconds: number, limit: number) {
-    super(`more than ${limit} requests per second with this API key; retry in ${retryAfterSeconds} s`)
+  constructor (readonly retryAfterSeconds: number, limit: number, message?: string) {
+    super(message ?? `more than ${limit} requests per second with this API key; retry in ${retryAfterSeconds} s`)
   }
 }
 
@@ -91,6 +91,8 @@ export interface HttpAppOptions {
    * @default none (open)
    */
   auth?: ApiKeyAuth
+  /** Live log streams one non-admin API key may hold open at once. @default 20 */
+  maxStreamsPerKey?: number
   /** Requests per second one non-admin API key may make, sustained (bursts of twice as many pass). @default 50 */
   requestsPerSecondPerKey?: number
   /** @default systemClock */
@@ -99,8 +101,8 @@ export interface HttpAppOptions {
 
 /** Paths anyone may read: they carry no job data (the dashboard's pages fetch it with the caller's key). */
 const PUBLIC_PATHS = /^\/(healthz|v1\/openapi\.json|dashboard\.js|objects\/.*|jobs\/[^/]+)?$/
-/** Paths only an admin key may read: operators' views. */
-const ADMIN_PATHS = /^\/(metrics|v1\/cloud\/events)$/
+/** Paths only an admin key may read: operators' views (counters across every key, the provisioner's plan). */
+const ADMIN_PATHS = /^\/(metrics|v1\/stats|v1\/cloud\/events)$/
 
 type Env = { Variables: { principal: Principal } }
 
@@ -108,7 +110,10 @@ export function createHttpApp (options: HttpAppOptions): Hono<Env> {
   const { api, log } = options
   const app = new Hono<Env>()
   const perKey = options.requestsPerSecondPerKey ?? 50
-  const limiter = new RateLimiter({ ratePerSecond: perKey, burst: perKey * 2, clock: options.clock ?? systemClock })
+  const clock = options.clock ?? systemClock
+  const limiter = new RateLimiter({ ratePerSecond: perKey, burst: perKey * 2, clock })
+  /** Live log streams open per API key. */
+  const openStreams = new Map<string, number>()
   const fail = (c: Context, status: Status, code: string, message: string): Response =>
     c.json({ error: { code, message } }, status)
 
@@ -225,31 +230,59 @@ export function createHttpApp (options: HttpAppOptions): Hono<Env> {
     }
     // Server-Sent Events: each line is an event whose id is its line number, so a client that
     // reconnects with Last-Event-ID resumes exactly; `end` comes once the job has ended and every line went out.
+    const p = c.get('principal')
+    const maxStreams = options.maxStreamsPerKey ?? 20
+    const streamKey = p.keyId != null && !p.admin ? p.keyId : null
+    if (streamKey != null) {
+      const open = openStreams.get(streamKey) ?? 0
+      if (open >= maxStreams) throw new RateLimitedError(5, perKey, `this API key already follows ${open} live logs (at most ${maxStreams}); close one first`)
+      openStreams.set(streamKey, open + 1)
+    }
+    const authorization = c.req.header('authorization')
     return streamSSE(c, async stream => {
       const abort = new AbortController()
       stream.onAbort(() => { abort.abort() })
-      let cursor = after
-      /** Sends every line stored after the cursor, a page at a time. */
-      const sendStored = async (): Promise<void> => {
-        for (;;) {
-          const page = await api.listLogs(id, cursor, 1000)
-          for (const l of page) {
-            await stream.writeSSE({ event: 'log', id: String(l.line), data: JSON.stringify(l) })
-            cursor = l.line
+      let checkedAt = clock.now()
+      try {
+        let cursor = after
+        /** Sends every line stored after the cursor, a page at a time. */
+        const sendStored = async (): Promise<void> => {
+          for (;;) {
+            const page = await api.listLogs(id, cursor, 1000)
+            for (const l of page) {
+              await stream.writeSSE({ event: 'log', id: String(l.line), data: JSON.stringify(l) })
+              cursor = l.line
+            }
+            if (page.length < 1000 || abort.signal.aborted) return
           }
-          if (page.length < 1000 || abort.signal.aborted) return
         }
-      }
-      while (!abort.signal.aborted) {
-        await sendStored()
-        const now = await api.getJob(id)
-        if (now == null || TERMINAL_STATES.has(now.state)) {
-          // The result may have landed after our last read: one more read, then the end.
+        while (!abort.signal.aborted) {
+          // A key revoked while it follows a log stops being served within the key cache time.
+          if (options.auth != null && p.keyId != null && clock.now() - checkedAt >= 5_000) {
+            checkedAt = clock.now()
+            try {
+              await options.auth.authenticate(authorization)
+            } catch (err) {
+              await stream.writeSSE({ event: 'error', data: JSON.stringify({ code: 'unauthorized', message: (err as Error).message }) })
+              return
+            }
+          }
           await sendStored()
-          await stream.writeSSE({ event: 'end', data: JSON.stringify({ state: now?.state ?? 'unknown', next: cursor }) })
-          return
+          const now = await api.getJob(id)
+          if (now == null || TERMINAL_STATES.has(now.state)) {
+            // The result may have landed after our last read: one more read, then the end.
+            await sendStored()
+            await stream.writeSSE({ event: 'end', data: JSON.stringify({ state: now?.state ?? 'unknown', next: cursor }) })
+            return
+          }
+          await api.waitForLogs(id, 1_000, abort.signal)
         }
-        await api.waitForLogs(id, 1_000, abort.signal)
+      } finally {
+        if (streamKey != null) {
+          const left = (openStreams.get(streamKey) ?? 1) - 1
+          if (left <= 0) openStreams.delete(streamKey)
+          else openStreams.set(streamKey, left)
+        }
       }
     })
   })

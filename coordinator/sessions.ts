@@ -159,6 +159,18 @@ export class SessionServer {
         continue
       }
       this.stats.frames++
+      // Before anything else, hellos included: each hello costs a store read and write.
+      if (!this.limiter.take(peerId)) {
+        this.stats.rateLimited++
+        await this.reply(channel, { type: 'error', rid: next.frame.rid, code: 'rate-limited', message: `more than ${this.options.maxFramesPerSecond ?? 500} frames per second; slow down` })
+        if (++limited >= maxBad * 10) {
+          channel.abort(new Error(`${peerId} kept sending over its rate`))
+          // The whole connection goes, not just this stream: a flooder would otherwise reopen streams.
+          await connection?.close().catch((err: unknown) => { this.options.log.debug('closing a flooding connection failed', { peerId, error: errorMessage(err) }) })
+          return
+        }
+        continue
+      }
       if (!greeted) {
         if (next.frame.type !== 'hello') {
           this.stats.badFrames++
@@ -184,12 +196,7 @@ export class SessionServer {
         }
         greeted = true
       }
-      if (!this.limiter.take(peerId)) {
-        this.stats.rateLimited++
-        await this.reply(channel, { type: 'error', rid: next.frame.rid, code: 'rate-limited', message: `more than ${this.options.maxFramesPerSecond ?? 500} frames per second; slow down` })
-        if (++limited >= maxBad * 10) { channel.abort(new Error(`${peerId} kept sending over its rate`)); return }
-        continue
-      }
+
       // Requests are independent: handle them concurrently so one slow store
       // write does not hold up bids queued behind it.
       void this.dispatch(peerId, channel, next.frame)

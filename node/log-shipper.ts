@@ -7,6 +7,7 @@
  * not grow the node's memory. The attempt's final result still carries the
  * tail of its output, whatever happened to live lines.
  */
+import { secretMasker, type Masker } from '../common/mask.js'
 import { StringDecoder } from 'node:string_decoder'
 import type { CoordinatorFrame, NodeFrame } from '../protocol/schemas.js'
 import { LIMITS } from '../protocol/limits.js'
@@ -54,7 +55,7 @@ export class AttemptLog {
   constructor (private readonly ref: { jobId: string, attempt: number, token: string }, private readonly coordinator: string | undefined,
     private readonly o: Required<Omit<LogShipperOptions, 'log' | 'clock' | 'send' | 'onStale'>> & Pick<LogShipperOptions, 'log' | 'clock' | 'send' | 'onStale'>,
     /** Masks the job's secrets in each line (whole lines: a secret split across a line break is not seen). */
-    private readonly mask: (text: string) => string = text => text) {
+    private readonly mask: Masker = secretMasker({})) {
     this.timer = setInterval(() => { this.flush() }, o.flushMs)
     this.timer.unref()
   }
@@ -67,14 +68,19 @@ export class AttemptLog {
     let rest = parts.pop() ?? ''
     for (const p of parts) this.queue(stream, p.endsWith('\r') ? p.slice(0, -1) : p)
     // A "line" with no newline in sight is shipped in pieces rather than held without bound.
-    while (rest.length > LIMITS.logLineChars) {
+    // Masked whole first, and cut only where no secret can straddle the cut: the tail kept
+    // back is at least as long as the longest secret, so one still arriving is not split.
+    if (rest.length > LIMITS.logLineChars) rest = this.mask(rest)
+    while (rest.length > LIMITS.logLineChars + this.mask.longest) {
       this.queue(stream, rest.slice(0, LIMITS.logLineChars))
       rest = rest.slice(LIMITS.logLineChars)
     }
     this.partial[stream] = rest
   }
 
-  private queue (stream: Stream, text: string): void {
+  private queue (stream: Stream, line: string): void {
+    // Masked before it is cut into pieces, so no secret is split by a cut.
+    const text = this.mask(line)
     for (let i = 0; i === 0 || i < text.length; i += LIMITS.logLineChars) {
       const piece = text.slice(i, i + LIMITS.logLineChars)
       const bytes = Buffer.byteLength(piece) + 64
@@ -83,7 +89,7 @@ export class AttemptLog {
         this.pending.push({ stream: 'stderr', at: this.o.clock.now(), text: `[rgrid: ${this.dropped} lines dropped from the live log; the result keeps the output's tail]` })
         this.dropped = 0
       }
-      this.pending.push({ stream, at: this.o.clock.now(), text: this.mask(piece) })
+      this.pending.push({ stream, at: this.o.clock.now(), text: piece })
       this.pendingBytes += bytes
     }
   }
@@ -165,7 +171,7 @@ export class LogShipper {
     }
   }
 
-  open (ref: { jobId: string, attempt: number, token: string }, coordinator?: string, mask?: (text: string) => string): AttemptLog {
+  open (ref: { jobId: string, attempt: number, token: string }, coordinator?: string, mask?: Masker): AttemptLog {
     return new AttemptLog(ref, coordinator, this.o, mask)
   }
 }

@@ -125,7 +125,11 @@ export class Runner {
         }
       })
       // Secrets never leave the node in output (the job may print its own env).
-      const outcome = { ...ran, stdout: mask(ran.stdout), stderr: mask(ran.stderr) }
+      const outcome = {
+        ...ran,
+        stdout: ran.stdoutTruncated ? mask.cutHead(ran.stdout) : mask(ran.stdout),
+        stderr: ran.stderrTruncated ? mask.cutHead(ran.stderr) : mask(ran.stderr)
+      }
       // Live lines first: once the result is recorded, lines from this attempt are refused.
       await live?.close()
       return await this.deliver(award, award.spec.outputs.map(o => o.path), limits, dir, entry, outcome, coordinator)

@@ -167,10 +167,16 @@ describe('gossip scoring and rate limits', () => {
     for (let seq = 0; seq < 60; seq++) {
       await rogue.services.pubsub.publish(HEARTBEAT_TOPIC, encode({ v: 1, type: 'node-heartbeat', seq, sentAt: Date.now(), capacity, running: [] }))
     }
-    await until('the coordinator to refuse the flood and graylist the rogue', async () => {
-      const s = await stats()
-      return s.gossip.overRate > before.gossip.overRate && s.gossip.graylisted > before.gossip.graylisted ? true : undefined
-    }, 10_000)
+    // Nodes apply the per-author rate and graylist the flooder; the coordinator does not even
+    // relay heartbeats from a peer it never admitted.
+    await until('node-0 to refuse the flood and graylist the rogue', () => {
+      try {
+        const status = JSON.parse(readFileSync(join(dataDir, 'node-0', 'status.json'), 'utf8')) as { security: { graylistedPeers: string[], heartbeat: { overRate: number } } }
+        return status.security.heartbeat.overRate > 0 && status.security.graylistedPeers.includes(rogue.peerId.toString()) ? true : undefined
+      } catch { return undefined }
+    }, 15_000)
+    expect((await nodes()).some(n => n.peerId === rogue.peerId.toString())).toBe(false)
+    expect((await stats()).gossip.graylisted).toBeGreaterThanOrEqual(before.gossip.graylisted)
   }, 60_000)
 
   it('answers a session frame flood with rate-limited errors and cuts the flooder off', async () => {

@@ -202,11 +202,11 @@ describe('public and admin paths', () => {
     expect(js.res.headers.get('content-type') ?? '').toMatch(/^text\/javascript/)
   })
 
-  it('/metrics and /v1/cloud/events: 401 without a key, 403 for a non-admin key, 200 for an admin key', async () => {
+  it('/metrics, /v1/stats and /v1/cloud/events: 401 without a key, 403 for a non-admin key, 200 for an admin key', async () => {
     const ctx = await setup()
     const alice = await ctx.key('alice')
     const root = await ctx.key('root', true)
-    for (const path of ['/metrics', '/v1/cloud/events']) {
+    for (const path of ['/metrics', '/v1/stats', '/v1/cloud/events']) {
       await expectError(ctx, path, get(), 401, 'unauthorized')
       await expectError(ctx, path, get(alice.auth), 403, 'forbidden')
       const a = await call(ctx, path, get(root.auth))
