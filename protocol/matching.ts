@@ -4,10 +4,54 @@
  */
 import type { AnnouncedJob, NodeCapacity } from './schemas.js'
 
-/** Whether `image` matches a pattern where `*` stands for any run of characters. */
-export function imageMatches (pattern: string, image: string): boolean {
+/**
+ * An image reference in the one spelling Docker resolves it to: registry
+ * (`docker.io` when absent), repository (`library/` for official images)
+ * and a tag (`latest` when neither tag nor digest is given). Without this,
+ * `evil/miner`, `docker.io/evil/miner:latest` and `evil/miner@sha256:…`
+ * would each slip past a pattern written for another spelling.
+ */
+export function normalizeImage (ref: string): { repo: string, tag: string | null, digest: string | null } {
+  let rest = ref
+  let digest: string | null = null
+  const at = rest.indexOf('@')
+  if (at >= 0) { digest = rest.slice(at + 1); rest = rest.slice(0, at) }
+  let tag: string | null = null
+  const colon = rest.lastIndexOf(':')
+  if (colon > rest.lastIndexOf('/')) { tag = rest.slice(colon + 1); rest = rest.slice(0, colon) }
+  const parts = rest.split('/')
+  const first = parts[0] ?? ''
+  const hasRegistry = parts.length > 1 && (first.includes('.') || first.includes(':') || first === 'localhost')
+  let registry = hasRegistry ? first : 'docker.io'
+  let path = (hasRegistry ? parts.slice(1) : parts).join('/')
+  if (registry === 'index.docker.io' || registry === 'registry-1.docker.io') registry = 'docker.io'
+  if (registry === 'docker.io' && !path.includes('/')) path = `library/${path}`
+  if (tag == null && digest == null) tag = 'latest'
+  return { repo: `${registry}/${path}`, tag, digest }
+}
+
+function wildcard (pattern: string, text: string): boolean {
   const re = new RegExp('^' + pattern.split('*').map(p => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$')
-  return re.test(image)
+  return re.test(text)
+}
+
+/**
+ * Whether `image` matches a pattern where `*` stands for any run of
+ * characters. Both are normalised first (see {@link normalizeImage}); a
+ * pattern without a tag matches every tag and digest of its repositories,
+ * `repo:*` too; a pattern that starts with `*` matches the normalised
+ * reference as a whole (`*` matches every image).
+ */
+export function imageMatches (pattern: string, image: string): boolean {
+  const img = normalizeImage(image)
+  const full = `${img.repo}${img.tag != null ? `:${img.tag}` : ''}${img.digest != null ? `@${img.digest}` : ''}`
+  if (pattern.startsWith('*')) return wildcard(pattern, full) || wildcard(pattern, image)
+  const p = normalizeImage(pattern)
+  if (!wildcard(p.repo, img.repo)) return false
+  const tagGiven = pattern.slice(pattern.lastIndexOf('/') + 1).includes(':') || pattern.includes('@')
+  if (!tagGiven || p.tag === '*') return true
+  if (p.digest != null) return img.digest != null && wildcard(p.digest, img.digest)
+  return img.tag != null && p.tag != null && wildcard(p.tag, img.tag)
 }
 
 /**

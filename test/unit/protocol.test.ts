@@ -3,7 +3,7 @@ import {
   DecodeError, decodeAnnouncement, decodeCoordinatorFrame, decodeHeartbeatTopic, decodeJobSpec, decodeNodeFrame, decodeText, encode
 } from '../../protocol/codec.js'
 import { LIMITS } from '../../protocol/limits.js'
-import { mismatch } from '../../protocol/matching.js'
+import { imageRefusal, mismatch, normalizeImage } from '../../protocol/matching.js'
 import { jobSpecSchema, type AnnouncedJob, type NodeCapacity } from '../../protocol/schemas.js'
 
 const JOB = '0190a0b0-1234-7abc-8def-0123456789ab'
@@ -363,5 +363,35 @@ describe('text no store could keep, and keys a schema would drop', () => {
   it('a secret named like an Object.prototype member is not mistaken for a duplicate of env', () => {
     expect(decodeJobSpec({ command: ['x'], secretEnv: { constructor: 'v' } }).secretEnv).toEqual({ constructor: 'v' })
     expect(() => decodeJobSpec({ command: ['x'], env: { A: '1' }, secretEnv: { A: '2' } })).toThrow(/both in env and secretEnv/)
+  })
+})
+
+describe('image policy matching', () => {
+  it('normalises references as Docker resolves them', () => {
+    expect(normalizeImage('busybox')).toEqual({ repo: 'docker.io/library/busybox', tag: 'latest', digest: null })
+    expect(normalizeImage('evil/miner:1')).toEqual({ repo: 'docker.io/evil/miner', tag: '1', digest: null })
+    expect(normalizeImage('index.docker.io/evil/miner@sha256:ab')).toEqual({ repo: 'docker.io/evil/miner', tag: null, digest: 'sha256:ab' })
+    expect(normalizeImage('localhost:5000/x/y:2')).toEqual({ repo: 'localhost:5000/x/y', tag: '2', digest: null })
+  })
+
+  it('a deny pattern catches every spelling of the image', () => {
+    const deny = { deny: ['evil/miner:*'] }
+    for (const image of ['evil/miner', 'evil/miner:latest', 'docker.io/evil/miner:1', 'evil/miner@sha256:0123', 'index.docker.io/evil/miner:2']) {
+      expect(imageRefusal(deny, image), image).toMatch(/denied/)
+    }
+    expect(imageRefusal(deny, 'good/miner')).toBeNull()
+    expect(imageRefusal({ deny: ['evil/*'] }, 'docker.io/evil/anything:3')).toMatch(/denied/)
+    expect(imageRefusal({ deny: ['busybox'] }, 'library/busybox:1.36')).toMatch(/denied/)
+  })
+
+  it('an allow list admits only matching images; deny wins; * matches all', () => {
+    const policy = { allow: ['python:3.*', 'rgrid-test/*'], deny: ['python:3.8'] }
+    expect(imageRefusal(policy, 'python:3.12')).toBeNull()
+    expect(imageRefusal(policy, 'docker.io/library/python:3.12')).toBeNull()
+    expect(imageRefusal(policy, 'rgrid-test/busybox')).toBeNull()
+    expect(imageRefusal(policy, 'python:3.8')).toMatch(/denied/)
+    expect(imageRefusal(policy, 'python')).toMatch(/allow-list/) // python:latest
+    expect(imageRefusal(policy, 'node:24')).toMatch(/allow-list/)
+    expect(imageRefusal({ allow: ['*'] }, 'anything/at:all')).toBeNull()
   })
 })
