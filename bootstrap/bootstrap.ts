@@ -51,7 +51,7 @@ export class BootstrapPeer {
     const log = this.options.log
     // The same per-author rate as every peer, so the bootstrap never relays a flood.
     const guard = new HeartbeatGuard({ clock: systemClock })
-    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, (from, m) => guard.verdict(from, m as HeartbeatTopicMessage), log)
+    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, (from, m, via) => guard.verdict(from, m as HeartbeatTopicMessage, via), log)
     await host.start()
     host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
     this.host = host

@@ -21,19 +21,34 @@ export interface HeartbeatGuardOptions {
   denied?: Set<string>
   /** Whether a beacon's author is a trusted coordinator; absent: any author. */
   isCoordinator?: (peerId: string) => boolean
+  /**
+   * Authors not heard before that one peer may deliver per second; beyond,
+   * their messages are dropped unrelayed. A mesh starting together arrives
+   * as a burst through a few relays; a stream of fresh identities (minted
+   * with the network key) does not get through one connection faster.
+   * @default 2 per second, bursts of 200
+   */
+  newAuthorsPerSecond?: number
 }
 
 export class HeartbeatGuard {
   private readonly limiter: RateLimiter
-  readonly stats = { overRate: 0, forgedBeacons: 0, denied: 0 }
+  private readonly newAuthors: RateLimiter
+  readonly stats = { overRate: 0, forgedBeacons: 0, denied: 0, newAuthorsDropped: 0 }
 
   constructor (private readonly options: HeartbeatGuardOptions) {
     this.limiter = new RateLimiter({ ratePerSecond: options.ratePerSecond ?? 3, burst: options.burst ?? 10, clock: options.clock })
+    const fresh = options.newAuthorsPerSecond ?? 2
+    this.newAuthors = new RateLimiter({ ratePerSecond: fresh, burst: fresh * 100, clock: options.clock })
   }
 
-  verdict (from: PeerId, message: HeartbeatTopicMessage): GossipVerdict {
+  verdict (from: PeerId, message: HeartbeatTopicMessage, via?: PeerId): GossipVerdict {
     const author = from.toString()
     if (this.options.denied?.has(author) === true) { this.stats.denied++; return 'reject' }
+    if (via != null && !this.limiter.has(author) && !this.newAuthors.take(via.toString())) {
+      this.stats.newAuthorsDropped++
+      return 'ignore'
+    }
     if (!this.limiter.take(author)) { this.stats.overRate++; return 'reject' }
     if (message.type === 'coordinator-beacon' && this.options.isCoordinator != null && !this.options.isCoordinator(author)) {
       this.stats.forgedBeacons++

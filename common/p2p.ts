@@ -256,7 +256,7 @@ export function installValidator (
   host: RGridHost,
   topic: string,
   decode: (data: Uint8Array) => unknown,
-  accept: (from: PeerId, message: unknown) => boolean | GossipVerdict,
+  accept: (from: PeerId, message: unknown, via: PeerId) => boolean | GossipVerdict,
   log: Logger
 ): void {
   host.services.pubsub.topicValidators.set(topic, (peer: PeerId, message: Message) => {
@@ -272,7 +272,7 @@ export function installValidator (
       throw err
     }
     decodedByValidator.set(message.data, decoded)
-    const verdict = accept(message.from, decoded)
+    const verdict = accept(message.from, decoded, peer)
     if (verdict === true || verdict === 'accept') return TopicValidatorResult.Accept
     if (verdict === 'reject') {
       const direct = peer.equals(message.from)

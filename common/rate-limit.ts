@@ -27,6 +27,11 @@ export class RateLimiter {
     this.maxKeys = options.maxKeys ?? 10_000
   }
 
+  /** Whether `key` has a bucket (was seen, and not evicted since). */
+  has (key: string): boolean {
+    return this.buckets.has(key)
+  }
+
   /** Takes `cost` tokens for `key`; false (nothing taken) when there are not enough. */
   take (key: string, cost = 1): boolean {
     const now = this.options.clock.now()

@@ -83,6 +83,9 @@ one bidding node, and records claims and results in its store.
                           sharing a database needs the same file [DATA_DIR/secrets.key]
   --max-active-jobs-per-key N
                           unfinished jobs one API key may have; more get 429 [10000]
+  --max-session-frames-per-second N
+                          frames one peer may send on its session per second
+                          (bursts of twice as many); beyond, rate-limited   [500]
   --requests-per-second-per-key N
                           HTTP requests one API key may make per second   [50]
   --open                  admit nodes without a join token (local experiments
@@ -141,6 +144,7 @@ async function main (): Promise<void> {
       'no-api-keys': { type: 'boolean' },
       'secrets-key-file': { type: 'string' },
       'max-active-jobs-per-key': { type: 'string' },
+      'max-session-frames-per-second': { type: 'string' },
       'requests-per-second-per-key': { type: 'string' },
       name: { type: 'string' },
       admin: { type: 'boolean' },
@@ -264,7 +268,7 @@ async function main (): Promise<void> {
   const apiKeys = args.open !== true && args['no-api-keys'] !== true
   if (!apiKeys) log.warn('the HTTP API is open: every caller can submit, see and cancel every job')
   function positive (name: string, fallback: number): number {
-    const text = args[name as 'max-active-jobs-per-key' | 'requests-per-second-per-key']
+    const text = args[name as 'max-active-jobs-per-key' | 'requests-per-second-per-key' | 'max-session-frames-per-second']
     if (text == null) return fallback
     const n = Number(text)
     if (!Number.isInteger(n) || n < 1) usageError('rgrid-coordinator', `--${name} must be a positive integer`)
@@ -286,6 +290,7 @@ async function main (): Promise<void> {
     requireJoinToken: args.open !== true,
     secrets: new SecretBox((await loadOrCreateSecret(args['secrets-key-file'] ?? join(dataDir, 'secrets.key'))).subarray(0, 32)),
     maxActiveJobsPerKey: positive('max-active-jobs-per-key', 10_000),
+    maxSessionFramesPerSecond: positive('max-session-frames-per-second', 500),
     ...(networkKey != null ? { networkKey } : {}),
     ...(prov != null
       ? {

@@ -20,7 +20,7 @@ import type { Store, JobSummary, JobRecord, JobEvent, ListJobsQuery, CancelOutco
 import { Auction } from './auction.js'
 import { Announcer, toAnnounced } from './announcer.js'
 import { Membership, type MemberView } from './membership.js'
-import { SessionServer } from './sessions.js'
+import { SessionServer, type SessionServerOptions } from './sessions.js'
 import { OpenJobs } from './open-jobs.js'
 import { Leader } from './leader.js'
 import { Recovery } from './recovery.js'
@@ -105,6 +105,8 @@ export interface CoordinatorOptions {
    * @default none
    */
   secrets?: SecretBox
+  /** See {@link SessionServerOptions.maxFramesPerSecond}. @default 500 */
+  maxSessionFramesPerSecond?: number
   /** Unfinished jobs one API key may have at once; more get 429. @default 10000 */
   maxActiveJobsPerKey?: number
   /**
@@ -240,6 +242,7 @@ export class Coordinator implements CoordinatorApi {
       ...(options.transfers != null ? { transfers: options.transfers } : {}),
       ...(options.maxLogLinesPerJob != null ? { maxLogLinesPerJob: options.maxLogLinesPerJob } : {}),
       admission: this.admission,
+      ...(options.maxSessionFramesPerSecond != null ? { maxFramesPerSecond: options.maxSessionFramesPerSecond } : {}),
       onLogs: jobId => { this.logWaiters.get(jobId)?.forEach(wake => { wake() }) }
     })
   }
@@ -295,10 +298,10 @@ export class Coordinator implements CoordinatorApi {
     this.heartbeatGuard = guard
     // A node's heartbeat counts (and is relayed) only from an admitted node; anything else is
     // dropped here without relaying it, so fresh identities cannot spread a flood through us.
-    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, (from, m) => {
+    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, (from, m, via) => {
       const hb = m as HeartbeatTopicMessage
       if (hb.type === 'node-heartbeat' && !this.admission.isAdmitted(from.toString())) return 'ignore'
-      return guard.verdict(from, hb)
+      return guard.verdict(from, hb, via)
     }, log)
     // We relay no announcements: every node holds a direct connection to each coordinator it
     // trusts and gets that coordinator's own (flood-published) copy, so relaying would only

@@ -164,7 +164,9 @@ export class SessionServer {
         this.stats.rateLimited++
         await this.reply(channel, { type: 'error', rid: next.frame.rid, code: 'rate-limited', message: `more than ${this.options.maxFramesPerSecond ?? 500} frames per second; slow down` })
         if (++limited >= maxBad * 10) {
-          channel.abort(new Error(`${peerId} kept sending over its rate`))
+          // Closed, not aborted: the rate-limited answers already written still reach the peer.
+          this.options.log.warn('cutting off a session that kept sending over its rate', { peerId })
+          await channel.close(500)
           // The whole connection goes, not just this stream: a flooder would otherwise reopen streams.
           await connection?.close().catch((err: unknown) => { this.options.log.debug('closing a flooding connection failed', { peerId, error: errorMessage(err) }) })
           return

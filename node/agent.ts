@@ -248,7 +248,7 @@ export class NodeAgent {
       ...(this.options.coordinators != null && this.options.coordinators.length > 0 ? { isCoordinator: (p: string) => links.isTrusted(p) } : {})
     })
     this.heartbeatGuard = guard
-    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, (from, m) => guard.verdict(from, m as HeartbeatTopicMessage), log)
+    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, (from, m, via) => guard.verdict(from, m as HeartbeatTopicMessage, via), log)
     host.services.pubsub.addEventListener('message', evt => { this.onGossip(evt.detail) })
     await host.start()
     this.host = host

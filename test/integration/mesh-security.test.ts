@@ -17,6 +17,7 @@ import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { BINS, LocalMesh } from '../../dist/cli/local-mesh.js'
 import { createHost, type RGridHost } from '../../common/p2p.js'
 import { decodeJoinToken } from '../../common/join-token.js'
@@ -35,7 +36,7 @@ const HEARTBEAT_MS = 1_000
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'rgrid-meshsec-'))
   // node-0 and node-1 join with the mesh's token; node-1 is the one the tests keep running jobs on.
-  mesh = new LocalMesh({ dataDir, logLevel: (process.env.RGRID_TEST_LOG_LEVEL ?? 'info') as 'info', nodes: 2, slots: 2, runtime: 'process', nodeArgs: i => ['--labels', `idx=${i}`] })
+  mesh = new LocalMesh({ dataDir, logLevel: (process.env.RGRID_TEST_LOG_LEVEL ?? 'info') as 'info', nodes: 2, slots: 2, runtime: 'process', coordinatorArgs: ['--max-session-frames-per-second', '100'], nodeArgs: i => ['--labels', `idx=${i}`] })
   await mesh.start()
   await mesh.waitForNodes(2)
 }, 120_000)
@@ -187,21 +188,27 @@ describe('gossip scoring and rate limits', () => {
     await session.send({ type: 'hello', rid: 1, capacity: { slots: 1, freeSlots: 0, cpus: 1, memoryMb: 256, labels: { idx: 'rogue' }, runtime: 'process', version: 'rogue' }, running: [], join: { id: t.id, secret: t.secret } })
     expect((await session.frame()).type).toBe('welcome')
     const before = (await stats()).sessions.rateLimited as number
-    // Far more frames than 500/s with a burst of 1000; pulls are cheap and valid.
-    let sent = 0
-    try {
-      for (; sent < 20_000; sent++) await session.send({ type: 'pull', rid: 100 + sent, max: 1 })
-    } catch {
-      // The coordinator cut the stream: what the test is waiting for.
-    }
+    // This coordinator allows 100 frames/s, bursts of 200. First a burst over the allowance but
+    // well under the 200 refusals that cut a session: every frame is answered, those over the
+    // rate with rate-limited.
+    for (let i = 0; i < 300; i++) await session.send({ type: 'pull', rid: 100 + i, max: 1 })
+    let answered = 0
     let limited = 0
-    for (;;) {
+    while (answered < 300) {
       const r = await session.read(5_000)
-      if (r.kind !== 'frame') break
+      if (r.kind !== 'frame') throw new Error(`the session ended after ${answered} answers: ${JSON.stringify(r)}`)
+      answered++
       if (r.frame.type === 'error' && r.frame.code === 'rate-limited') limited++
     }
     expect(limited).toBeGreaterThan(0)
-    expect((await stats()).sessions.rateLimited).toBeGreaterThan(before)
+    // Then a flood: 200 refusals and the coordinator closes the whole connection.
+    try {
+      for (let sent = 0; sent < 20_000; sent++) await session.send({ type: 'pull', rid: 10_000 + sent, max: 1 })
+    } catch {
+      // The coordinator closed the connection: what the test is waiting for.
+    }
+    await until('the coordinator to refuse 200 frames over the rate', async () => ((await stats()).sessions.rateLimited - before) >= 200 ? true : undefined, 10_000)
+    await until('the coordinator to close the flooder\'s connection', () => rogue.getConnections(peerIdFromString(mesh.coordinatorPeerId)).length === 0 ? true : undefined, 10_000)
     const job = await submit(mesh.httpUrl, { command: ['echo', 'after the flood'], labels: { idx: '1' } })
     expect((await waitForJob(mesh.httpUrl, job.body.id, j => TERMINAL.has(j.state))).state).toBe('succeeded')
   }, 90_000)
@@ -211,7 +218,6 @@ describe('gossip scoring and rate limits', () => {
     hosts.push(rogue)
     const target = mesh.nodePeerIds[1]!
     const nodeProcess = mesh.processes.find(p => p.name === 'node-1')!
-    const { peerIdFromString } = await import('@libp2p/peer-id')
     const peer = await rogue.peerStore.get(peerIdFromString(target))
     const protocols = peer.protocols
     // identify, ping, the DHT and gossipsub at least: a node serves no session protocol.
