@@ -43,7 +43,11 @@ export async function waitForAll (url: string, ids: string[], timeoutMs = 60_000
   while (done.size < ids.length) {
     for (const id of ids) {
       if (done.has(id)) continue
-      const job = await getJob(url, id, apiKey)
+      const res = await fetch(`${url}/v1/jobs/${id}`, { headers: bearer(apiKey) })
+      // 503: the coordinator's database is (still) away, e.g. just after a restart; ask again.
+      if (res.status === 503) break
+      if (res.status !== 200) throw new Error(`GET job ${id}: ${res.status}`)
+      const job = await res.json() as JobJson
       if (TERMINAL.has(job.state)) done.set(id, job)
     }
     if (done.size < ids.length) {
