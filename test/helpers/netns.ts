@@ -1,0 +1,95 @@
+/**
+ * Network namespaces for NAT tests, built and torn down by the test: a
+ * "public" namespace (bootstrap peer, coordinator) on a bridge, and "home"
+ * namespaces that reach it only through their own router namespace, which
+ * masquerades outgoing connections and drops new incoming ones, as a home
+ * router does. Every address lives inside these namespaces. Needs root (or
+ * CAP_NET_ADMIN) and iptables; {@link netnsUnavailable} says why not.
+ */
+import { execFileSync, spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+
+const run = (...args: string[]): void => { execFileSync(args[0]!, args.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] }) }
+const inNs = (ns: string, ...args: string[]): void => { run('ip', 'netns', 'exec', ns, ...args) }
+
+/** Null when namespaces, veth pairs and iptables NAT can be used here, else why not. */
+export function netnsUnavailable (): string | null {
+  const probe = `rgp${randomBytes(3).toString('hex')}`
+  const r = spawnSync('ip', ['netns', 'add', probe], { encoding: 'utf8' })
+  if (r.status !== 0) return `ip netns add failed: ${(r.stderr || r.error?.message || '').trim()}`
+  try {
+    const t = spawnSync('ip', ['netns', 'exec', probe, 'iptables', '-t', 'nat', '-L'], { encoding: 'utf8' })
+    if (t.status !== 0) return `iptables -t nat does not work in a namespace: ${(t.stderr || t.error?.message || '').trim()}`
+    return null
+  } finally {
+    spawnSync('ip', ['netns', 'del', probe])
+  }
+}
+
+export interface NatLab {
+  /** The public namespace and its address on the bridge. */
+  pub: { ns: string, addr: string }
+  /** Home namespaces (behind NAT) and their private addresses. */
+  homes: Array<{ ns: string, addr: string, router: string, wan: string }>
+  /** Command prefix that runs a program in a namespace. */
+  exec: (ns: string) => string[]
+  destroy: () => void
+}
+
+/** Builds the lab: one public namespace and `homes` NATed home networks. */
+export function createNatLab (homes = 2): NatLab {
+  const id = randomBytes(2).toString('hex')
+  const pub = `rg${id}-pub`
+  const made: string[] = []
+  const add = (ns: string): void => { run('ip', 'netns', 'add', ns); made.push(ns); inNs(ns, 'ip', 'link', 'set', 'lo', 'up') }
+  const lab: NatLab = {
+    pub: { ns: pub, addr: '10.231.0.1' },
+    homes: [],
+    exec: ns => ['ip', 'netns', 'exec', ns],
+    destroy: () => { for (const ns of made.reverse()) spawnSync('ip', ['netns', 'del', ns]) }
+  }
+  try {
+    add(pub)
+    inNs(pub, 'ip', 'link', 'add', 'br0', 'type', 'bridge')
+    inNs(pub, 'ip', 'addr', 'add', '10.231.0.1/24', 'dev', 'br0')
+    inNs(pub, 'ip', 'link', 'set', 'br0', 'up')
+    for (let h = 0; h < homes; h++) {
+      const router = `rg${id}-r${h}`
+      const home = `rg${id}-h${h}`
+      add(router)
+      add(home)
+      const wan = `10.231.0.${h + 2}`
+      const lan = `192.168.${h + 10}`
+      // WAN: router <-> public bridge.
+      run('ip', 'link', 'add', `rg${id}w${h}`, 'type', 'veth', 'peer', 'name', `rg${id}W${h}`)
+      run('ip', 'link', 'set', `rg${id}w${h}`, 'netns', router)
+      run('ip', 'link', 'set', `rg${id}W${h}`, 'netns', pub)
+      inNs(pub, 'ip', 'link', 'set', `rg${id}W${h}`, 'master', 'br0')
+      inNs(pub, 'ip', 'link', 'set', `rg${id}W${h}`, 'up')
+      inNs(router, 'ip', 'link', 'set', `rg${id}w${h}`, 'name', 'wan')
+      inNs(router, 'ip', 'addr', 'add', `${wan}/24`, 'dev', 'wan')
+      inNs(router, 'ip', 'link', 'set', 'wan', 'up')
+      // LAN: router <-> home.
+      run('ip', 'link', 'add', `rg${id}l${h}`, 'type', 'veth', 'peer', 'name', `rg${id}L${h}`)
+      run('ip', 'link', 'set', `rg${id}l${h}`, 'netns', router)
+      run('ip', 'link', 'set', `rg${id}L${h}`, 'netns', home)
+      inNs(router, 'ip', 'link', 'set', `rg${id}l${h}`, 'name', 'lan')
+      inNs(router, 'ip', 'addr', 'add', `${lan}.1/24`, 'dev', 'lan')
+      inNs(router, 'ip', 'link', 'set', 'lan', 'up')
+      inNs(home, 'ip', 'link', 'set', `rg${id}L${h}`, 'name', 'eth0')
+      inNs(home, 'ip', 'addr', 'add', `${lan}.2/24`, 'dev', 'eth0')
+      inNs(home, 'ip', 'link', 'set', 'eth0', 'up')
+      inNs(home, 'ip', 'route', 'add', 'default', 'via', `${lan}.1`)
+      // The router: forwards, masquerades outgoing, drops new incoming (no port forwarding).
+      inNs(router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1')
+      inNs(router, 'iptables', '-t', 'nat', '-A', 'POSTROUTING', '-o', 'wan', '-j', 'MASQUERADE')
+      inNs(router, 'iptables', '-A', 'FORWARD', '-i', 'wan', '-o', 'lan', '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT')
+      inNs(router, 'iptables', '-A', 'FORWARD', '-i', 'wan', '-o', 'lan', '-j', 'DROP')
+      lab.homes.push({ ns: home, addr: `${lan}.2`, router, wan })
+    }
+    return lab
+  } catch (err) {
+    lab.destroy()
+    throw err
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * Nodes behind NAT, on a network the test builds (test/helpers/netns.ts):
+ * bootstrap and coordinator in a "public" namespace, two nodes in "home"
+ * namespaces whose routers masquerade outgoing connections and drop new
+ * incoming ones. Nobody can dial the nodes; they only dial out. Jobs run on
+ * them, a cancel reaches a running job, and a killed NATed node's job is
+ * rescheduled. Skipped (loudly) only where the kernel refuses namespaces;
+ * under CI=true it must run.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createInterface } from 'node:readline'
+import { createNatLab, netnsUnavailable, type NatLab } from '../helpers/netns.js'
+
+const DIST = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist')
+const BIN = { bootstrap: join(DIST, 'bootstrap', 'cli.js'), coordinator: join(DIST, 'coordinator', 'cli.js'), node: join(DIST, 'node', 'cli.js') }
+
+const unavailable = netnsUnavailable()
+if (unavailable != null) {
+  if (process.env.CI === 'true') throw new Error(`CI=true but the NAT tests cannot build namespaces: ${unavailable}`)
+  console.warn(`\n*** NAT tests SKIPPED: ${unavailable} ***\n`)
+}
+
+let lab: NatLab
+let dataDir: string
+let httpUrl = ''
+const children: ChildProcess[] = []
+const nodeIds: string[] = []
+
+/** Starts a program in a namespace; resolves its first `lines` stdout lines. */
+async function start (ns: string, bin: string, args: string[], lines: number): Promise<{ child: ChildProcess, lines: string[] }> {
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  children.push(child)
+  let stderr = ''
+  child.stderr!.on('data', (c: Buffer) => { stderr = (stderr + c.toString()).slice(-4000) })
+  const got: string[] = []
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => { reject(new Error(`${bin} printed ${got.length} of ${lines} lines within 30 s; stderr: ${stderr}`)) }, 30_000)
+    child.once('exit', code => { clearTimeout(timer); reject(new Error(`${bin} exited with ${code}: ${stderr}`)) })
+    createInterface({ input: child.stdout! }).on('line', l => {
+      got.push(l)
+      if (got.length === lines) { clearTimeout(timer); resolve() }
+    })
+  })
+  return { child, lines: got }
+}
+
+/** An HTTP call made from inside the public namespace (the test's own namespace cannot reach it). */
+function api (method: string, path: string, body?: unknown): { status: number, body: any } {
+  const script = `fetch(${JSON.stringify(httpUrl + path)}, ${JSON.stringify({ method, headers: { 'content-type': 'application/json' }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) })})` +
+    '.then(async r => { process.stdout.write(JSON.stringify({ status: r.status, body: await r.json() })) }, e => { process.stdout.write(JSON.stringify({ status: 0, body: String(e) })) })'
+  const r = spawnSync('ip', ['netns', 'exec', lab.pub.ns, process.execPath, '-e', script], { encoding: 'utf8', timeout: 15_000 })
+  return JSON.parse(r.stdout) as { status: number, body: any }
+}
+
+async function until<T> (what: string, check: () => T | undefined, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const v = check()
+    if (v !== undefined) return v
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 200))
+  }
+}
+
+describe.skipIf(unavailable != null)('nodes behind NAT', () => {
+  beforeAll(async () => {
+    lab = createNatLab(2)
+    dataDir = mkdtempSync(join(tmpdir(), 'rgrid-nat-'))
+    const keyFile = join(dataDir, 'network.key')
+    const coordinatorDir = join(dataDir, 'coordinator')
+    spawnSync(process.execPath, [BIN.coordinator, 'network-key', '--network-key-file', keyFile, '--data-dir', coordinatorDir], { stdio: 'inherit' })
+    const bs = await start(lab.pub.ns, BIN.bootstrap, ['--listen', `/ip4/${lab.pub.addr}/tcp/4001`, '--data-dir', join(dataDir, 'bootstrap'), '--network-key-file', keyFile], 1)
+    const co = await start(lab.pub.ns, BIN.coordinator, ['--listen', `/ip4/${lab.pub.addr}/tcp/4002`, '--http', `${lab.pub.addr}:8080`, '--bootstrap', bs.lines[0]!, '--data-dir', coordinatorDir, '--no-api-keys'], 2)
+    httpUrl = co.lines[1]!
+    const token = spawnSync(process.execPath, [BIN.coordinator, 'token', 'create', '--data-dir', coordinatorDir, '--addr', co.lines[0]!], { encoding: 'utf8' }).stdout.trim()
+    for (const [i, home] of lab.homes.entries()) {
+      const n = await start(home.ns, BIN.node, ['join', token, bs.lines[0]!, '--listen', '/ip4/0.0.0.0/tcp/0', '--runtime', 'process', '--slots', '2', '--labels', `home=${i}`, '--data-dir', join(dataDir, `node-${i}`)], 1)
+      nodeIds.push(n.lines[0]!)
+    }
+    await until('both NATed nodes to hold a session', () => {
+      const r = api('GET', '/v1/nodes')
+      return r.status === 200 && (r.body.nodes as Array<{ session: boolean }>).filter(n => n.session).length === 2 ? true : undefined
+    }, 60_000)
+  }, 120_000)
+
+  afterAll(async () => {
+    for (const c of children) if (c.exitCode == null && c.signalCode == null) c.kill('SIGKILL')
+    await Promise.all(children.map(async c => { if (c.exitCode == null && c.signalCode == null) await new Promise(resolve => c.once('exit', resolve)) }))
+    lab?.destroy()
+    if (dataDir != null) rmSync(dataDir, { recursive: true, force: true })
+  })
+
+  it('the coordinator cannot dial a node, yet jobs run on both and their results come back', async () => {
+    // The premise: from the public side the homes are unreachable.
+    const probe = spawnSync('ip', ['netns', 'exec', lab.pub.ns, process.execPath, '-e',
+      `const s=require('net').connect(1,'${lab.homes[0]!.addr}');s.on('error',e=>{console.log(e.code);process.exit(0)});s.on('connect',()=>{console.log('connected');process.exit(1)})`], { encoding: 'utf8', timeout: 10_000 })
+    expect(probe.stdout.trim()).toBe('ENETUNREACH')
+    const ids = Array.from({ length: 20 }, (_, i) => api('POST', '/v1/jobs', { command: ['sh', '-c', `echo nat-${i}`], labels: { home: String(i % 2) } }).body.id as string)
+    const jobs = await until('20 jobs to succeed', () => {
+      const all = ids.map(id => api('GET', `/v1/jobs/${id}`).body)
+      return all.every(j => j.state === 'succeeded') ? all : undefined
+    }, 60_000)
+    expect(jobs.map(j => j.result.stdout)).toEqual(ids.map((_, i) => `nat-${i}\n`))
+    expect(new Set(jobs.map(j => j.attempts[0].node))).toEqual(new Set(nodeIds))
+  }, 90_000)
+
+  it('a cancel reaches a job running on a NATed node', async () => {
+    const id = api('POST', '/v1/jobs', { command: ['sleep', '60'], labels: { home: '1' } }).body.id as string
+    await until('the job to run', () => api('GET', `/v1/jobs/${id}`).body.state === 'running' ? true : undefined, 30_000)
+    expect(api('POST', `/v1/jobs/${id}/cancel`).status).toBe(200)
+    const job = await until('the attempt to be cancelled on the node', () => {
+      const j = api('GET', `/v1/jobs/${id}`).body
+      return j.attempts[0]?.state === 'cancelled' ? j : undefined
+    }, 20_000)
+    expect(job.state).toBe('cancelled')
+  }, 60_000)
+
+  it('killing a NATed node reschedules its job on the other one', async () => {
+    const id = api('POST', '/v1/jobs', { command: ['sh', '-c', 'sleep 3; echo survived'], maxAttempts: 3 }).body.id as string
+    const running = await until('the job to run', () => {
+      const j = api('GET', `/v1/jobs/${id}`).body
+      return j.state === 'running' ? j : undefined
+    }, 30_000)
+    const victim = nodeIds.indexOf(running.attempts[0].node as string)
+    expect(victim).toBeGreaterThanOrEqual(0)
+    // The node is the child of `ip netns exec`, which exec'd node: the same process.
+    const node = children[2 + victim]!
+    node.kill('SIGKILL')
+    const job = await until('the job to succeed elsewhere', () => {
+      const j = api('GET', `/v1/jobs/${id}`).body
+      return j.state === 'succeeded' ? j : undefined
+    }, 60_000)
+    expect(job.result.stdout).toBe('survived\n')
+    expect(job.attempts.at(-1).node).toBe(nodeIds[1 - victim])
+  }, 90_000)
+})
