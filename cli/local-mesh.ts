@@ -140,13 +140,13 @@ export class LocalMesh {
     const keyFile = join(dir, 'network.key')
     if (this.options.open !== true) {
       await mkdir(dir, { recursive: true })
-      await this.coordinatorCommand(['network-key', '--network-key-file', keyFile, '--data-dir', join(dir, count === 1 ? 'coordinator' : 'coordinator-0'), ...(this.options.db != null ? ['--db', this.options.db] : [])])
+      await this.coordinatorCommand(['network-key', '--network-key-file', keyFile, ...this.storeArgs()])
     }
     const bs = await this.launch('bootstrap', BINS.bootstrap, ['--listen', '/ip4/127.0.0.1/tcp/0', '--data-dir', join(dir, 'bootstrap'), ...(this.options.open !== true ? ['--network-key-file', keyFile] : [])], 1)
     this.bootstrapAddr = bs.lines[0] ?? ''
     if (count > 1 && this.options.db == null) throw new Error('several coordinators need a shared database (db)')
     for (let i = 0; i < count; i++) {
-      const name = count === 1 ? 'coordinator' : `coordinator-${i}`
+      const name = this.coordinatorName(i)
       const co = await this.launch(name, BINS.coordinator, [
         '--listen', '/ip4/127.0.0.1/tcp/0', '--http', i === 0 ? (this.options.http ?? '127.0.0.1:0') : '127.0.0.1:0', '--bootstrap', this.bootstrapAddr,
         '--data-dir', join(dir, name), ...(this.options.db != null ? ['--db', this.options.db] : []),
@@ -189,17 +189,22 @@ export class LocalMesh {
    * (`rgrid-coordinator token create` against the first one's store).
    */
   async createToken (extraArgs: string[] = []): Promise<string> {
-    const first = this.coordinators[0]!
-    const dataDir = first.process.args[first.process.args.indexOf('--data-dir') + 1]!
-    return await this.coordinatorCommand(['token', 'create', '--data-dir', dataDir, ...(this.options.db != null ? ['--db', this.options.db] : []),
-      ...this.coordinators.flatMap(c => ['--addr', c.addr]), ...extraArgs])
+    return await this.coordinatorCommand(['token', 'create', ...this.storeArgs(), ...this.coordinators.flatMap(c => ['--addr', c.addr]), ...extraArgs])
   }
 
   /** Creates an API key on the first coordinator's store (`rgrid-coordinator key create`); resolves the key. */
   async createApiKey (name: string, admin = false): Promise<string> {
-    const first = this.coordinators[0]!
-    const dataDir = first.process.args[first.process.args.indexOf('--data-dir') + 1]!
-    return await this.coordinatorCommand(['key', 'create', '--name', name, ...(admin ? ['--admin'] : []), '--data-dir', dataDir, ...(this.options.db != null ? ['--db', this.options.db] : [])])
+    return await this.coordinatorCommand(['key', 'create', '--name', name, ...(admin ? ['--admin'] : []), ...this.storeArgs()])
+  }
+
+  /** Process (and data dir) name of coordinator `i`. */
+  private coordinatorName (i: number): string {
+    return (this.options.coordinators ?? 1) === 1 ? 'coordinator' : `coordinator-${i}`
+  }
+
+  /** `--data-dir` and `--db` naming the first coordinator's store, for its store subcommands. */
+  private storeArgs (): string[] {
+    return ['--data-dir', join(this.options.dataDir, this.coordinatorName(0)), ...(this.options.db != null ? ['--db', this.options.db] : [])]
   }
 
   /** Runs `rgrid-coordinator ARGS…` (a subcommand against a store); resolves its stdout. */

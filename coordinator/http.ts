@@ -19,7 +19,7 @@ import { QuotaExceededError, StoreUnavailableError, type JobRecord, type JobStat
 import { ApiKeyAuth, ForbiddenError, OPEN_PRINCIPAL, UnauthorizedError, type Principal } from './api-keys.js'
 import { RateLimiter } from '../common/rate-limit.js'
 import { systemClock, type Clock } from '../common/clock.js'
-import { REDACTED } from './secrets.js'
+import { redactSpec } from './secrets.js'
 
 /** A key sent more requests than its rate allows (HTTP 429). */
 export class RateLimitedError extends Error {
@@ -53,18 +53,13 @@ export function toHttpError (err: unknown): { status: Status, code: string, mess
   return { status: 500, code: 'internal', message: 'internal error; see the coordinator log' }
 }
 
-/** The spec as shown: secret values never leave the coordinator, whatever the store holds. */
-function shownSpec (spec: JobRecord['spec']): JobRecord['spec'] {
-  const names = Object.keys(spec.secretEnv ?? {})
-  return names.length === 0 ? spec : { ...spec, secretEnv: Object.fromEntries(names.map(k => [k, REDACTED])) }
-}
-
 function jobJson (job: JobRecord): Record<string, unknown> {
   return {
     id: job.id,
     state: job.state,
     owner: job.owner,
-    spec: shownSpec(job.spec),
+    // Secret values never leave the coordinator, whatever the store holds.
+    spec: redactSpec(job.spec),
     createdAt: job.createdAt,
     updatedAt: job.updatedAt,
     attempts: job.attempts.map(a => ({
@@ -75,7 +70,7 @@ function jobJson (job: JobRecord): Record<string, unknown> {
 }
 
 function summaryJson (job: JobSummary): Record<string, unknown> {
-  return { id: job.id, state: job.state, owner: job.owner, attempt: job.attempt, spec: shownSpec(job.spec), createdAt: job.createdAt, updatedAt: job.updatedAt }
+  return { id: job.id, state: job.state, owner: job.owner, attempt: job.attempt, spec: redactSpec(job.spec), createdAt: job.createdAt, updatedAt: job.updatedAt }
 }
 
 export interface HttpAppOptions {

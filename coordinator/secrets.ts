@@ -54,8 +54,12 @@ export class SecretBox {
   }
 }
 
-/** The spec as stored and listed: secret names kept, values redacted. */
+/**
+ * The spec as stored and listed: secret names kept, values redacted. Specs
+ * stored before `secretEnv` existed have none.
+ */
 export function redactSpec (spec: JobSpec): JobSpec {
-  if (Object.keys(spec.secretEnv).length === 0) return spec
-  return { ...spec, secretEnv: Object.fromEntries(Object.keys(spec.secretEnv).map(k => [k, REDACTED])) }
+  const names = Object.keys(spec.secretEnv ?? {})
+  if (names.length === 0) return spec
+  return { ...spec, secretEnv: Object.fromEntries(names.map(k => [k, REDACTED])) }
 }

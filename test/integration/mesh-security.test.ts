@@ -56,6 +56,16 @@ async function nodes (): Promise<Array<{ peerId: string, session: boolean }>> {
   return (await (await fetch(`${mesh.httpUrl}/v1/nodes`)).json() as { nodes: Array<{ peerId: string, session: boolean }> }).nodes
 }
 
+/** What node-0's status file (rewritten every 2 s) says of its security, or undefined before it exists. */
+function node0Security (): { deniedPeers: number, graylistedPeers: string[], heartbeat: { overRate: number } } | undefined {
+  try {
+    return (JSON.parse(readFileSync(join(dataDir, 'node-0', 'status.json'), 'utf8')) as { security: ReturnType<typeof node0Security> }).security
+  } catch {
+    // Not written yet, or caught between its write and rename: ask again.
+    return undefined
+  }
+}
+
 /** An insider rogue connected to the coordinator and the two nodes that stay (node B is revoked and gone). */
 async function rogueInMesh (): Promise<RGridHost> {
   return await startRogue({
@@ -126,12 +136,7 @@ describe('revocation', () => {
     await fetch(`${mesh.httpUrl}/v1/jobs/${body.id}/cancel`, { method: 'POST' })
 
     // Every other peer learned the deny list from the coordinator's beacon.
-    await until('node-0 to refuse node B', () => {
-      try {
-        const status = JSON.parse(readFileSync(join(dataDir, 'node-0', 'status.json'), 'utf8')) as { security: { deniedPeers: number } }
-        return status.security.deniedPeers >= 1 ? true : undefined
-      } catch { return undefined }
-    }, 10_000)
+    await until('node-0 to refuse node B', () => (node0Security()?.deniedPeers ?? 0) >= 1 ? true : undefined, 10_000)
     const s = await stats()
     expect(s.admission.deniedPeers).toBeGreaterThanOrEqual(1)
 
@@ -171,10 +176,8 @@ describe('gossip scoring and rate limits', () => {
     // Nodes apply the per-author rate and graylist the flooder; the coordinator does not even
     // relay heartbeats from a peer it never admitted.
     await until('node-0 to refuse the flood and graylist the rogue', () => {
-      try {
-        const status = JSON.parse(readFileSync(join(dataDir, 'node-0', 'status.json'), 'utf8')) as { security: { graylistedPeers: string[], heartbeat: { overRate: number } } }
-        return status.security.heartbeat.overRate > 0 && status.security.graylistedPeers.includes(rogue.peerId.toString()) ? true : undefined
-      } catch { return undefined }
+      const security = node0Security()
+      return security != null && security.heartbeat.overRate > 0 && security.graylistedPeers.includes(rogue.peerId.toString()) ? true : undefined
     }, 15_000)
     expect((await nodes()).some(n => n.peerId === rogue.peerId.toString())).toBe(false)
     expect((await stats()).gossip.graylisted).toBeGreaterThanOrEqual(before.gossip.graylisted)

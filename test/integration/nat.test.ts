@@ -15,6 +15,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import { createNatLab, netnsUnavailable, type NatLab } from '../helpers/netns.js'
+import { until } from '../helpers/rogue.js'
 
 const DIST = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist')
 const BIN = { bootstrap: join(DIST, 'bootstrap', 'cli.js'), coordinator: join(DIST, 'coordinator', 'cli.js'), node: join(DIST, 'node', 'cli.js') }
@@ -57,16 +58,6 @@ function api (method: string, path: string, body?: unknown): { status: number, b
   return JSON.parse(r.stdout) as { status: number, body: any }
 }
 
-async function until<T> (what: string, check: () => T | undefined, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = check()
-    if (v !== undefined) return v
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 200))
-  }
-}
-
 describe.skipIf(unavailable != null)('nodes behind NAT', () => {
   beforeAll(async () => {
     lab = createNatLab(2)
@@ -85,7 +76,7 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     await until('both NATed nodes to hold a session', () => {
       const r = api('GET', '/v1/nodes')
       return r.status === 200 && (r.body.nodes as Array<{ session: boolean }>).filter(n => n.session).length === 2 ? true : undefined
-    }, 60_000)
+    }, 60_000, 200)
   }, 120_000)
 
   afterAll(async () => {
@@ -104,19 +95,19 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     const jobs = await until('20 jobs to succeed', () => {
       const all = ids.map(id => api('GET', `/v1/jobs/${id}`).body)
       return all.every(j => j.state === 'succeeded') ? all : undefined
-    }, 60_000)
+    }, 60_000, 200)
     expect(jobs.map(j => j.result.stdout)).toEqual(ids.map((_, i) => `nat-${i}\n`))
     expect(new Set(jobs.map(j => j.attempts[0].node))).toEqual(new Set(nodeIds))
   }, 90_000)
 
   it('a cancel reaches a job running on a NATed node', async () => {
     const id = api('POST', '/v1/jobs', { command: ['sleep', '60'], labels: { home: '1' } }).body.id as string
-    await until('the job to run', () => api('GET', `/v1/jobs/${id}`).body.state === 'running' ? true : undefined, 30_000)
+    await until('the job to run', () => api('GET', `/v1/jobs/${id}`).body.state === 'running' ? true : undefined, 30_000, 200)
     expect(api('POST', `/v1/jobs/${id}/cancel`).status).toBe(200)
     const job = await until('the attempt to be cancelled on the node', () => {
       const j = api('GET', `/v1/jobs/${id}`).body
       return j.attempts[0]?.state === 'cancelled' ? j : undefined
-    }, 20_000)
+    }, 20_000, 200)
     expect(job.state).toBe('cancelled')
   }, 60_000)
 
@@ -125,7 +116,7 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     const running = await until('the job to run', () => {
       const j = api('GET', `/v1/jobs/${id}`).body
       return j.state === 'running' ? j : undefined
-    }, 30_000)
+    }, 30_000, 200)
     const victim = nodeIds.indexOf(running.attempts[0].node as string)
     expect(victim).toBeGreaterThanOrEqual(0)
     // The node is the child of `ip netns exec`, which exec'd node: the same process.
@@ -134,7 +125,7 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     const job = await until('the job to succeed elsewhere', () => {
       const j = api('GET', `/v1/jobs/${id}`).body
       return j.state === 'succeeded' ? j : undefined
-    }, 60_000)
+    }, 60_000, 200)
     expect(job.result.stdout).toBe('survived\n')
     expect(job.attempts.at(-1).node).toBe(nodeIds[1 - victim])
   }, 90_000)
