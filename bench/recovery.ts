@@ -11,7 +11,7 @@
 import { parseArgs } from 'node:util'
 import { mkdtempSync, rmSync, mkdirSync, writeFileSync } from 'node:fs'
 import { tmpdir, cpus } from 'node:os'
-import { join, dirname } from 'node:path'
+import { join, dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execFileSync } from 'node:child_process'
 import { LocalMesh } from '../cli/local-mesh.js'
@@ -35,9 +35,11 @@ async function until (url: string, id: string, ok: (j: JobJson) => boolean, time
   }
 }
 
-async function main (): Promise<void> {
-  const { values } = parseArgs({ options: { kills: { type: 'string' } } })
-  const kills = Number(values.kills ?? 20)
+/** The detector settings the samples were taken with (the defaults). */
+export const RECOVERY_DEFAULTS = 'heartbeat 1 s, silence 3 s, probe grace 1.5 s, scan 0.5 s, lease 15 s'
+
+/** Kills `kills` nodes one after another; resolves each kill's ms until its job ran elsewhere. */
+export async function recoverySamples (kills: number, log: (line: string) => void = line => { process.stderr.write(line + '\n') }): Promise<number[]> {
   const dataDir = mkdtempSync(join(tmpdir(), 'rgrid-recovery-'))
   // Whichever node runs the round's job is killed; the other two take over.
   const mesh = new LocalMesh({ dataDir, nodes: 3, slots: 1, runtime: 'process', logLevel: 'warn', nodeArgs: () => ['--labels', 'pool=x'] })
@@ -56,7 +58,7 @@ async function main (): Promise<void> {
       proc.child.kill('SIGKILL')
       const moved = await until(mesh.httpUrl, id, j => j.attempts.length >= 2 && j.attempts[1]!.startedAt != null, 120_000)
       samples.push(moved.attempts[1]!.startedAt! - killedAt)
-      process.stderr.write(`kill ${k + 1}/${kills}: running elsewhere after ${samples.at(-1)} ms\n`)
+      log(`kill ${k + 1}/${kills}: running elsewhere after ${samples.at(-1)} ms`)
       await fetch(`${mesh.httpUrl}/v1/jobs/${id}/cancel`, { method: 'POST' })
       await mesh.restart(name)
       await mesh.waitForNodes(3)
@@ -65,13 +67,20 @@ async function main (): Promise<void> {
     await mesh.stop()
     rmSync(dataDir, { recursive: true, force: true })
   }
+  return samples
+}
+
+async function main (): Promise<void> {
+  const { values } = parseArgs({ options: { kills: { type: 'string' } } })
+  const kills = Number(values.kills ?? 20)
+  const samples = await recoverySamples(kills)
   const s = [...samples].sort((a, b) => a - b)
   const pct = (p: number): number => percentile(s, p)
   let commit = 'unknown'
   try { commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim() } catch (err) { process.stderr.write(`no git commit: ${(err as Error).message}\n`) }
   const result = {
     benchmark: 'recovery', date: new Date().toISOString(), commit, machine: { cpus: cpus().length, node: process.version },
-    config: { kills, nodes: 3, defaults: 'heartbeat 1 s, silence 3 s, probe grace 1.5 s, scan 0.5 s, lease 15 s' },
+    config: { kills, nodes: 3, defaults: RECOVERY_DEFAULTS },
     msFromKillToRunningElsewhere: { n: s.length, p50: pct(50), p95: pct(95), max: s.at(-1), samples }
   }
   mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true })
@@ -80,7 +89,10 @@ async function main (): Promise<void> {
   process.stdout.write(`${JSON.stringify(result.msFromKillToRunningElsewhere)}\nwritten to ${file}\n`)
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`)
-  process.exit(1)
-})
+// Run only as a script, so the suite can import recoverySamples.
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`)
+    process.exit(1)
+  })
+}

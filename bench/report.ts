@@ -2,6 +2,7 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { renderStoreTable } from './store.js'
+import { renderSuite } from './report-suite.js'
 
 interface Summary { n: number, p50: number, p95: number, p99: number, max: number }
 interface E2eResult {
@@ -21,7 +22,15 @@ export function renderBenchmarks (resultsDir: string): string {
   const lines = [
     '# Benchmarks',
     '',
-    'Written by `npm run bench` (bench/e2e.ts); raw results are in `bench/results/`. Each run starts a real mesh of',
+    '`npm run bench` runs the whole suite (bench/suite.ts) and rewrites this file; raw results are JSON files in',
+    '`bench/results/`. `npm run bench -- --short` runs every section with small counts into a temporary directory;',
+    'CI runs it so a broken benchmark fails the build. Tests never assert these numbers. What each change to the hot path',
+    'did is in docs/performance.md.',
+    '',
+    ...renderSuite(resultsDir),
+    '## End to end with 5 nodes (bench/e2e.ts, issue 2)',
+    '',
+    'Written by `node dist/bench/e2e.js`. Each run starts a real mesh of',
     'processes on loopback (bootstrap, coordinator with the SQLite store, N nodes with the `process` runtime) and measures',
     'through the HTTP API. Latencies are taken from the coordinator\'s own timestamps (submission, award) and the',
     'node\'s start time, all on one machine clock. Tests never assert these numbers.',

@@ -147,7 +147,8 @@ async function runAwards (backend: StoreBackendResult['backend'], setup: string,
   }
 }
 
-async function benchSqlite (config: { jobs: number, nodes: number, slots: number }): Promise<StoreBackendResult> {
+/** Awards per second on a fresh SQLite file. */
+export async function benchSqlite (config: { jobs: number, nodes: number, slots: number }): Promise<StoreBackendResult> {
   const dir = mkdtempSync(join(tmpdir(), 'rgrid-store-bench-'))
   const store = SqliteStore.open({ path: join(dir, 'bench.db') })
   try {
@@ -159,7 +160,8 @@ async function benchSqlite (config: { jobs: number, nodes: number, slots: number
   }
 }
 
-async function benchPostgres (config: { jobs: number, nodes: number, slots: number }): Promise<StoreBackendResult> {
+/** Awards per second on PostgreSQL (RGRID_TEST_DATABASE_URL, else an embedded server). */
+export async function benchPostgres (config: { jobs: number, nodes: number, slots: number }): Promise<StoreBackendResult> {
   const server = await startTestPostgres({ durable: true })
   try {
     const url = await server.createDatabase()

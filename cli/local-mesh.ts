@@ -29,8 +29,9 @@ export function childPids (ppid: number): number[] {
       const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
       if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) out.push(Number(entry))
     } catch (err) {
-      // A process that ended while we looked is not a child any more.
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+      // A process that ended while we looked is not a child any more (ESRCH: it was mid-exit).
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'ENOENT' && code !== 'ESRCH') throw err
     }
   }
   return out

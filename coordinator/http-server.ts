@@ -8,6 +8,13 @@ export interface HttpServerOptions {
   port: number
   /** How long stop() waits for open connections, in ms. @default 3000 */
   closeTimeoutMs?: number
+  /**
+   * How long an idle keep-alive connection stays open, in ms. Longer than
+   * clients keep theirs (undici: 4 s), so the client always closes first:
+   * a server closing a connection the client is reusing at that instant
+   * makes the client's request fail with ECONNRESET. @default 65000
+   */
+  keepAliveTimeoutMs?: number
 }
 
 export class HttpServer {
@@ -30,6 +37,11 @@ export class HttpServer {
         resolve()
       })
       server.once('error', reject)
+      if ('keepAliveTimeout' in server) {
+        server.keepAliveTimeout = this.options.keepAliveTimeoutMs ?? 65_000
+        // Node requires the header timeout to exceed the keep-alive one.
+        server.headersTimeout = server.keepAliveTimeout + 1_000
+      }
       this.server = server
     })
   }

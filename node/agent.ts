@@ -7,6 +7,7 @@
  * and released only when the bid is refused or the attempt's result has
  * been handed to the reporter.
  */
+import { LoopDelayMonitor } from '../common/loop-delay.js'
 import { mkdir, rm, rmdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
@@ -123,6 +124,8 @@ export class NodeAgent {
   readonly cache: InputCache
   private readonly recent: Array<{ jobId: string, attempt: number, outcome: string, exitCode: number | null, errorCode: string | null, finishedAt: number }> = []
   private readonly startedAt = Date.now()
+  /** Event-loop delay in 2 s windows: shows whether supervision and I/O delay gossip heartbeats. */
+  private readonly loopDelay = new LoopDelayMonitor()
   readonly transfers: NodeTransfers
   /** Revoked peers (from coordinator beacons) and, with faultPartition, the cut switch. */
   private readonly gate: PeerGate = openGate()
@@ -219,6 +222,7 @@ export class NodeAgent {
 
   private async doStart (): Promise<void> {
     const { log } = this.options
+    this.loopDelay.start()
     await this.options.runtime.start(this.stopController.signal)
     await mkdir(this.options.workRoot, { recursive: true })
     await this.cache.start()
@@ -552,6 +556,7 @@ export class NodeAgent {
       pendingResults: this.reporter.pendingResults().length,
       recentResults: [...this.recent].reverse(),
       stats: { ...this.stats },
+      eventLoopDelayMs: this.loopDelay.snapshot(),
       security: {
         deniedPeers: this.gate.denied.size,
         graylistedPeers: this.host != null ? graylisted(this.host) : [],
@@ -568,6 +573,7 @@ export class NodeAgent {
     return [
       g('rgrid_node_slots', 'Job slots offered.', this.slots),
       g('rgrid_node_free_slots', 'Slots free now.', this.freeSlots()),
+      g('rgrid_node_event_loop_delay_p99_seconds', 'Event-loop delay, 99th percentile over the last 2 s window.', (this.loopDelay.snapshot().lastWindow?.p99 ?? 0) / 1000),
       g('rgrid_node_running_attempts', 'Attempts running now.', this.runner.size),
       c('rgrid_node_bids_total', 'Bids sent.', this.stats.bids),
       c('rgrid_node_awards_total', 'Awards won.', this.stats.awards),
@@ -604,6 +610,7 @@ export class NodeAgent {
     if (starting == null) return
     await starting.catch(() => undefined)
     this.starting = null
+    this.loopDelay.stop()
     this.bidding = false
     this.host?.services.pubsub.unsubscribe(ANNOUNCE_TOPIC)
     const drained = await this.runner.drain(this.options.drainTimeoutMs ?? 30_000)

@@ -63,7 +63,7 @@ describe('rgrid sim', () => {
     expect(r.succeeded).toBe(r.jobs)
     const faults = JSON.parse(readFileSync(join(out, 'churn', 'faults.json'), 'utf8')) as Array<{ event: string }>
     expect(faults.map(f => f.event)).toEqual(['kill', 'pause', 'restart', 'resume', 'add-nodes', 'kill'])
-  })
+  }, 180_000)
 
   it('partition: cut-off nodes healed, lossy gossip; every job ends once', async () => {
     const s = short('partition', [[/duration: 40s/, 'duration: 12s'], [/size: 60/, 'size: 30'], [/at: 8s, cut/, 'at: 2s, cut'], [/at: 9s, cut/, 'at: 3s, cut'], [/at: 20s, heal/, 'at: 8s, heal'], [/at: 22s, heal/, 'at: 9s, heal'],

@@ -1,0 +1,216 @@
+/**
+ * The mesh sections of the benchmark suite: throughput per runtime, latency
+ * on an idle mesh, and scale (10, 25, 50 nodes). Each starts a real mesh of
+ * processes on loopback with LocalMesh and measures through the HTTP API,
+ * /proc and `ss`.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { LocalMesh } from '../cli/local-mesh.js'
+import { cpuDelta, cpuOf, cpuSeconds, latency, rssMiB, socketBytes, summary, throughput, type Summary, type ThroughputRun } from './measure.js'
+import { percentile } from '../common/percentile.js'
+
+export type Runtime = 'sim' | 'process' | 'docker'
+
+/** The trivial job of each runtime: no process, `true`, `true` in a cached image. */
+export function trivialSpec (runtime: Runtime, image: string): Record<string, unknown> {
+  if (runtime === 'sim') return { command: ['sim', '0', '0'] }
+  if (runtime === 'docker') return { image, command: ['true'] }
+  return { command: ['true'] }
+}
+
+export interface ThroughputSection {
+  runtime: Runtime
+  nodes: number
+  slots: number
+  clients: number
+  throughput: ThroughputRun
+  /** CPU ms per job, summed by role (coordinator, bootstrap, node agents, process hosts, benchmark client). */
+  cpuMsPerJob: Record<string, number>
+  /** The nodes' event-loop delay during the run: every node's 2 s windows, p99 of each window. */
+  nodeEventLoopDelayMs: { windows: number, medianWindowP99: number, worstWindowP99: number, worstMax: number }
+  /** Latency on the idle mesh, one job at a time (when asked for). */
+  latencyMs?: { jobs: number, announceToAward: Summary, submitToRunning: Summary, submitToDone: Summary }
+}
+
+export interface MeshRunOptions {
+  nodes: number
+  slots: number
+  jobs: number
+  clients: number
+  /** Jobs for the idle-mesh latency run before the throughput run; 0 for none. */
+  latencyJobs: number
+  image: string
+  log: (line: string) => void
+  signal?: AbortSignal
+}
+
+interface DelayWindow { p50: number, p99: number, max: number, samples: number }
+
+/** Reads every node's status file (rewritten every 2 s) and keeps windows not seen before. */
+class DelaySampler {
+  private readonly seen = new Map<string, string>()
+  readonly p99s: number[] = []
+  worstMax = 0
+
+  constructor (private readonly dirs: string[]) {}
+
+  sample (): void {
+    for (const dir of this.dirs) {
+      let status: { updatedAt: number, eventLoopDelayMs?: { lastWindow: DelayWindow | null } }
+      try {
+        status = JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8'))
+      } catch (err) {
+        // Not written yet, or caught mid-rename: the next sample reads it.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && !(err instanceof SyntaxError)) throw err
+        continue
+      }
+      const w = status.eventLoopDelayMs?.lastWindow
+      if (w == null) continue
+      const key = `${w.p50}/${w.p99}/${w.max}/${w.samples}`
+      if (this.seen.get(dir) === key) continue
+      this.seen.set(dir, key)
+      this.p99s.push(w.p99)
+      this.worstMax = Math.max(this.worstMax, w.max)
+    }
+  }
+}
+
+function roleOf (name: string): string {
+  if (name.endsWith('+host')) return 'process hosts'
+  if (name.startsWith('node-')) return 'node agents'
+  if (name.startsWith('coordinator')) return 'coordinator'
+  return name
+}
+
+/** Throughput (and optionally idle latency) of one runtime on a fresh mesh. */
+export async function runThroughput (runtime: Runtime, o: MeshRunOptions): Promise<ThroughputSection> {
+  const dataDir = mkdtempSync(join(tmpdir(), `rgrid-bench-${runtime}-`))
+  const mesh = new LocalMesh({ dataDir, nodes: o.nodes, slots: o.slots, runtime, logLevel: 'warn', startTimeoutMs: 60_000 })
+  const spec = trivialSpec(runtime, o.image)
+  try {
+    await mesh.start()
+    await mesh.waitForNodes(o.nodes, 60_000)
+    // Warm up: the first jobs pay for JIT, connection set-up and (Docker) the first container.
+    await latency(mesh.httpUrl, spec, 20)
+    let lat: ThroughputSection['latencyMs']
+    if (o.latencyJobs > 0) {
+      o.log(`${runtime}: latency, ${o.latencyJobs} jobs one at a time on ${o.nodes} idle nodes`)
+      const l = await latency(mesh.httpUrl, spec, o.latencyJobs)
+      lat = { jobs: o.latencyJobs, announceToAward: summary(l.announceToAward), submitToRunning: summary(l.submitToRunning), submitToDone: summary(l.submitToDone) }
+    }
+    o.log(`${runtime}: throughput, ${o.jobs} jobs from ${o.clients} clients on ${o.nodes}×${o.slots} slots`)
+    const sampler = new DelaySampler(Array.from({ length: o.nodes }, (_, i) => join(dataDir, `node-${i}`)))
+    sampler.sample()
+    const timer = setInterval(() => { sampler.sample() }, 500)
+    const cpuBefore = cpuSeconds(mesh)
+    const selfBefore = process.cpuUsage()
+    let tp: ThroughputRun
+    try {
+      tp = await throughput(mesh.httpUrl, spec, o.jobs, o.clients)
+    } finally {
+      clearInterval(timer)
+    }
+    sampler.sample()
+    const self = process.cpuUsage(selfBefore)
+    const delta = cpuDelta(cpuBefore, cpuSeconds(mesh))
+    delta['benchmark client'] = (self.user + self.system) / 1e6
+    const cpuMsPerJob: Record<string, number> = {}
+    for (const [name, seconds] of Object.entries(delta)) {
+      const role = roleOf(name)
+      cpuMsPerJob[role] = (cpuMsPerJob[role] ?? 0) + seconds * 1000 / o.jobs
+    }
+    for (const k of Object.keys(cpuMsPerJob)) cpuMsPerJob[k] = Number(cpuMsPerJob[k]!.toFixed(3))
+    const p99s = [...sampler.p99s].sort((a, b) => a - b)
+    return {
+      runtime,
+      nodes: o.nodes,
+      slots: o.slots,
+      clients: o.clients,
+      throughput: tp,
+      cpuMsPerJob,
+      nodeEventLoopDelayMs: { windows: p99s.length, medianWindowP99: percentile(p99s, 50), worstWindowP99: p99s.at(-1) ?? NaN, worstMax: sampler.worstMax },
+      ...(lat != null ? { latencyMs: lat } : {})
+    }
+  } finally {
+    await mesh.stop()
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+}
+
+export interface ScalePoint {
+  nodes: number
+  /** Per node agent, over a window with no jobs: TCP bytes sent+received per second, CPU %, RSS. */
+  atRest: { windowSeconds: number, bytesPerSecond: Summary, cpuPercent: Summary, rssMiB: Summary, coordinator: { bytesPerSecond: number, cpuPercent: number, rssMiB: number }, bootstrap: { bytesPerSecond: number, cpuPercent: number, rssMiB: number } }
+  /** From starting one more node process until the coordinator lists it with an open session, in ms. */
+  newNodeEligibleMs: number
+  throughput: ThroughputRun
+}
+
+/** At-rest cost, a new node's time to eligibility and `sim` throughput for a mesh of `nodes`. */
+export async function runScalePoint (nodes: number, o: { jobs: number, clients: number, restSeconds: number, log: (line: string) => void }): Promise<ScalePoint> {
+  const dataDir = mkdtempSync(join(tmpdir(), `rgrid-bench-scale-${nodes}-`))
+  const mesh = new LocalMesh({ dataDir, nodes, slots: 4, runtime: 'sim', logLevel: 'warn', startTimeoutMs: 120_000 })
+  try {
+    o.log(`scale: starting ${nodes} nodes`)
+    await mesh.start()
+    await mesh.waitForNodes(nodes, 120_000)
+    // Let start-up traffic (identify, mesh grafting, history sync) settle before the at-rest window.
+    await settle(mesh, 5_000)
+    const procs = mesh.processes.filter(p => p.child.pid != null && p.child.exitCode == null)
+    const pids = procs.map(p => p.child.pid!)
+    const cpu0 = new Map(pids.map(pid => [pid, cpuOf(pid)]))
+    const bytes0 = socketBytes(pids)
+    const t0 = performance.now()
+    await settle(mesh, o.restSeconds * 1000)
+    const seconds = (performance.now() - t0) / 1000
+    const bytes1 = socketBytes(pids)
+    const row = (pid: number): { bytesPerSecond: number, cpuPercent: number, rssMiB: number } => ({
+      bytesPerSecond: Math.round((bytes1.get(pid)! - bytes0.get(pid)!) / seconds),
+      cpuPercent: Number((100 * (cpuOf(pid) - cpu0.get(pid)!) / seconds).toFixed(2)),
+      rssMiB: Number(rssMiB(pid).toFixed(1))
+    })
+    const nodeRows = procs.filter(p => p.name.startsWith('node-')).map(p => row(p.child.pid!))
+    const co = procs.find(p => p.name.startsWith('coordinator'))!
+    const bs = procs.find(p => p.name === 'bootstrap')!
+    o.log(`scale ${nodes}: a new node joins`)
+    const joinStart = performance.now()
+    const [added] = await mesh.addNodes(1)
+    await mesh.waitForNodes(nodes + 1, 60_000)
+    const newNodeEligibleMs = Math.round(performance.now() - joinStart)
+    if (added == null) throw new Error('the new node printed no peer id')
+    o.log(`scale ${nodes}: throughput, ${o.jobs} sim jobs`)
+    await latency(mesh.httpUrl, trivialSpec('sim', ''), 20)
+    const tp = await throughput(mesh.httpUrl, trivialSpec('sim', ''), o.jobs, o.clients)
+    return {
+      nodes,
+      atRest: {
+        windowSeconds: Number(seconds.toFixed(1)),
+        bytesPerSecond: summary(nodeRows.map(r => r.bytesPerSecond)),
+        cpuPercent: summary(nodeRows.map(r => r.cpuPercent)),
+        rssMiB: summary(nodeRows.map(r => r.rssMiB)),
+        coordinator: row(co.child.pid!),
+        bootstrap: row(bs.child.pid!)
+      },
+      newNodeEligibleMs,
+      throughput: tp
+    }
+  } finally {
+    await mesh.stop()
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+}
+
+/**
+ * Waits `ms` while checking every mesh process stays alive: a measurement
+ * window is a wait by definition, but a crash inside it must end the run.
+ */
+async function settle (mesh: LocalMesh, ms: number): Promise<void> {
+  const until = performance.now() + ms
+  while (performance.now() < until) {
+    const dead = mesh.processes.find(p => p.child.exitCode != null || p.child.signalCode != null)
+    if (dead != null) throw new Error(`${dead.name} exited during the benchmark; see ${dead.logFile}`)
+    await new Promise(resolve => setTimeout(resolve, Math.min(250, until - performance.now())))
+  }
+}
