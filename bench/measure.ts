@@ -113,7 +113,7 @@ export async function throughput (url: string, spec: unknown, n: number, clients
   const deadline = Date.now() + 300_000
   while (true) {
     const c = await counts(url, apiKey)
-    if ((c.failed ?? 0) > (before.failed ?? 0)) throw new Error(`${(c.failed ?? 0) - (before.failed ?? 0)} jobs failed during the throughput run`)
+    if ((c.failed ?? 0) > (before.failed ?? 0)) throw new Error(`${(c.failed ?? 0) - (before.failed ?? 0)} jobs failed during the throughput run: ${await failures(url, apiKey)}`)
     if ((c.succeeded ?? 0) >= target) break
     if (Date.now() > deadline) throw new Error(`throughput run did not finish: ${JSON.stringify(c)}`)
     // Each poll is a GROUP BY over all jobs on the coordinator: poll gently.
@@ -121,6 +121,17 @@ export async function throughput (url: string, spec: unknown, n: number, clients
   }
   const seconds = (performance.now() - start) / 1000
   return { jobs: n, seconds, jobsPerSecond: n / seconds, submitPerSecond: n / ((submitted - start) / 1000) }
+}
+
+/** Why the most recent failed jobs failed, for the error that ends a run. */
+async function failures (url: string, apiKey: string): Promise<string> {
+  const { jobs } = await (await fetch(`${url}/v1/jobs?state=failed&limit=3`, { headers: headers(apiKey) })).json() as { jobs: Array<{ id: string }> }
+  const out: string[] = []
+  for (const { id } of jobs) {
+    const j = await (await fetch(`${url}/v1/jobs/${id}`, { headers: headers(apiKey) })).json() as { result: unknown, attempts: unknown }
+    out.push(`${id}: ${JSON.stringify(j.result)} attempts ${JSON.stringify(j.attempts)}`)
+  }
+  return out.join('; ')
 }
 
 /** CPU seconds (user+system) used so far by a pid, from /proc. */

@@ -172,8 +172,8 @@ export async function runScalePoint (nodes: number, o: { jobs: number, clients: 
       rssMiB: Number(rssMiB(pid).toFixed(1))
     })
     const nodeRows = procs.filter(p => p.name.startsWith('node-')).map(p => row(p.child.pid!))
-    const co = procs.find(p => p.name.startsWith('coordinator'))!
-    const bs = procs.find(p => p.name === 'bootstrap')!
+    const coordinator = row(procs.find(p => p.name.startsWith('coordinator'))!.child.pid!)
+    const bootstrap = row(procs.find(p => p.name === 'bootstrap')!.child.pid!)
     o.log(`scale ${nodes}: a new node joins`)
     const joinStart = performance.now()
     const [added] = await mesh.addNodes(1)
@@ -190,8 +190,8 @@ export async function runScalePoint (nodes: number, o: { jobs: number, clients: 
         bytesPerSecond: summary(nodeRows.map(r => r.bytesPerSecond)),
         cpuPercent: summary(nodeRows.map(r => r.cpuPercent)),
         rssMiB: summary(nodeRows.map(r => r.rssMiB)),
-        coordinator: row(co.child.pid!),
-        bootstrap: row(bs.child.pid!)
+        coordinator,
+        bootstrap
       },
       newNodeEligibleMs,
       throughput: tp

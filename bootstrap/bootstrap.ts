@@ -10,7 +10,7 @@
  * that connection; copies through the bootstrap would only cost CPU.
  */
 import type { PrivateKey } from '@libp2p/interface'
-import { HEARTBEAT_TOPIC } from '../protocol/ids.js'
+import { HEARTBEAT_TOPIC, BEACON_TOPIC } from '../protocol/ids.js'
 import { decodeHeartbeatTopic } from '../protocol/codec.js'
 import { createHost, fullAddrs, installValidator, type RGridHost } from '../common/p2p.js'
 import type { Logger } from '../common/log.js'
@@ -51,9 +51,12 @@ export class BootstrapPeer {
     const log = this.options.log
     // The same per-author rate as every peer, so the bootstrap never relays a flood.
     const guard = new HeartbeatGuard({ clock: systemClock })
-    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, (from, m, via) => guard.verdict(from, m as HeartbeatTopicMessage, via), log)
+    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, (from, m, via) => (m as HeartbeatTopicMessage).type !== 'node-heartbeat' ? 'reject' : guard.verdict(from, m as HeartbeatTopicMessage, via), log)
+    // Beacons pass through us too: a node that cannot reach a coordinator yet learns its addresses here.
+    installValidator(host, BEACON_TOPIC, decodeHeartbeatTopic, (from, m, via) => (m as HeartbeatTopicMessage).type !== 'coordinator-beacon' ? 'reject' : guard.verdict(from, m as HeartbeatTopicMessage, via), log)
     await host.start()
     host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
+    host.services.pubsub.subscribe(BEACON_TOPIC)
     this.host = host
     log.info('bootstrap peer started', { peerId: host.peerId.toString(), addrs: fullAddrs(host) })
   }

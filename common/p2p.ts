@@ -17,7 +17,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { DecodeError } from '../protocol/codec.js'
 import type { Logger } from './log.js'
 import { swarmKeyOf } from './network-key.js'
-import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC } from '../protocol/ids.js'
+import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, BEACON_TOPIC } from '../protocol/ids.js'
 
 export type RGridServices = {
   identify: Identify
@@ -195,7 +195,7 @@ export async function createHost (options: HostOptions): Promise<RGridHost> {
         Dscore: 2,
         globalSignaturePolicy: 'StrictSign',
         scoreParams: {
-          topics: { [ANNOUNCE_TOPIC]: topicScore() as never, [HEARTBEAT_TOPIC]: topicScore() as never },
+          topics: { [ANNOUNCE_TOPIC]: topicScore() as never, [HEARTBEAT_TOPIC]: topicScore() as never, [BEACON_TOPIC]: topicScore() as never },
           topicScoreCap: 10,
           IPColocationFactorWeight: 0,
           behaviourPenaltyWeight: -10,

@@ -4,7 +4,7 @@
  * beacons its addresses so nodes can open sessions to it.
  */
 import type { PrivateKey, PeerId } from '@libp2p/interface'
-import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, SESSION_PROTOCOL } from '../protocol/ids.js'
+import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, BEACON_TOPIC, SESSION_PROTOCOL } from '../protocol/ids.js'
 import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
 import type { Announcement, HeartbeatTopicMessage, JobSpec } from '../protocol/schemas.js'
 import { createHost, decodeGossip, denyPeers, fullAddrs, graylisted, installValidator, openGate, type RGridHost } from '../common/p2p.js'
@@ -300,7 +300,9 @@ export class Coordinator implements CoordinatorApi {
     // dropped here without relaying it, so fresh identities cannot spread a flood through us.
     installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, (from, m, via) => {
       const hb = m as HeartbeatTopicMessage
-      if (hb.type === 'node-heartbeat' && !this.admission.isAdmitted(from.toString())) return 'ignore'
+      // Beacons have their own topic; one here is misuse.
+      if (hb.type !== 'node-heartbeat') return 'reject'
+      if (!this.admission.isAdmitted(from.toString())) return 'ignore'
       return guard.verdict(from, hb, via)
     }, log)
     // We relay no announcements: every node holds a direct connection to each coordinator it
@@ -377,7 +379,7 @@ export class Coordinator implements CoordinatorApi {
   private async beacon (): Promise<void> {
     if (this.host == null) return
     try {
-      await this.publish(HEARTBEAT_TOPIC, {
+      await this.publish(BEACON_TOPIC, {
         v: 1, type: 'coordinator-beacon', seq: this.beaconSeq++, sentAt: this.clock.now(), addrs: fullAddrs(this.host).slice(0, 32),
         denied: this.admission.deniedPeers(LIMITS.beaconDenied)
       })
@@ -510,7 +512,7 @@ export class Coordinator implements CoordinatorApi {
       c('rgrid_bad_frames_total', 'Session frames that did not decode.', this.sessions.stats.badFrames),
       c('rgrid_log_lines_total', 'Live log lines stored.', this.sessions.stats.logLines),
       c('rgrid_gossip_rejected_total', 'Gossip messages rejected by our validators.', this.stats.gossipRejected),
-      family('rgrid_gossip_peers', 'gauge', 'Gossip peers per topic.', [ANNOUNCE_TOPIC, HEARTBEAT_TOPIC].map(topic => ({ labels: { topic }, value: this.host?.services.pubsub.getSubscribers(topic).length ?? 0 }))),
+      family('rgrid_gossip_peers', 'gauge', 'Gossip peers per topic.', [ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, BEACON_TOPIC].map(topic => ({ labels: { topic }, value: this.host?.services.pubsub.getSubscribers(topic).length ?? 0 }))),
       family('rgrid_leader', 'gauge', '1 while this coordinator runs the background loops.', this.leader?.isLeader === true ? 1 : 0),
       ...(this.provisioner != null
         ? [

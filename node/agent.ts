@@ -11,7 +11,7 @@ import { LoopDelayMonitor } from '../common/loop-delay.js'
 import { mkdir, rm, rmdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
-import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC } from '../protocol/ids.js'
+import { ANNOUNCE_TOPIC, BEACON_TOPIC, HEARTBEAT_TOPIC } from '../protocol/ids.js'
 import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
 import type { AnnouncedJob, Award, CoordinatorFrame, NodeCapacity } from '../protocol/schemas.js'
 import { mismatch } from '../protocol/matching.js'
@@ -252,12 +252,14 @@ export class NodeAgent {
       ...(this.options.coordinators != null && this.options.coordinators.length > 0 ? { isCoordinator: (p: string) => links.isTrusted(p) } : {})
     })
     this.heartbeatGuard = guard
-    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, (from, m, via) => guard.verdict(from, m as HeartbeatTopicMessage, via), log)
+    // Only beacons belong on the beacon topic: a heartbeat there is misuse, and its author loses score.
+    installValidator(host, BEACON_TOPIC, decodeHeartbeatTopic, (from, m, via) => (m as HeartbeatTopicMessage).type !== 'coordinator-beacon' ? 'reject' : guard.verdict(from, m as HeartbeatTopicMessage, via), log)
     host.services.pubsub.addEventListener('message', evt => { this.onGossip(evt.detail) })
     await host.start()
     this.host = host
     host.services.pubsub.subscribe(ANNOUNCE_TOPIC)
-    host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
+    // Heartbeats are published, not heard: only coordinators read them (see HEARTBEAT_TOPIC).
+    host.services.pubsub.subscribe(BEACON_TOPIC)
     this.every(this.options.heartbeatMs ?? 1_000, () => { void this.heartbeat() })
     this.every(this.options.renewMs ?? 5_000, () => { void this.renew() })
     links.reconnect()
@@ -320,7 +322,7 @@ export class NodeAgent {
   private handleGossip (msg: { topic: string, type: string, data: Uint8Array, from?: PeerId }): void {
     if (msg.from == null) return
     try {
-      if (msg.topic === HEARTBEAT_TOPIC) {
+      if (msg.topic === BEACON_TOPIC) {
         const hb = decodeGossip(msg.data, decodeHeartbeatTopic)
         if (hb.type === 'coordinator-beacon') {
           this.links?.onBeacon(msg.from, hb.addrs)
@@ -587,7 +589,7 @@ export class NodeAgent {
       c('rgrid_node_outputs_uploaded_total', 'Output files uploaded.', this.transfers.stats.outputsUploaded),
       c('rgrid_node_transfer_retries_total', 'Transfer retries after 5xx or broken connections.', this.transfers.stats.retries),
       g('rgrid_node_cache_bytes', 'Bytes in the input cache.', this.cache.bytes),
-      family('rgrid_node_gossip_peers', 'gauge', 'Gossip peers per topic.', [ANNOUNCE_TOPIC, HEARTBEAT_TOPIC].map(topic => ({ labels: { topic }, value: pubsub?.getSubscribers(topic).length ?? 0 }))),
+      family('rgrid_node_gossip_peers', 'gauge', 'Gossip peers per topic.', [ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, BEACON_TOPIC].map(topic => ({ labels: { topic }, value: pubsub?.getSubscribers(topic).length ?? 0 }))),
       g('rgrid_node_connections', 'Open libp2p connections.', this.host?.getConnections().length ?? 0),
       g('rgrid_node_denied_peers', 'Peers refused because their join token was revoked.', this.gate.denied.size),
       g('rgrid_node_graylisted_peers', 'Gossip peers at or below the graylist score (their messages are ignored).', this.host != null ? graylisted(this.host).length : 0),

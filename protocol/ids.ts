@@ -9,8 +9,15 @@
 /** Gossipsub topic carrying batches of job announcements from coordinators. */
 export const ANNOUNCE_TOPIC = '/rgrid/announce/1.0.0'
 
-/** Gossipsub topic carrying node heartbeats and coordinator beacons. */
-export const HEARTBEAT_TOPIC = '/rgrid/heartbeat/1.0.0'
+/**
+ * Gossipsub topic carrying node heartbeats. Only coordinators and bootstrap
+ * peers subscribe: nodes publish to it without listening, so a node's cost
+ * at rest does not grow with the number of nodes (docs/performance.md).
+ */
+export const HEARTBEAT_TOPIC = '/rgrid/heartbeat/2.0.0'
+
+/** Gossipsub topic carrying coordinator beacons (addresses, deny lists); nodes and bootstrap peers subscribe. */
+export const BEACON_TOPIC = '/rgrid/beacon/1.0.0'
 
 /**
  * Request/response stream protocol between a node and a coordinator.

@@ -139,7 +139,8 @@ class WorkerPool {
     }
   }
 
-  private notify (): void { for (const w of this.waiters) w() }
+  /** Re-checks pending `until` conditions; also for conditions on state outside the pool. */
+  notify (): void { for (const w of this.waiters) w() }
 
   completed (): number { return this.counts.reduce((a, b) => a + b, 0) }
   lastCompletedAt (): number { return Math.max(...this.lastAt) }
@@ -161,26 +162,30 @@ class WorkerPool {
 
   async stop (): Promise<void> {
     this.stopping = true
+    // A phase abandoned by an abort may still wait here; let it go now, not at its timeout.
+    this.failure ??= new Error('worker pool stopped')
+    this.notify()
     await Promise.all(this.children.map(c => stopChild(c, 5000, () => { if (c.connected) c.send({ type: 'close' }); else c.kill('SIGTERM') })))
   }
 }
 
-/** The median of REPEATS throughput runs, by jobs/s, after a warm-up run (JIT, Lua script loading) if `warm`. */
-async function throughputMedian (queue: Queue, pool: WorkerPool, n: number, bulk: boolean, warm: boolean): Promise<Throughput> {
+/** The median of `repeats` throughput runs, by jobs/s, after a warm-up run (JIT, Lua script loading) if `warm`. */
+async function throughputMedian (queue: Queue, pool: WorkerPool, n: number, bulk: boolean, warm: boolean, repeats = REPEATS): Promise<Throughput> {
   if (warm) await throughputRun(queue, pool, Math.min(200, n), false)
   const runs: Throughput[] = []
-  for (let i = 0; i < REPEATS; i++) runs.push(await throughputRun(queue, pool, n, bulk))
-  return runs.sort((a, b) => a.jobsPerSecond - b.jobsPerSecond)[Math.floor(REPEATS / 2)]!
+  for (let i = 0; i < repeats; i++) runs.push(await throughputRun(queue, pool, n, bulk))
+  return runs.sort((a, b) => a.jobsPerSecond - b.jobsPerSecond)[Math.floor(repeats / 2)]!
 }
 
 async function throughputRun (queue: Queue, pool: WorkerPool, n: number, bulk: boolean): Promise<Throughput> {
   const base = pool.completed()
   const t0 = wallNow()
   if (bulk) {
-    for (let i = 0; i < n; i += BULK) await queue.addBulk(Array.from({ length: Math.min(BULK, n - i) }, () => ({ name: 'noop', data: {} })))
+    for (let i = 0; i < n && queue.closing == null; i += BULK) await queue.addBulk(Array.from({ length: Math.min(BULK, n - i) }, () => ({ name: 'noop', data: {} })))
   } else {
     let next = 0
-    await Promise.all(Array.from({ length: CLIENTS }, async () => { while (next++ < n) await queue.add('noop', {}) }))
+    // `closing` ends the loops of a run abandoned by an abort once withPool closes the queue.
+    await Promise.all(Array.from({ length: CLIENTS }, async () => { while (next++ < n && queue.closing == null) await queue.add('noop', {}) }))
   }
   await pool.until(() => pool.completed() - base >= n, 300_000, `${n} completions`)
   const seconds = (pool.lastCompletedAt() - t0) / 1000
@@ -194,21 +199,15 @@ async function throughputRun (queue: Queue, pool: WorkerPool, n: number, bulk: b
 async function latencyRun (queue: Queue, pool: WorkerPool, port: number, n: number): Promise<{ start: number[], done: number[] }> {
   const out = { start: [] as number[], done: [] as number[] }
   const doneAt = new Map<string, number>()
-  let wake = (): void => {}
   const events = new QueueEvents(queue.name, { connection: { host: HOST, port } })
-  events.on('completed', ({ jobId }) => { doneAt.set(jobId, wallNow()); wake() })
+  events.on('completed', ({ jobId }) => { doneAt.set(jobId, wallNow()); pool.notify() })
   try {
     await events.waitUntilReady()
-    for (let i = 0; i < n; i++) {
+    for (let i = 0; i < n && queue.closing == null; i++) {
       const t0 = wallNow()
       const id = String((await queue.add('probe', { report: true })).id)
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`job ${id} did not complete within 30 s`)), 30_000)
-        wake = () => { if (doneAt.has(id)) { clearTimeout(timer); resolve() } }
-        wake()
-      })
-      // The IPC report and the Redis completion event race; the job has started either way.
-      await pool.until(() => pool.startedAt(id) !== undefined, 10_000, `start report of job ${id}`)
+      // The worker's IPC start report and Redis's completion event can come in either order.
+      await pool.until(() => doneAt.has(id) && pool.startedAt(id) !== undefined, 30_000, `job ${id} to start and complete`)
       out.start.push(pool.startedAt(id)! - t0)
       out.done.push(doneAt.get(id)! - t0)
       doneAt.clear()
@@ -263,7 +262,7 @@ export async function benchBullmq (o: { jobs: number, latencyJobs: number, workD
     'job options': 'removeOnComplete: true, removeOnFail: { count: 1000 }, attempts 1 (default)',
     'worker options': 'defaults besides concurrency (lockDuration 30 s, stalledInterval 30 s, drainDelay 5 s)',
     'layouts measured': layouts.map(label).join('; '),
-    measurement: `a ${Math.min(200, o.jobs)}-job warm-up per worker layout, then each figure the median of ${REPEATS} runs; latency after ${Math.min(20, o.latencyJobs)} warm-up probes`,
+    measurement: `a ${Math.min(200, o.jobs)}-job warm-up per worker layout, then each figure the median of ${REPEATS} runs (one run for the \`true\` figure); latency after ${Math.min(20, o.latencyJobs)} warm-up probes`,
     clock: 'wall clock with sub-ms resolution (performance.timeOrigin + performance.now()) in producer and workers'
   }
   // Worker processes only: Redis outlives an abort until the queue has closed
@@ -301,8 +300,9 @@ export async function benchBullmq (o: { jobs: number, latencyJobs: number, workD
         log(`bullmq latency: enqueue→start p50 ${result.latencyMs['enqueue→start'].p50} ms`)
       })
       // RGrid's trivial job is a process (`true`); this is BullMQ doing the same work per job.
+      // One run: at a few hundred jobs/s it lasts seconds, so it varies less than the others and would dominate the wall time.
       await withPool(port, 'bench-true', { ...chosen, command: ['true'] }, live, o.signal, async (queue, pool) => {
-        const tp = await throughputMedian(queue, pool, o.jobs, false, true)
+        const tp = await throughputMedian(queue, pool, o.jobs, false, true, 1)
         log(`bullmq processor running true: add ${tp.jobsPerSecond} jobs/s`)
         result.extraThroughput[`add, processor runs \`true\`, ${label(chosen)}`] = tp
       })

@@ -43,12 +43,17 @@ type Rate = { jobs: number, seconds: number, jobsPerSecond: number }
 
 interface RunOpts { timeoutMs: number, signal?: AbortSignal, env?: NodeJS.ProcessEnv }
 
-/** Runs a command to completion; rejects with its stderr on failure, timeout or abort. */
-function run (cmd: string, args: string[], o: RunOpts): Promise<string> {
+/**
+ * Runs a command to completion and returns its stdout; rejects on failure,
+ * timeout or abort, and on any stderr when `stderrIsError`: srun exits 0 even when
+ * its task failed to launch, saying so only on stderr.
+ */
+function run (cmd: string, args: string[], o: RunOpts & { stderrIsError?: boolean }): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { timeout: o.timeoutMs, signal: o.signal, env: o.env ?? process.env, maxBuffer: 64 << 20 }, (err, stdout) => {
+    execFile(cmd, args, { timeout: o.timeoutMs, signal: o.signal, env: o.env ?? process.env, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
       // err.message already carries the command and its stderr.
       if (err != null) reject(new Error(`${err.message.trim()}${err.killed ? ' (killed: timeout or abort)' : ''}`, { cause: err }))
+      else if (o.stderrIsError === true && String(stderr).trim() !== '') reject(new Error(`${cmd} ${args.join(' ')}: ${String(stderr).trim()}`))
       else resolve(String(stdout))
     })
   })
@@ -128,6 +133,7 @@ async function drain (env: NodeJS.ProcessEnv, timeoutMs: number, signal?: AbortS
   for (;;) {
     const open = await unfinished(env, failed, signal)
     if (failed.size > 0) throw new Error(`slurm jobs failed: ${[...failed].slice(0, 5).join(', ')}`)
+    // Taken after the poll returns, so the figure errs towards slower by at most one poll.
     if (open === 0) return performance.now()
     if (performance.now() > deadline) throw new Error(`slurm queue did not drain in ${timeoutMs} ms (${open} jobs left)`)
     await delay(POLL_MS, signal)
@@ -158,7 +164,7 @@ async function srunLatency (n: number, env: NodeJS.ProcessEnv, signal?: AbortSig
   const ms: number[] = []
   for (let i = 0; i < n; i++) {
     const t0 = performance.now()
-    await run('srun', ['-Q', 'true'], { timeoutMs: 60_000, signal, env })
+    await run('srun', ['-Q', 'true'], { timeoutMs: 60_000, signal, env, stderrIsError: true })
     ms.push(performance.now() - t0)
   }
   return ms
@@ -176,7 +182,8 @@ export async function benchSlurm (o: SlurmBenchOptions): Promise<PeerResult> {
   const missing = await missingBinary(o.signal)
   if (missing != null) return { ...result, skipped: missing }
   // The clients refuse to start without a reachable config; the daemon does not.
-  result.version = (await run('slurmctld', ['-V'], { timeoutMs: 10_000, signal: o.signal })).trim()
+  result.version = await run('slurmctld', ['-V'], { timeoutMs: 10_000, signal: o.signal })
+    .then(out => out.trim(), (err: Error) => { o.signal?.throwIfAborted(); log(`slurm: no version: ${err.message}`); return 'unknown' })
 
   const clusterDir = join(o.workDir, 'slurm-cluster')
   const env = { ...process.env, SLURM_CONF: join(clusterDir, 'slurm.conf') }

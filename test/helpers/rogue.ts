@@ -9,7 +9,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 import { createHost, type RGridHost } from '../../common/p2p.js'
-import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, SESSION_PROTOCOL } from '../../protocol/ids.js'
+import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, BEACON_TOPIC, SESSION_PROTOCOL } from '../../protocol/ids.js'
 import { decodeCoordinatorFrame, encode, DecodeError } from '../../protocol/codec.js'
 import type { CoordinatorFrame } from '../../protocol/schemas.js'
 import { decodeJoinToken } from '../../common/join-token.js'
@@ -44,6 +44,7 @@ export async function startRogue (mesh: { bootstrapAddr: string, coordinatorAddr
   await host.start()
   host.services.pubsub.subscribe(ANNOUNCE_TOPIC)
   host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
+  host.services.pubsub.subscribe(BEACON_TOPIC)
   await host.dial(multiaddr(mesh.bootstrapAddr))
   await host.dial(multiaddr(mesh.coordinatorAddr))
   // Nodes are DHT clients but the DHT servers know where they are: connect
@@ -53,14 +54,14 @@ export async function startRogue (mesh: { bootstrapAddr: string, coordinatorAddr
     const info = await host.peerRouting.findPeer(peerIdFromString(node), { signal: AbortSignal.timeout(10_000) })
     await host.dial(info.multiaddrs.map(a => a.encapsulate(`/p2p/${node}`)), { signal: AbortSignal.timeout(10_000) })
   }
-  const targets = [mesh.coordinatorPeerId, ...mesh.nodePeerIds]
-  await until('the coordinator and every node to be gossip peers of the rogue on both topics', () => {
+  await until('the coordinator and every node to be gossip peers of the rogue on the topics each listens to', () => {
     const ps = host.services.pubsub
-    const on = (topic: string): boolean => {
+    const on = (topic: string, targets: string[]): boolean => {
       const subs = new Set(ps.getSubscribers(topic).map(p => p.toString()))
       return targets.every(t => subs.has(t))
     }
-    return on(ANNOUNCE_TOPIC) && on(HEARTBEAT_TOPIC) ? true : undefined
+    // Coordinators hear heartbeats; nodes hear beacons; both hear announcements.
+    return on(ANNOUNCE_TOPIC, [mesh.coordinatorPeerId, ...mesh.nodePeerIds]) && on(HEARTBEAT_TOPIC, [mesh.coordinatorPeerId]) && on(BEACON_TOPIC, mesh.nodePeerIds) ? true : undefined
   })
   return host
 }

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes, randomUUID } from 'node:crypto'
 import { LocalMesh } from '../../dist/cli/local-mesh.js'
-import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC } from '../../protocol/ids.js'
+import { ANNOUNCE_TOPIC, BEACON_TOPIC, HEARTBEAT_TOPIC } from '../../protocol/ids.js'
 import { LIMITS } from '../../protocol/limits.js'
 import { DecodeError, decodeAnnouncement, decodeHeartbeatTopic, decodeNodeFrame, encode } from '../../protocol/codec.js'
 import { nodeFrameSchema } from '../../protocol/schemas.js'
@@ -344,8 +344,10 @@ describe('a rogue peer inside the mesh', () => {
     for (const g of heartbeatGarbage) expect(() => decodeHeartbeatTopic(g)).toThrow(DecodeError)
     for (const g of announceGarbage) expect(() => decodeAnnouncement(g)).toThrow(DecodeError)
 
-    const targets = [mesh.coordinatorPeerId, ...mesh.nodePeerIds]
-    for (const [topic, list] of [[HEARTBEAT_TOPIC, heartbeatGarbage], [ANNOUNCE_TOPIC, announceGarbage]] as const) {
+    // Each topic's garbage goes to the peers that listen to it: heartbeats to the coordinator,
+    // beacons to the nodes, announcements to both.
+    const everyone = [mesh.coordinatorPeerId, ...mesh.nodePeerIds]
+    for (const [topic, list, targets] of [[HEARTBEAT_TOPIC, heartbeatGarbage, [mesh.coordinatorPeerId]], [BEACON_TOPIC, heartbeatGarbage, mesh.nodePeerIds], [ANNOUNCE_TOPIC, announceGarbage, everyone]] as const) {
       for (const g of list) {
         const { recipients } = await rogue.services.pubsub.publish(topic, g)
         expect(recipients.map(String)).toEqual(expect.arrayContaining(targets))

@@ -22,7 +22,7 @@ import { BINS, LocalMesh } from '../../dist/cli/local-mesh.js'
 import { createHost, type RGridHost } from '../../common/p2p.js'
 import { decodeJoinToken } from '../../common/join-token.js'
 import { newNetworkKey } from '../../common/network-key.js'
-import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC } from '../../protocol/ids.js'
+import { ANNOUNCE_TOPIC, BEACON_TOPIC, HEARTBEAT_TOPIC } from '../../protocol/ids.js'
 import { encode } from '../../protocol/codec.js'
 import { RogueSession, startRogue, until } from '../helpers/rogue.js'
 import { submit, getJob, waitForJob, TERMINAL } from '../helpers/http.js'
@@ -165,20 +165,22 @@ describe('gossip scoring and rate limits', () => {
     expect((await waitForJob(mesh.httpUrl, job.body.id, j => TERMINAL.has(j.state))).state).toBe('succeeded')
   }, 60_000)
 
-  it('graylists an insider that floods the heartbeat topic with well-formed heartbeats', async () => {
+  it('an insider\'s heartbeat flood reaches no node, and one misusing the beacon topic is graylisted by nodes', async () => {
     const rogue = await rogueInMesh()
     hosts.push(rogue)
     const before = await stats()
     const capacity = { slots: 1, freeSlots: 1, cpus: 1, memoryMb: 256, labels: {}, runtime: 'process', version: 'rogue' }
+    const heartbeat = (seq: number): Uint8Array => encode({ v: 1, type: 'node-heartbeat', seq, sentAt: Date.now(), capacity, running: [] })
+    // Nodes do not listen to the heartbeat topic at all: a flood there costs them nothing. The
+    // coordinator does not count or relay heartbeats from a peer it never admitted.
     for (let seq = 0; seq < 60; seq++) {
-      await rogue.services.pubsub.publish(HEARTBEAT_TOPIC, encode({ v: 1, type: 'node-heartbeat', seq, sentAt: Date.now(), capacity, running: [] }))
+      const { recipients } = await rogue.services.pubsub.publish(HEARTBEAT_TOPIC, heartbeat(seq))
+      for (const node of mesh.nodePeerIds) expect(recipients.map(String)).not.toContain(node)
     }
-    // Nodes apply the per-author rate and graylist the flooder; the coordinator does not even
-    // relay heartbeats from a peer it never admitted.
-    await until('node-0 to refuse the flood and graylist the rogue', () => {
-      const security = node0Security()
-      return security != null && security.heartbeat.overRate > 0 && security.graylistedPeers.includes(rogue.peerId.toString()) ? true : undefined
-    }, 15_000)
+    // On the beacon topic, which nodes do hear, a heartbeat is invalid: nodes graylist its author.
+    for (let seq = 60; seq < 70; seq++) await rogue.services.pubsub.publish(BEACON_TOPIC, heartbeat(seq))
+    await until('node-0 to graylist the rogue', () => node0Security()?.graylistedPeers.includes(rogue.peerId.toString()) === true ? true : undefined, 15_000)
+    expect(node0Security()?.heartbeat.overRate).toBe(0)
     expect((await nodes()).some(n => n.peerId === rogue.peerId.toString())).toBe(false)
     expect((await stats()).gossip.graylisted).toBeGreaterThanOrEqual(before.gossip.graylisted)
   }, 60_000)
