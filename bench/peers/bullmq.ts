@@ -8,7 +8,7 @@
  *   worker's clock entering the processor minus the producer's just before
  *   `queue.add`; enqueue→completed is when the producer's QueueEvents sees it.
  * Usage: node dist/bench/peers/bullmq.js [--jobs 3000] [--latency-jobs 1000] [--layouts 2x16,10x8]
- * (bullmq 6 needs the ioredis package; NODE_PATH may point at one installed elsewhere.)
+ * (bullmq 6 needs the ioredis package, a devDependency of this repository.)
  */
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
