@@ -211,6 +211,6 @@ async function settle (mesh: LocalMesh, ms: number): Promise<void> {
   while (performance.now() < until) {
     const dead = mesh.processes.find(p => p.child.exitCode != null || p.child.signalCode != null)
     if (dead != null) throw new Error(`${dead.name} exited during the benchmark; see ${dead.logFile}`)
-    await new Promise(resolve => setTimeout(resolve, Math.min(250, until - performance.now())))
+    await new Promise(resolve => setTimeout(resolve, Math.max(0, Math.min(250, until - performance.now()))))
   }
 }
