@@ -42,15 +42,6 @@ export interface AnnouncerOptions {
   onOpen?: (job: AnnouncedJob, now: number) => void
   /** Longest wait before publishing taken notices with no new jobs to carry them, in ms. @default 25 */
   takenFlushMs?: number
-  /**
-   * Least time between two announcement messages, in ms. The first job after
-   * a quiet spell goes out at once (no added latency on an idle mesh); under
-   * load, jobs submitted within the window share one message. Each message is
-   * signed once, encrypted once per peer and verified by every node, so fewer,
-   * fuller messages cut CPU on both sides (docs/performance.md). 0 publishes
-   * every tick. @default 4
-   */
-  batchWindowMs?: number
 }
 
 interface Announced { at: number, gapMs: number, rounds: number }
@@ -73,8 +64,6 @@ export class Announcer {
   private queue: AnnouncedJob[] = []
   private taken: Array<{ jobId: string, attempt: number }> = []
   private flushScheduled = false
-  private lastFlushAt = -Infinity
-  private windowTimer: NodeJS.Timeout | null = null
   private takenTimer: NodeJS.Timeout | null = null
   private readonly announced = new Map<string, Announced>()
   private timer: NodeJS.Timeout | null = null
@@ -99,8 +88,6 @@ export class Announcer {
     this.timer = null
     if (this.takenTimer != null) clearTimeout(this.takenTimer)
     this.takenTimer = null
-    if (this.windowTimer != null) clearTimeout(this.windowTimer)
-    this.windowTimer = null
   }
 
   /** Announces a job soon, batched with others submitted in the same tick. */
@@ -132,19 +119,11 @@ export class Announcer {
   private scheduleFlush (): void {
     if (this.flushScheduled) return
     this.flushScheduled = true
-    // Performance time, not the injectable clock: this paces CPU work, it decides nothing.
-    const waitMs = this.lastFlushAt + (this.options.batchWindowMs ?? 4) - performance.now()
-    if (waitMs <= 0) {
-      setImmediate(() => { void this.flush() })
-    } else {
-      this.windowTimer = setTimeout(() => { this.windowTimer = null; void this.flush() }, waitMs)
-      this.windowTimer.unref()
-    }
+    setImmediate(() => { void this.flush() })
   }
 
   private async flush (): Promise<void> {
     this.flushScheduled = false
-    this.lastFlushAt = performance.now()
     if (this.takenTimer != null) { clearTimeout(this.takenTimer); this.takenTimer = null }
     const jobs = this.queue
     this.queue = []
