@@ -14,110 +14,13 @@
  */
 import { parseArgs } from 'node:util'
 import { mkdtempSync, rmSync, mkdirSync, writeFileSync } from 'node:fs'
-import { tmpdir, cpus, totalmem } from 'node:os'
-import { join, dirname } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { execFileSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
-import { LocalMesh, childPids } from '../cli/local-mesh.js'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { LocalMesh } from '../cli/local-mesh.js'
 import { renderBenchmarks } from './report.js'
-import { percentile } from '../common/percentile.js'
+import { ROOT, commit, cpuDelta, cpuSeconds, latency, machine, summary, throughput } from './measure.js'
 
-const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
-
-interface JobJson { id: string, state: string, createdAt: number, attempts: Array<{ awardedAt: number, startedAt: number | null, finishedAt: number | null }> }
-
-function summary (values: number[]): { n: number, p50: number, p95: number, p99: number, max: number } {
-  const s = [...values].sort((a, b) => a - b)
-  return { n: s.length, p50: percentile(s, 50), p95: percentile(s, 95), p99: percentile(s, 99), max: s.at(-1) ?? NaN }
-}
-
-async function post (url: string, spec: unknown): Promise<string> {
-  const res = await fetch(`${url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(spec) })
-  const body = await res.json() as { id: string }
-  if (res.status !== 201) throw new Error(`submit failed: ${res.status} ${JSON.stringify(body)}`)
-  return body.id
-}
-
-async function job (url: string, id: string): Promise<JobJson> {
-  return await (await fetch(`${url}/v1/jobs/${id}`)).json() as JobJson
-}
-
-async function counts (url: string): Promise<Record<string, number>> {
-  return (await (await fetch(`${url}/v1/stats`)).json() as { jobs: Record<string, number> }).jobs
-}
-
-async function latency (url: string, n: number): Promise<{ announceToAward: number[], submitToRunning: number[], submitToDone: number[] }> {
-  const out = { announceToAward: [] as number[], submitToRunning: [] as number[], submitToDone: [] as number[] }
-  for (let i = 0; i < n; i++) {
-    const id = await post(url, { command: ['true'] })
-    let j = await job(url, id)
-    const deadline = Date.now() + 30_000
-    while (!['succeeded', 'failed', 'cancelled'].includes(j.state)) {
-      if (Date.now() > deadline) throw new Error(`job ${id} stuck in ${j.state}`)
-      await new Promise(resolve => setTimeout(resolve, 1))
-      j = await job(url, id)
-    }
-    const a = j.attempts[0]
-    if (j.state !== 'succeeded' || a == null || a.startedAt == null || a.finishedAt == null) throw new Error(`job ${id} ended ${j.state}`)
-    out.announceToAward.push(a.awardedAt - j.createdAt)
-    out.submitToRunning.push(a.startedAt - j.createdAt)
-    out.submitToDone.push(a.finishedAt - j.createdAt)
-  }
-  return out
-}
-
-async function throughput (url: string, n: number, clients: number): Promise<{ jobs: number, seconds: number, jobsPerSecond: number, submitPerSecond: number }> {
-  const before = await counts(url)
-  const start = performance.now()
-  let next = 0
-  await Promise.all(Array.from({ length: clients }, async () => {
-    while (next < n) {
-      next++
-      await post(url, { command: ['true'] })
-    }
-  }))
-  const submitted = performance.now()
-  const target = (before.succeeded ?? 0) + n
-  const deadline = Date.now() + 300_000
-  while (true) {
-    const c = await counts(url)
-    if ((c.failed ?? 0) > (before.failed ?? 0)) throw new Error(`${(c.failed ?? 0) - (before.failed ?? 0)} jobs failed during the throughput run`)
-    if ((c.succeeded ?? 0) >= target) break
-    if (Date.now() > deadline) throw new Error(`throughput run did not finish: ${JSON.stringify(c)}`)
-    // Each poll is a GROUP BY over all jobs on the coordinator: poll gently.
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  const seconds = (performance.now() - start) / 1000
-  return { jobs: n, seconds, jobsPerSecond: n / seconds, submitPerSecond: n / ((submitted - start) / 1000) }
-}
-
-/** CPU seconds (user+system) used so far by a pid, from /proc. */
-function cpuOf (pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / 100 // USER_HZ on Linux
-}
-
-/**
- * CPU seconds used so far by each mesh process, with its long-lived helper
- * children (a node's process-runtime host) counted separately as `name+host`.
- * Jobs' own processes are not counted.
- */
-function cpuSeconds (mesh: LocalMesh): Record<string, number> {
-  const out: Record<string, number> = {}
-  for (const p of mesh.processes) {
-    const pid = p.child.pid
-    if (pid == null) continue
-    try {
-      out[p.name] = cpuOf(pid)
-      const helpers = childPids(pid).filter(c => readFileSync(`/proc/${c}/cmdline`, 'utf8').includes('process-host.js'))
-      if (helpers.length > 0) out[`${p.name}+host`] = helpers.reduce((sum, c) => sum + cpuOf(c), 0)
-    } catch (err) {
-      process.stderr.write(`no CPU figure for ${p.name}: ${(err as Error).message}\n`)
-    }
-  }
-  return out
-}
+const SPEC = { command: ['true'] }
 
 async function main (): Promise<void> {
   const { values } = parseArgs({
@@ -136,26 +39,24 @@ async function main (): Promise<void> {
     await mesh.start()
     await mesh.waitForNodes(nodes)
     // Warm up: the first jobs pay for JIT and connection set-up.
-    await latency(mesh.httpUrl, 20)
+    await latency(mesh.httpUrl, SPEC, 20)
     process.stderr.write(`latency: ${latencyJobs} jobs one at a time on ${nodes} nodes…\n`)
-    const lat = await latency(mesh.httpUrl, latencyJobs)
+    const lat = await latency(mesh.httpUrl, SPEC, latencyJobs)
     process.stderr.write(`throughput: ${throughputJobs} jobs, ${clients} clients…\n`)
     const cpuBefore = cpuSeconds(mesh)
     const selfBefore = process.cpuUsage()
-    const tp = await throughput(mesh.httpUrl, throughputJobs, clients)
+    const tp = await throughput(mesh.httpUrl, SPEC, throughputJobs, clients)
     const self = process.cpuUsage(selfBefore)
     const cpuAfter = cpuSeconds(mesh)
     cpuAfter['bench-client'] = (self.user + self.system) / 1e6
-    const cpuDuringThroughput = Object.fromEntries(Object.entries(cpuAfter).map(([k, v]) => [k, Number((v - (cpuBefore[k] ?? 0)).toFixed(2))]))
+    const cpuDuringThroughput = cpuDelta(cpuBefore, cpuAfter)
     process.stderr.write(`CPU seconds during throughput: ${JSON.stringify(cpuDuringThroughput)}\n`)
     const stats = await (await fetch(`${mesh.httpUrl}/v1/stats`)).json()
-    let commit = 'unknown'
-    try { commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim() } catch (err) { process.stderr.write(`no git commit: ${(err as Error).message}\n`) }
     const result = {
       benchmark: 'e2e',
       date: new Date().toISOString(),
-      commit,
-      machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
+      commit: commit(),
+      machine: machine(),
       config: { nodes, slots, runtime: 'process', latencyJobs, throughputJobs, clients },
       latencyMs: { announceToAward: summary(lat.announceToAward), submitToRunning: summary(lat.submitToRunning), submitToDone: summary(lat.submitToDone) },
       throughput: tp,
