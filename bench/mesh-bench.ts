@@ -13,6 +13,26 @@ import { percentile } from '../common/percentile.js'
 
 export type Runtime = 'sim' | 'process' | 'docker'
 
+/** How the coordinator spent a run: bids and awards per job, and how jobs were announced. */
+export interface AuctionFigures { bidsPerJob: number, counterOfferShare: number, jobsPerAnnouncement: number }
+
+interface CoordinatorStats { auction: { bids: number, awards: number, counterOffers: number }, announcer: { messages: number, jobs: number } }
+
+async function coordinatorStats (url: string): Promise<CoordinatorStats> {
+  return await (await fetch(`${url}/v1/stats`)).json() as CoordinatorStats
+}
+
+function auctionFigures (before: CoordinatorStats, after: CoordinatorStats): AuctionFigures {
+  const awards = after.auction.awards - before.auction.awards
+  const messages = after.announcer.messages - before.announcer.messages
+  const round = (x: number): number => Number(x.toFixed(2))
+  return {
+    bidsPerJob: round((after.auction.bids - before.auction.bids) / Math.max(1, awards)),
+    counterOfferShare: round((after.auction.counterOffers - before.auction.counterOffers) / Math.max(1, awards)),
+    jobsPerAnnouncement: round((after.announcer.jobs - before.announcer.jobs) / Math.max(1, messages))
+  }
+}
+
 /** The trivial job of each runtime: no process, `true`, `true` in a cached image. */
 export function trivialSpec (runtime: Runtime, image: string): Record<string, unknown> {
   if (runtime === 'sim') return { command: ['sim', '0', '0'] }
@@ -28,6 +48,7 @@ export interface ThroughputSection {
   throughput: ThroughputRun
   /** CPU ms per job, summed by role (coordinator, bootstrap, node agents, process hosts, benchmark client). */
   cpuMsPerJob: Record<string, number>
+  auction: AuctionFigures
   /** The nodes' event-loop delay during the run: every node's 2 s windows, p99 of each window. */
   nodeEventLoopDelayMs: { windows: number, medianWindowP99: number, worstWindowP99: number, worstMax: number }
   /** Latency on the idle mesh, one job at a time (when asked for). */
@@ -104,6 +125,7 @@ export async function runThroughput (runtime: Runtime, o: MeshRunOptions): Promi
     const sampler = new DelaySampler(Array.from({ length: o.nodes }, (_, i) => join(dataDir, `node-${i}`)))
     sampler.sample()
     const timer = setInterval(() => { sampler.sample() }, 500)
+    const statsBefore = await coordinatorStats(mesh.httpUrl)
     const cpuBefore = cpuSeconds(mesh)
     const selfBefore = process.cpuUsage()
     let tp: ThroughputRun
@@ -114,6 +136,7 @@ export async function runThroughput (runtime: Runtime, o: MeshRunOptions): Promi
     }
     sampler.sample()
     const self = process.cpuUsage(selfBefore)
+    const auction = auctionFigures(statsBefore, await coordinatorStats(mesh.httpUrl))
     const delta = cpuDelta(cpuBefore, cpuSeconds(mesh))
     delta['benchmark client'] = (self.user + self.system) / 1e6
     const cpuMsPerJob: Record<string, number> = {}
@@ -130,6 +153,7 @@ export async function runThroughput (runtime: Runtime, o: MeshRunOptions): Promi
       clients: o.clients,
       throughput: tp,
       cpuMsPerJob,
+      auction,
       nodeEventLoopDelayMs: { windows: p99s.length, medianWindowP99: percentile(p99s, 50), worstWindowP99: p99s.at(-1) ?? NaN, worstMax: sampler.worstMax },
       ...(lat != null ? { latencyMs: lat } : {})
     }
@@ -146,6 +170,7 @@ export interface ScalePoint {
   /** From starting one more node process until the coordinator lists it with an open session, in ms. */
   newNodeEligibleMs: number
   throughput: ThroughputRun
+  auction: AuctionFigures
 }
 
 /** At-rest cost, a new node's time to eligibility and `sim` throughput for a mesh of `nodes`. */
@@ -182,7 +207,9 @@ export async function runScalePoint (nodes: number, o: { jobs: number, clients: 
     if (added == null) throw new Error('the new node printed no peer id')
     o.log(`scale ${nodes}: throughput, ${o.jobs} sim jobs`)
     await latency(mesh.httpUrl, trivialSpec('sim', ''), 20)
+    const statsBefore = await coordinatorStats(mesh.httpUrl)
     const tp = await throughput(mesh.httpUrl, trivialSpec('sim', ''), o.jobs, o.clients)
+    const auction = auctionFigures(statsBefore, await coordinatorStats(mesh.httpUrl))
     return {
       nodes,
       atRest: {
@@ -194,7 +221,8 @@ export async function runScalePoint (nodes: number, o: { jobs: number, clients: 
         bootstrap
       },
       newNodeEligibleMs,
-      throughput: tp
+      throughput: tp,
+      auction
     }
   } finally {
     await mesh.stop()

@@ -17,6 +17,11 @@ export function readSuites (resultsDir: string): SuiteResult[] {
     .map(n => JSON.parse(readFileSync(join(resultsDir, n), 'utf8')) as SuiteResult)
 }
 
+/** Older result files predate the auction figures. */
+function auctionText (a: { bidsPerJob: number, counterOfferShare: number, jobsPerAnnouncement: number } | undefined): string {
+  return a == null ? '-' : `${f(a.bidsPerJob)}, ${Math.round(a.counterOfferShare * 100)}%, ${f(a.jobsPerAnnouncement)}`
+}
+
 function tp (r: SuiteResult, runtime: string): ThroughputSection | undefined {
   return r.throughput.find(t => t.runtime === runtime)
 }
@@ -34,11 +39,11 @@ export function renderSuite (resultsDir: string): string[] {
     'Every process of the mesh (bootstrap, coordinator, nodes, their job processes or containers) and the benchmark client share these cores.', '')
   lines.push('### Throughput: trivial jobs through the whole path', '',
     'HTTP submit (one job per request, 32 concurrent clients) → announce → bid → award → run → result recorded; jobs/s from the first submission to the last result.', '',
-    '| runtime | nodes×slots | jobs | jobs/s | target | CPU ms per job (by role) | node event-loop delay p99, median / worst 2 s window (ms) |',
-    '|---|---|---|---|---|---|---|')
+    '| runtime | nodes×slots | jobs | jobs/s | target | CPU ms per job (by role) | bids per job, counter-offer share, jobs per announcement | node event-loop delay p99, median / worst 2 s window (ms) |',
+    '|---|---|---|---|---|---|---|---|')
   for (const t of r.throughput) {
     const cpu = Object.entries(t.cpuMsPerJob).map(([k, v]) => `${k} ${f(v)}`).join(', ')
-    lines.push(`| ${t.runtime} | ${t.nodes}×${t.slots} | ${t.throughput.jobs} | ${f(t.throughput.jobsPerSecond)} | ≥ ${TARGETS[t.runtime]} | ${cpu} | ${f(t.nodeEventLoopDelayMs.medianWindowP99)} / ${f(t.nodeEventLoopDelayMs.worstWindowP99)} |`)
+    lines.push(`| ${t.runtime} | ${t.nodes}×${t.slots} | ${t.throughput.jobs} | ${f(t.throughput.jobsPerSecond)} | ≥ ${TARGETS[t.runtime]} | ${cpu} | ${auctionText(t.auction)} | ${f(t.nodeEventLoopDelayMs.medianWindowP99)} / ${f(t.nodeEventLoopDelayMs.worstWindowP99)} |`)
   }
   for (const [k, v] of Object.entries(r.skipped)) lines.push('', `Skipped: ${k}: ${v}`)
   const lat = tp(r, 'process')?.latencyMs
@@ -52,12 +57,12 @@ export function renderSuite (resultsDir: string): string[] {
   if (r.scale.length > 0) {
     lines.push('', '### Scale', '',
       'At rest: no jobs, a window after start-up settled; bytes are TCP bytes sent plus received on the node\'s sockets (gossip, pings, session renewals, everything), from `ss`. Per node: median (max).', '',
-      '| nodes | bytes/s per node | CPU % per node | RSS MiB per node | coordinator bytes/s, CPU %, RSS | bootstrap bytes/s, CPU %, RSS | new node eligible (ms) | `sim` jobs/s |',
-      '|---|---|---|---|---|---|---|---|')
+      '| nodes | bytes/s per node | CPU % per node | RSS MiB per node | coordinator bytes/s, CPU %, RSS | bootstrap bytes/s, CPU %, RSS | new node eligible (ms) | `sim` jobs/s | bids per job, counter-offer share, jobs per announcement |',
+      '|---|---|---|---|---|---|---|---|---|')
     for (const s of r.scale) {
       const a = s.atRest
       lines.push(`| ${s.nodes} | ${f(a.bytesPerSecond.p50)} (${f(a.bytesPerSecond.max)}) | ${f(a.cpuPercent.p50)} (${f(a.cpuPercent.max)}) | ${f(a.rssMiB.p50)} (${f(a.rssMiB.max)}) | ` +
-        `${f(a.coordinator.bytesPerSecond)}, ${f(a.coordinator.cpuPercent)}, ${f(a.coordinator.rssMiB)} | ${f(a.bootstrap.bytesPerSecond)}, ${f(a.bootstrap.cpuPercent)}, ${f(a.bootstrap.rssMiB)} | ${s.newNodeEligibleMs} | ${f(s.throughput.jobsPerSecond)} |`)
+        `${f(a.coordinator.bytesPerSecond)}, ${f(a.coordinator.cpuPercent)}, ${f(a.coordinator.rssMiB)} | ${f(a.bootstrap.bytesPerSecond)}, ${f(a.bootstrap.cpuPercent)}, ${f(a.bootstrap.rssMiB)} | ${s.newNodeEligibleMs} | ${f(s.throughput.jobsPerSecond)} | ${auctionText(s.auction)} |`)
     }
   }
   if (r.recovery != null) {
