@@ -76,7 +76,7 @@ export function renderSuite (resultsDir: string): string[] {
   }
   lines.push(...renderPeers(r))
   if (runs.length > 1) {
-    lines.push('', '### Earlier full runs', '', '| date | commit | sim / process / docker jobs/s | announce→award p99 (ms) | submit→running p99 (ms) | Slurm sbatch/s | BullMQ jobs/s |', '|---|---|---|---|---|---|---|')
+    lines.push('', '### Every full run', '', '| date | commit | sim / process / docker jobs/s | announce→award p99 (ms) | submit→running p99 (ms) | Slurm sbatch/s | BullMQ jobs/s |', '|---|---|---|---|---|---|---|')
     for (const x of runs) {
       const l = tp(x, 'process')?.latencyMs
       lines.push(`| ${x.date.slice(0, 16).replace('T', ' ')} | ${x.commit} | ${f(tp(x, 'sim')?.throughput.jobsPerSecond)} / ${f(tp(x, 'process')?.throughput.jobsPerSecond)} / ${f(tp(x, 'docker')?.throughput.jobsPerSecond)} | ` +
