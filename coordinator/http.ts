@@ -338,6 +338,9 @@ export function createHttpApp (options: HttpAppOptions): Hono<Env> {
         activeAwards: n.activeAwards,
         version: n.capacity.version,
         session: n.sessionOpen,
+        // public: the coordinator could connect to it; outbound-only: it takes part over connections it opened (NAT).
+        reachability: n.reachability,
+        dialableAddrs: n.dialable,
         firstSeenAt: n.firstSeenAt,
         lastHeartbeatAt: n.lastSeenAt
       }))

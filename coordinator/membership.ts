@@ -9,6 +9,7 @@ import type { Store, NodeRecord } from './store/types.js'
 import type { Clock } from '../common/clock.js'
 import type { Logger } from '../common/log.js'
 import { errorMessage } from '../common/errors.js'
+import type { Reachability } from './dial-back.js'
 
 export interface MemberView {
   peerId: string
@@ -19,6 +20,10 @@ export interface MemberView {
   lastSource: 'heartbeat' | 'session'
   sessionOpen: boolean
   running: number
+  /** From the dial-back at the node's last hello. */
+  reachability: Reachability
+  /** The listen addresses the dial-back could connect to. */
+  dialable: string[]
 }
 
 export interface MembershipOptions {
@@ -49,6 +54,8 @@ export class Membership {
       lastSource: source,
       sessionOpen: prev?.sessionOpen ?? false,
       running,
+      reachability: prev?.reachability ?? 'unknown' as Reachability,
+      dialable: prev?.dialable ?? [],
       persistedAt: prev?.persistedAt ?? 0
     }
     this.members.set(peerId, view)
@@ -60,6 +67,11 @@ export class Membership {
         this.options.log.warn('could not persist node', { peerId, error: errorMessage(err) })
       })
     }
+  }
+
+  setReachability (peerId: string, reachability: Reachability, dialable: string[]): void {
+    const m = this.members.get(peerId)
+    if (m != null) { m.reachability = reachability; m.dialable = dialable }
   }
 
   setSession (peerId: string, open: boolean): void {
@@ -104,7 +116,7 @@ export class Membership {
     const stored: NodeRecord[] = await this.options.store.listNodes()
     const out = new Map<string, MemberView>()
     for (const n of stored) {
-      out.set(n.peerId, { peerId: n.peerId, capacity: n.capacity, firstSeenAt: n.firstSeenAt, lastSeenAt: n.lastSeenAt, lastSource: 'heartbeat', sessionOpen: false, running: 0 })
+      out.set(n.peerId, { peerId: n.peerId, capacity: n.capacity, firstSeenAt: n.firstSeenAt, lastSeenAt: n.lastSeenAt, lastSource: 'heartbeat', sessionOpen: false, running: 0, reachability: 'unknown', dialable: [] })
     }
     for (const m of this.members.values()) {
       const { persistedAt: _p, ...view } = m

@@ -3,6 +3,7 @@
  * node, opened by the node (so it works when the node cannot be dialled).
  * Requests are answered on the same stream; cancellations are pushed on it.
  */
+import { DialBack, tcpTarget } from './dial-back.js'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { AnnouncedJob, CoordinatorFrame, InputSource, JobSpec, NodeCapacity, NodeFrame } from '../protocol/schemas.js'
 import { decodeNodeFrame } from '../protocol/codec.js'
@@ -61,6 +62,8 @@ export interface SessionServerOptions {
    * @default 500
    */
   maxFramesPerSecond?: number
+  /** Checks whether a node can be dialled at its listen addresses. @default a DialBack with its defaults */
+  dialBack?: DialBack
 }
 
 type Channel = FrameChannel<NodeFrame, CoordinatorFrame>
@@ -68,12 +71,36 @@ type RunningRef = { jobId: string, attempt: number, token: string }
 
 export class SessionServer {
   private readonly sessions = new Map<string, Channel>()
+  /** The address each session's connection came from, for the dial-back. */
+  private readonly remoteAddrs = new Map<string, string>()
   readonly stats = { sessions: 0, frames: 0, badFrames: 0, staleReports: 0, handlerFailures: 0, logLines: 0, logLinesDropped: 0, joinRefused: 0, rateLimited: 0, cutOff: 0 }
   private readonly limiter: RateLimiter
+  private readonly dialBack: DialBack
+  /** Ends dial-backs still running when the server closes. */
+  private readonly closing = new AbortController()
 
   constructor (private readonly options: SessionServerOptions) {
     const rate = options.maxFramesPerSecond ?? 500
     this.limiter = new RateLimiter({ ratePerSecond: rate, burst: rate * 2, clock: options.clock })
+    this.dialBack = options.dialBack ?? new DialBack()
+  }
+
+  /**
+   * Dials the node back at its listen addresses and tells the node and the
+   * membership view what it found. Runs after the welcome: it takes up to
+   * the connect timeout and nothing waits for it.
+   */
+  private async checkReachability (peerId: string, listenAddrs: string[] | undefined, remoteAddr: string): Promise<void> {
+    if (listenAddrs == null) return
+    try {
+      const remote = tcpTarget(remoteAddr)
+      const sameMachine = remote != null && (remote.host === '::1' || remote.host.startsWith('127.'))
+      const { reachability, dialable } = await this.dialBack.check(listenAddrs, this.closing.signal, { sameMachine })
+      this.options.membership.setReachability(peerId, reachability, dialable)
+      await this.push(peerId, { type: 'reachability', reachability, dialable })
+    } catch (err) {
+      this.options.log.warn('dial-back failed', { peerId, error: errorMessage(err) })
+    }
   }
 
   /**
@@ -96,12 +123,14 @@ export class SessionServer {
     const channel: Channel = new FrameChannel(stream, { decode: decodeNodeFrame })
     const previous = this.sessions.get(peerId)
     this.sessions.set(peerId, channel)
+    this.remoteAddrs.set(peerId, connection.remoteAddr.toString())
     if (previous != null) void previous.close()
     this.stats.sessions++
     this.options.log.debug('session opened', { peerId })
     void this.serve(peerId, channel, connection).finally(() => {
       if (this.sessions.get(peerId) === channel) {
         this.sessions.delete(peerId)
+        this.remoteAddrs.delete(peerId)
         this.options.membership.setSession(peerId, false)
       }
       this.options.log.debug('session closed', { peerId })
@@ -126,6 +155,7 @@ export class SessionServer {
   }
 
   async closeAll (): Promise<void> {
+    this.closing.abort(new Error('coordinator stopping'))
     const all = [...this.sessions.values()]
     this.sessions.clear()
     await Promise.all(all.map(async c => { await c.close() }))
@@ -226,6 +256,7 @@ export class SessionServer {
           const open = await this.openFor(frame.capacity, LIMITS.pullJobs)
           await this.reply(channel, { type: 'welcome', rid: frame.rid, open, revoked })
           void this.options.recovery.reconcile(peerId, frame.running, stored)
+          void this.checkReachability(peerId, frame.listenAddrs, this.remoteAddrs.get(peerId) ?? '')
           return
         }
         case 'renew': {

@@ -126,6 +126,12 @@ export class NodeAgent {
   private readonly startedAt = Date.now()
   /** Event-loop delay in 2 s windows: shows whether supervision and I/O delay gossip heartbeats. */
   private readonly loopDelay = new LoopDelayMonitor()
+  /**
+   * What the coordinator's dial-back found: `public` (it could connect to a
+   * listen address) or `outbound-only` (this node takes part over the
+   * connections it opened, e.g. behind NAT). Unknown until the first check.
+   */
+  private reachability: { reachability: string, dialable: string[], checkedAt: number } | null = null
   readonly transfers: NodeTransfers
   /** Revoked peers (from coordinator beacons) and, with faultPartition, the cut switch. */
   private readonly gate: PeerGate = openGate()
@@ -346,7 +352,9 @@ export class NodeAgent {
   /** Introduces the node on a new session and takes the open jobs it is offered. */
   private async hello (session: SessionClient, coordinator: string): Promise<void> {
     this.stats.sessionsOpened++
-    const welcome = await session.request({ type: 'hello', capacity: this.capacity(), running: this.held(), ...(this.options.join != null ? { join: this.options.join } : {}) })
+    // Our listen addresses, so the coordinator can tell whether it can dial us (or we only dial out).
+    const listenAddrs = (this.host?.getMultiaddrs() ?? []).map(a => a.toString()).filter(a => a.length <= 256).slice(0, 16)
+    const welcome = await session.request({ type: 'hello', capacity: this.capacity(), running: this.held(), listenAddrs, ...(this.options.join != null ? { join: this.options.join } : {}) })
     if (welcome.type === 'error' && welcome.code === 'join-refused') {
       this.options.log.error('the coordinator refused to admit this node', { coordinator, reason: welcome.message })
       this.options.onRefused?.(welcome.message)
@@ -362,6 +370,10 @@ export class NodeAgent {
     else if (frame.type === 'cancel') this.runner.cancel(frame.jobId, frame.attempt, frame.token, frame.reason)
     // A lease of ours ran out on the coordinator's clock: prove we are alive at once.
     else if (frame.type === 'probe') void this.renew()
+    else if (frame.type === 'reachability') {
+      this.reachability = { reachability: frame.reachability, dialable: frame.dialable, checkedAt: this.clock.now() }
+      this.options.log.info('reachability checked by the coordinator', { reachability: frame.reachability, dialable: frame.dialable })
+    }
     else if (frame.type === 'drain') {
       // The coordinator is about to give back this machine: take no new work; running jobs finish.
       this.bidding = false
@@ -559,6 +571,7 @@ export class NodeAgent {
       recentResults: [...this.recent].reverse(),
       stats: { ...this.stats },
       eventLoopDelayMs: this.loopDelay.snapshot(),
+      reachability: this.reachability ?? { reachability: 'unknown', dialable: [], checkedAt: null },
       security: {
         deniedPeers: this.gate.denied.size,
         graylistedPeers: this.host != null ? graylisted(this.host) : [],

@@ -333,6 +333,12 @@ async function readConfig (path: string): Promise<{ values: Record<string, unkno
   return { values, join: joinTargets }
 }
 
+function reachabilityText (r: { reachability: string, dialable: string[] } | undefined): string {
+  if (r == null || r.reachability === 'unknown') return 'not checked yet'
+  if (r.reachability === 'public') return `public: the coordinator connected to ${r.dialable.join(', ')}`
+  return 'outbound only: no listen address could be dialled, so this node works over the connections it opened (e.g. behind NAT)'
+}
+
 /** `rgrid-node status`: what the node running on DATA_DIR last wrote. */
 async function status (dataDir: string, json: boolean): Promise<void> {
   let text: string
@@ -343,7 +349,7 @@ async function status (dataDir: string, json: boolean): Promise<void> {
     process.stderr.write(`rgrid-node status: no node is running on ${dataDir} (no ${STATUS_FILE})\n`)
     process.exit(1)
   }
-  const s = JSON.parse(text) as { peerId: string, pid: number, startedAt: number, updatedAt: number, runtime: string, slots: number, freeSlots: number, bidding: boolean, coordinators: string[], connections: string[], running: Array<{ jobId: string, attempt: number, startedAt: number | null }>, pendingResults: number, recentResults: Array<{ jobId: string, attempt: number, outcome: string, exitCode: number | null, errorCode: string | null, finishedAt: number }> }
+  const s = JSON.parse(text) as { peerId: string, pid: number, startedAt: number, updatedAt: number, runtime: string, slots: number, freeSlots: number, bidding: boolean, coordinators: string[], connections: string[], running: Array<{ jobId: string, attempt: number, startedAt: number | null }>, pendingResults: number, recentResults: Array<{ jobId: string, attempt: number, outcome: string, exitCode: number | null, errorCode: string | null, finishedAt: number }>, reachability?: { reachability: string, dialable: string[] } }
   const stale = Date.now() - s.updatedAt > 10_000
   if (json) { process.stdout.write(JSON.stringify({ ...s, stale }, null, 2) + '\n'); return }
   const age = (ms: number): string => ms < 120_000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms / 60_000)} min`
@@ -351,6 +357,7 @@ async function status (dataDir: string, json: boolean): Promise<void> {
     `node ${s.peerId} (pid ${s.pid}, ${s.runtime} runtime)${stale ? `  NOT RUNNING? last update ${age(Date.now() - s.updatedAt)} ago` : `, up ${age(Date.now() - s.startedAt)}`}`,
     `slots: ${s.slots - s.freeSlots} busy of ${s.slots}${s.bidding ? '' : ' (draining)'}; results waiting for delivery: ${s.pendingResults}`,
     `coordinators with a session: ${s.coordinators.length === 0 ? 'none' : s.coordinators.join(', ')}`,
+    `reachable: ${reachabilityText(s.reachability)}`,
     `connections: ${s.connections.length}`,
     ...s.connections.map(c => `  ${c}`),
     `running: ${s.running.length === 0 ? 'nothing' : ''}`,

@@ -195,7 +195,9 @@ export const helloSchema = z.strictObject({
   capacity: nodeCapacitySchema,
   running: z.array(z.strictObject({ jobId, attempt: attemptNumber, token: fencingToken })).max(LIMITS.heartbeatRunning),
   /** The join token's id and secret; required unless the coordinator runs with --open. */
-  join: z.strictObject({ id: z.string().regex(/^[A-Za-z0-9_-]{8,64}$/), secret: z.string().min(1).max(128) }).optional()
+  join: z.strictObject({ id: z.string().regex(/^[A-Za-z0-9_-]{8,64}$/), secret: z.string().min(1).max(128) }).optional(),
+  /** The multiaddrs the node listens on, for the coordinator's dial-back (can it be reached, or only dial out?). */
+  listenAddrs: z.array(z.string().min(1).max(256)).max(16).optional()
 })
 
 /** A node's offer to run one announced attempt. */
@@ -374,7 +376,18 @@ export const drainSchema = z.strictObject({ type: z.literal('drain'), reason: z.
 /** Pushed by the coordinator when a lease ran out: renew now if you are alive. */
 export const probeSchema = z.strictObject({ type: z.literal('probe') })
 
+/**
+ * Pushed by the coordinator after its dial-back: whether it could connect to
+ * any of the node's listen addresses (`public`), or the node takes part only
+ * over connections it opened (`outbound-only`, e.g. behind NAT).
+ */
+export const reachabilitySchema = z.strictObject({
+  type: z.literal('reachability'),
+  reachability: z.enum(['public', 'outbound-only', 'unknown']),
+  dialable: z.array(z.string().max(256)).max(16)
+})
+
 export const coordinatorFrameSchema = z.discriminatedUnion('type', [
-  welcomeSchema, awardSchema, refuseSchema, ackSchema, staleSchema, renewedSchema, openJobsSchema, errorFrameSchema, cancelSchema, probeSchema, uploadsSchema, drainSchema
+  welcomeSchema, awardSchema, refuseSchema, ackSchema, staleSchema, renewedSchema, openJobsSchema, errorFrameSchema, cancelSchema, probeSchema, uploadsSchema, drainSchema, reachabilitySchema
 ])
 export type CoordinatorFrame = z.output<typeof coordinatorFrameSchema>

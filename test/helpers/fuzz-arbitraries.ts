@@ -139,7 +139,8 @@ const artifact = fc.record({ path: workPath, size: fc.maxSafeNat(), sha256, cont
 export const nodeFrame: fc.Arbitrary<Obj> = fc.oneof(
   fc.record({
     type: fc.constant('hello'), rid, capacity, running: fc.array(runningWithToken, { maxLength: 3 }),
-    join: fc.record({ id: fc.stringMatching(/^[A-Za-z0-9_-]{8,64}$/), secret: text(128, 1) })
+    join: fc.record({ id: fc.stringMatching(/^[A-Za-z0-9_-]{8,64}$/), secret: text(128, 1) }),
+    listenAddrs: fc.array(text(256, 1), { maxLength: 4 })
   }, { requiredKeys: ['type', 'rid', 'capacity', 'running'] }),
   fc.record({ type: fc.constant('bid'), rid, jobId, attempt, freeSlots: fc.integer({ min: 0, max: 1024 }), slots: fc.integer({ min: 1, max: 1024 }) }),
   fc.record({ type: fc.constant('started'), rid, jobId, attempt, token, startedAt: epochMs }),
@@ -180,9 +181,10 @@ export const coordinatorFrame: fc.Arbitrary<Obj> = fc.oneof(
   fc.record({ type: fc.constant('cancel'), jobId, attempt, token, reason: fc.string({ maxLength: 512 }) }),
   fc.record({ type: fc.constant('probe') }),
   fc.record({ type: fc.constant('uploads'), rid, files: fc.array(fc.record({ path: workPath, url: httpUrl }), { maxLength: 3 }) }),
-  fc.record({ type: fc.constant('drain'), reason: fc.string({ maxLength: 512 }) })
+  fc.record({ type: fc.constant('drain'), reason: fc.string({ maxLength: 512 }) }),
+  fc.record({ type: fc.constant('reachability'), reachability: fc.constantFrom('public', 'outbound-only', 'unknown'), dialable: fc.array(fc.string({ maxLength: 60 }), { maxLength: 3 }) })
 )
-export const COORDINATOR_FRAME_TYPES = ['welcome', 'award', 'refuse', 'ack', 'stale', 'renewed', 'open', 'error', 'cancel', 'probe', 'uploads', 'drain']
+export const COORDINATOR_FRAME_TYPES = ['welcome', 'award', 'refuse', 'ack', 'stale', 'renewed', 'open', 'error', 'cancel', 'probe', 'uploads', 'drain', 'reachability']
 
 /** The JSON payload of a join token (common/join-token.ts). */
 export const joinTokenPayload: fc.Arbitrary<Obj> = fc.record({

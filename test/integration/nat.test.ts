@@ -9,7 +9,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -28,6 +28,7 @@ if (unavailable != null) {
 
 let lab: NatLab
 let dataDir: string
+let publicNodeId = ''
 let httpUrl = ''
 const children: ChildProcess[] = []
 const nodeIds: string[] = []
@@ -70,12 +71,15 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     httpUrl = co.lines[1]!
     const token = spawnSync(process.execPath, [BIN.coordinator, 'token', 'create', '--data-dir', coordinatorDir, '--addr', co.lines[0]!], { encoding: 'utf8' }).stdout.trim()
     for (const [i, home] of lab.homes.entries()) {
-      const n = await start(home.ns, BIN.node, ['join', token, bs.lines[0]!, '--listen', '/ip4/0.0.0.0/tcp/0', '--runtime', 'process', '--slots', '2', '--labels', `home=${i}`, '--data-dir', join(dataDir, `node-${i}`)], 1)
+      const n = await start(home.ns, BIN.node, ['join', token, bs.lines[0]!, '--listen', '/ip4/0.0.0.0/tcp/0', '--runtime', 'process', '--slots', '2', '--labels', `home=${i},nat=yes`, '--data-dir', join(dataDir, `node-${i}`)], 1)
       nodeIds.push(n.lines[0]!)
     }
-    await until('both NATed nodes to hold a session', () => {
+    // A node on the public side, for contrast: the coordinator can dial it.
+    const pub = await start(lab.pub.ns, BIN.node, ['join', token, bs.lines[0]!, '--listen', '/ip4/0.0.0.0/tcp/0', '--runtime', 'process', '--slots', '1', '--labels', 'home=public', '--data-dir', join(dataDir, 'node-public')], 1)
+    publicNodeId = pub.lines[0]!
+    await until('both NATed nodes and the public one to hold a session', () => {
       const r = api('GET', '/v1/nodes')
-      return r.status === 200 && (r.body.nodes as Array<{ session: boolean }>).filter(n => n.session).length === 2 ? true : undefined
+      return r.status === 200 && (r.body.nodes as Array<{ session: boolean }>).filter(n => n.session).length === 3 ? true : undefined
     }, 60_000, 200)
   }, 120_000)
 
@@ -100,6 +104,30 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     expect(new Set(jobs.map(j => j.attempts[0].node))).toEqual(new Set(nodeIds))
   }, 90_000)
 
+  it('the coordinator\'s dial-back finds the NATed nodes outbound-only and the public one public; each node\'s status says so', async () => {
+    type Row = { peerId: string, reachability: string, dialableAddrs: string[] }
+    const rows = await until('the dial-back to have checked all three nodes', () => {
+      const nodes = api('GET', '/v1/nodes').body.nodes as Row[]
+      const mine = [...nodeIds, publicNodeId].map(id => nodes.find(n => n.peerId === id))
+      return mine.every(n => n != null && n.reachability !== 'unknown') ? mine as Row[] : undefined
+    }, 30_000, 200)
+    expect(rows.map(r => r.reachability)).toEqual(['outbound-only', 'outbound-only', 'public'])
+    expect(rows[2]!.dialableAddrs.some(a => a.startsWith(`/ip4/${lab.pub.addr}/tcp/`))).toBe(true)
+    // What each node was told, as `rgrid-node status` shows it (from the status file the node rewrites every 2 s).
+    const told = (dir: string): string | undefined => {
+      try {
+        return (JSON.parse(readFileSync(join(dataDir, dir, 'status.json'), 'utf8')) as { reachability: { reachability: string } }).reachability.reachability
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' || err instanceof SyntaxError) return undefined
+        throw err
+      }
+    }
+    await until('every node\'s status to show its reachability', () => ['node-0', 'node-1', 'node-public'].every(d => (told(d) ?? 'unknown') !== 'unknown') ? true : undefined, 15_000, 200)
+    expect(['node-0', 'node-1', 'node-public'].map(told)).toEqual(['outbound-only', 'outbound-only', 'public'])
+    const text = spawnSync(process.execPath, [BIN.node, 'status', '--data-dir', join(dataDir, 'node-0')], { encoding: 'utf8' }).stdout
+    expect(text).toMatch(/reachable: outbound only/)
+  }, 60_000)
+
   it('a cancel reaches a job running on a NATed node', async () => {
     const id = api('POST', '/v1/jobs', { command: ['sleep', '60'], labels: { home: '1' } }).body.id as string
     await until('the job to run', () => api('GET', `/v1/jobs/${id}`).body.state === 'running' ? true : undefined, 30_000, 200)
@@ -112,7 +140,7 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
   }, 60_000)
 
   it('killing a NATed node reschedules its job on the other one', async () => {
-    const id = api('POST', '/v1/jobs', { command: ['sh', '-c', 'sleep 3; echo survived'], maxAttempts: 3 }).body.id as string
+    const id = api('POST', '/v1/jobs', { command: ['sh', '-c', 'sleep 3; echo survived'], labels: { nat: 'yes' }, maxAttempts: 3 }).body.id as string
     const running = await until('the job to run', () => {
       const j = api('GET', `/v1/jobs/${id}`).body
       return j.state === 'running' ? j : undefined
@@ -120,7 +148,7 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     const victim = nodeIds.indexOf(running.attempts[0].node as string)
     expect(victim).toBeGreaterThanOrEqual(0)
     // The node is the child of `ip netns exec`, which exec'd node: the same process.
-    const node = children[2 + victim]!
+    const node = children[2 + victim]!  // bootstrap, coordinator, then the NATed nodes in order
     node.kill('SIGKILL')
     const job = await until('the job to succeed elsewhere', () => {
       const j = api('GET', `/v1/jobs/${id}`).body

@@ -1,0 +1,81 @@
+/**
+ * Dial-back: can this coordinator open a connection to a node at the
+ * addresses the node listens on? A node behind NAT or a firewall cannot be
+ * dialled; it takes part over the connections it opened itself (issue 11).
+ * The answer is what `GET /v1/nodes` and `rgrid-node status` show.
+ *
+ * A plain TCP connect is enough to tell: it proves the address accepts
+ * connections from here, and needs no libp2p handshake (so it costs the node
+ * one accepted and closed socket, nothing more).
+ */
+import { connect } from 'node:net'
+import { multiaddr } from '@multiformats/multiaddr'
+
+/** How a node can be reached, as the coordinator found it. */
+export type Reachability = 'public' | 'outbound-only' | 'unknown'
+
+export interface DialBackResult {
+  reachability: Reachability
+  /** The listen addresses that accepted a connection. */
+  dialable: string[]
+}
+
+export interface DialBackOptions {
+  /** How long one connection attempt may take, in ms. @default 2000 */
+  connectTimeoutMs?: number
+  /** Most addresses tried per node (a node lists one per interface). @default 8 */
+  maxAddrs?: number
+}
+
+function isLoopback (host: string): boolean {
+  return host === '::1' || host.startsWith('127.')
+}
+
+/** host and port of a /ip4|ip6/…/tcp/… multiaddr; null for anything else (relay, dns, unspecified). */
+export function tcpTarget (addr: string): { host: string, port: number } | null {
+  let components
+  try {
+    components = multiaddr(addr).getComponents()
+  } catch {
+    // Not a multiaddr at all: the caller skips it, like any other address it cannot dial.
+    return null
+  }
+  const ip = components[0]
+  const tcp = components[1]
+  if (ip == null || tcp == null || (ip.name !== 'ip4' && ip.name !== 'ip6') || tcp.name !== 'tcp' || ip.value == null || tcp.value == null) return null
+  if (ip.value === '0.0.0.0' || ip.value === '::') return null
+  // A circuit address (…/p2p-circuit) names the relay, not the node.
+  if (components.some(c => c.name === 'p2p-circuit')) return null
+  return { host: ip.value, port: Number(tcp.value) }
+}
+
+async function tryConnect (host: string, port: number, timeoutMs: number, signal: AbortSignal): Promise<boolean> {
+  return await new Promise<boolean>(resolve => {
+    const socket = connect({ host, port, timeout: timeoutMs, signal })
+    const done = (ok: boolean): void => { socket.destroy(); resolve(ok) }
+    socket.once('connect', () => { done(true) })
+    socket.once('timeout', () => { done(false) })
+    socket.once('error', () => { done(false) })
+  })
+}
+
+export class DialBack {
+  constructor (private readonly options: DialBackOptions = {}) {}
+
+  /**
+   * Tries every TCP listen address of a node at once; `unknown` when it
+   * listed none we can dial. A loopback address is only the node's own when
+   * the node connected from loopback too (same machine); otherwise it would
+   * name something on the coordinator's machine, so it is skipped.
+   */
+  async check (listenAddrs: string[], signal: AbortSignal, options: { sameMachine: boolean }): Promise<DialBackResult> {
+    const targets = listenAddrs.slice(0, this.options.maxAddrs ?? 8)
+      .map(a => ({ addr: a, target: tcpTarget(a) }))
+      .filter((t): t is { addr: string, target: { host: string, port: number } } => t.target != null && (options.sameMachine || !isLoopback(t.target.host)))
+    if (targets.length === 0) return { reachability: 'unknown', dialable: [] }
+    const timeoutMs = this.options.connectTimeoutMs ?? 2_000
+    const results = await Promise.all(targets.map(async t => await tryConnect(t.target.host, t.target.port, timeoutMs, signal)))
+    const dialable = targets.filter((_, i) => results[i]).map(t => t.addr)
+    return { reachability: dialable.length > 0 ? 'public' : 'outbound-only', dialable }
+  }
+}

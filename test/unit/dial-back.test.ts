@@ -1,0 +1,47 @@
+/** The coordinator's dial-back: which listen addresses accept a connection from here. */
+import { describe, it, expect, afterAll } from 'vitest'
+import { createServer, type Server } from 'node:net'
+import { DialBack, tcpTarget } from '../../dist/coordinator/dial-back.js'
+
+const servers: Server[] = []
+afterAll(async () => { await Promise.all(servers.map(async s => { await new Promise(resolve => { s.close(resolve) }) })) })
+
+async function listening (): Promise<number> {
+  const server = createServer(socket => { socket.destroy() })
+  servers.push(server)
+  await new Promise<void>(resolve => { server.listen(0, '127.0.0.1', resolve) })
+  return (server.address() as { port: number }).port
+}
+
+/** A port nothing listens on: bound, then closed. */
+async function closedPort (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>(resolve => { server.listen(0, '127.0.0.1', resolve) })
+  const { port } = server.address() as { port: number }
+  await new Promise(resolve => { server.close(resolve) })
+  return port
+}
+
+describe('dial-back', () => {
+  it('reads host and port from TCP multiaddrs and skips what it cannot dial', () => {
+    expect(tcpTarget('/ip4/10.0.0.5/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN')).toEqual({ host: '10.0.0.5', port: 4001 })
+    expect(tcpTarget('/ip6/::1/tcp/4001')).toEqual({ host: '::1', port: 4001 })
+    expect(tcpTarget('/ip4/0.0.0.0/tcp/4001')).toBeNull()
+    expect(tcpTarget('/dns4/example.org/tcp/4001')).toBeNull()
+    expect(tcpTarget('/ip4/10.0.0.5/udp/4001/quic-v1')).toBeNull()
+    expect(tcpTarget('/ip4/10.0.0.9/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit')).toBeNull()
+    expect(tcpTarget('not a multiaddr')).toBeNull()
+  })
+
+  it('is public when a listen address accepts a connection, outbound-only when none does', async () => {
+    const open = await listening()
+    const closed = await closedPort()
+    const d = new DialBack({ connectTimeoutMs: 1_000 })
+    const signal = AbortSignal.timeout(10_000)
+    expect(await d.check([`/ip4/127.0.0.1/tcp/${closed}`, `/ip4/127.0.0.1/tcp/${open}`], signal, { sameMachine: true })).toEqual({ reachability: 'public', dialable: [`/ip4/127.0.0.1/tcp/${open}`] })
+    expect(await d.check([`/ip4/127.0.0.1/tcp/${closed}`], signal, { sameMachine: true })).toEqual({ reachability: 'outbound-only', dialable: [] })
+    expect(await d.check(['/dns4/example.org/tcp/1'], signal, { sameMachine: true })).toEqual({ reachability: 'unknown', dialable: [] })
+    // From another machine, a loopback listen address names the coordinator's own host: not tried.
+    expect(await d.check([`/ip4/127.0.0.1/tcp/${open}`], signal, { sameMachine: false })).toEqual({ reachability: 'unknown', dialable: [] })
+  })
+})
