@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LocalMesh } from '../../dist/cli/local-mesh.js'
+import { until } from '../helpers/rogue.js'
 import { submit, getJob, waitForAll, waitForJob, maxOverlap, TERMINAL } from '../helpers/http.js'
 
 const SLOTS = 2
@@ -157,6 +158,15 @@ describe('a mesh of separate processes', () => {
     for (const n of nodes) {
       expect(n.capacity.slots).toBe(SLOTS)
       expect(Date.now() - n.lastHeartbeatAt).toBeLessThan(10_000)
+    }
+    // Nodes on this machine listen on loopback and connected from it: the dial-back reaches them.
+    const reach = await until('the dial-back to have checked every node', async () => {
+      const list = (await (await fetch(`${mesh.httpUrl}/v1/nodes`)).json() as { nodes: Array<{ reachability: string, dialableAddrs: string[] }> }).nodes
+      return list.every(n => n.reachability !== 'unknown') ? list : undefined
+    })
+    for (const n of reach) {
+      expect(n.reachability).toBe('public')
+      expect(n.dialableAddrs.some(a => a.startsWith('/ip4/127.0.0.1/tcp/'))).toBe(true)
     }
     const health = await (await fetch(`${mesh.httpUrl}/healthz`)).json() as { ok: boolean, peerId: string }
     expect(health).toMatchObject({ ok: true, peerId: mesh.coordinatorPeerId })
