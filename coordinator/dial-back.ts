@@ -27,7 +27,8 @@ export interface DialBackOptions {
   maxAddrs?: number
 }
 
-function isLoopback (host: string): boolean {
+/** Whether an IP address is the machine's own loopback. */
+export function isLoopback (host: string): boolean {
   return host === '::1' || host.startsWith('127.')
 }
 

@@ -3,7 +3,7 @@
  * node, opened by the node (so it works when the node cannot be dialled).
  * Requests are answered on the same stream; cancellations are pushed on it.
  */
-import { DialBack, tcpTarget } from './dial-back.js'
+import { DialBack, isLoopback, tcpTarget } from './dial-back.js'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { AnnouncedJob, CoordinatorFrame, InputSource, JobSpec, NodeCapacity, NodeFrame } from '../protocol/schemas.js'
 import { decodeNodeFrame } from '../protocol/codec.js'
@@ -94,7 +94,7 @@ export class SessionServer {
     if (listenAddrs == null) return
     try {
       const remote = tcpTarget(remoteAddr)
-      const sameMachine = remote != null && (remote.host === '::1' || remote.host.startsWith('127.'))
+      const sameMachine = remote != null && isLoopback(remote.host)
       const { reachability, dialable } = await this.dialBack.check(listenAddrs, this.closing.signal, { sameMachine })
       this.options.membership.setReachability(peerId, reachability, dialable)
       await this.push(peerId, { type: 'reachability', reachability, dialable })
