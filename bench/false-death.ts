@@ -12,13 +12,11 @@
 import { parseArgs } from 'node:util'
 import { mkdtempSync, rmSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs'
 import { tmpdir, cpus } from 'node:os'
-import { join, dirname } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { execFileSync } from 'node:child_process'
+import { join } from 'node:path'
 import { LocalMesh } from '../cli/local-mesh.js'
+import { ROOT, commit } from './measure.js'
 import { renderBenchmarks } from './report.js'
 
-const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
 
 interface JobJson { id: string, state: string, attempts: Array<{ number: number, node: string, state: string }> }
 interface Stats { jobs: Record<string, number>, reaper: { probes: number, lost: number, cleared: number, heldBackForLag: number, failures: number } }
@@ -94,10 +92,8 @@ async function main (): Promise<void> {
 }
 
 function write (r: { minutes: number, nodes: number, slots: number, jobSeconds: number, ids: number, succeeded: number, lost: Array<{ job: string, attempt: number, node: string }>, stats: Stats, cpu: { busy: number, total: number }, alive: boolean }): void {
-  let commit = 'unknown'
-  try { commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim() } catch (err) { process.stderr.write(`no git commit: ${(err as Error).message}\n`) }
   const result = {
-    benchmark: 'false-death', date: new Date().toISOString(), commit, machine: { cpus: cpus().length, node: process.version },
+    benchmark: 'false-death', date: new Date().toISOString(), commit: commit(), machine: { cpus: cpus().length, node: process.version },
     config: { minutes: r.minutes, nodes: r.nodes, slots: r.slots, jobSeconds: r.jobSeconds, defaults: 'heartbeat 1 s, silence 3 s, probe grace 1.5 s, lease 15 s' },
     jobsSubmitted: r.ids,
     jobsSucceeded: r.succeeded,

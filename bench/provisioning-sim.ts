@@ -11,15 +11,13 @@
  * Usage: node dist/bench/provisioning-sim.js
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { join, dirname } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { execFileSync } from 'node:child_process'
+import { join } from 'node:path'
 import { planScaleDown, planScaleUp, type ManagedServer, type ServerTypeOffer } from '../coordinator/provisioner/plan.js'
 import { renderBenchmarks } from './report.js'
 import { seeded } from '../cli/sim/workload.js'
+import { ROOT, commit } from './measure.js'
 import { percentile } from '../common/percentile.js'
 
-const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
 const TYPE: ServerTypeOffer = { name: 'cx22', cores: 2, memoryMb: 4096, hourlyEur: 0.0071 }
 const SCAN_MS = 10_000
 const BOOT_MS = 90_000
@@ -122,10 +120,8 @@ function main (): void {
       process.stderr.write(`${kind.padEnd(6)} ${s.name.padEnd(55)} wait p50 ${r.waitP50s} s, p95 ${r.waitP95s} s, ${r.serverHours} server-hours, peak ${r.peakServers}\n`)
     }
   }
-  let commit = 'unknown'
-  try { commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim() } catch (err) { process.stderr.write(`no git commit: ${(err as Error).message}\n`) }
   const result = {
-    benchmark: 'provisioning-sim', date: new Date().toISOString(), commit,
+    benchmark: 'provisioning-sim', date: new Date().toISOString(), commit: commit(),
     config: { serverType: TYPE, scanMs: SCAN_MS, bootMs: BOOT_MS, billing: 'per started hour' },
     runs: runs.map(({ samples: _s, ...rest }) => rest)
   }

@@ -11,13 +11,12 @@
 import { parseArgs } from 'node:util'
 import { mkdtempSync, rmSync, mkdirSync, writeFileSync } from 'node:fs'
 import { tmpdir, cpus } from 'node:os'
-import { join, dirname, resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { execFileSync } from 'node:child_process'
 import { LocalMesh } from '../cli/local-mesh.js'
+import { ROOT, commit } from './measure.js'
 import { percentile } from '../common/percentile.js'
 
-const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
 
 interface JobJson { id: string, state: string, attempts: Array<{ number: number, node: string, state: string, startedAt: number | null }> }
 
@@ -76,10 +75,8 @@ async function main (): Promise<void> {
   const samples = await recoverySamples(kills)
   const s = [...samples].sort((a, b) => a - b)
   const pct = (p: number): number => percentile(s, p)
-  let commit = 'unknown'
-  try { commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim() } catch (err) { process.stderr.write(`no git commit: ${(err as Error).message}\n`) }
   const result = {
-    benchmark: 'recovery', date: new Date().toISOString(), commit, machine: { cpus: cpus().length, node: process.version },
+    benchmark: 'recovery', date: new Date().toISOString(), commit: commit(), machine: { cpus: cpus().length, node: process.version },
     config: { kills, nodes: 3, defaults: RECOVERY_DEFAULTS },
     msFromKillToRunningElsewhere: { n: s.length, p50: pct(50), p95: pct(95), max: s.at(-1), samples }
   }

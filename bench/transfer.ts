@@ -14,15 +14,13 @@ import { createHash } from 'node:crypto'
 import { createReadStream, createWriteStream, mkdtempSync, rmSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { tmpdir, cpus } from 'node:os'
-import { join, dirname } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { execFileSync } from 'node:child_process'
+import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { LocalMesh } from '../cli/local-mesh.js'
+import { ROOT, commit } from './measure.js'
 import { renderBenchmarks } from './report.js'
 
-const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))))
 
 /** Peak resident set of a process, in MiB. */
 function peakMiB (pid: number): number {
@@ -79,11 +77,9 @@ async function main (): Promise<void> {
     if (back.digest('hex') !== sha256 || artifacts[0]!.sha256 !== sha256) throw new Error('the output does not match the input')
     const coordinator = mesh.processes.find(p => p.name === 'coordinator')!.child.pid!
     const node = mesh.processes.find(p => p.name === 'node-0')!.child.pid!
-    let commit = 'unknown'
-    try { commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim() } catch (err) { process.stderr.write(`no git commit: ${(err as Error).message}\n`) }
     const rate = (ms: number): number => Math.round(mb / (ms / 1000))
     result = {
-      benchmark: 'transfer', date: new Date().toISOString(), commit, machine: { cpus: cpus().length, node: process.version },
+      benchmark: 'transfer', date: new Date().toISOString(), commit: commit(), machine: { cpus: cpus().length, node: process.version },
       config: { mb, store: 'embedded', runtime: 'process' },
       ms: { upload: uploadMs, job: jobMs, download: downloadMs },
       mibPerSecond: { upload: rate(uploadMs), download: rate(downloadMs) },
