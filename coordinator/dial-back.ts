@@ -28,7 +28,7 @@ export interface DialBackOptions {
 }
 
 /** Whether an IP address is the machine's own loopback. */
-export function isLoopback (host: string): boolean {
+function isLoopback (host: string): boolean {
   return host === '::1' || host.startsWith('127.')
 }
 
@@ -65,14 +65,17 @@ export class DialBack {
 
   /**
    * Tries every TCP listen address of a node at once; `unknown` when it
-   * listed none we can dial. A loopback address is only the node's own when
-   * the node connected from loopback too (same machine); otherwise it would
-   * name something on the coordinator's machine, so it is skipped.
+   * listed none we can dial. `remoteAddr` is where the node's session
+   * connection came from: a loopback listen address is only the node's own
+   * when that was loopback too (same machine); otherwise it would name
+   * something on the coordinator's machine, so it is skipped.
    */
-  async check (listenAddrs: string[], signal: AbortSignal, options: { sameMachine: boolean }): Promise<DialBackResult> {
+  async check (listenAddrs: string[], remoteAddr: string, signal: AbortSignal): Promise<DialBackResult> {
+    const remote = tcpTarget(remoteAddr)
+    const sameMachine = remote != null && isLoopback(remote.host)
     const targets = listenAddrs.slice(0, this.options.maxAddrs ?? 8)
       .map(a => ({ addr: a, target: tcpTarget(a) }))
-      .filter((t): t is { addr: string, target: { host: string, port: number } } => t.target != null && (options.sameMachine || !isLoopback(t.target.host)))
+      .filter((t): t is { addr: string, target: { host: string, port: number } } => t.target != null && (sameMachine || !isLoopback(t.target.host)))
     if (targets.length === 0) return { reachability: 'unknown', dialable: [] }
     const timeoutMs = this.options.connectTimeoutMs ?? 2_000
     const results = await Promise.all(targets.map(async t => await tryConnect(t.target.host, t.target.port, timeoutMs, signal)))

@@ -3,7 +3,7 @@
  * node, opened by the node (so it works when the node cannot be dialled).
  * Requests are answered on the same stream; cancellations are pushed on it.
  */
-import { DialBack, isLoopback, tcpTarget } from './dial-back.js'
+import { DialBack } from './dial-back.js'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { AnnouncedJob, CoordinatorFrame, InputSource, JobSpec, NodeCapacity, NodeFrame } from '../protocol/schemas.js'
 import { decodeNodeFrame } from '../protocol/codec.js'
@@ -71,8 +71,6 @@ type RunningRef = { jobId: string, attempt: number, token: string }
 
 export class SessionServer {
   private readonly sessions = new Map<string, Channel>()
-  /** The address each session's connection came from, for the dial-back. */
-  private readonly remoteAddrs = new Map<string, string>()
   readonly stats = { sessions: 0, frames: 0, badFrames: 0, staleReports: 0, handlerFailures: 0, logLines: 0, logLinesDropped: 0, joinRefused: 0, rateLimited: 0, cutOff: 0 }
   private readonly limiter: RateLimiter
   private readonly dialBack: DialBack
@@ -93,9 +91,7 @@ export class SessionServer {
   private async checkReachability (peerId: string, listenAddrs: string[] | undefined, remoteAddr: string): Promise<void> {
     if (listenAddrs == null) return
     try {
-      const remote = tcpTarget(remoteAddr)
-      const sameMachine = remote != null && isLoopback(remote.host)
-      const { reachability, dialable } = await this.dialBack.check(listenAddrs, this.closing.signal, { sameMachine })
+      const { reachability, dialable } = await this.dialBack.check(listenAddrs, remoteAddr, this.closing.signal)
       this.options.membership.setReachability(peerId, reachability, dialable)
       await this.push(peerId, { type: 'reachability', reachability, dialable })
     } catch (err) {
@@ -123,14 +119,12 @@ export class SessionServer {
     const channel: Channel = new FrameChannel(stream, { decode: decodeNodeFrame })
     const previous = this.sessions.get(peerId)
     this.sessions.set(peerId, channel)
-    this.remoteAddrs.set(peerId, connection.remoteAddr.toString())
     if (previous != null) void previous.close()
     this.stats.sessions++
     this.options.log.debug('session opened', { peerId })
     void this.serve(peerId, channel, connection).finally(() => {
       if (this.sessions.get(peerId) === channel) {
         this.sessions.delete(peerId)
-        this.remoteAddrs.delete(peerId)
         this.options.membership.setSession(peerId, false)
       }
       this.options.log.debug('session closed', { peerId })
@@ -231,7 +225,7 @@ export class SessionServer {
 
       // Requests are independent: handle them concurrently so one slow store
       // write does not hold up bids queued behind it.
-      void this.dispatch(peerId, channel, next.frame)
+      void this.dispatch(peerId, channel, next.frame, connection?.remoteAddr.toString() ?? '')
     }
   }
 
@@ -243,7 +237,8 @@ export class SessionServer {
     }
   }
 
-  private async dispatch (peerId: string, channel: Channel, frame: NodeFrame): Promise<void> {
+  /** `remoteAddr`: where the session's connection came from, for the dial-back after `hello`. */
+  private async dispatch (peerId: string, channel: Channel, frame: NodeFrame, remoteAddr: string): Promise<void> {
     const { store, clock, auction, announcer, membership } = this.options
     try {
       switch (frame.type) {
@@ -256,7 +251,7 @@ export class SessionServer {
           const open = await this.openFor(frame.capacity, LIMITS.pullJobs)
           await this.reply(channel, { type: 'welcome', rid: frame.rid, open, revoked })
           void this.options.recovery.reconcile(peerId, frame.running, stored)
-          void this.checkReachability(peerId, frame.listenAddrs, this.remoteAddrs.get(peerId) ?? '')
+          void this.checkReachability(peerId, frame.listenAddrs, remoteAddr)
           return
         }
         case 'renew': {
