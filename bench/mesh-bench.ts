@@ -67,11 +67,11 @@ export interface MeshRunOptions {
   signal?: AbortSignal
 }
 
-interface DelayWindow { p50: number, p99: number, max: number, samples: number }
+interface DelayWindow { seq: number, p50: number, p99: number, max: number, samples: number }
 
 /** Reads every node's status file (rewritten every 2 s) and keeps windows not seen before. */
 class DelaySampler {
-  private readonly seen = new Map<string, string>()
+  private readonly seen = new Map<string, number>()
   readonly p99s: number[] = []
   worstMax = 0
 
@@ -89,9 +89,9 @@ class DelaySampler {
       }
       const w = status.eventLoopDelayMs?.lastWindow
       if (w == null) continue
-      const key = `${w.p50}/${w.p99}/${w.max}/${w.samples}`
-      if (this.seen.get(dir) === key) continue
-      this.seen.set(dir, key)
+      // Two calm windows can have the same figures: tell them apart by number.
+      if (this.seen.get(dir) === w.seq) continue
+      this.seen.set(dir, w.seq)
       this.p99s.push(w.p99)
       this.worstMax = Math.max(this.worstMax, w.max)
     }

@@ -9,8 +9,8 @@
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 
-/** Delay figures of one window, in ms. */
-export interface LoopDelayWindow { p50: number, p99: number, max: number, samples: number }
+/** Delay figures of one window, in ms; `seq` counts windows from 1, so a reader can tell a new one from the last. */
+export interface LoopDelayWindow { seq: number, p50: number, p99: number, max: number, samples: number }
 
 export interface LoopDelayMonitorOptions {
   /** Length of a window, in ms. @default 2000 */
@@ -50,7 +50,7 @@ export class LoopDelayMonitor {
   private roll (): void {
     const h = this.histogram
     if (h == null) return
-    this.last = { p50: ms(h.percentile(50)), p99: ms(h.percentile(99)), max: ms(h.max), samples: h.count }
+    this.last = { seq: (this.last?.seq ?? 0) + 1, p50: ms(h.percentile(50)), p99: ms(h.percentile(99)), max: ms(h.max), samples: h.count }
     this.worstP99 = Math.max(this.worstP99, this.last.p99)
     this.worstMax = Math.max(this.worstMax, this.last.max)
     h.reset()
