@@ -16,7 +16,6 @@ import { createHost, fullAddrs, installValidator, type RGridHost } from '../comm
 import type { Logger } from '../common/log.js'
 import { HeartbeatGuard } from '../common/gossip-guard.js'
 import { systemClock } from '../common/clock.js'
-import type { HeartbeatTopicMessage } from '../protocol/schemas.js'
 
 export interface BootstrapPeerOptions {
   privateKey: PrivateKey
@@ -51,9 +50,9 @@ export class BootstrapPeer {
     const log = this.options.log
     // The same per-author rate as every peer, so the bootstrap never relays a flood.
     const guard = new HeartbeatGuard({ clock: systemClock })
-    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, (from, m, via) => (m as HeartbeatTopicMessage).type !== 'node-heartbeat' ? 'reject' : guard.verdict(from, m as HeartbeatTopicMessage, via), log)
+    installValidator(host, HEARTBEAT_TOPIC, decodeHeartbeatTopic, guard.only('node-heartbeat'), log)
     // Beacons pass through us too: a node that cannot reach a coordinator yet learns its addresses here.
-    installValidator(host, BEACON_TOPIC, decodeHeartbeatTopic, (from, m, via) => (m as HeartbeatTopicMessage).type !== 'coordinator-beacon' ? 'reject' : guard.verdict(from, m as HeartbeatTopicMessage, via), log)
+    installValidator(host, BEACON_TOPIC, decodeHeartbeatTopic, guard.only('coordinator-beacon'), log)
     await host.start()
     host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
     host.services.pubsub.subscribe(BEACON_TOPIC)

@@ -42,6 +42,15 @@ export class HeartbeatGuard {
     this.newAuthors = new RateLimiter({ ratePerSecond: fresh, burst: fresh * 100, clock: options.clock })
   }
 
+  /**
+   * The accept function for a topic that carries only messages of `type`
+   * (heartbeats, or beacons): anything else there is misuse and rejected, so
+   * its author loses score; the rest goes through {@link verdict}.
+   */
+  only (type: HeartbeatTopicMessage['type']): (from: PeerId, message: unknown, via?: PeerId) => GossipVerdict {
+    return (from, message, via) => (message as HeartbeatTopicMessage).type !== type ? 'reject' : this.verdict(from, message as HeartbeatTopicMessage, via)
+  }
+
   verdict (from: PeerId, message: HeartbeatTopicMessage, via?: PeerId): GossipVerdict {
     const author = from.toString()
     if (this.options.denied?.has(author) === true) { this.stats.denied++; return 'reject' }

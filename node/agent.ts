@@ -17,7 +17,6 @@ import type { AnnouncedJob, Award, CoordinatorFrame, NodeCapacity } from '../pro
 import { mismatch } from '../protocol/matching.js'
 import { createHost, cutOff, decodeGossip, denyPeers, graylisted, heal, installValidator, openGate, type PeerGate, type RGridHost } from '../common/p2p.js'
 import { HeartbeatGuard } from '../common/gossip-guard.js'
-import type { HeartbeatTopicMessage } from '../protocol/schemas.js'
 import { systemClock, type Clock } from '../common/clock.js'
 import type { Logger } from '../common/log.js'
 import { errorMessage } from '../common/errors.js'
@@ -259,7 +258,7 @@ export class NodeAgent {
     })
     this.heartbeatGuard = guard
     // Only beacons belong on the beacon topic: a heartbeat there is misuse, and its author loses score.
-    installValidator(host, BEACON_TOPIC, decodeHeartbeatTopic, (from, m, via) => (m as HeartbeatTopicMessage).type !== 'coordinator-beacon' ? 'reject' : guard.verdict(from, m as HeartbeatTopicMessage, via), log)
+    installValidator(host, BEACON_TOPIC, decodeHeartbeatTopic, guard.only('coordinator-beacon'), log)
     host.services.pubsub.addEventListener('message', evt => { this.onGossip(evt.detail) })
     await host.start()
     this.host = host

@@ -50,4 +50,14 @@ describe('heartbeat topic rules', () => {
     denied.add(other.toString())
     expect(guard.verdict(other, hb(0), other)).toBe('reject')
   })
+
+  it('on a topic for one type, rejects the other type and judges the right one by the usual rules', async () => {
+    const guard = new HeartbeatGuard({ clock: { now: () => 0 } })
+    const a = await peer()
+    const beacon: HeartbeatTopicMessage = { v: 1, type: 'coordinator-beacon', seq: 0, sentAt: 0, addrs: [], denied: [] }
+    expect(guard.only('coordinator-beacon')(a, hb(0), a)).toBe('reject')
+    expect(guard.only('coordinator-beacon')(a, beacon, a)).toBe('accept')
+    expect(guard.only('node-heartbeat')(a, beacon, a)).toBe('reject')
+    expect(guard.only('node-heartbeat')(a, hb(1), a)).toBe('accept')
+  })
 })
