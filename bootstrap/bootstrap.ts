@@ -13,6 +13,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { HEARTBEAT_TOPIC, BEACON_TOPIC } from '../protocol/ids.js'
 import { decodeHeartbeatTopic } from '../protocol/codec.js'
 import { createHost, fullAddrs, installValidator, type RGridHost } from '../common/p2p.js'
+import { relayOf, type RelayLimits } from '../common/relay.js'
 import type { Logger } from '../common/log.js'
 import { HeartbeatGuard } from '../common/gossip-guard.js'
 import { systemClock } from '../common/clock.js'
@@ -25,6 +26,12 @@ export interface BootstrapPeerOptions {
   peers?: string[]
   /** The mesh's network key (private network); none for an open mesh. @default none */
   networkKey?: string
+  /**
+   * Serve circuit relay v2 with these bounds (nodes behind NAT reserve a
+   * slot here); `false` serves none.
+   * @default RELAY_DEFAULTS (common/relay.ts)
+   */
+  relay?: RelayLimits | false
   log: Logger
 }
 
@@ -45,6 +52,7 @@ export class BootstrapPeer {
       listen: this.options.listen ?? ['/ip4/0.0.0.0/tcp/4001'],
       bootstrap: this.options.peers ?? [],
       dhtServer: true,
+      ...(this.options.relay !== false ? { relay: this.options.relay ?? {} } : {}),
       ...(this.options.networkKey != null ? { networkKey: this.options.networkKey } : {})
     })
     const log = this.options.log
@@ -57,7 +65,15 @@ export class BootstrapPeer {
     host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
     host.services.pubsub.subscribe(BEACON_TOPIC)
     this.host = host
-    log.info('bootstrap peer started', { peerId: host.peerId.toString(), addrs: fullAddrs(host) })
+    const relay = relayOf(host)
+    relay?.addEventListener('relay:reservation', evt => { log.debug('relay slot reserved', { addr: evt.detail.addr.toString(), expiry: evt.detail.expiry.toISOString() }) })
+    log.info('bootstrap peer started', { peerId: host.peerId.toString(), addrs: fullAddrs(host), relay: relay != null })
+  }
+
+  /** Relay slots held now (0 when not a relay). */
+  relayReservations (): number {
+    if (this.host == null) return 0
+    return relayOf(this.host)?.reservations.size ?? 0
   }
 
   /** Full multiaddrs (with /p2p/) this peer listens on. */

@@ -7,17 +7,20 @@ import { join } from 'node:path'
 import { BootstrapPeer } from './bootstrap.js'
 import { loadOrCreateIdentity } from '../common/identity.js'
 import { createLogger, type LogLevel } from '../common/log.js'
-import { logUnhandledRejections, parseArgsOrExit, stopOnSignals } from '../common/lifecycle.js'
+import { logUnhandledRejections, parseArgsOrExit, stopOnSignals, usageError } from '../common/lifecycle.js'
 import { preferredAddr } from '../common/addrs.js'
 import { readHandoff, writeHandoff } from '../common/handoff.js'
 import { parseNetworkKeyFile } from '../common/network-key.js'
 import { decodeJoinToken } from '../common/join-token.js'
 import { readFile } from 'node:fs/promises'
+import { RELAY_FLAGS, RELAY_HELP, relayLimitsFromFlags } from '../common/relay-flags.js'
+import type { RelayLimits } from '../common/relay.js'
 
 const HELP = `Usage: rgrid-bootstrap [--listen MULTIADDR]... [--peer MULTIADDR]... [--data-dir DIR]
 
 A long-lived libp2p peer that new coordinators and nodes dial first. It serves
-the DHT and relays RGrid gossip. Its identity is kept in DIR/peer.key, so its
+the DHT, relays RGrid gossip, and is a circuit relay (v2, bounded) for nodes
+that cannot be dialled (behind NAT). Its identity is kept in DIR/peer.key, so its
 address stays the same across restarts.
 
   --listen MULTIADDR  address to listen on (repeatable)   [/ip4/0.0.0.0/tcp/4001]
@@ -29,7 +32,8 @@ address stays the same across restarts.
                       waits up to 2 min for FILE. Without it (or --token-file)
                       the peer only talks to open meshes (--open)
   --token-file FILE   take the network key from a join token in FILE instead
-  --log-level LEVEL   debug|info|warn|error              [info]
+  --no-relay          do not serve circuit relay
+${RELAY_HELP}  --log-level LEVEL   debug|info|warn|error              [info]
 `
 
 async function main (): Promise<void> {
@@ -42,6 +46,8 @@ async function main (): Promise<void> {
       'addr-file': { type: 'string' },
       'network-key-file': { type: 'string' },
       'token-file': { type: 'string' },
+      'no-relay': { type: 'boolean' },
+      ...RELAY_FLAGS,
       help: { type: 'boolean', short: 'h' }
     },
     strict: true
@@ -50,6 +56,8 @@ async function main (): Promise<void> {
   const log = createLogger('bootstrap', { level: (args['log-level'] ?? 'info') as LogLevel })
   logUnhandledRejections(log)
   const dataDir = args['data-dir'] ?? join('.rgrid', 'bootstrap')
+  let relay: RelayLimits | false
+  try { relay = args['no-relay'] === true ? false : relayLimitsFromFlags(args) } catch (err) { usageError('rgrid-bootstrap', (err as Error).message) }
   let networkKey: string | undefined
   if (args['network-key-file'] != null) networkKey = parseNetworkKeyFile(await readHandoff(args['network-key-file'], 120_000))
   else if (args['token-file'] != null) networkKey = decodeJoinToken(await readFile(args['token-file'], 'utf8')).networkKey
@@ -58,6 +66,7 @@ async function main (): Promise<void> {
     privateKey: await loadOrCreateIdentity(dataDir),
     listen: args.listen ?? ['/ip4/0.0.0.0/tcp/4001'],
     peers: args.peer ?? [],
+    relay,
     log
   })
   await peer.start()

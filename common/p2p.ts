@@ -12,11 +12,14 @@ import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
 import { bootstrap } from '@libp2p/bootstrap'
 import { gossipsub, TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import { preSharedKey } from '@libp2p/pnet'
+import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { dcutr } from '@libp2p/dcutr'
 import type { ConnectionGater, PeerId, PrivateKey } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import { DecodeError } from '../protocol/codec.js'
 import type { Logger } from './log.js'
 import { swarmKeyOf } from './network-key.js'
+import { relayService, type RelayLimits } from './relay.js'
 import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, BEACON_TOPIC } from '../protocol/ids.js'
 
 export type RGridServices = {
@@ -24,6 +27,8 @@ export type RGridServices = {
   ping: Ping
   dht: KadDHT
   pubsub: GossipSub
+  /** Direct connection upgrade through relay: replaces a relayed connection with a direct one where the NAT allows. */
+  dcutr: unknown
 }
 export type RGridHost = Libp2p<RGridServices>
 
@@ -69,6 +74,14 @@ export interface HostOptions {
    * @default 100
    */
   inboundConnectionsPerHostPerSecond?: number
+  /**
+   * Serve circuit relay v2 with these bounds, so nodes that cannot be
+   * dialled get a relayed address (bootstrap peers always do; coordinators
+   * with `--relay`). Every host can dial and listen through a relay and runs
+   * DCUtR whether or not it serves one.
+   * @default none (not a relay)
+   */
+  relay?: RelayLimits
 }
 
 /**
@@ -155,7 +168,7 @@ export async function createHost (options: HostOptions): Promise<RGridHost> {
     privateKey: options.privateKey,
     start: false,
     addresses: { listen: options.listen },
-    transports: [tcp()],
+    transports: [tcp(), circuitRelayTransport({ reservationCompletionTimeout: 10_000 })],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     // A busy event loop makes pings time out; aborting the connection then
@@ -172,6 +185,8 @@ export async function createHost (options: HostOptions): Promise<RGridHost> {
     services: {
       identify: identify(),
       ping: ping(),
+      dcutr: dcutr(),
+      ...(options.relay != null ? { relay: relayService(options.relay) } : {}),
       dht: kadDHT({
         protocol: DHT_PROTOCOL,
         clientMode: options.dhtServer !== true,

@@ -30,6 +30,8 @@ import { S3ObjectStore, parseS3Url } from './objects/s3.js'
 import type { ObjectStore } from './objects/types.js'
 import { loadOrCreateIdentity } from '../common/identity.js'
 import { createLogger, type LogLevel } from '../common/log.js'
+import { RELAY_FLAGS, RELAY_HELP, relayLimitsFromFlags } from '../common/relay-flags.js'
+import type { RelayLimits } from '../common/relay.js'
 import { logUnhandledRejections, parseArgsOrExit, stopOnSignals, usageError } from '../common/lifecycle.js'
 import { preferredAddr } from '../common/addrs.js'
 import { NETWORK_KEY_SETTING, formatNetworkKeyFile, newNetworkKey } from '../common/network-key.js'
@@ -91,7 +93,9 @@ one bidding node, and records claims and results in its store.
   --open                  admit nodes without a join token (local experiments
                           and tests only; anyone who can reach the mesh can
                           then take jobs and report results)
-  --log-level LEVEL       debug|info|warn|error              [info]
+  --relay                 also serve circuit relay v2 for nodes behind NAT
+                          (bootstrap peers always do), with these bounds:
+${RELAY_HELP}  --log-level LEVEL       debug|info|warn|error              [info]
 
 ${PROVISIONING_HELP}`
 
@@ -162,6 +166,8 @@ async function main (): Promise<void> {
       note: { type: 'string' },
       addr: { type: 'string', multiple: true },
       ...PROVISIONING_FLAGS,
+      relay: { type: 'boolean' },
+      ...RELAY_FLAGS,
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' }
     },
@@ -286,7 +292,10 @@ async function main (): Promise<void> {
   if (args['bootstrap-file'] != null) {
     try { bootstrap.push(await readHandoff(args['bootstrap-file'], 60_000)) } catch (err) { usageError('rgrid-coordinator', (err as Error).message) }
   }
+  let relay: RelayLimits | undefined
+  try { relay = args.relay === true ? relayLimitsFromFlags(args) : undefined } catch (err) { usageError('rgrid-coordinator', (err as Error).message) }
   const coordinator = new Coordinator({
+    ...(relay != null ? { relay } : {}),
     requireJoinToken: args.open !== true,
     secrets: new SecretBox((await loadOrCreateSecret(args['secrets-key-file'] ?? join(dataDir, 'secrets.key'))).subarray(0, 32)),
     maxActiveJobsPerKey: positive('max-active-jobs-per-key', 10_000),

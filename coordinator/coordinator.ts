@@ -7,6 +7,9 @@ import type { PrivateKey, PeerId } from '@libp2p/interface'
 import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, BEACON_TOPIC, SESSION_PROTOCOL } from '../protocol/ids.js'
 import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
 import type { Announcement, HeartbeatTopicMessage, JobSpec } from '../protocol/schemas.js'
+import { isRelayed, type RelayLimits } from '../common/relay.js'
+import { DialBack } from './dial-back.js'
+import { multiaddr } from '@multiformats/multiaddr'
 import { createHost, decodeGossip, denyPeers, fullAddrs, graylisted, installValidator, openGate, type RGridHost } from '../common/p2p.js'
 import { HeartbeatGuard } from '../common/gossip-guard.js'
 import { Admission } from './admission.js'
@@ -95,6 +98,12 @@ export interface CoordinatorOptions {
    * @default none
    */
   networkKey?: string
+  /**
+   * Also serve circuit relay v2 with these bounds (bootstrap peers always
+   * do), for meshes whose nodes behind NAT should not depend on a bootstrap peer.
+   * @default none (not a relay)
+   */
+  relay?: RelayLimits
   /** How long after telling a revoked node why this host starts refusing its connections, in ms. @default 5000 */
   denyAfterCutMs?: number
   /** How often revoked join tokens are read from the store, in ms: twice per heartbeat, so a revocation cuts nodes off within one. @default beaconMs / 2 */
@@ -175,6 +184,20 @@ export class Coordinator implements CoordinatorApi {
   readonly recovery: Recovery
   readonly reaper: Reaper
   readonly admission: Admission
+  /**
+   * Connects to a node through its relayed address, beside the connection
+   * the node opened to us (`force`), and closes it again. The connection
+   * completes only after the encryption handshake with the node's own key.
+   */
+  private async probeRelayed (addr: string, signal: AbortSignal): Promise<boolean> {
+    const host = this.host
+    if (host == null) return false
+    const conn = await host.dial(multiaddr(addr), { signal, force: true })
+    const through = isRelayed(conn.remoteAddr.toString())
+    await conn.close({ signal }).catch((err: unknown) => { conn.abort(err as Error) })
+    return through
+  }
+
   /** Peers this host refuses (revoked nodes). */
   private readonly gate = openGate()
   private heartbeatGuard: HeartbeatGuard | null = null
@@ -231,6 +254,7 @@ export class Coordinator implements CoordinatorApi {
       onDenied: peers => { void this.cutOff(peers) }
     })
     this.sessions = new SessionServer({
+      dialBack: new DialBack({ relayProbe: async (addr, signal) => await this.probeRelayed(addr, signal) }),
       store, clock, log: log.child('sessions'), auction: this.auction, announcer: this.announcer, membership: this.membership, recovery: this.recovery,
       leaseMs,
       onAwarded: jobId => {
@@ -292,6 +316,7 @@ export class Coordinator implements CoordinatorApi {
       bootstrap: this.options.bootstrap ?? [],
       dhtServer: true,
       gate: this.gate,
+      ...(this.options.relay != null ? { relay: this.options.relay } : {}),
       ...(this.options.requireJoinToken !== false && this.options.networkKey != null ? { networkKey: this.options.networkKey } : {})
     })
     const guard = new HeartbeatGuard({ clock: this.clock, denied: this.gate.denied })

@@ -12,19 +12,33 @@ import { connect } from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
 
 /** How a node can be reached, as the coordinator found it. */
-export type Reachability = 'public' | 'outbound-only' | 'unknown'
+export type Reachability = 'public' | 'relayed' | 'outbound-only' | 'unknown'
 
 export interface DialBackResult {
   reachability: Reachability
   /** The listen addresses that accepted a connection. */
   dialable: string[]
+  /** The relayed addresses the coordinator reached the node through. */
+  relayed: string[]
 }
+
+/**
+ * Opens a connection to the node through a relay and closes it again;
+ * resolves true when the node answered (the connection's encryption
+ * handshake proves it was the node). Given by the coordinator, which owns
+ * the libp2p host.
+ */
+export type RelayProbe = (addr: string, signal: AbortSignal) => Promise<boolean>
 
 export interface DialBackOptions {
   /** How long one connection attempt may take, in ms. @default 2000 */
   connectTimeoutMs?: number
   /** Most addresses tried per node (a node lists one per interface). @default 8 */
   maxAddrs?: number
+  /** Tries a relayed address when no direct one answers. @default none (relayed addresses are not tried) */
+  relayProbe?: RelayProbe
+  /** How long one relayed connection attempt may take, in ms. @default 10000 */
+  relayTimeoutMs?: number
 }
 
 /** Whether an IP address is the machine's own loopback. */
@@ -73,13 +87,29 @@ export class DialBack {
   async check (listenAddrs: string[], remoteAddr: string, signal: AbortSignal): Promise<DialBackResult> {
     const remote = tcpTarget(remoteAddr)
     const sameMachine = remote != null && isLoopback(remote.host)
-    const targets = listenAddrs.slice(0, this.options.maxAddrs ?? 8)
+    const listed = listenAddrs.slice(0, this.options.maxAddrs ?? 8)
+    const targets = listed
       .map(a => ({ addr: a, target: tcpTarget(a) }))
       .filter((t): t is { addr: string, target: { host: string, port: number } } => t.target != null && (sameMachine || !isLoopback(t.target.host)))
-    if (targets.length === 0) return { reachability: 'unknown', dialable: [] }
+    const circuits = listed.filter(a => a.includes('/p2p-circuit/'))
+    if (targets.length === 0 && circuits.length === 0) return { reachability: 'unknown', dialable: [], relayed: [] }
     const timeoutMs = this.options.connectTimeoutMs ?? 2_000
     const results = await Promise.all(targets.map(async t => await tryConnect(t.target.host, t.target.port, timeoutMs, signal)))
     const dialable = targets.filter((_, i) => results[i]).map(t => t.addr)
-    return { reachability: dialable.length > 0 ? 'public' : 'outbound-only', dialable }
+    if (dialable.length > 0) return { reachability: 'public', dialable, relayed: [] }
+    const relayed = await this.probeRelayed(circuits, signal)
+    return { reachability: relayed.length > 0 ? 'relayed' : 'outbound-only', dialable, relayed }
+  }
+
+  /** The relayed addresses that reach the node; tried one after another, each a full libp2p connection. */
+  private async probeRelayed (circuits: string[], signal: AbortSignal): Promise<string[]> {
+    const probe = this.options.relayProbe
+    if (probe == null) return []
+    const ok: string[] = []
+    for (const addr of circuits) {
+      const attempt = AbortSignal.any([signal, AbortSignal.timeout(this.options.relayTimeoutMs ?? 10_000)])
+      if (await probe(addr, attempt).catch(() => false)) ok.push(addr)
+    }
+    return ok
   }
 }

@@ -338,9 +338,12 @@ export function createHttpApp (options: HttpAppOptions): Hono<Env> {
         activeAwards: n.activeAwards,
         version: n.capacity.version,
         session: n.sessionOpen,
-        // public: the coordinator could connect to it; outbound-only: it takes part over connections it opened (NAT).
+        // public: the coordinator could connect to it; relayed: only through its relay slot;
+        // outbound-only: it takes part over connections it opened (NAT), with no relay slot.
         reachability: n.reachability,
         dialableAddrs: n.dialable,
+        relayedAddrs: n.relayedAddrs,
+        holePunchedPeers: n.upgradedPeers,
         firstSeenAt: n.firstSeenAt,
         lastHeartbeatAt: n.lastSeenAt
       }))

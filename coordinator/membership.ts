@@ -24,6 +24,10 @@ export interface MemberView {
   reachability: Reachability
   /** The listen addresses the dial-back could connect to. */
   dialable: string[]
+  /** The relayed addresses the dial-back reached the node through. */
+  relayedAddrs: string[]
+  /** Peers whose relayed connection to the node was upgraded to a direct one (DCUtR), as the node last said. */
+  upgradedPeers: number
 }
 
 export interface MembershipOptions {
@@ -56,6 +60,8 @@ export class Membership {
       running,
       reachability: prev?.reachability ?? 'unknown' as Reachability,
       dialable: prev?.dialable ?? [],
+      relayedAddrs: prev?.relayedAddrs ?? [],
+      upgradedPeers: prev?.upgradedPeers ?? 0,
       persistedAt: prev?.persistedAt ?? 0
     }
     this.members.set(peerId, view)
@@ -69,9 +75,14 @@ export class Membership {
     }
   }
 
-  setReachability (peerId: string, reachability: Reachability, dialable: string[]): void {
+  setReachability (peerId: string, reachability: Reachability, dialable: string[], relayed: string[] = []): void {
     const m = this.members.get(peerId)
-    if (m != null) { m.reachability = reachability; m.dialable = dialable }
+    if (m != null) { m.reachability = reachability; m.dialable = dialable; m.relayedAddrs = relayed }
+  }
+
+  setUpgradedPeers (peerId: string, upgradedPeers: number): void {
+    const m = this.members.get(peerId)
+    if (m != null) m.upgradedPeers = upgradedPeers
   }
 
   setSession (peerId: string, open: boolean): void {
@@ -116,7 +127,7 @@ export class Membership {
     const stored: NodeRecord[] = await this.options.store.listNodes()
     const out = new Map<string, MemberView>()
     for (const n of stored) {
-      out.set(n.peerId, { peerId: n.peerId, capacity: n.capacity, firstSeenAt: n.firstSeenAt, lastSeenAt: n.lastSeenAt, lastSource: 'heartbeat', sessionOpen: false, running: 0, reachability: 'unknown', dialable: [] })
+      out.set(n.peerId, { peerId: n.peerId, capacity: n.capacity, firstSeenAt: n.firstSeenAt, lastSeenAt: n.lastSeenAt, lastSource: 'heartbeat', sessionOpen: false, running: 0, reachability: 'unknown', dialable: [], relayedAddrs: [], upgradedPeers: 0 })
     }
     for (const m of this.members.values()) {
       const { persistedAt: _p, ...view } = m

@@ -91,9 +91,9 @@ export class SessionServer {
   private async checkReachability (peerId: string, listenAddrs: string[] | undefined, remoteAddr: string): Promise<void> {
     if (listenAddrs == null) return
     try {
-      const { reachability, dialable } = await this.dialBack.check(listenAddrs, remoteAddr, this.closing.signal)
-      this.options.membership.setReachability(peerId, reachability, dialable)
-      await this.push(peerId, { type: 'reachability', reachability, dialable })
+      const { reachability, dialable, relayed } = await this.dialBack.check(listenAddrs, remoteAddr, this.closing.signal)
+      this.options.membership.setReachability(peerId, reachability, dialable, relayed)
+      await this.push(peerId, { type: 'reachability', reachability, dialable, relayed })
     } catch (err) {
       this.options.log.warn('dial-back failed', { peerId, error: errorMessage(err) })
     }
@@ -312,6 +312,12 @@ export class SessionServer {
         case 'started': {
           await store.markStarted({ jobId: frame.jobId, attempt: frame.attempt, token: frame.token, node: peerId, startedAt: frame.startedAt, now: clock.now() })
           await this.reply(channel, { type: 'ack', rid: frame.rid })
+          return
+        }
+        case 'addrs': {
+          this.options.membership.setUpgradedPeers(peerId, frame.upgradedPeers)
+          await this.reply(channel, { type: 'ack', rid: frame.rid })
+          void this.checkReachability(peerId, frame.listenAddrs, remoteAddr)
           return
         }
         case 'log': {

@@ -15,6 +15,7 @@ import { ANNOUNCE_TOPIC, BEACON_TOPIC, HEARTBEAT_TOPIC } from '../protocol/ids.j
 import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
 import type { AnnouncedJob, Award, CoordinatorFrame, NodeCapacity } from '../protocol/schemas.js'
 import { mismatch } from '../protocol/matching.js'
+import { NodeReachability } from './reachability.js'
 import { createHost, cutOff, decodeGossip, denyPeers, graylisted, heal, installValidator, openGate, type PeerGate, type RGridHost } from '../common/p2p.js'
 import { HeartbeatGuard } from '../common/gossip-guard.js'
 import { systemClock, type Clock } from '../common/clock.js'
@@ -55,6 +56,12 @@ export interface NodeAgentOptions {
   join?: { id: string, secret: string }
   /** The mesh's network key, from the join token (libp2p private network). @default none (an open mesh) */
   networkKey?: string
+  /**
+   * Take a circuit relay slot when the coordinator finds this node cannot
+   * be dialled (`--no-relay` turns it off).
+   * @default true
+   */
+  useRelay?: boolean
   /** A coordinator refused this node's join token (the CLI exits with the message). */
   onRefused?: (message: string) => void
   /** Directory for per-attempt work dirs. */
@@ -125,12 +132,8 @@ export class NodeAgent {
   private readonly startedAt = Date.now()
   /** Event-loop delay in 2 s windows: shows whether supervision and I/O delay gossip heartbeats. */
   private readonly loopDelay = new LoopDelayMonitor()
-  /**
-   * What the coordinator's dial-back found: `public` (it could connect to a
-   * listen address) or `outbound-only` (this node takes part over the
-   * connections it opened, e.g. behind NAT). Unknown until the first check.
-   */
-  private reachability: { reachability: string, dialable: string[], checkedAt: number } | null = null
+  /** How this node can be reached (the coordinator's dial-back), its relay slot and hole-punched peers. */
+  private readonly reach: NodeReachability
   readonly transfers: NodeTransfers
   /** Revoked peers (from coordinator beacons) and, with faultPartition, the cut switch. */
   private readonly gate: PeerGate = openGate()
@@ -142,6 +145,11 @@ export class NodeAgent {
 
   constructor (private readonly options: NodeAgentOptions) {
     this.clock = options.clock ?? systemClock
+    this.reach = new NodeReachability({
+      log: options.log.child('reachability'), clock: this.clock,
+      sessions: () => this.links?.openSessions().map(s => s.session) ?? [],
+      ...(options.useRelay != null ? { useRelay: options.useRelay } : {})
+    })
     this.outbox = options.outboxPath != null ? new Outbox(options.outboxPath) : null
     this.reporter = new Reporter({
       log: options.log.child('reporter'), session: (prefer) => this.links?.session(prefer) ?? null,
@@ -262,6 +270,7 @@ export class NodeAgent {
     host.services.pubsub.addEventListener('message', evt => { this.onGossip(evt.detail) })
     await host.start()
     this.host = host
+    this.reach.start(host)
     host.services.pubsub.subscribe(ANNOUNCE_TOPIC)
     // Heartbeats are published, not heard: only coordinators read them (see HEARTBEAT_TOPIC).
     host.services.pubsub.subscribe(BEACON_TOPIC)
@@ -352,7 +361,8 @@ export class NodeAgent {
   private async hello (session: SessionClient, coordinator: string): Promise<void> {
     this.stats.sessionsOpened++
     // Our listen addresses, so the coordinator can tell whether it can dial us (or we only dial out).
-    const listenAddrs = (this.host?.getMultiaddrs() ?? []).map(a => a.toString()).filter(a => a.length <= 256).slice(0, 16)
+    const listenAddrs = this.reach.listenAddrs()
+    this.reach.introduced()
     const welcome = await session.request({ type: 'hello', capacity: this.capacity(), running: this.held(), listenAddrs, ...(this.options.join != null ? { join: this.options.join } : {}) })
     if (welcome.type === 'error' && welcome.code === 'join-refused') {
       this.options.log.error('the coordinator refused to admit this node', { coordinator, reason: welcome.message })
@@ -369,10 +379,7 @@ export class NodeAgent {
     else if (frame.type === 'cancel') this.runner.cancel(frame.jobId, frame.attempt, frame.token, frame.reason)
     // A lease of ours ran out on the coordinator's clock: prove we are alive at once.
     else if (frame.type === 'probe') void this.renew()
-    else if (frame.type === 'reachability') {
-      this.reachability = { reachability: frame.reachability, dialable: frame.dialable, checkedAt: this.clock.now() }
-      this.options.log.info('reachability checked by the coordinator', { reachability: frame.reachability, dialable: frame.dialable })
-    }
+    else if (frame.type === 'reachability') this.reach.onVerdict(frame.reachability, frame.dialable, frame.relayed)
     else if (frame.type === 'drain') {
       // The coordinator is about to give back this machine: take no new work; running jobs finish.
       this.bidding = false
@@ -570,7 +577,7 @@ export class NodeAgent {
       recentResults: [...this.recent].reverse(),
       stats: { ...this.stats },
       eventLoopDelayMs: this.loopDelay.snapshot(),
-      reachability: this.reachability ?? { reachability: 'unknown', dialable: [], checkedAt: null },
+      reachability: this.reach.status(),
       security: {
         deniedPeers: this.gate.denied.size,
         graylistedPeers: this.host != null ? graylisted(this.host) : [],
@@ -637,6 +644,7 @@ export class NodeAgent {
     for (const t of this.timers) clearInterval(t)
     this.stopController.abort(new Error('node stopping'))
     await this.links?.closeAll()
+    this.reach.stop()
     await this.host?.stop()
     this.host = null
     await this.options.runtime.stop()

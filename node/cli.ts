@@ -71,6 +71,9 @@ through the given peers, and only a coordinator started with --open admits it.
                             network (every connection refused and closed),
                             the next SIGUSR2 heals it
   --metrics HOST:PORT       serve Prometheus metrics at /metrics        [off]
+  --no-relay                when the coordinator cannot dial this node (NAT),
+                            do not take a circuit relay slot; the node still
+                            works over the connections it opens
   --token-file FILE         read the join token from FILE (waits up to 2 min for it;
                             for containers started together with the coordinator)
   --config FILE             JSON object of these settings by long name, plus
@@ -121,6 +124,7 @@ async function main (): Promise<void> {
       labels: { type: 'string' },
       coordinator: { type: 'string', multiple: true },
       listen: { type: 'string', multiple: true },
+      'no-relay': { type: 'boolean' },
       'data-dir': { type: 'string' },
       'docker-default-image': { type: 'string' },
       'allow-network': { type: 'boolean' },
@@ -231,6 +235,7 @@ async function main (): Promise<void> {
   const agent = new NodeAgent({
     privateKey, runtime, log, bootstrap: peers, slots, cpus, memoryMb, labels, drainTimeoutMs, renewMs, gossipDropRate,
     faultPartition: args['fault-partition-signal'] === true,
+    useRelay: args['no-relay'] !== true,
     ...(token != null ? { join: { id: token.id, secret: token.secret }, coordinatorAddrs: token.addrs, networkKey: token.networkKey } : {}),
     onRefused: (message) => {
       process.stderr.write(`rgrid-node: the coordinator refused this node: ${message}\n`)
@@ -328,15 +333,21 @@ async function readConfig (path: string): Promise<{ values: Record<string, unkno
       usageError('rgrid-node', `--config ${path}: ${k} must be a string, number or boolean`)
     }
   }
-  const known = new Set(['runtime', 'slots', 'cpus', 'memory-mb', 'labels', 'coordinator', 'listen', 'data-dir', 'docker-default-image', 'allow-network', 'image-allow', 'image-deny', 'pids-limit', 'drain-timeout-ms', 'cache-mb', 'metrics', 'renew-ms', 'log-level'])
+  const known = new Set(['runtime', 'slots', 'cpus', 'memory-mb', 'labels', 'coordinator', 'listen', 'data-dir', 'docker-default-image', 'allow-network', 'image-allow', 'image-deny', 'pids-limit', 'drain-timeout-ms', 'cache-mb', 'metrics', 'renew-ms', 'no-relay', 'log-level'])
   for (const k of Object.keys(values)) if (!known.has(k)) usageError('rgrid-node', `--config ${path}: unknown setting ${JSON.stringify(k)}`)
   return { values, join: joinTargets }
 }
 
-function reachabilityText (r: { reachability: string, dialable: string[] } | undefined): string {
+interface ReachabilityView { reachability: string, dialable: string[], relayed?: string[], relayAddrs?: string[], holePunchedPeers?: string[], paths?: { direct: number, relayed: number } }
+
+function reachabilityText (r: ReachabilityView | undefined): string {
   if (r == null || r.reachability === 'unknown') return 'not checked yet'
+  const punched = r.holePunchedPeers ?? []
+  const direct = punched.length > 0 ? `; direct after hole punching with ${punched.length} peer${punched.length === 1 ? '' : 's'}` : ''
   if (r.reachability === 'public') return `public: the coordinator connected to ${r.dialable.join(', ')}`
-  return 'outbound only: no listen address could be dialled, so this node works over the connections it opened (e.g. behind NAT)'
+  if (r.reachability === 'relayed') return `relayed: not dialable, reached through ${(r.relayed ?? []).join(', ')}${direct}`
+  const slot = (r.relayAddrs ?? []).length > 0 ? `; relay slot ${(r.relayAddrs ?? []).join(', ')}, not yet checked` : '; no relay slot (yet)'
+  return `outbound only: no listen address could be dialled, so this node works over the connections it opened (e.g. behind NAT)${slot}${direct}`
 }
 
 /** `rgrid-node status`: what the node running on DATA_DIR last wrote. */
@@ -349,7 +360,7 @@ async function status (dataDir: string, json: boolean): Promise<void> {
     process.stderr.write(`rgrid-node status: no node is running on ${dataDir} (no ${STATUS_FILE})\n`)
     process.exit(1)
   }
-  const s = JSON.parse(text) as { peerId: string, pid: number, startedAt: number, updatedAt: number, runtime: string, slots: number, freeSlots: number, bidding: boolean, coordinators: string[], connections: string[], running: Array<{ jobId: string, attempt: number, startedAt: number | null }>, pendingResults: number, recentResults: Array<{ jobId: string, attempt: number, outcome: string, exitCode: number | null, errorCode: string | null, finishedAt: number }>, reachability?: { reachability: string, dialable: string[] } }
+  const s = JSON.parse(text) as { peerId: string, pid: number, startedAt: number, updatedAt: number, runtime: string, slots: number, freeSlots: number, bidding: boolean, coordinators: string[], connections: string[], running: Array<{ jobId: string, attempt: number, startedAt: number | null }>, pendingResults: number, recentResults: Array<{ jobId: string, attempt: number, outcome: string, exitCode: number | null, errorCode: string | null, finishedAt: number }>, reachability?: ReachabilityView }
   const stale = Date.now() - s.updatedAt > 10_000
   if (json) { process.stdout.write(JSON.stringify({ ...s, stale }, null, 2) + '\n'); return }
   const age = (ms: number): string => ms < 120_000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms / 60_000)} min`

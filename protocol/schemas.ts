@@ -290,7 +290,19 @@ export const renewSchema = z.strictObject({
   running: z.array(z.strictObject({ jobId, attempt: attemptNumber, token: fencingToken })).max(LIMITS.heartbeatRunning)
 })
 
-export const nodeFrameSchema = z.discriminatedUnion('type', [helloSchema, bidSchema, startedSchema, resultSchema, pullSchema, renewSchema, outputsSchema, logSchema])
+/**
+ * The node's addresses changed (it took a relay slot, lost one, or a relayed
+ * connection was upgraded to a direct one): the coordinator checks again how
+ * it can be reached and answers with `ack`, then a `reachability` push.
+ */
+export const addrsSchema = z.strictObject({
+  type: z.literal('addrs'), rid: requestId,
+  listenAddrs: z.array(z.string().min(1).max(256)).max(16),
+  /** Peers that reached the node over a relay and now have a direct connection (DCUtR). */
+  upgradedPeers: z.number().int().min(0).max(100_000).default(0)
+})
+
+export const nodeFrameSchema = z.discriminatedUnion('type', [helloSchema, bidSchema, startedSchema, resultSchema, pullSchema, renewSchema, outputsSchema, logSchema, addrsSchema])
 export type NodeFrame = z.output<typeof nodeFrameSchema>
 
 // ---- session stream: coordinator -> node ----
@@ -378,13 +390,17 @@ export const probeSchema = z.strictObject({ type: z.literal('probe') })
 
 /**
  * Pushed by the coordinator after its dial-back: whether it could connect to
- * any of the node's listen addresses (`public`), or the node takes part only
- * over connections it opened (`outbound-only`, e.g. behind NAT).
+ * any of the node's listen addresses (`public`), only through a relay slot
+ * the node holds (`relayed`), or not at all: the node takes part only over
+ * connections it opened (`outbound-only`, e.g. behind NAT, before it holds
+ * a relay slot).
  */
 export const reachabilitySchema = z.strictObject({
   type: z.literal('reachability'),
-  reachability: z.enum(['public', 'outbound-only', 'unknown']),
-  dialable: z.array(z.string().max(256)).max(16)
+  reachability: z.enum(['public', 'relayed', 'outbound-only', 'unknown']),
+  dialable: z.array(z.string().max(256)).max(16),
+  /** Relayed addresses the coordinator connected to the node through. */
+  relayed: z.array(z.string().max(256)).max(16).default([])
 })
 
 export const coordinatorFrameSchema = z.discriminatedUnion('type', [

@@ -30,6 +30,7 @@ let lab: NatLab
 let dataDir: string
 let publicNodeId = ''
 let httpUrl = ''
+let bootstrapAddr = ''
 const children: ChildProcess[] = []
 const nodeIds: string[] = []
 
@@ -69,6 +70,7 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     const bs = await start(lab.pub.ns, BIN.bootstrap, ['--listen', `/ip4/${lab.pub.addr}/tcp/4001`, '--data-dir', join(dataDir, 'bootstrap'), '--network-key-file', keyFile], 1)
     const co = await start(lab.pub.ns, BIN.coordinator, ['--listen', `/ip4/${lab.pub.addr}/tcp/4002`, '--http', `${lab.pub.addr}:8080`, '--bootstrap', bs.lines[0]!, '--data-dir', coordinatorDir, '--no-api-keys'], 2)
     httpUrl = co.lines[1]!
+    bootstrapAddr = bs.lines[0]!
     const token = spawnSync(process.execPath, [BIN.coordinator, 'token', 'create', '--data-dir', coordinatorDir, '--addr', co.lines[0]!], { encoding: 'utf8' }).stdout.trim()
     for (const [i, home] of lab.homes.entries()) {
       const n = await start(home.ns, BIN.node, ['join', token, bs.lines[0]!, '--listen', '/ip4/0.0.0.0/tcp/0', '--runtime', 'process', '--slots', '2', '--labels', `home=${i},nat=yes`, '--data-dir', join(dataDir, `node-${i}`)], 1)
@@ -104,15 +106,20 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     expect(new Set(jobs.map(j => j.attempts[0].node))).toEqual(new Set(nodeIds))
   }, 90_000)
 
-  it('the coordinator\'s dial-back finds the NATed nodes outbound-only and the public one public; each node\'s status says so', async () => {
-    type Row = { peerId: string, reachability: string, dialableAddrs: string[] }
-    const rows = await until('the dial-back to have checked all three nodes', () => {
+  it('the NATed nodes take a relay slot on the bootstrap peer and are found relayed, the public one public; each node\'s status says so', async () => {
+    type Row = { peerId: string, reachability: string, dialableAddrs: string[], relayedAddrs: string[] }
+    const rows = await until('the dial-back to have checked all three nodes, the NATed ones through their relay slots', () => {
       const nodes = api('GET', '/v1/nodes').body.nodes as Row[]
       const mine = [...nodeIds, publicNodeId].map(id => nodes.find(n => n.peerId === id))
-      return mine.every(n => n != null && n.reachability !== 'unknown') ? mine as Row[] : undefined
-    }, 30_000, 200)
-    expect(rows.map(r => r.reachability)).toEqual(['outbound-only', 'outbound-only', 'public'])
+      return mine.every(n => n != null && n.reachability !== 'unknown' && n.reachability !== 'outbound-only') ? mine as Row[] : undefined
+    }, 45_000, 200)
+    expect(rows.map(r => r.reachability)).toEqual(['relayed', 'relayed', 'public'])
     expect(rows[2]!.dialableAddrs.some(a => a.startsWith(`/ip4/${lab.pub.addr}/tcp/`))).toBe(true)
+    for (const [i, r] of rows.slice(0, 2).entries()) {
+      // Reached through the bootstrap peer's relay: <bootstrap addr>/p2p-circuit/p2p/<node>.
+      expect(r.dialableAddrs).toEqual([])
+      expect(r.relayedAddrs).toContain(`${bootstrapAddr}/p2p-circuit/p2p/${nodeIds[i]!}`)
+    }
     // What each node was told, as `rgrid-node status` shows it (from the status file the node rewrites every 2 s).
     const told = (dir: string): string | undefined => {
       try {
@@ -122,10 +129,10 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
         throw err
       }
     }
-    await until('every node\'s status to show its reachability', () => ['node-0', 'node-1', 'node-public'].every(d => (told(d) ?? 'unknown') !== 'unknown') ? true : undefined, 15_000, 200)
-    expect(['node-0', 'node-1', 'node-public'].map(told)).toEqual(['outbound-only', 'outbound-only', 'public'])
+    await until('every node\'s status to show its reachability', () => ['node-0', 'node-1', 'node-public'].every(d => !['unknown', 'outbound-only'].includes(told(d) ?? 'unknown')) ? true : undefined, 15_000, 200)
+    expect(['node-0', 'node-1', 'node-public'].map(told)).toEqual(['relayed', 'relayed', 'public'])
     const text = spawnSync(process.execPath, [BIN.node, 'status', '--data-dir', join(dataDir, 'node-0')], { encoding: 'utf8' }).stdout
-    expect(text).toMatch(/reachable: outbound only/)
+    expect(text).toContain(`reachable: relayed: not dialable, reached through ${bootstrapAddr}/p2p-circuit/p2p/${nodeIds[0]!}`)
   }, 60_000)
 
   it('a cancel reaches a job running on a NATed node', async () => {

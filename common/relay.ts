@@ -1,0 +1,171 @@
+/**
+ * Circuit relay v2 and connection upgrades (issue 11): the bounds a relay
+ * serves with, how a node that cannot be dialled takes a relay slot, and
+ * how a node tells which of its connections came through a relay and which
+ * were upgraded to direct ones by DCUtR.
+ *
+ * In RGrid a relayed connection carries only small things: identify, ping,
+ * the DCUtR handshake and the coordinator's reachability check. Gossip and
+ * sessions run on direct connections (every node dials the bootstrap peers
+ * and coordinators itself), and files move over presigned HTTP URLs, so
+ * the relay bounds can stay small.
+ */
+import { circuitRelayServer, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
+import type { Connection } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { RGridHost } from './p2p.js'
+
+/** What a relay serves, per reservation and per relayed connection. */
+export interface RelayLimits {
+  /**
+   * Reservations held at once. Each is a slot for one node behind NAT;
+   * past this, new reservations are refused (the node tries another relay).
+   * @default 256
+   */
+  maxReservations?: number
+  /** How long a reservation lasts before the node must refresh it, in ms. @default 3_600_000 (1 h) */
+  reservationTtlMs?: number
+  /** Longest a relayed connection stays open, in ms; then the relay resets it. @default 120_000 (2 min) */
+  connectionDurationMs?: number
+  /** Most bytes (both directions) one relayed connection may carry; then the relay resets it. @default 131_072 (128 KiB) */
+  connectionBytes?: number
+  /** Relayed connections being set up at once (HOP streams in). @default 64 */
+  maxInboundHopStreams?: number
+}
+
+export const RELAY_DEFAULTS = {
+  maxReservations: 256,
+  reservationTtlMs: 3_600_000,
+  connectionDurationMs: 120_000,
+  connectionBytes: 131_072,
+  maxInboundHopStreams: 64
+} as const satisfies Required<RelayLimits>
+
+/** The libp2p relay service with RGrid's bounds; every reservation gets the per-connection limits. */
+export function relayService (limits: RelayLimits = {}): ReturnType<typeof circuitRelayServer> {
+  const l = { ...RELAY_DEFAULTS, ...limits }
+  return circuitRelayServer({
+    maxInboundHopStreams: l.maxInboundHopStreams,
+    reservations: {
+      maxReservations: l.maxReservations,
+      reservationTtl: l.reservationTtlMs,
+      // Never unlimited: a bootstrap peer must not become a free bandwidth pipe.
+      applyDefaultLimit: true,
+      defaultDurationLimit: l.connectionDurationMs,
+      defaultDataLimit: BigInt(l.connectionBytes)
+    }
+  })
+}
+
+/** The relay service of a host that runs one (bootstrap peers, and coordinators with `--relay`). */
+export function relayOf (host: RGridHost): CircuitRelayService | null {
+  const services = host.services as unknown as { relay?: CircuitRelayService }
+  return services.relay ?? null
+}
+
+/** Whether a multiaddr goes through a relay. */
+export function isRelayed (addr: string): boolean {
+  return addr.includes('/p2p-circuit')
+}
+
+/**
+ * Asks the circuit relay transport for one relay slot. It picks a connected
+ * peer that serves the relay protocol (a bootstrap peer, or a coordinator
+ * with `--relay`), keeps the reservation refreshed, and finds another relay
+ * when that one goes away; the relayed address then appears among the
+ * host's multiaddrs. Call once: each call asks for one more slot.
+ *
+ * libp2p 3 has no public call to add a listen address to a running host, so
+ * this reaches its transport manager, which `createLibp2p` builds with
+ * every host.
+ */
+export async function reserveRelaySlot (host: RGridHost): Promise<void> {
+  const components = (host as unknown as { components?: { transportManager?: { listen: (addrs: unknown[]) => Promise<void> } } }).components
+  const tm = components?.transportManager
+  if (tm == null) throw new Error('this libp2p host exposes no transport manager; cannot listen on a relay')
+  await tm.listen([multiaddr('/p2p-circuit')])
+}
+
+/** How the host's open connections run. */
+export interface PathCounts {
+  /** Connections that go straight to the peer. */
+  direct: number
+  /** Connections through a relay (limited). */
+  relayed: number
+}
+
+/**
+ * Tells, from connection events, which peers first reached this host over a
+ * relay and then got a direct connection (DCUtR closes the relayed
+ * connection once the direct one is open). Counts what it saw; the counts
+ * are what `rgrid-node status` reports as "direct after hole punching".
+ */
+export class PathTracker {
+  /** Peers whose relayed connection was replaced by a direct one, and when. */
+  private readonly upgraded = new Map<string, number>()
+  /** Peers with a relayed connection and, since it opened, a direct one too: DCUtR at work. */
+  private readonly pending = new Set<string>()
+  private attached: { host: RGridHost, open: (e: CustomEvent<Connection>) => void, close: (e: CustomEvent<Connection>) => void } | null = null
+
+  /** `onChange` runs when a peer is counted as upgraded or stops being. */
+  constructor (private readonly now: () => number = Date.now, private readonly onChange: () => void = () => {}) {}
+
+  /** Starts watching the host's connections. Idempotent. */
+  attach (host: RGridHost): void {
+    if (this.attached != null) return
+    const open = (e: CustomEvent<Connection>): void => { this.onOpen(host, e.detail) }
+    const close = (e: CustomEvent<Connection>): void => { this.onClose(host, e.detail) }
+    host.addEventListener('connection:open', open)
+    host.addEventListener('connection:close', close)
+    this.attached = { host, open, close }
+  }
+
+  detach (): void {
+    if (this.attached == null) return
+    this.attached.host.removeEventListener('connection:open', this.attached.open)
+    this.attached.host.removeEventListener('connection:close', this.attached.close)
+    this.attached = null
+  }
+
+  private onOpen (host: RGridHost, conn: Connection): void {
+    if (isRelayed(conn.remoteAddr.toString())) return
+    // A direct connection that opens while a relayed one to the same peer is up: the upgrade has started.
+    if (hasRelayed(host, conn.remotePeer.toString(), conn)) this.pending.add(conn.remotePeer.toString())
+  }
+
+  private onClose (host: RGridHost, conn: Connection): void {
+    const peer = conn.remotePeer.toString()
+    if (!isRelayed(conn.remoteAddr.toString())) {
+      if (!host.getConnections().some(c => c.remotePeer.toString() === peer && !isRelayed(c.remoteAddr.toString()))) {
+        this.pending.delete(peer)
+        if (this.upgraded.delete(peer)) this.onChange()
+      }
+      return
+    }
+    // The relayed connection went away while a direct one to the same peer stays: upgraded.
+    if (this.pending.delete(peer) && host.getConnections().some(c => c.remotePeer.toString() === peer && !isRelayed(c.remoteAddr.toString()))) {
+      this.upgraded.set(peer, this.now())
+      this.onChange()
+    }
+  }
+
+  /** Peers now reached directly after their relayed connection was upgraded. */
+  upgradedPeers (): string[] {
+    return [...this.upgraded.keys()]
+  }
+
+  /** Counts of the host's open connections by path. */
+  static counts (host: RGridHost): PathCounts {
+    let direct = 0
+    let relayed = 0
+    for (const c of host.getConnections()) {
+      if (isRelayed(c.remoteAddr.toString())) relayed++
+      else direct++
+    }
+    return { direct, relayed }
+  }
+}
+
+function hasRelayed (host: RGridHost, peer: string, except: Connection): boolean {
+  return host.getConnections().some(c => c !== except && c.remotePeer.toString() === peer && isRelayed(c.remoteAddr.toString()))
+}

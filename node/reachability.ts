@@ -1,0 +1,152 @@
+/**
+ * How this node can be reached, and what it does about it (issue 11). The
+ * coordinator's dial-back says `public`, or `outbound-only` when nothing
+ * could connect to the node (NAT, firewall). An outbound-only node then
+ * takes one slot on a circuit relay (a bootstrap peer, or a coordinator
+ * with `--relay`), and tells its coordinators its new addresses; they check
+ * the relayed address and answer `relayed`. Peers that reach the node over
+ * the relay get a direct connection where the NAT allows (DCUtR); those are
+ * counted as "direct after hole punching".
+ *
+ * Nothing here is needed for the node to work: sessions, bids, awards,
+ * results and logs run over the connection the node opened to the
+ * coordinator. The relayed address is what lets other peers reach it.
+ */
+import type { Logger } from '../common/log.js'
+import type { Clock } from '../common/clock.js'
+import { errorMessage } from '../common/errors.js'
+import type { RGridHost } from '../common/p2p.js'
+import { PathTracker, isRelayed, reserveRelaySlot, type PathCounts } from '../common/relay.js'
+import type { SessionClient } from './session-client.js'
+
+export interface NodeReachabilityOptions {
+  log: Logger
+  clock: Clock
+  /** The sessions open now, to tell each coordinator when the node's addresses change. */
+  sessions: () => SessionClient[]
+  /**
+   * Take a relay slot when the coordinator finds the node outbound-only.
+   * @default true
+   */
+  useRelay?: boolean
+  /** Wait this long after an address or path change before telling coordinators, so a burst sends one frame, in ms. @default 300 */
+  settleMs?: number
+}
+
+/** What `rgrid-node status` shows. */
+export interface ReachabilityStatus {
+  /** The coordinator's last finding: public, relayed, outbound-only, or unknown before the first check. */
+  reachability: string
+  /** Listen addresses the coordinator could connect to. */
+  dialable: string[]
+  /** Relayed addresses the coordinator reached the node through. */
+  relayed: string[]
+  /** Relayed addresses this node holds now (its relay slots). */
+  relayAddrs: string[]
+  /** Peers that reached this node over a relay and now have a direct connection (DCUtR). */
+  holePunchedPeers: string[]
+  /** Open connections by path. */
+  paths: PathCounts
+  checkedAt: number | null
+}
+
+export class NodeReachability {
+  private host: RGridHost | null = null
+  private verdict: { reachability: string, dialable: string[], relayed: string[], checkedAt: number } | null = null
+  private relayAsked = false
+  private readonly tracker: PathTracker
+  private lastSent = ''
+  private settleTimer: NodeJS.Timeout | null = null
+  private readonly onSelfUpdate = (): void => { this.changed() }
+  readonly stats = { addrsSent: 0, addrsFailures: 0, relayFailures: 0 }
+
+  constructor (private readonly options: NodeReachabilityOptions) {
+    this.tracker = new PathTracker(() => options.clock.now(), () => { this.changed() })
+  }
+
+  /** Starts watching the host's addresses and connections. Idempotent. */
+  start (host: RGridHost): void {
+    if (this.host != null) return
+    this.host = host
+    this.tracker.attach(host)
+    host.addEventListener('self:peer:update', this.onSelfUpdate)
+  }
+
+  stop (): void {
+    if (this.settleTimer != null) clearTimeout(this.settleTimer)
+    this.settleTimer = null
+    this.tracker.detach()
+    this.host?.removeEventListener('self:peer:update', this.onSelfUpdate)
+    this.host = null
+  }
+
+  /** The addresses to list in `hello` and `addrs` frames. */
+  listenAddrs (): string[] {
+    return (this.host?.getMultiaddrs() ?? []).map(a => a.toString()).filter(a => a.length <= 256).slice(0, 16)
+  }
+
+  /** A `reachability` push from a coordinator. */
+  onVerdict (reachability: string, dialable: string[], relayed: string[]): void {
+    this.verdict = { reachability, dialable, relayed, checkedAt: this.options.clock.now() }
+    this.options.log.info('reachability checked by the coordinator', { reachability, dialable, relayed })
+    if (reachability === 'outbound-only' && !this.relayAsked && this.options.useRelay !== false && this.host != null) {
+      // Once: the relay transport keeps the slot refreshed and finds another relay when this one goes.
+      this.relayAsked = true
+      const host = this.host
+      this.options.log.info('not dialable: taking a relay slot')
+      reserveRelaySlot(host).catch((err: unknown) => {
+        this.stats.relayFailures++
+        this.relayAsked = false
+        this.options.log.warn('could not take a relay slot', { error: errorMessage(err) })
+      })
+    }
+  }
+
+  status (): ReachabilityStatus {
+    const relayAddrs = this.listenAddrs().filter(isRelayed)
+    return {
+      reachability: this.verdict?.reachability ?? 'unknown',
+      dialable: this.verdict?.dialable ?? [],
+      relayed: this.verdict?.relayed ?? [],
+      relayAddrs,
+      holePunchedPeers: this.tracker.upgradedPeers(),
+      paths: this.host != null ? PathTracker.counts(this.host) : { direct: 0, relayed: 0 },
+      checkedAt: this.verdict?.checkedAt ?? null
+    }
+  }
+
+  /** Remembers what the coordinators were told in `hello`, so only real changes send `addrs`. */
+  introduced (): void {
+    this.lastSent = this.key()
+  }
+
+  private key (): string {
+    return JSON.stringify([this.listenAddrs().sort(), this.tracker.upgradedPeers().length])
+  }
+
+  private changed (): void {
+    if (this.settleTimer != null || this.host == null) return
+    this.settleTimer = setTimeout(() => {
+      this.settleTimer = null
+      void this.tell()
+    }, this.options.settleMs ?? 300)
+    this.settleTimer.unref()
+  }
+
+  private async tell (): Promise<void> {
+    const key = this.key()
+    if (key === this.lastSent) return
+    this.lastSent = key
+    const frame = { type: 'addrs' as const, listenAddrs: this.listenAddrs(), upgradedPeers: this.tracker.upgradedPeers().length }
+    await Promise.all(this.options.sessions().map(async s => {
+      try {
+        await s.request(frame)
+        this.stats.addrsSent++
+      } catch (err) {
+        // The next hello lists the addresses again; nothing is lost.
+        this.stats.addrsFailures++
+        this.options.log.debug('could not tell a coordinator our addresses', { error: errorMessage(err) })
+      }
+    }))
+  }
+}
