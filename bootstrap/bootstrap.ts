@@ -13,7 +13,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { HEARTBEAT_TOPIC, BEACON_TOPIC } from '../protocol/ids.js'
 import { decodeHeartbeatTopic } from '../protocol/codec.js'
 import { createHost, fullAddrs, installValidator, type RGridHost } from '../common/p2p.js'
-import { relayOf, type RelayLimits } from '../common/relay.js'
+import { relayOf, trustListenAddrs, type RelayLimits } from '../common/relay.js'
 import type { Logger } from '../common/log.js'
 import { HeartbeatGuard } from '../common/gossip-guard.js'
 import { systemClock } from '../common/clock.js'
@@ -62,6 +62,7 @@ export class BootstrapPeer {
     // Beacons pass through us too: a node that cannot reach a coordinator yet learns its addresses here.
     installValidator(host, BEACON_TOPIC, decodeHeartbeatTopic, guard.only('coordinator-beacon'), log)
     await host.start()
+    trustListenAddrs(host)
     host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
     host.services.pubsub.subscribe(BEACON_TOPIC)
     this.host = host

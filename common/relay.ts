@@ -12,7 +12,7 @@
  */
 import { circuitRelayServer, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
 import type { Connection } from '@libp2p/interface'
-import { multiaddr } from '@multiformats/multiaddr'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { RGridHost } from './p2p.js'
 
 /** What a relay serves, per reservation and per relayed connection. */
@@ -69,6 +69,65 @@ export function isRelayed (addr: string): boolean {
 }
 
 /**
+ * The parts of a running libp2p host that RGrid needs and libp2p 3 does not
+ * expose: adding a listen address (a relay slot) and telling the address
+ * manager which addresses are known to be dialable. `createLibp2p` builds
+ * both for every host.
+ */
+interface HostInternals {
+  transportManager: { listen: (addrs: Multiaddr[]) => Promise<void>, getAddrs: () => Multiaddr[] }
+  addressManager: { confirmObservedAddr: (addr: Multiaddr, options?: { type?: 'transport', ttl?: number }) => void }
+}
+
+function internals (host: RGridHost): HostInternals {
+  const components = (host as unknown as { components?: Partial<HostInternals> }).components
+  if (components?.transportManager == null || components.addressManager == null) throw new Error('this libp2p host exposes no transport or address manager')
+  return components as HostInternals
+}
+
+/**
+ * Every address the host listens on, verified or not, each ending in
+ * /p2p/<own id>: what a node lists for the coordinator's dial-back. libp2p
+ * leaves a listen address on a public IP out of `getMultiaddrs()` until it
+ * is confirmed dialable, and the dial-back is what confirms it.
+ */
+export function listenAddrsOf (host: RGridHost): string[] {
+  const self = `/p2p/${host.peerId.toString()}`
+  return internals(host).transportManager.getAddrs().map(a => {
+    const text = a.toString()
+    return text.endsWith(self) ? text : text + self
+  })
+}
+
+/**
+ * Tells libp2p these listen addresses are dialable, so identify announces
+ * them (and DCUtR can upgrade to them) for `ttlMs`. A node does this with
+ * what the coordinator's dial-back reached; bootstrap peers and coordinators
+ * with {@link trustListenAddrs}.
+ */
+export function confirmAddrs (host: RGridHost, addrs: string[], ttlMs: number): void {
+  const am = internals(host).addressManager
+  for (const a of addrs) {
+    if (isRelayed(a)) continue
+    am.confirmObservedAddr(multiaddr(a), { type: 'transport', ttl: ttlMs })
+  }
+}
+
+/**
+ * Bootstrap peers and coordinators are servers whose operators chose their
+ * listen addresses: announce them all. Without this, libp2p would leave out
+ * every public address until something verified it, and a bootstrap peer on
+ * a public IP would have no address to print, to give relay clients, or to
+ * put in beacons.
+ */
+export function trustListenAddrs (host: RGridHost): void {
+  confirmAddrs(host, internals(host).transportManager.getAddrs().map(String), TRUSTED_ADDR_TTL_MS)
+}
+
+/** As long as the process lives, in practice (a year). */
+const TRUSTED_ADDR_TTL_MS = 365 * 24 * 3_600_000
+
+/**
  * Asks the circuit relay transport for one relay slot. It picks a connected
  * peer that serves the relay protocol (a bootstrap peer, or a coordinator
  * with `--relay`), keeps the reservation refreshed, and finds another relay
@@ -76,14 +135,10 @@ export function isRelayed (addr: string): boolean {
  * host's multiaddrs. Call once: each call asks for one more slot.
  *
  * libp2p 3 has no public call to add a listen address to a running host, so
- * this reaches its transport manager, which `createLibp2p` builds with
- * every host.
+ * this reaches its transport manager.
  */
 export async function reserveRelaySlot (host: RGridHost): Promise<void> {
-  const components = (host as unknown as { components?: { transportManager?: { listen: (addrs: unknown[]) => Promise<void> } } }).components
-  const tm = components?.transportManager
-  if (tm == null) throw new Error('this libp2p host exposes no transport manager; cannot listen on a relay')
-  await tm.listen([multiaddr('/p2p-circuit')])
+  await internals(host).transportManager.listen([multiaddr('/p2p-circuit')])
 }
 
 /** How the host's open connections run. */

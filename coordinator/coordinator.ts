@@ -7,7 +7,7 @@ import type { PrivateKey, PeerId } from '@libp2p/interface'
 import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, BEACON_TOPIC, SESSION_PROTOCOL } from '../protocol/ids.js'
 import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
 import type { Announcement, HeartbeatTopicMessage, JobSpec } from '../protocol/schemas.js'
-import { isRelayed, type RelayLimits } from '../common/relay.js'
+import { isRelayed, trustListenAddrs, type RelayLimits } from '../common/relay.js'
 import { DialBack } from './dial-back.js'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createHost, decodeGossip, denyPeers, fullAddrs, graylisted, installValidator, openGate, type RGridHost } from '../common/p2p.js'
@@ -352,6 +352,7 @@ export class Coordinator implements CoordinatorApi {
       maxInboundStreams: 4
     })
     await host.start()
+    trustListenAddrs(host)
     host.services.pubsub.subscribe(ANNOUNCE_TOPIC)
     host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
     this.host = host

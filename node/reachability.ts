@@ -16,7 +16,7 @@ import type { Logger } from '../common/log.js'
 import type { Clock } from '../common/clock.js'
 import { errorMessage } from '../common/errors.js'
 import type { RGridHost } from '../common/p2p.js'
-import { PathTracker, isRelayed, reserveRelaySlot, type PathCounts } from '../common/relay.js'
+import { PathTracker, confirmAddrs, isRelayed, listenAddrsOf, reserveRelaySlot, type PathCounts } from '../common/relay.js'
 import type { SessionClient } from './session-client.js'
 
 export interface NodeReachabilityOptions {
@@ -29,6 +29,8 @@ export interface NodeReachabilityOptions {
    * @default true
    */
   useRelay?: boolean
+  /** How long addresses the dial-back reached stay announced; each check renews them, in ms. @default 3_600_000 */
+  confirmTtlMs?: number
   /** Wait this long after an address or path change before telling coordinators, so a burst sends one frame, in ms. @default 300 */
   settleMs?: number
 }
@@ -80,15 +82,18 @@ export class NodeReachability {
     this.host = null
   }
 
-  /** The addresses to list in `hello` and `addrs` frames. */
+  /** The addresses to list in `hello` and `addrs` frames: all we listen on, confirmed or not (the dial-back confirms). */
   listenAddrs (): string[] {
-    return (this.host?.getMultiaddrs() ?? []).map(a => a.toString()).filter(a => a.length <= 256).slice(0, 16)
+    if (this.host == null) return []
+    return listenAddrsOf(this.host).filter(a => a.length <= 256).slice(0, 16)
   }
 
   /** A `reachability` push from a coordinator. */
   onVerdict (reachability: string, dialable: string[], relayed: string[]): void {
     this.verdict = { reachability, dialable, relayed, checkedAt: this.options.clock.now() }
     this.options.log.info('reachability checked by the coordinator', { reachability, dialable, relayed })
+    // The coordinator reached these: announce them (identify, DCUtR) until the next check renews them.
+    if (this.host != null && dialable.length > 0) confirmAddrs(this.host, dialable, this.options.confirmTtlMs ?? 3_600_000)
     if (reachability === 'outbound-only' && !this.relayAsked && this.options.useRelay !== false && this.host != null) {
       // Once: the relay transport keeps the slot refreshed and finds another relay when this one goes.
       this.relayAsked = true

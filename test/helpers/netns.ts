@@ -20,17 +20,27 @@ export function netnsUnavailable (): string | null {
   try {
     const t = spawnSync('ip', ['netns', 'exec', probe, 'iptables', '-t', 'nat', '-L'], { encoding: 'utf8' })
     if (t.status !== 0) return `iptables -t nat does not work in a namespace: ${(t.stderr || t.error?.message || '').trim()}`
+    const t6 = spawnSync('ip', ['netns', 'exec', probe, 'ip6tables', '-t', 'nat', '-L'], { encoding: 'utf8' })
+    if (t6.status !== 0) return `ip6tables -t nat does not work in a namespace: ${(t6.stderr || t6.error?.message || '').trim()}`
     return null
   } finally {
     spawnSync('ip', ['netns', 'del', probe])
   }
 }
 
+/**
+ * The public side's IPv6 prefix: 3fff::/20 is reserved for documentation
+ * (RFC 9637), so it is never routed anywhere, yet libp2p does not count it
+ * as private. DCUtR only upgrades to addresses it deems public, so this is
+ * what lets the lab exercise the upgrade as it happens on the internet.
+ */
+export const PUBLIC_V6_PREFIX = '3fff:231::'
+
 export interface NatLab {
-  /** The public namespace and its address on the bridge. */
-  pub: { ns: string, addr: string }
+  /** The public namespace and its addresses on the bridge. */
+  pub: { ns: string, addr: string, addr6: string }
   /** Home namespaces (behind NAT) and their private addresses. */
-  homes: Array<{ ns: string, addr: string, router: string, wan: string }>
+  homes: Array<{ ns: string, addr: string, addr6: string, router: string, wan: string, wan6: string }>
   /** Command prefix that runs a program in a namespace. */
   exec: (ns: string) => string[]
   destroy: () => void
@@ -43,7 +53,7 @@ export function createNatLab (homes = 2): NatLab {
   const made: string[] = []
   const add = (ns: string): void => { run('ip', 'netns', 'add', ns); made.push(ns); inNs(ns, 'ip', 'link', 'set', 'lo', 'up') }
   const lab: NatLab = {
-    pub: { ns: pub, addr: '10.231.0.1' },
+    pub: { ns: pub, addr: '10.231.0.1', addr6: `${PUBLIC_V6_PREFIX}1` },
     homes: [],
     exec: ns => ['ip', 'netns', 'exec', ns],
     destroy: () => { for (const ns of made.reverse()) spawnSync('ip', ['netns', 'del', ns]) }
@@ -52,6 +62,8 @@ export function createNatLab (homes = 2): NatLab {
     add(pub)
     inNs(pub, 'ip', 'link', 'add', 'br0', 'type', 'bridge')
     inNs(pub, 'ip', 'addr', 'add', '10.231.0.1/24', 'dev', 'br0')
+    // nodad: usable at once, no duplicate address detection delay.
+    inNs(pub, 'ip', '-6', 'addr', 'add', `${PUBLIC_V6_PREFIX}1/64`, 'dev', 'br0', 'nodad')
     inNs(pub, 'ip', 'link', 'set', 'br0', 'up')
     for (let h = 0; h < homes; h++) {
       const router = `rg${id}-r${h}`
@@ -60,6 +72,8 @@ export function createNatLab (homes = 2): NatLab {
       add(home)
       const wan = `10.231.0.${h + 2}`
       const lan = `192.168.${h + 10}`
+      const wan6 = `${PUBLIC_V6_PREFIX}${h + 2}`
+      const lan6 = `fd00:${h + 10}::`
       // WAN: router <-> public bridge.
       run('ip', 'link', 'add', `rg${id}w${h}`, 'type', 'veth', 'peer', 'name', `rg${id}W${h}`)
       run('ip', 'link', 'set', `rg${id}w${h}`, 'netns', router)
@@ -68,6 +82,7 @@ export function createNatLab (homes = 2): NatLab {
       inNs(pub, 'ip', 'link', 'set', `rg${id}W${h}`, 'up')
       inNs(router, 'ip', 'link', 'set', `rg${id}w${h}`, 'name', 'wan')
       inNs(router, 'ip', 'addr', 'add', `${wan}/24`, 'dev', 'wan')
+      inNs(router, 'ip', '-6', 'addr', 'add', `${wan6}/64`, 'dev', 'wan', 'nodad')
       inNs(router, 'ip', 'link', 'set', 'wan', 'up')
       // LAN: router <-> home.
       run('ip', 'link', 'add', `rg${id}l${h}`, 'type', 'veth', 'peer', 'name', `rg${id}L${h}`)
@@ -75,17 +90,23 @@ export function createNatLab (homes = 2): NatLab {
       run('ip', 'link', 'set', `rg${id}L${h}`, 'netns', home)
       inNs(router, 'ip', 'link', 'set', `rg${id}l${h}`, 'name', 'lan')
       inNs(router, 'ip', 'addr', 'add', `${lan}.1/24`, 'dev', 'lan')
+      inNs(router, 'ip', '-6', 'addr', 'add', `${lan6}1/64`, 'dev', 'lan', 'nodad')
       inNs(router, 'ip', 'link', 'set', 'lan', 'up')
       inNs(home, 'ip', 'link', 'set', `rg${id}L${h}`, 'name', 'eth0')
       inNs(home, 'ip', 'addr', 'add', `${lan}.2/24`, 'dev', 'eth0')
+      inNs(home, 'ip', '-6', 'addr', 'add', `${lan6}2/64`, 'dev', 'eth0', 'nodad')
       inNs(home, 'ip', 'link', 'set', 'eth0', 'up')
       inNs(home, 'ip', 'route', 'add', 'default', 'via', `${lan}.1`)
-      // The router: forwards, masquerades outgoing, drops new incoming (no port forwarding).
+      inNs(home, 'ip', '-6', 'route', 'add', 'default', 'via', `${lan6}1`)
+      // The router: forwards, masquerades outgoing, drops new incoming (no port forwarding), for IPv4 and IPv6 alike.
       inNs(router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1')
-      inNs(router, 'iptables', '-t', 'nat', '-A', 'POSTROUTING', '-o', 'wan', '-j', 'MASQUERADE')
-      inNs(router, 'iptables', '-A', 'FORWARD', '-i', 'wan', '-o', 'lan', '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT')
-      inNs(router, 'iptables', '-A', 'FORWARD', '-i', 'wan', '-o', 'lan', '-j', 'DROP')
-      lab.homes.push({ ns: home, addr: `${lan}.2`, router, wan })
+      inNs(router, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.forwarding=1')
+      for (const tables of ['iptables', 'ip6tables']) {
+        inNs(router, tables, '-t', 'nat', '-A', 'POSTROUTING', '-o', 'wan', '-j', 'MASQUERADE')
+        inNs(router, tables, '-A', 'FORWARD', '-i', 'wan', '-o', 'lan', '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT')
+        inNs(router, tables, '-A', 'FORWARD', '-i', 'wan', '-o', 'lan', '-j', 'DROP')
+      }
+      lab.homes.push({ ns: home, addr: `${lan}.2`, addr6: `${lan6}2`, router, wan, wan6 })
     }
     return lab
   } catch (err) {

@@ -18,6 +18,7 @@ import { createNatLab, netnsUnavailable, type NatLab } from '../helpers/netns.js
 import { until } from '../helpers/rogue.js'
 
 const DIST = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist')
+const RELAY_PEER = join(dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'relay-peer.mjs')
 const BIN = { bootstrap: join(DIST, 'bootstrap', 'cli.js'), coordinator: join(DIST, 'coordinator', 'cli.js'), node: join(DIST, 'node', 'cli.js') }
 
 const unavailable = netnsUnavailable()
@@ -31,6 +32,7 @@ let dataDir: string
 let publicNodeId = ''
 let httpUrl = ''
 let bootstrapAddr = ''
+let keyPath = ''
 const children: ChildProcess[] = []
 const nodeIds: string[] = []
 
@@ -60,6 +62,28 @@ function api (method: string, path: string, body?: unknown): { status: number, b
   return JSON.parse(r.stdout) as { status: number, body: any }
 }
 
+
+/** A bare libp2p peer (test/helpers/relay-peer.mjs) in a namespace that dials `target`; its JSON lines as they come. */
+/** `ask()` has it ping the target again. */
+function relayPeer (ns: string, target: string, listen: string[]): { child: ChildProcess, events: Array<Record<string, any>>, ask: () => void } {
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, RELAY_PEER, keyPath, target, ...listen], { stdio: ['pipe', 'pipe', 'pipe'] })
+  children.push(child)
+  const events: Array<Record<string, any>> = []
+  createInterface({ input: child.stdout! }).on('line', l => { events.push(JSON.parse(l) as Record<string, any>) })
+  child.stderr!.on('data', (c: Buffer) => { events.push({ event: 'stderr', text: c.toString() }) })
+  return { child, events, ask: () => { child.stdin!.write('ping\n') } }
+}
+
+/** A node's status file, as `rgrid-node status` reads it. */
+function statusOf (dir: string): Record<string, any> | undefined {
+  try {
+    return JSON.parse(readFileSync(join(dataDir, dir, 'status.json'), 'utf8')) as Record<string, any>
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || err instanceof SyntaxError) return undefined
+    throw err
+  }
+}
+
 describe.skipIf(unavailable != null)('nodes behind NAT', () => {
   beforeAll(async () => {
     lab = createNatLab(2)
@@ -67,17 +91,18 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     const keyFile = join(dataDir, 'network.key')
     const coordinatorDir = join(dataDir, 'coordinator')
     spawnSync(process.execPath, [BIN.coordinator, 'network-key', '--network-key-file', keyFile, '--data-dir', coordinatorDir], { stdio: 'inherit' })
-    const bs = await start(lab.pub.ns, BIN.bootstrap, ['--listen', `/ip4/${lab.pub.addr}/tcp/4001`, '--data-dir', join(dataDir, 'bootstrap'), '--network-key-file', keyFile], 1)
+    keyPath = keyFile
+    const bs = await start(lab.pub.ns, BIN.bootstrap, ['--listen', `/ip4/${lab.pub.addr}/tcp/4001`, '--listen', `/ip6/${lab.pub.addr6}/tcp/4001`, '--data-dir', join(dataDir, 'bootstrap'), '--network-key-file', keyFile], 1)
     const co = await start(lab.pub.ns, BIN.coordinator, ['--listen', `/ip4/${lab.pub.addr}/tcp/4002`, '--http', `${lab.pub.addr}:8080`, '--bootstrap', bs.lines[0]!, '--data-dir', coordinatorDir, '--no-api-keys'], 2)
     httpUrl = co.lines[1]!
     bootstrapAddr = bs.lines[0]!
     const token = spawnSync(process.execPath, [BIN.coordinator, 'token', 'create', '--data-dir', coordinatorDir, '--addr', co.lines[0]!], { encoding: 'utf8' }).stdout.trim()
     for (const [i, home] of lab.homes.entries()) {
-      const n = await start(home.ns, BIN.node, ['join', token, bs.lines[0]!, '--listen', '/ip4/0.0.0.0/tcp/0', '--runtime', 'process', '--slots', '2', '--labels', `home=${i},nat=yes`, '--data-dir', join(dataDir, `node-${i}`)], 1)
+      const n = await start(home.ns, BIN.node, ['join', token, bs.lines[0]!, '--listen', '/ip4/0.0.0.0/tcp/0', '--listen', '/ip6/::/tcp/0', '--runtime', 'process', '--slots', '2', '--labels', `home=${i},nat=yes`, '--data-dir', join(dataDir, `node-${i}`)], 1)
       nodeIds.push(n.lines[0]!)
     }
     // A node on the public side, for contrast: the coordinator can dial it.
-    const pub = await start(lab.pub.ns, BIN.node, ['join', token, bs.lines[0]!, '--listen', '/ip4/0.0.0.0/tcp/0', '--runtime', 'process', '--slots', '1', '--labels', 'home=public', '--data-dir', join(dataDir, 'node-public')], 1)
+    const pub = await start(lab.pub.ns, BIN.node, ['join', token, bs.lines[0]!, '--listen', '/ip4/0.0.0.0/tcp/0', '--listen', '/ip6/::/tcp/0', '--runtime', 'process', '--slots', '1', '--labels', 'home=public', '--data-dir', join(dataDir, 'node-public')], 1)
     publicNodeId = pub.lines[0]!
     await until('both NATed nodes and the public one to hold a session', () => {
       const r = api('GET', '/v1/nodes')
@@ -115,10 +140,14 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     }, 45_000, 200)
     expect(rows.map(r => r.reachability)).toEqual(['relayed', 'relayed', 'public'])
     expect(rows[2]!.dialableAddrs.some(a => a.startsWith(`/ip4/${lab.pub.addr}/tcp/`))).toBe(true)
+    // A public IP address too: listed for the dial-back although libp2p announces it only once confirmed.
+    expect(rows[2]!.dialableAddrs.some(a => a.startsWith(`/ip6/${lab.pub.addr6}/tcp/`))).toBe(true)
     for (const [i, r] of rows.slice(0, 2).entries()) {
       // Reached through the bootstrap peer's relay: <bootstrap addr>/p2p-circuit/p2p/<node>.
       expect(r.dialableAddrs).toEqual([])
       expect(r.relayedAddrs).toContain(`${bootstrapAddr}/p2p-circuit/p2p/${nodeIds[i]!}`)
+      // The bootstrap peer announces its public address too, so the relay slot carries it.
+      expect(r.relayedAddrs.some(a => a.startsWith(`/ip6/${lab.pub.addr6}/tcp/4001/`))).toBe(true)
     }
     // What each node was told, as `rgrid-node status` shows it (from the status file the node rewrites every 2 s).
     const told = (dir: string): string | undefined => {
@@ -133,6 +162,50 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     expect(['node-0', 'node-1', 'node-public'].map(told)).toEqual(['relayed', 'relayed', 'public'])
     const text = spawnSync(process.execPath, [BIN.node, 'status', '--data-dir', join(dataDir, 'node-0')], { encoding: 'utf8' }).stdout
     expect(text).toContain(`reachable: relayed: not dialable, reached through ${bootstrapAddr}/p2p-circuit/p2p/${nodeIds[0]!}`)
+  }, 60_000)
+
+  it('a public peer that reaches a NATed node through its relay gets a direct connection (DCUtR), and the node reports it', async () => {
+    const row = (api('GET', '/v1/nodes').body.nodes as Array<{ peerId: string, relayedAddrs: string[] }>).find(n => n.peerId === nodeIds[0])!
+    const relayedAddr = row.relayedAddrs.find(a => a.startsWith('/ip4/'))!
+    expect(relayedAddr).toBeDefined()
+    // Listens only on the public (3fff::/20) side: its address is what the NATed node dials to upgrade.
+    const peer = relayPeer(lab.pub.ns, relayedAddr, [`/ip6/${lab.pub.addr6}/tcp/0`])
+    const ready = await until('the peer to start', () => peer.events.find(e => e.event === 'ready'), 20_000, 100)
+    const dialed = await until('the relayed dial', () => peer.events.find(e => e.event === 'dialed' || e.event === 'error'), 20_000, 100)
+    expect(dialed).toMatchObject({ event: 'dialed', relayed: true })
+    // DCUtR: the NATed node sees the peer's public address and dials it; the relayed connection is closed.
+    const direct = await until('a direct connection from the NATed node', () => peer.events.find(e => e.event === 'open' && e.peer === nodeIds[0] && e.relayed === false), 20_000, 100)
+    expect(direct.direction).toBe('inbound')
+    // From the home router's public address: the NAT let the node's own outgoing connection through.
+    expect(direct.addr.startsWith(`/ip6/${lab.homes[0]!.wan6}/tcp/`)).toBe(true)
+    await until('the relayed connection to close', () => peer.events.find(e => e.event === 'close' && e.peer === nodeIds[0] && e.relayed === true), 20_000, 100)
+    // The first ping raced the upgrade (it may have run on the relayed connection DCUtR closed); ping again now.
+    await until('the first ping to end', () => peer.events.find(e => e.event === 'ping' || e.event === 'ping-error'), 15_000, 100)
+    const from = peer.events.length
+    peer.ask()
+    expect(await until('a ping over the direct connection', () => peer.events.slice(from).find(e => e.event === 'ping' || e.event === 'ping-error'), 15_000, 100)).toMatchObject({ event: 'ping' })
+    const s = await until('the node to report the upgraded peer', () => {
+      const st = statusOf('node-0')
+      return (st?.reachability?.holePunchedPeers as string[] | undefined)?.includes(ready.peerId as string) === true ? st : undefined
+    }, 15_000, 200)
+    expect(s!.reachability.reachability).toBe('relayed')
+    const text = spawnSync(process.execPath, [BIN.node, 'status', '--data-dir', join(dataDir, 'node-0')], { encoding: 'utf8' }).stdout
+    expect(text).toMatch(/reachable: relayed: .*; direct after hole punching with 1 peer/)
+    await until('the coordinator to learn of it', () => {
+      const n = (api('GET', '/v1/nodes').body.nodes as Array<{ peerId: string, holePunchedPeers: number }>).find(x => x.peerId === nodeIds[0])
+      return n != null && n.holePunchedPeers >= 1 ? true : undefined
+    }, 15_000, 200)
+    peer.child.stdin!.end()
+  }, 90_000)
+
+  it('a peer in another home reaches a NATed node over the relay (no direct path exists between two NATs)', async () => {
+    const row = (api('GET', '/v1/nodes').body.nodes as Array<{ peerId: string, relayedAddrs: string[] }>).find(n => n.peerId === nodeIds[0])!
+    const peer = relayPeer(lab.homes[1]!.ns, row.relayedAddrs[0]!, ['/ip4/0.0.0.0/tcp/0'])
+    expect(await until('the relayed dial', () => peer.events.find(e => e.event === 'dialed' || e.event === 'error'), 20_000, 100)).toMatchObject({ event: 'dialed', relayed: true })
+    const ping = await until('a ping over the relay', () => peer.events.find(e => e.event === 'ping' || e.event === 'ping-error'), 15_000, 100)
+    expect(ping).toMatchObject({ event: 'ping' })
+    expect(typeof ping.ms).toBe('number')
+    peer.child.stdin!.end()
   }, 60_000)
 
   it('a cancel reaches a job running on a NATed node', async () => {
