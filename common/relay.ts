@@ -132,13 +132,15 @@ const TRUSTED_ADDR_TTL_MS = 365 * 24 * 3_600_000
  * peer that serves the relay protocol (a bootstrap peer, or a coordinator
  * with `--relay`), keeps the reservation refreshed, and finds another relay
  * when that one goes away; the relayed address then appears among the
- * host's multiaddrs. Call once: each call asks for one more slot.
+ * host's multiaddrs. Call once: each call asks for one more slot. With
+ * `relayAddr`, the slot is taken on that relay only.
  *
  * libp2p 3 has no public call to add a listen address to a running host, so
  * this reaches its transport manager.
  */
-export async function reserveRelaySlot (host: RGridHost): Promise<void> {
-  await internals(host).transportManager.listen([multiaddr('/p2p-circuit')])
+export async function reserveRelaySlot (host: RGridHost, relayAddr?: string): Promise<void> {
+  // A named relay: the call settles when that relay grants or refuses the slot.
+  await internals(host).transportManager.listen([multiaddr(relayAddr != null ? `${relayAddr}/p2p-circuit` : '/p2p-circuit')])
 }
 
 /** How the host's open connections run. */

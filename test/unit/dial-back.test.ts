@@ -38,10 +38,32 @@ describe('dial-back', () => {
     const closed = await closedPort()
     const d = new DialBack({ connectTimeoutMs: 1_000 })
     const signal = AbortSignal.timeout(10_000)
-    expect(await d.check([`/ip4/127.0.0.1/tcp/${closed}`, `/ip4/127.0.0.1/tcp/${open}`], '/ip4/127.0.0.1/tcp/40000', signal)).toEqual({ reachability: 'public', dialable: [`/ip4/127.0.0.1/tcp/${open}`] })
-    expect(await d.check([`/ip4/127.0.0.1/tcp/${closed}`], '/ip4/127.0.0.1/tcp/40000', signal)).toEqual({ reachability: 'outbound-only', dialable: [] })
-    expect(await d.check(['/dns4/example.org/tcp/1'], '/ip4/127.0.0.1/tcp/40000', signal)).toEqual({ reachability: 'unknown', dialable: [] })
+    expect(await d.check([`/ip4/127.0.0.1/tcp/${closed}`, `/ip4/127.0.0.1/tcp/${open}`], '/ip4/127.0.0.1/tcp/40000', signal)).toEqual({ reachability: 'public', dialable: [`/ip4/127.0.0.1/tcp/${open}`], relayed: [] })
+    expect(await d.check([`/ip4/127.0.0.1/tcp/${closed}`], '/ip4/127.0.0.1/tcp/40000', signal)).toEqual({ reachability: 'outbound-only', dialable: [], relayed: [] })
+    expect(await d.check(['/dns4/example.org/tcp/1'], '/ip4/127.0.0.1/tcp/40000', signal)).toEqual({ reachability: 'unknown', dialable: [], relayed: [] })
     // From another machine, a loopback listen address names the coordinator's own host: not tried.
-    expect(await d.check([`/ip4/127.0.0.1/tcp/${open}`], '/ip4/10.231.0.7/tcp/40000', signal)).toEqual({ reachability: 'unknown', dialable: [] })
+    expect(await d.check([`/ip4/127.0.0.1/tcp/${open}`], '/ip4/10.231.0.7/tcp/40000', signal)).toEqual({ reachability: 'unknown', dialable: [], relayed: [] })
+  })
+
+  it('tries relayed addresses only when no direct one answers, and reports those the probe reached', async () => {
+    const open = await listening()
+    const closed = await closedPort()
+    const relay = '/ip4/10.231.0.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit/p2p/12D3KooWKwa9EMGPvgBQKoAuUxd2NRZbXwDVGDe8AXpEZqepCVYn'
+    const dead = relay.replace('10.231.0.1', '10.231.0.9')
+    const probed: string[] = []
+    const d = new DialBack({
+      connectTimeoutMs: 1_000,
+      relayProbe: async addr => { probed.push(addr); if (addr === dead) throw new Error('relay unreachable'); return true }
+    })
+    const signal = AbortSignal.timeout(10_000)
+    expect(await d.check([`/ip4/127.0.0.1/tcp/${closed}`, relay, dead], '/ip4/127.0.0.1/tcp/40000', signal)).toEqual({ reachability: 'relayed', dialable: [], relayed: [relay] })
+    expect(probed).toEqual([relay, dead])
+    // Reached directly: the relay is not tried.
+    probed.length = 0
+    expect(await d.check([`/ip4/127.0.0.1/tcp/${open}`, relay], '/ip4/127.0.0.1/tcp/40000', signal)).toMatchObject({ reachability: 'public', relayed: [] })
+    expect(probed).toEqual([])
+    // A probe that reaches nobody leaves the node outbound-only; without a probe, relayed addresses are not tried.
+    expect(await new DialBack({ relayProbe: async () => false }).check([relay], '/ip4/127.0.0.1/tcp/40000', signal)).toEqual({ reachability: 'outbound-only', dialable: [], relayed: [] })
+    expect(await new DialBack().check([relay], '/ip4/127.0.0.1/tcp/40000', signal)).toEqual({ reachability: 'outbound-only', dialable: [], relayed: [] })
   })
 })
