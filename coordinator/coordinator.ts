@@ -7,7 +7,7 @@ import type { PrivateKey, PeerId } from '@libp2p/interface'
 import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, BEACON_TOPIC, SESSION_PROTOCOL } from '../protocol/ids.js'
 import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
 import type { Announcement, HeartbeatTopicMessage, JobSpec } from '../protocol/schemas.js'
-import { isRelayed, trustListenAddrs, type RelayLimits } from '../common/relay.js'
+import { isRelayed, reserveRelaySlot, trustListenAddrs, type RelayLimits } from '../common/relay.js'
 import { DialBack } from './dial-back.js'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createHost, decodeGossip, denyPeers, fullAddrs, graylisted, installValidator, openGate, type RGridHost } from '../common/p2p.js'
@@ -104,6 +104,14 @@ export interface CoordinatorOptions {
    * @default none (not a relay)
    */
   relay?: RelayLimits
+  /**
+   * Take a slot on a bootstrap peer's relay, so nodes that cannot dial this
+   * coordinator directly (a firewall that lets only the bootstrap peer out,
+   * or this coordinator behind NAT) still reach it; the relayed address goes
+   * out in beacons, and nodes try it only after the direct ones.
+   * @default true (when there are bootstrap peers)
+   */
+  relaySlot?: boolean
   /** How long after telling a revoked node why this host starts refusing its connections, in ms. @default 5000 */
   denyAfterCutMs?: number
   /** How often revoked join tokens are read from the store, in ms: twice per heartbeat, so a revocation cuts nodes off within one. @default beaconMs / 2 */
@@ -349,10 +357,16 @@ export class Coordinator implements CoordinatorApi {
       if (hb.type === 'node-heartbeat' && this.sessions.isAdmitted(msg.from.toString())) this.membership.seen(msg.from.toString(), hb.capacity, 'heartbeat', hb.running.length)
     })
     await host.handle(SESSION_PROTOCOL, (stream, connection) => { this.sessions.handle(stream, connection) }, {
-      maxInboundStreams: 4
+      maxInboundStreams: 4,
+      // A node that can reach only a bootstrap peer (a firewall that lets nothing else out) holds its session through the relay.
+      runOnLimitedConnection: true
     })
     await host.start()
     trustListenAddrs(host)
+    if (this.options.relaySlot !== false && (this.options.bootstrap ?? []).length > 0) {
+      // Reachable through a bootstrap peer's relay too: for nodes that cannot dial us directly.
+      reserveRelaySlot(host).catch((err: unknown) => { log.warn('could not take a relay slot', { error: errorMessage(err) }) })
+    }
     host.services.pubsub.subscribe(ANNOUNCE_TOPIC)
     host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
     this.host = host

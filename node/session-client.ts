@@ -57,7 +57,8 @@ export class SessionClient {
 
   /** Opens the stream; the caller sends `hello` next. */
   async open (signal: AbortSignal): Promise<void> {
-    const stream = await this.options.host.dialProtocol(this.options.coordinator, SESSION_PROTOCOL, { signal })
+    // Over a relay too, when that is the only path to the coordinator (the relay's bounds then reset it now and then; the session reopens).
+    const stream = await this.options.host.dialProtocol(this.options.coordinator, SESSION_PROTOCOL, { signal, runOnLimitedConnection: true })
     this.channel = new FrameChannel(stream, { decode: decodeCoordinatorFrame })
     void this.readLoop(this.channel)
   }

@@ -43,6 +43,8 @@ export interface NatLab {
   homes: Array<{ ns: string, addr: string, addr6: string, router: string, wan: string, wan6: string }>
   /** Command prefix that runs a program in a namespace. */
   exec: (ns: string) => string[]
+  /** A stricter firewall on home `h`'s router: outgoing TCP connections to `port` on the public side are refused. */
+  blockPort: (h: number, port: number) => void
   destroy: () => void
 }
 
@@ -56,6 +58,13 @@ export function createNatLab (homes = 2): NatLab {
     pub: { ns: pub, addr: '10.231.0.1', addr6: `${PUBLIC_V6_PREFIX}1` },
     homes: [],
     exec: ns => ['ip', 'netns', 'exec', ns],
+    blockPort: (h, port) => {
+      const home = lab.homes[h]
+      if (home == null) throw new Error(`no home ${h}`)
+      for (const tables of ['iptables', 'ip6tables']) {
+        inNs(home.router, tables, '-I', 'FORWARD', '-i', 'lan', '-o', 'wan', '-p', 'tcp', '--dport', String(port), '-j', 'REJECT', '--reject-with', 'tcp-reset')
+      }
+    },
     destroy: () => { for (const ns of made.reverse()) spawnSync('ip', ['netns', 'del', ns]) }
   }
   try {

@@ -30,6 +30,7 @@ if (unavailable != null) {
 let lab: NatLab
 let dataDir: string
 let publicNodeId = ''
+let firewalledNodeId = ''
 let httpUrl = ''
 let bootstrapAddr = ''
 let keyPath = ''
@@ -86,7 +87,7 @@ function statusOf (dir: string): Record<string, any> | undefined {
 
 describe.skipIf(unavailable != null)('nodes behind NAT', () => {
   beforeAll(async () => {
-    lab = createNatLab(2)
+    lab = createNatLab(3)
     dataDir = mkdtempSync(join(tmpdir(), 'rgrid-nat-'))
     const keyFile = join(dataDir, 'network.key')
     const coordinatorDir = join(dataDir, 'coordinator')
@@ -97,16 +98,20 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     httpUrl = co.lines[1]!
     bootstrapAddr = bs.lines[0]!
     const token = spawnSync(process.execPath, [BIN.coordinator, 'token', 'create', '--data-dir', coordinatorDir, '--addr', co.lines[0]!], { encoding: 'utf8' }).stdout.trim()
-    for (const [i, home] of lab.homes.entries()) {
+    for (const [i, home] of lab.homes.slice(0, 2).entries()) {
       const n = await start(home.ns, BIN.node, ['join', token, bs.lines[0]!, '--listen', '/ip4/0.0.0.0/tcp/0', '--listen', '/ip6/::/tcp/0', '--runtime', 'process', '--slots', '2', '--labels', `home=${i},nat=yes`, '--data-dir', join(dataDir, `node-${i}`)], 1)
       nodeIds.push(n.lines[0]!)
     }
     // A node on the public side, for contrast: the coordinator can dial it.
     const pub = await start(lab.pub.ns, BIN.node, ['join', token, bs.lines[0]!, '--listen', '/ip4/0.0.0.0/tcp/0', '--listen', '/ip6/::/tcp/0', '--runtime', 'process', '--slots', '1', '--labels', 'home=public', '--data-dir', join(dataDir, 'node-public')], 1)
     publicNodeId = pub.lines[0]!
-    await until('both NATed nodes and the public one to hold a session', () => {
+    // The third home's firewall lets nothing out to the coordinator's port: only the bootstrap peer is reachable.
+    lab.blockPort(2, 4002)
+    const fw = await start(lab.homes[2]!.ns, BIN.node, ['join', token, bs.lines[0]!, '--listen', '/ip4/0.0.0.0/tcp/0', '--runtime', 'process', '--slots', '1', '--labels', 'home=2,firewall=yes', '--data-dir', join(dataDir, 'node-fw')], 1)
+    firewalledNodeId = fw.lines[0]!
+    await until('the NATed nodes, the public one and the firewalled one to hold a session', () => {
       const r = api('GET', '/v1/nodes')
-      return r.status === 200 && (r.body.nodes as Array<{ session: boolean }>).filter(n => n.session).length === 3 ? true : undefined
+      return r.status === 200 && (r.body.nodes as Array<{ session: boolean }>).filter(n => n.session).length === 4 ? true : undefined
     }, 60_000, 200)
   }, 120_000)
 
@@ -207,6 +212,29 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     expect(typeof ping.ms).toBe('number')
     peer.child.stdin!.end()
   }, 60_000)
+
+  it('a node whose firewall lets it reach only the bootstrap peer holds its session through the relay, and its jobs run', async () => {
+    // The premise: the coordinator's port is refused from that home.
+    const probe = spawnSync('ip', ['netns', 'exec', lab.homes[2]!.ns, process.execPath, '-e',
+      `const s=require('net').connect(4002,'${lab.pub.addr}');s.on('error',e=>{console.log(e.code);process.exit(0)});s.on('connect',()=>{console.log('connected');process.exit(1)})`], { encoding: 'utf8', timeout: 10_000 })
+    expect(probe.stdout.trim()).toBe('ECONNREFUSED')
+    const s = await until('the node\'s status to show its session', () => {
+      const st = statusOf('node-fw')
+      return (st?.coordinators as string[] | undefined)?.length === 1 ? st! : undefined
+    }, 15_000, 200)
+    // Its only connection to the coordinator runs through the bootstrap peer's relay.
+    const bootstrapId = bootstrapAddr.split('/p2p/')[1]!
+    const relayed = (s.connections as string[]).filter(a => a.includes('/p2p-circuit'))
+    expect(relayed.length, JSON.stringify(s.connections)).toBeGreaterThanOrEqual(1)
+    for (const a of relayed) expect(a).toMatch(new RegExp(`/tcp/4001/p2p/${bootstrapId}/p2p-circuit/p2p/${s.coordinators[0] as string}$`))
+    const ids = Array.from({ length: 5 }, (_, i) => api('POST', '/v1/jobs', { command: ['sh', '-c', `echo fw-${i}`], labels: { firewall: 'yes' } }).body.id as string)
+    const jobs = await until('5 jobs to succeed on it', () => {
+      const all = ids.map(id => api('GET', `/v1/jobs/${id}`).body)
+      return all.every(j => j.state === 'succeeded') ? all : undefined
+    }, 60_000, 200)
+    expect(jobs.map(j => j.result.stdout)).toEqual(ids.map((_, i) => `fw-${i}\n`))
+    expect(new Set(jobs.map(j => j.attempts[0].node))).toEqual(new Set([firewalledNodeId]))
+  }, 90_000)
 
   it('a cancel reaches a job running on a NATed node', async () => {
     const id = api('POST', '/v1/jobs', { command: ['sleep', '60'], labels: { home: '1' } }).body.id as string
