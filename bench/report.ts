@@ -1,4 +1,5 @@
 /** Renders docs/benchmarks.md from every result file in bench/results. */
+import type { NatResult } from './nat.js'
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { renderStoreTable } from './store.js'
@@ -113,6 +114,7 @@ export function renderBenchmarks (resultsDir: string): string {
     for (const x of r.runs) lines.push(`| ${r.date.slice(0, 16).replace('T', ' ')} | ${r.commit} | ${x.trace} | ${x.setting} | ${x.jobs} | ${x.waitP50s} | ${x.waitP95s} | ${x.serverHours} | ${x.peakServers} |`)
   }
   lines.push('')
+  lines.push(...renderNat(resultsDir))
   lines.push('## Store: awards committed per second')
   lines.push('')
   lines.push('Written by `node dist/bench/store.js` (part of `npm run bench`): jobs awarded through the coordinator\'s real')
@@ -122,4 +124,34 @@ export function renderBenchmarks (resultsDir: string): string {
   lines.push('')
   lines.push(renderStoreTable(resultsDir))
   return lines.join('\n')
+}
+
+/** The NAT section: nodes behind NAT and behind a firewall that lets only the bootstrap peer through (bench/nat.ts). */
+function renderNat (resultsDir: string): string[] {
+  const lines = [
+    '## Nodes behind NAT (bench/nat.ts, issue 11)',
+    '',
+    'Written by `node dist/bench/nat.js` (part of `npm run bench:extra`; needs root): the NAT lab of cli/nat-lab.ts, with the',
+    'bootstrap peer (a relay, default bounds) and the coordinator in a public namespace and each node in its own namespace.',
+    '`public`: a node on the public side. `nat`: behind a masquerading router; it dials out, so its session runs on the',
+    'direct connection it opened, and it holds a relay slot. `relay`: behind NAT and a firewall that lets it reach only the',
+    'bootstrap peer, so its session runs through the relay and the coordinator pushes it announced jobs on that session',
+    '(gossip does not run on relayed connections). join → first bid: from spawning `rgrid-node join` (a job already',
+    'waiting) to the node\'s bid as the coordinator recorded it. The latencies are the suite\'s idle-mesh figures, jobs one',
+    'at a time.',
+    '',
+    '| date | commit | node | join → first bid p50 / max (ms) | announce→award p50 / p95 / p99 (ms) | submit→running p50 / p95 / p99 (ms) | jobs |',
+    '|---|---|---|---|---|---|---|'
+  ]
+  for (const n of readdirSync(resultsDir).filter(x => x.startsWith('nat-') && x.endsWith('.json')).sort()) {
+    const r = JSON.parse(readFileSync(join(resultsDir, n), 'utf8')) as NatResult
+    for (const kind of ['public', 'nat', 'relay'] as const) {
+      const j = r.joinToFirstBidMs[kind]
+      const a = r.announceToAwardMs[kind]
+      const s = r.submitToRunningMs[kind]
+      lines.push(`| ${r.date.slice(0, 16).replace('T', ' ')} | ${r.commit} | ${kind} | ${j.p50} / ${j.max} | ${a.p50} / ${a.p95} / ${a.p99} | ${s.p50} / ${s.p95} / ${s.p99} | ${a.n} |`)
+    }
+  }
+  lines.push('')
+  return lines
 }

@@ -233,7 +233,10 @@ export class Coordinator implements CoordinatorApi {
     })
     this.announcer = new Announcer({
       store, clock, log: log.child('announcer'),
-      publish: async (a: Announcement) => { await this.publish(ANNOUNCE_TOPIC, a) },
+      publish: async (a: Announcement) => {
+        await this.publish(ANNOUNCE_TOPIC, a)
+        if (a.jobs.length > 0) await this.sessions.offerToRelayed(a.jobs)
+      },
       hasFreeSlots: () => this.membership.anyFreeSlots(5_000),
       isLeader: () => this.leader?.isLeader === true,
       onOpen: (job, now) => { this.open.add(job, now) },

@@ -71,7 +71,9 @@ type RunningRef = { jobId: string, attempt: number, token: string }
 
 export class SessionServer {
   private readonly sessions = new Map<string, Channel>()
-  readonly stats = { sessions: 0, frames: 0, badFrames: 0, staleReports: 0, handlerFailures: 0, logLines: 0, logLinesDropped: 0, joinRefused: 0, rateLimited: 0, cutOff: 0 }
+  /** Peers whose session runs on a relayed (limited) connection: gossip cannot reach them, so offers are pushed. */
+  private readonly relayed = new Set<string>()
+  readonly stats = { sessions: 0, frames: 0, badFrames: 0, staleReports: 0, handlerFailures: 0, logLines: 0, logLinesDropped: 0, joinRefused: 0, rateLimited: 0, cutOff: 0, relayedOffers: 0 }
   private readonly limiter: RateLimiter
   private readonly dialBack: DialBack
   /** Ends dial-backs still running when the server closes. */
@@ -119,12 +121,15 @@ export class SessionServer {
     const channel: Channel = new FrameChannel(stream, { decode: decodeNodeFrame })
     const previous = this.sessions.get(peerId)
     this.sessions.set(peerId, channel)
+    if (connection.limits != null) this.relayed.add(peerId)
+    else this.relayed.delete(peerId)
     if (previous != null) void previous.close()
     this.stats.sessions++
     this.options.log.debug('session opened', { peerId })
     void this.serve(peerId, channel, connection).finally(() => {
       if (this.sessions.get(peerId) === channel) {
         this.sessions.delete(peerId)
+        this.relayed.delete(peerId)
         this.options.membership.setSession(peerId, false)
       }
       this.options.log.debug('session closed', { peerId })
@@ -142,6 +147,19 @@ export class SessionServer {
       this.options.log.warn('push failed', { peerId, type: frame.type, error: errorMessage(err) })
       return false
     }
+  }
+
+  /**
+   * Pushes just-announced jobs to the nodes whose session runs through a
+   * relay (gossip does not run on relayed connections). Returns how many
+   * sessions were offered them.
+   */
+  async offerToRelayed (jobs: AnnouncedJob[]): Promise<number> {
+    if (this.relayed.size === 0 || jobs.length === 0) return 0
+    const sent = await Promise.all([...this.relayed].map(async peerId => await this.push(peerId, { type: 'offer', jobs })))
+    const n = sent.filter(Boolean).length
+    this.stats.relayedOffers += n
+    return n
   }
 
   hasSession (peerId: string): boolean {

@@ -139,7 +139,7 @@ export class NodeAgent {
   private readonly gate: PeerGate = openGate()
   private heartbeatGuard: HeartbeatGuard | null = null
   private revokedSelf = false
-  readonly stats = { bids: 0, awards: 0, refusals: 0, bidErrors: 0, announcementsIgnored: 0, sessionsOpened: 0, gossipDropped: 0, gossipBytesIn: 0, gossipBytesOut: 0 }
+  readonly stats = { bids: 0, awards: 0, refusals: 0, bidErrors: 0, announcementsIgnored: 0, sessionsOpened: 0, offersPushed: 0, gossipDropped: 0, gossipBytesIn: 0, gossipBytesOut: 0 }
   /** Fault injection, changeable while running (setFaults): gossip loss and link delay. */
   private faults = { dropRate: 0, delayMs: 0 }
 
@@ -255,7 +255,7 @@ export class NodeAgent {
       linkDelayMs: () => this.faults.delayMs,
       ...(this.options.onCoordinator != null ? { onTrust: this.options.onCoordinator } : {}),
       onOpen: async (session, coordinator) => { await this.hello(session, coordinator) },
-      onPush: frame => { this.onPush(frame) }
+      onPush: (frame, coordinator) => { this.onPush(frame, coordinator) }
     })
     this.links = links
     // Relay only announcements signed by a coordinator we trust; the author of a forgery loses score.
@@ -374,12 +374,17 @@ export class NodeAgent {
     this.reporter.kick()
   }
 
-  private onPush (frame: CoordinatorFrame): void {
+  private onPush (frame: CoordinatorFrame, coordinator: string): void {
     if (frame.type === 'error' && frame.code === 'join-revoked') void this.onRevoked(frame.message)
     else if (frame.type === 'cancel') this.runner.cancel(frame.jobId, frame.attempt, frame.token, frame.reason)
     // A lease of ours ran out on the coordinator's clock: prove we are alive at once.
     else if (frame.type === 'probe') void this.renew()
     else if (frame.type === 'reachability') this.reach.onVerdict(frame.reachability, frame.dialable, frame.relayed)
+    // Our session runs through a relay, where gossip cannot: the coordinator sends announced jobs this way.
+    else if (frame.type === 'offer') {
+      this.stats.offersPushed++
+      if (this.bidding) this.offer(frame.jobs, coordinator)
+    }
     else if (frame.type === 'drain') {
       // The coordinator is about to give back this machine: take no new work; running jobs finish.
       this.bidding = false

@@ -111,7 +111,7 @@ export class SessionClient {
           clearTimeout(waiter.timer)
           this.pending.delete(rid)
           waiter.resolve(frame)
-        } else if (frame.type === 'cancel' || frame.type === 'probe' || frame.type === 'drain' || frame.type === 'reachability' || (frame.type === 'error' && frame.code === 'join-revoked')) {
+        } else if (frame.type === 'cancel' || frame.type === 'probe' || frame.type === 'drain' || frame.type === 'reachability' || frame.type === 'offer' || (frame.type === 'error' && frame.code === 'join-revoked')) {
           this.options.onPush(frame)
         } else if (frame.type === 'error') {
           this.options.log.warn('coordinator reported an error', { code: frame.code, message: frame.message })

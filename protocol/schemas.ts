@@ -403,7 +403,17 @@ export const reachabilitySchema = z.strictObject({
   relayed: z.array(z.string().max(256)).max(16).default([])
 })
 
+/**
+ * Pushed to a node whose session runs through a relay: gossip does not run
+ * on relayed (limited) connections, so the announcement's jobs come this
+ * way instead, as soon as they are published.
+ */
+export const offerSchema = z.strictObject({
+  type: z.literal('offer'),
+  jobs: z.array(announcedJobSchema).min(1).max(LIMITS.announcementJobs)
+})
+
 export const coordinatorFrameSchema = z.discriminatedUnion('type', [
-  welcomeSchema, awardSchema, refuseSchema, ackSchema, staleSchema, renewedSchema, openJobsSchema, errorFrameSchema, cancelSchema, probeSchema, uploadsSchema, drainSchema, reachabilitySchema
+  welcomeSchema, awardSchema, refuseSchema, ackSchema, staleSchema, renewedSchema, openJobsSchema, errorFrameSchema, cancelSchema, probeSchema, uploadsSchema, drainSchema, reachabilitySchema, offerSchema
 ])
 export type CoordinatorFrame = z.output<typeof coordinatorFrameSchema>

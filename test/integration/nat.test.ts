@@ -1,5 +1,5 @@
 /**
- * Nodes behind NAT, on a network the test builds (test/helpers/netns.ts):
+ * Nodes behind NAT, on a network the test builds (cli/nat-lab.ts):
  * bootstrap and coordinator in a "public" namespace, two nodes in "home"
  * namespaces whose routers masquerade outgoing connections and drop new
  * incoming ones. Nobody can dial the nodes; they only dial out. Jobs run on
@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
-import { createNatLab, netnsUnavailable, type NatLab } from '../helpers/netns.js'
+import { createNatLab, netnsUnavailable, type NatLab } from '../../dist/cli/nat-lab.js'
 import { until } from '../helpers/rogue.js'
 
 const DIST = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist')
@@ -234,6 +234,8 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     }, 60_000, 200)
     expect(jobs.map(j => j.result.stdout)).toEqual(ids.map((_, i) => `fw-${i}\n`))
     expect(new Set(jobs.map(j => j.attempts[0].node))).toEqual(new Set([firewalledNodeId]))
+    // Gossip cannot run through the relay: the jobs reached the node as offers pushed on its session.
+    await until('the node\'s status to count the pushed offers', () => (statusOf('node-fw')?.stats?.offersPushed as number | undefined ?? 0) >= 1 ? true : undefined, 15_000, 200)
   }, 90_000)
 
   it('a cancel reaches a job running on a NATed node', async () => {

@@ -1,5 +1,6 @@
 /**
- * Network namespaces for NAT tests, built and torn down by the test: a
+ * A NAT lab: network namespaces for the NAT tests and benchmark (and for
+ * researchers), built and torn down by the caller: a
  * "public" namespace (bootstrap peer, coordinator) on a bridge, and "home"
  * namespaces that reach it only through their own router namespace, which
  * masquerades outgoing connections and drops new incoming ones, as a home
