@@ -213,7 +213,7 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     peer.child.stdin!.end()
   }, 60_000)
 
-  it('a node whose firewall lets it reach only the bootstrap peer holds its session through the relay, and its jobs run', async () => {
+  it('a node whose firewall lets it reach only the bootstrap peer holds its session through the relay: its jobs run, their logs come back, a cancel reaches it', async () => {
     // The premise: the coordinator's port is refused from that home.
     const probe = spawnSync('ip', ['netns', 'exec', lab.homes[2]!.ns, process.execPath, '-e',
       `const s=require('net').connect(4002,'${lab.pub.addr}');s.on('error',e=>{console.log(e.code);process.exit(0)});s.on('connect',()=>{console.log('connected');process.exit(1)})`], { encoding: 'utf8', timeout: 10_000 })
@@ -236,7 +236,22 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     expect(new Set(jobs.map(j => j.attempts[0].node))).toEqual(new Set([firewalledNodeId]))
     // Gossip cannot run through the relay: the jobs reached the node as offers pushed on its session.
     await until('the node\'s status to count the pushed offers', () => (statusOf('node-fw')?.stats?.offersPushed as number | undefined ?? 0) >= 1 ? true : undefined, 15_000, 200)
-  }, 90_000)
+    // Its log lines came through the relay too.
+    const logs = await until('the job\'s log lines', () => {
+      const l = api('GET', `/v1/jobs/${ids[0]!}/logs`).body.lines as Array<{ text: string }>
+      return l.length > 0 ? l : undefined
+    }, 15_000, 200)
+    expect(logs.map(l => l.text)).toContain('fw-0')
+    // A cancel reaches a job running there, over the relayed session.
+    const long = api('POST', '/v1/jobs', { command: ['sleep', '60'], labels: { firewall: 'yes' } }).body.id as string
+    await until('the long job to run', () => api('GET', `/v1/jobs/${long}`).body.state === 'running' ? true : undefined, 30_000, 200)
+    expect(api('POST', `/v1/jobs/${long}/cancel`).status).toBe(200)
+    const cancelled = await until('the attempt to be cancelled on the node', () => {
+      const j = api('GET', `/v1/jobs/${long}`).body
+      return j.attempts[0]?.state === 'cancelled' ? j : undefined
+    }, 20_000, 200)
+    expect(cancelled.state).toBe('cancelled')
+  }, 120_000)
 
   it('a cancel reaches a job running on a NATed node', async () => {
     const id = api('POST', '/v1/jobs', { command: ['sleep', '60'], labels: { home: '1' } }).body.id as string
