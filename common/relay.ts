@@ -14,6 +14,8 @@ import { circuitRelayServer, type CircuitRelayService } from '@libp2p/circuit-re
 import type { Connection } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { RGridHost } from './p2p.js'
+import type { Logger } from './log.js'
+import { errorMessage } from './errors.js'
 
 /** What a relay serves, per reservation and per relayed connection. */
 export interface RelayLimits {
@@ -128,19 +130,90 @@ export function trustListenAddrs (host: RGridHost): void {
 const TRUSTED_ADDR_TTL_MS = 365 * 24 * 3_600_000
 
 /**
- * Asks the circuit relay transport for one relay slot. It picks a connected
- * peer that serves the relay protocol (a bootstrap peer, or a coordinator
- * with `--relay`), keeps the reservation refreshed, and finds another relay
- * when that one goes away; the relayed address then appears among the
- * host's multiaddrs. Call once: each call asks for one more slot. With
- * `relayAddr`, the slot is taken on that relay only.
+ * Takes a slot on one relay (full multiaddr with /p2p/); settles when the
+ * relay grants it (the relayed address then appears among the host's
+ * multiaddrs, and the transport refreshes the reservation) or throws when it
+ * refuses or cannot be reached. {@link RelaySlotKeeper} calls it.
  *
  * libp2p 3 has no public call to add a listen address to a running host, so
  * this reaches its transport manager.
  */
-export async function reserveRelaySlot (host: RGridHost, relayAddr?: string): Promise<void> {
-  // A named relay: the call settles when that relay grants or refuses the slot.
-  await internals(host).transportManager.listen([multiaddr(relayAddr != null ? `${relayAddr}/p2p-circuit` : '/p2p-circuit')])
+export async function reserveRelaySlot (host: RGridHost, relayAddr: string): Promise<void> {
+  await internals(host).transportManager.listen([multiaddr(`${relayAddr}/p2p-circuit`)])
+}
+
+export interface RelaySlotKeeperOptions {
+  host: RGridHost
+  /** Relays to ask, in order (full multiaddrs with /p2p/): the bootstrap peers. */
+  relays: () => string[]
+  log: Logger
+  /** First wait before asking again when no relay granted a slot, in ms; doubles up to maxRetryMs. @default 30_000 */
+  retryMs?: number
+  /** @default 1_800_000 (30 min) */
+  maxRetryMs?: number
+}
+
+/**
+ * Keeps one relay slot: asks the given relays in order until one grants it,
+ * and asks again (with a growing wait) while the host holds none, e.g.
+ * after the relay restarted. Named relays rather than the transport's own
+ * search, which walks the DHT without end when no relay exists.
+ */
+export class RelaySlotKeeper {
+  private timer: NodeJS.Timeout | null = null
+  private running = false
+  private waitMs: number
+  readonly stats = { attempts: 0, granted: 0, refused: 0 }
+
+  constructor (private readonly options: RelaySlotKeeperOptions) {
+    this.waitMs = options.retryMs ?? 30_000
+  }
+
+  /** Starts keeping a slot. Idempotent. */
+  start (): void {
+    if (this.running) return
+    this.running = true
+    void this.check()
+  }
+
+  stop (): void {
+    this.running = false
+    if (this.timer != null) clearTimeout(this.timer)
+    this.timer = null
+  }
+
+  /** Whether the host holds a relayed address now. */
+  holds (): boolean {
+    return this.options.host.getMultiaddrs().some(a => isRelayed(a.toString()))
+  }
+
+  private async check (): Promise<void> {
+    if (!this.running) return
+    const retryMs = this.options.retryMs ?? 30_000
+    if (this.holds() || await this.take()) this.waitMs = retryMs
+    else this.waitMs = Math.min(this.waitMs * 2, this.options.maxRetryMs ?? 1_800_000)
+    if (!this.running) return
+    this.timer = setTimeout(() => { void this.check() }, this.waitMs)
+    this.timer.unref()
+  }
+
+  private async take (): Promise<boolean> {
+    const relays = this.options.relays()
+    for (const relay of relays) {
+      this.stats.attempts++
+      try {
+        await reserveRelaySlot(this.options.host, relay)
+        this.stats.granted++
+        this.options.log.info('holding a relay slot', { relay })
+        return true
+      } catch (err) {
+        this.stats.refused++
+        this.options.log.debug('relay refused a slot', { relay, error: errorMessage(err) })
+      }
+    }
+    this.options.log.warn('no relay granted a slot; asking again later', { relaysAsked: relays.length })
+    return false
+  }
 }
 
 /** How the host's open connections run. */

@@ -7,7 +7,7 @@ import type { PrivateKey, PeerId } from '@libp2p/interface'
 import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, BEACON_TOPIC, SESSION_PROTOCOL } from '../protocol/ids.js'
 import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
 import type { Announcement, HeartbeatTopicMessage, JobSpec } from '../protocol/schemas.js'
-import { isRelayed, reserveRelaySlot, trustListenAddrs, type RelayLimits } from '../common/relay.js'
+import { RelaySlotKeeper, isRelayed, trustListenAddrs, type RelayLimits } from '../common/relay.js'
 import { DialBack } from './dial-back.js'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createHost, decodeGossip, denyPeers, fullAddrs, graylisted, installValidator, openGate, type RGridHost } from '../common/p2p.js'
@@ -170,6 +170,7 @@ export interface CoordinatorApi {
 
 export class Coordinator implements CoordinatorApi {
   private host: RGridHost | null = null
+  private relaySlot: RelaySlotKeeper | null = null
   private starting: Promise<void> | null = null
   private beaconTimer: NodeJS.Timeout | null = null
   private beaconSeq = 0
@@ -368,7 +369,8 @@ export class Coordinator implements CoordinatorApi {
     trustListenAddrs(host)
     if (this.options.relaySlot !== false && (this.options.bootstrap ?? []).length > 0) {
       // Reachable through a bootstrap peer's relay too: for nodes that cannot dial us directly.
-      reserveRelaySlot(host).catch((err: unknown) => { log.warn('could not take a relay slot', { error: errorMessage(err) }) })
+      this.relaySlot = new RelaySlotKeeper({ host, relays: () => this.options.bootstrap ?? [], log: log.child('relay') })
+      this.relaySlot.start()
     }
     host.services.pubsub.subscribe(ANNOUNCE_TOPIC)
     host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
@@ -402,6 +404,8 @@ export class Coordinator implements CoordinatorApi {
     await this.leader?.stop()
     this.leader = null
     this.auction.stop()
+    this.relaySlot?.stop()
+    this.relaySlot = null
     const host = this.host
     this.host = null
     if (host != null) {

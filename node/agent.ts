@@ -148,6 +148,7 @@ export class NodeAgent {
     this.reach = new NodeReachability({
       log: options.log.child('reachability'), clock: this.clock,
       sessions: () => this.links?.openSessions().map(s => s.session) ?? [],
+      relays: () => [...options.bootstrap, ...(this.links?.relayCandidates() ?? [])],
       ...(options.useRelay != null ? { useRelay: options.useRelay } : {})
     })
     this.outbox = options.outboxPath != null ? new Outbox(options.outboxPath) : null

@@ -97,6 +97,19 @@ export class CoordinatorLinks {
     return null
   }
 
+  /** Direct addresses of the coordinators we know, with /p2p/: relays to try when the bootstrap peers have no slot. */
+  relayCandidates (): string[] {
+    const out: string[] = []
+    for (const [id, link] of this.links) {
+      for (const a of link.addrs) {
+        const text = a.toString()
+        if (text.includes('/p2p-circuit')) continue
+        out.push(text.includes('/p2p/') ? text : `${text}/p2p/${id}`)
+      }
+    }
+    return out
+  }
+
   openSessions (): Array<{ coordinator: string, session: SessionClient }> {
     const out: Array<{ coordinator: string, session: SessionClient }> = []
     for (const [id, link] of this.links) if (link.session?.isOpen === true) out.push({ coordinator: id, session: link.session })

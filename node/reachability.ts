@@ -16,7 +16,7 @@ import type { Logger } from '../common/log.js'
 import type { Clock } from '../common/clock.js'
 import { errorMessage } from '../common/errors.js'
 import type { RGridHost } from '../common/p2p.js'
-import { PathTracker, confirmAddrs, isRelayed, listenAddrsOf, reserveRelaySlot, type PathCounts } from '../common/relay.js'
+import { PathTracker, RelaySlotKeeper, confirmAddrs, isRelayed, listenAddrsOf, type PathCounts } from '../common/relay.js'
 import type { SessionClient } from './session-client.js'
 
 export interface NodeReachabilityOptions {
@@ -24,6 +24,8 @@ export interface NodeReachabilityOptions {
   clock: Clock
   /** The sessions open now, to tell each coordinator when the node's addresses change. */
   sessions: () => SessionClient[]
+  /** Relays to ask for a slot, in order (full multiaddrs): bootstrap peers, then coordinators (which serve one with `--relay`). */
+  relays: () => string[]
   /**
    * Take a relay slot when the coordinator finds the node outbound-only.
    * @default true
@@ -55,12 +57,12 @@ export interface ReachabilityStatus {
 export class NodeReachability {
   private host: RGridHost | null = null
   private verdict: { reachability: string, dialable: string[], relayed: string[], checkedAt: number } | null = null
-  private relayAsked = false
+  private slot: RelaySlotKeeper | null = null
   private readonly tracker: PathTracker
   private lastSent = ''
   private settleTimer: NodeJS.Timeout | null = null
   private readonly onSelfUpdate = (): void => { this.changed() }
-  readonly stats = { addrsSent: 0, addrsFailures: 0, relayFailures: 0 }
+  readonly stats = { addrsSent: 0, addrsFailures: 0 }
 
   constructor (private readonly options: NodeReachabilityOptions) {
     this.tracker = new PathTracker(() => options.clock.now(), () => { this.changed() })
@@ -75,6 +77,8 @@ export class NodeReachability {
   }
 
   stop (): void {
+    this.slot?.stop()
+    this.slot = null
     if (this.settleTimer != null) clearTimeout(this.settleTimer)
     this.settleTimer = null
     this.tracker.detach()
@@ -94,16 +98,11 @@ export class NodeReachability {
     this.options.log.info('reachability checked by the coordinator', { reachability, dialable, relayed })
     // The coordinator reached these: announce them (identify, DCUtR) until the next check renews them.
     if (this.host != null && dialable.length > 0) confirmAddrs(this.host, dialable, this.options.confirmTtlMs ?? 3_600_000)
-    if (reachability === 'outbound-only' && !this.relayAsked && this.options.useRelay !== false && this.host != null) {
-      // Once: the relay transport keeps the slot refreshed and finds another relay when this one goes.
-      this.relayAsked = true
-      const host = this.host
+    if (reachability === 'outbound-only' && this.slot == null && this.options.useRelay !== false && this.host != null) {
+      // Kept from now on: the keeper asks again whenever the slot is lost (relay restarted, connection gone).
       this.options.log.info('not dialable: taking a relay slot')
-      reserveRelaySlot(host).catch((err: unknown) => {
-        this.stats.relayFailures++
-        this.relayAsked = false
-        this.options.log.warn('could not take a relay slot', { error: errorMessage(err) })
-      })
+      this.slot = new RelaySlotKeeper({ host: this.host, relays: this.options.relays, log: this.options.log })
+      this.slot.start()
     }
   }
 

@@ -10,10 +10,17 @@ import { describe, it, expect, afterEach } from 'vitest'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Connection, Stream } from '@libp2p/interface'
 import { createHost, fullAddrs, type RGridHost } from '../../dist/common/p2p.js'
-import { isRelayed, relayOf, reserveRelaySlot, trustListenAddrs } from '../../dist/common/relay.js'
+import { RelaySlotKeeper, isRelayed, relayOf, reserveRelaySlot, trustListenAddrs } from '../../dist/common/relay.js'
+import { createLogger } from '../../dist/common/log.js'
 import { newNetworkKey } from '../../dist/common/network-key.js'
 import type { RelayLimits } from '../../dist/common/relay.js'
 import { until } from '../helpers/rogue.js'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { BINS } from '../../dist/cli/local-mesh.js'
 
 const ECHO = '/rgrid-test/echo/1.0.0'
 const hosts: RGridHost[] = []
@@ -115,4 +122,60 @@ describe('relay bounds', () => {
     await expect(outsider.dial(target.getMultiaddrs().find(a => isRelayed(a.toString()))!, { signal: AbortSignal.timeout(5_000) })).rejects.toThrow()
     expect(relayOf(relay)!.reservations.size).toBe(1)
   })
+
+  it('rgrid-coordinator serves relay slots only with --relay, within the bounds its flags set', async () => {
+    const started: ChildProcess[] = []
+    const dirs: string[] = []
+    const coordinator = async (args: string[]): Promise<string> => {
+      const dir = mkdtempSync(join(tmpdir(), 'rgrid-relay-co-'))
+      dirs.push(dir)
+      const child = spawn(process.execPath, [BINS.coordinator, '--open', '--no-api-keys', '--db', `sqlite:${join(dir, 'c.db')}`, '--data-dir', dir, '--http', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'warn', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+      started.push(child)
+      return await new Promise<string>((resolve, reject) => {
+        child.once('exit', code => { reject(new Error(`coordinator exited with ${code}`)) })
+        createInterface({ input: child.stdout! }).once('line', resolve)
+      })
+    }
+    try {
+      const withRelay = await coordinator(['--relay', '--relay-max-reservations', '1'])
+      const first = await host(undefined)
+      await reserveRelaySlot(first, withRelay)
+      expect(first.getMultiaddrs().some(a => a.toString().startsWith(`${withRelay}/p2p-circuit`))).toBe(true)
+      await expect(reserveRelaySlot(await host(undefined), withRelay)).rejects.toThrow()
+      const without = await coordinator([])
+      await expect(reserveRelaySlot(await host(undefined), without)).rejects.toThrow(/hop/)
+    } finally {
+      for (const c of started) c.kill('SIGKILL')
+      for (const d of dirs) rmSync(d, { recursive: true, force: true })
+    }
+  }, 60_000)
+
+  it('a RelaySlotKeeper takes a slot again after the relay restarts, and tries the next relay when one refuses', async () => {
+    const key = newNetworkKey()
+    const relayKey = await generateKeyPair('Ed25519')
+    const first = await createHost({ privateKey: relayKey, listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [], networkKey: key, relay: {} })
+    await first.start()
+    trustListenAddrs(first)
+    const relayAddr = fullAddrs(first)[0]!
+    const notARelay = await host(key)
+    const client = await host(key)
+    const keeper = new RelaySlotKeeper({ host: client, relays: () => [fullAddrs(notARelay)[0]!, relayAddr], log: createLogger('test', { level: 'error' }), retryMs: 200, maxRetryMs: 400 })
+    keeper.start()
+    try {
+      await until('a slot on the second relay', () => keeper.holds() ? true : undefined, 10_000, 50)
+      expect(keeper.stats.refused).toBeGreaterThanOrEqual(1)
+      expect(client.getMultiaddrs().some(a => a.toString().startsWith(`${relayAddr}/p2p-circuit`))).toBe(true)
+      await first.stop()
+      await until('the slot to be gone with the relay', () => keeper.holds() ? undefined : true, 10_000, 50)
+      // The same relay comes back on the same address and identity.
+      const again = await createHost({ privateKey: relayKey, listen: [relayAddr.split('/p2p/')[0]!], bootstrap: [], networkKey: key, relay: {} })
+      hosts.push(again)
+      await again.start()
+      await until('a slot on the restarted relay', () => keeper.holds() ? true : undefined, 15_000, 50)
+      expect(relayOf(again)!.reservations.has(client.peerId)).toBe(true)
+    } finally {
+      keeper.stop()
+      await first.stop()
+    }
+  }, 40_000)
 })
