@@ -85,6 +85,18 @@ function statusOf (dir: string): Record<string, any> | undefined {
   }
 }
 
+/** Runs `sleep 60` on the node the labels pick, cancels it, and waits for the node to report the attempt cancelled. */
+async function cancelRunningJob (labels: Record<string, string>): Promise<void> {
+  const id = api('POST', '/v1/jobs', { command: ['sleep', '60'], labels }).body.id as string
+  await until('the job to run', () => api('GET', `/v1/jobs/${id}`).body.state === 'running' ? true : undefined, 30_000, 200)
+  expect(api('POST', `/v1/jobs/${id}/cancel`).status).toBe(200)
+  const job = await until('the attempt to be cancelled on the node', () => {
+    const j = api('GET', `/v1/jobs/${id}`).body
+    return j.attempts[0]?.state === 'cancelled' ? j : undefined
+  }, 20_000, 200)
+  expect(job.state).toBe('cancelled')
+}
+
 describe.skipIf(unavailable != null)('nodes behind NAT', () => {
   beforeAll(async () => {
     lab = createNatLab(3)
@@ -243,25 +255,11 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     }, 15_000, 200)
     expect(logs.map(l => l.text)).toContain('fw-0')
     // A cancel reaches a job running there, over the relayed session.
-    const long = api('POST', '/v1/jobs', { command: ['sleep', '60'], labels: { firewall: 'yes' } }).body.id as string
-    await until('the long job to run', () => api('GET', `/v1/jobs/${long}`).body.state === 'running' ? true : undefined, 30_000, 200)
-    expect(api('POST', `/v1/jobs/${long}/cancel`).status).toBe(200)
-    const cancelled = await until('the attempt to be cancelled on the node', () => {
-      const j = api('GET', `/v1/jobs/${long}`).body
-      return j.attempts[0]?.state === 'cancelled' ? j : undefined
-    }, 20_000, 200)
-    expect(cancelled.state).toBe('cancelled')
+    await cancelRunningJob({ firewall: 'yes' })
   }, 120_000)
 
   it('a cancel reaches a job running on a NATed node', async () => {
-    const id = api('POST', '/v1/jobs', { command: ['sleep', '60'], labels: { home: '1' } }).body.id as string
-    await until('the job to run', () => api('GET', `/v1/jobs/${id}`).body.state === 'running' ? true : undefined, 30_000, 200)
-    expect(api('POST', `/v1/jobs/${id}/cancel`).status).toBe(200)
-    const job = await until('the attempt to be cancelled on the node', () => {
-      const j = api('GET', `/v1/jobs/${id}`).body
-      return j.attempts[0]?.state === 'cancelled' ? j : undefined
-    }, 20_000, 200)
-    expect(job.state).toBe('cancelled')
+    await cancelRunningJob({ home: '1' })
   }, 60_000)
 
   it('killing a NATed node reschedules its job on the other one', async () => {
