@@ -98,8 +98,9 @@ export class Runner {
       // Retryable: another node may allow it. The runtime checks again.
       const refused = policyRefusal(runtime, award)
       if (refused != null) return failure(entry, refused.code, refused.message, true)
-      const dir = await this.options.workDir(award.jobId, award.attempt)
-      useDir(dir)
+      const needsDir = runtime.usesWorkDir !== false || award.inputs.length > 0 || award.spec.outputs.length > 0
+      const dir = needsDir ? await this.options.workDir(award.jobId, award.attempt) : ''
+      if (needsDir) useDir(dir)
       if (award.inputs.length > 0) {
         try {
           if (this.options.transfers == null) throw new TransferError('node-error', 'this node cannot fetch inputs', true)

@@ -10,6 +10,7 @@ import type { RunOutcome, RunRequest, Runtime } from './types.js'
 
 export class SimRuntime implements Runtime {
   readonly name = 'sim' as const
+  readonly usesWorkDir = false
 
   async start (): Promise<void> {}
   async stop (): Promise<void> {}

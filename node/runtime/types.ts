@@ -83,6 +83,14 @@ export interface Runtime {
    * that asks for network, and have no image policy.
    */
   readonly policy?: RuntimePolicy
+  /**
+   * Whether a job needs a work directory even when it has no inputs or
+   * outputs. Only the sim runtime, which touches no files, says no: creating
+   * and removing a directory per job was a measurable share of a sim node's
+   * CPU (docs/performance.md).
+   * @default true
+   */
+  readonly usesWorkDir?: boolean
   /** Checks the runtime is usable (e.g. the Docker daemon answers). Idempotent. */
   start: (signal?: AbortSignal) => Promise<void>
   /** Idempotent. Does not stop running jobs: abort their signals for that. */
