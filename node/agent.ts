@@ -88,6 +88,14 @@ export interface NodeAgentOptions {
   bidDelayMaxMs?: number
   /** Ask the coordinator for open jobs when idle at most this often, in ms. @default 1000 */
   pullMs?: number
+  /**
+   * Idle pulls that find nothing back off, doubling up to this; any
+   * announcement or a pull that finds jobs brings them back to `pullMs`.
+   * At rest, 10 nodes' pulls every second were a fifth of the coordinator's
+   * CPU (docs/performance.md).
+   * @default 8000
+   */
+  pullMaxMs?: number
   /** Pause bidding this long after a refusal for being full, in ms. @default 250 */
   overloadBackoffMs?: number
   /**
@@ -118,6 +126,8 @@ export class NodeAgent {
   private hbSeq = 0
   private lastPullAt = 0
   private lastPullFull = false
+  /** The wait between idle pulls now: pullMs after activity, doubling while pulls find nothing. */
+  private pullWaitMs: number
   private overloadedUntil = 0
   private pulling = false
   private readonly timers: NodeJS.Timeout[] = []
@@ -145,6 +155,7 @@ export class NodeAgent {
 
   constructor (private readonly options: NodeAgentOptions) {
     this.clock = options.clock ?? systemClock
+    this.pullWaitMs = options.pullMs ?? 1_000
     this.reach = new NodeReachability({
       log: options.log.child('reachability'), clock: this.clock,
       sessions: () => this.links?.openSessions().map(s => s.session) ?? [],
@@ -350,6 +361,8 @@ export class NodeAgent {
       } else if (msg.topic === ANNOUNCE_TOPIC) {
         if (this.links?.isTrusted(msg.from) !== true) { this.stats.announcementsIgnored++; return }
         const announcement = decodeGossip(msg.data, decodeAnnouncement)
+        // Work is moving: the next idle pull comes soon again (a lost announcement is found within pullMs).
+        this.pullWaitMs = this.options.pullMs ?? 1_000
         for (const t of announcement.taken) this.cands.remove(t.jobId, t.attempt)
         if (announcement.jobs.length > 0) this.offer(announcement.jobs, msg.from.toString())
       }
@@ -471,13 +484,15 @@ export class NodeAgent {
     const now = this.clock.now()
     if (session == null || !session.isOpen || !this.bidding || this.freeSlots() === 0 || this.cands.size > 0 || this.pulling) return
     // Rate-limit pulls that found nothing; after a full page there is more waiting: pull again at once.
-    if (!this.lastPullFull && now - this.lastPullAt < (this.options.pullMs ?? 1_000)) return
+    if (!this.lastPullFull && now - this.lastPullAt < this.pullWaitMs) return
     this.lastPullAt = now
     this.pulling = true
     try {
       const max = Math.min(256, this.freeSlots() * 8)
       const reply = await session.request({ type: 'pull', max })
       this.lastPullFull = reply.type === 'open' && reply.jobs.length >= max
+      const found = reply.type === 'open' && reply.jobs.length > 0
+      this.pullWaitMs = found ? this.options.pullMs ?? 1_000 : Math.min(this.pullWaitMs * 2, this.options.pullMaxMs ?? 8_000)
       if (reply.type === 'open' && reply.jobs.length > 0 && pick != null) this.offer(reply.jobs, pick.coordinator)
     } catch (err) {
       this.lastPullFull = false
