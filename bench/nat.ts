@@ -50,6 +50,8 @@ export interface NatResult {
   submitToRunningMs: Record<Kind, Summary>
   /** Sessions the `relay` node opened during its latency run (the relay's per-connection bounds reset it). */
   relaySessionsOpened: number
+  /** Whether the `relay` node's connection to its coordinator ran through the relay, as its status file showed after the run. */
+  relaySessionThroughRelay: boolean
 }
 
 const children: ChildProcess[] = []
@@ -147,6 +149,7 @@ async function main (): Promise<void> {
     const a2a: Partial<Record<Kind, Summary>> = {}
     const s2r: Partial<Record<Kind, Summary>> = {}
     let relaySessionsOpened = 0
+    let relaySessionThroughRelay = false
     for (const kind of KINDS) {
       const dir = join(dataDir, `latency-${kind}`)
       const n = await start(nsOf[kind], nodeArgs(token, bs.lines[0]!, dir, kind), 1)
@@ -157,8 +160,12 @@ async function main (): Promise<void> {
         // The node rewrites its status file every 2 s: wait for one written after the run.
         const ranUntil = Date.now()
         for (let waited = 0; ; waited += 100) {
-          const status = JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')) as { updatedAt: number, stats: { sessionsOpened: number } }
-          if (status.updatedAt > ranUntil) { relaySessionsOpened = status.stats.sessionsOpened; break }
+          const status = JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')) as { updatedAt: number, stats: { sessionsOpened: number }, coordinators: string[], connections: string[] }
+          if (status.updatedAt > ranUntil) {
+            relaySessionsOpened = status.stats.sessionsOpened
+            relaySessionThroughRelay = status.coordinators.length > 0 && status.connections.some(a => a.includes('/p2p-circuit/p2p/' + status.coordinators[0]!))
+            break
+          }
           if (waited > 10_000) throw new Error('the relay node stopped writing its status file')
           await new Promise(resolve => setTimeout(resolve, 100))
         }
@@ -167,11 +174,12 @@ async function main (): Promise<void> {
     }
     result = {
       benchmark: 'nat', date: new Date().toISOString(), commit: commit(), machine: machine(),
-      config: { joins, jobs, relay: 'bootstrap peer, default bounds (128 KiB and 2 min per relayed connection)' },
+      config: { joins, jobs, relay: 'bootstrap peer, default bounds (4 MiB and 2 min per relayed connection)' },
       joinToFirstBidMs: { public: summary(joinMs.public), nat: summary(joinMs.nat), relay: summary(joinMs.relay) },
       announceToAwardMs: a2a as Record<Kind, Summary>,
       submitToRunningMs: s2r as Record<Kind, Summary>,
-      relaySessionsOpened
+      relaySessionsOpened,
+      relaySessionThroughRelay
     }
   } finally {
     await Promise.all(children.map(stopChild))

@@ -67,7 +67,6 @@ export class BootstrapPeer {
     host.services.pubsub.subscribe(BEACON_TOPIC)
     this.host = host
     const relay = relayOf(host)
-    relay?.addEventListener('relay:reservation', evt => { log.debug('relay slot reserved', { addr: evt.detail.addr.toString(), expiry: evt.detail.expiry.toISOString() }) })
     log.info('bootstrap peer started', { peerId: host.peerId.toString(), addrs: fullAddrs(host), relay: relay != null })
   }
 

@@ -3,6 +3,7 @@
  * parsing into {@link RelayLimits}. Pure: the CLIs pass in what they parsed.
  */
 import { RELAY_DEFAULTS, type RelayLimits } from './relay.js'
+import { LIMITS } from '../protocol/limits.js'
 
 export const RELAY_FLAGS = {
   'relay-max-reservations': { type: 'string' },
@@ -33,9 +34,11 @@ export function relayLimitsFromFlags (values: RelayFlagValues): RelayLimits {
     return n
   }
   const maxReservations = int('relay-max-reservations', 1)
-  const reservationTtlMs = int('relay-reservation-ttl-ms', 10_000)
+  // Clients refresh a slot no sooner than every 30 s: a shorter life would lapse while advertised.
+  const reservationTtlMs = int('relay-reservation-ttl-ms', 60_000)
   const connectionDurationMs = int('relay-limit-ms', 1_000)
-  const connectionBytes = int('relay-limit-bytes', 4_096)
+  // One full session frame each way must fit, or a session through the relay could never deliver it.
+  const connectionBytes = int('relay-limit-bytes', 2 * LIMITS.sessionFrameBytes)
   if (maxReservations != null) limits.maxReservations = maxReservations
   if (reservationTtlMs != null) limits.reservationTtlMs = reservationTtlMs
   if (connectionDurationMs != null) limits.connectionDurationMs = connectionDurationMs

@@ -10,7 +10,7 @@
  * and coordinators itself), and files move over presigned HTTP URLs, so
  * the relay bounds can stay small.
  */
-import { circuitRelayServer, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
+import { RELAY_V2_HOP_CODEC, circuitRelayServer, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
 import type { Connection } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { RGridHost } from './p2p.js'
@@ -29,9 +29,15 @@ export interface RelayLimits {
   reservationTtlMs?: number
   /** Longest a relayed connection stays open, in ms; then the relay resets it. @default 120_000 (2 min) */
   connectionDurationMs?: number
-  /** Most bytes (both directions) one relayed connection may carry; then the relay resets it. @default 131_072 (128 KiB) */
+  /**
+   * Most bytes (both directions) one relayed connection may carry; then the
+   * relay resets it. Room for a few full session frames (512 KiB at most),
+   * so a node whose session runs through the relay always gets its largest
+   * frame through on a fresh connection.
+   * @default 4_194_304 (4 MiB)
+   */
   connectionBytes?: number
-  /** Relayed connections being set up at once (HOP streams in). @default 64 */
+  /** Relayed connections one peer may be setting up at once through this relay (HOP streams per connection). @default 64 */
   maxInboundHopStreams?: number
 }
 
@@ -39,7 +45,7 @@ export const RELAY_DEFAULTS = {
   maxReservations: 256,
   reservationTtlMs: 3_600_000,
   connectionDurationMs: 120_000,
-  connectionBytes: 131_072,
+  connectionBytes: 4_194_304,
   maxInboundHopStreams: 64
 } as const satisfies Required<RelayLimits>
 
@@ -65,6 +71,29 @@ export function relayOf (host: RGridHost): CircuitRelayService | null {
   return services.relay ?? null
 }
 
+/**
+ * The relay's peer id in `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<peerId>`;
+ * null when the address is not a relayed address of `peerId`.
+ */
+export function relayPeerOf (addr: string, peerId: string): string | null {
+  const m = /\/p2p\/([A-Za-z0-9]+)\/p2p-circuit\/p2p\/([A-Za-z0-9]+)$/.exec(addr)
+  if (m == null || m[2] !== peerId || m[1] === peerId) return null
+  return m[1]!
+}
+
+/** Whether the host is connected to `peerId` directly and that peer serves circuit relay (per identify). */
+export async function isConnectedRelay (host: RGridHost, peerId: string): Promise<boolean> {
+  const conns = host.getConnections().filter(c => c.remotePeer.toString() === peerId && !isRelayed(c.remoteAddr.toString()))
+  if (conns.length === 0) return false
+  try {
+    return (await host.peerStore.get(conns[0]!.remotePeer)).protocols.includes(RELAY_V2_HOP_CODEC)
+  } catch (err) {
+    // Connected but not yet identified: not known to relay.
+    if ((err as Error).name === 'NotFoundError') return false
+    throw err
+  }
+}
+
 /** Whether a multiaddr goes through a relay. */
 export function isRelayed (addr: string): boolean {
   return addr.includes('/p2p-circuit')
@@ -76,9 +105,15 @@ export function isRelayed (addr: string): boolean {
  * manager which addresses are known to be dialable. `createLibp2p` builds
  * both for every host.
  */
+/** A listener of the transport manager (one per listen address; a relay slot is one). */
+interface Listener { close: () => Promise<void>, getAddrs: () => Multiaddr[] }
+
 interface HostInternals {
-  transportManager: { listen: (addrs: Multiaddr[]) => Promise<void>, getAddrs: () => Multiaddr[] }
-  addressManager: { confirmObservedAddr: (addr: Multiaddr, options?: { type?: 'transport', ttl?: number }) => void }
+  transportManager: { listen: (addrs: Multiaddr[]) => Promise<void>, getAddrs: () => Multiaddr[], getListeners: () => Listener[] }
+  addressManager: {
+    confirmObservedAddr: (addr: Multiaddr, options?: { type?: 'transport', ttl?: number }) => void
+    removeObservedAddr: (addr: Multiaddr) => void
+  }
 }
 
 function internals (host: RGridHost): HostInternals {
@@ -95,17 +130,18 @@ function internals (host: RGridHost): HostInternals {
  */
 export function listenAddrsOf (host: RGridHost): string[] {
   const self = `/p2p/${host.peerId.toString()}`
-  return internals(host).transportManager.getAddrs().map(a => {
+  return [...new Set(internals(host).transportManager.getAddrs().map(a => {
     const text = a.toString()
     return text.endsWith(self) ? text : text + self
-  })
+  }))]
 }
 
 /**
  * Tells libp2p these listen addresses are dialable, so identify announces
- * them (and DCUtR can upgrade to them) for `ttlMs`. A node does this with
- * what the coordinator's dial-back reached; bootstrap peers and coordinators
- * with {@link trustListenAddrs}.
+ * them (and DCUtR can upgrade to them). libp2p 3 keeps a confirmed address
+ * until it is withdrawn ({@link withdrawAddrs}), whatever `ttlMs` says. A
+ * node does this with what the coordinator's dial-back reached; bootstrap
+ * peers and coordinators with {@link trustListenAddrs}.
  */
 export function confirmAddrs (host: RGridHost, addrs: string[], ttlMs: number): void {
   const am = internals(host).addressManager
@@ -113,6 +149,12 @@ export function confirmAddrs (host: RGridHost, addrs: string[], ttlMs: number): 
     if (isRelayed(a)) continue
     am.confirmObservedAddr(multiaddr(a), { type: 'transport', ttl: ttlMs })
   }
+}
+
+/** Stops announcing addresses confirmed earlier (a later dial-back no longer reached them). */
+export function withdrawAddrs (host: RGridHost, addrs: string[]): void {
+  const am = internals(host).addressManager
+  for (const a of addrs) if (!isRelayed(a)) am.removeObservedAddr(multiaddr(a))
 }
 
 /**
@@ -130,16 +172,33 @@ export function trustListenAddrs (host: RGridHost): void {
 const TRUSTED_ADDR_TTL_MS = 365 * 24 * 3_600_000
 
 /**
- * Takes a slot on one relay (full multiaddr with /p2p/); settles when the
- * relay grants it (the relayed address then appears among the host's
- * multiaddrs, and the transport refreshes the reservation) or throws when it
- * refuses or cannot be reached. {@link RelaySlotKeeper} calls it.
+ * Takes a slot on one relay (full multiaddr with /p2p/); resolves with the
+ * slot's listener when the relay grants it (the relayed address then appears
+ * among the host's multiaddrs, and the transport refreshes the reservation),
+ * or throws when it refuses or cannot be reached. Close the listener to give
+ * the slot up. {@link RelaySlotKeeper} calls it.
  *
  * libp2p 3 has no public call to add a listen address to a running host, so
- * this reaches its transport manager.
+ * this reaches its transport manager; which also never drops a listener
+ * whose listen failed, so this closes it itself (else each failed attempt
+ * would leave one behind).
  */
-export async function reserveRelaySlot (host: RGridHost, relayAddr: string): Promise<void> {
-  await internals(host).transportManager.listen([multiaddr(`${relayAddr}/p2p-circuit`)])
+export async function reserveRelaySlot (host: RGridHost, relayAddr: string): Promise<{ close: () => Promise<void> }> {
+  const tm = internals(host).transportManager
+  const before = new Set(tm.getListeners())
+  let failure: unknown = null
+  try {
+    await tm.listen([multiaddr(`${relayAddr}/p2p-circuit`)])
+  } catch (err) {
+    failure = err
+  }
+  const made = tm.getListeners().filter(l => !before.has(l))
+  const close = async (): Promise<void> => { await Promise.all(made.map(async l => { await l.close() })) }
+  if (failure != null) {
+    await close()
+    throw failure
+  }
+  return { close }
 }
 
 export interface RelaySlotKeeperOptions {
@@ -163,6 +222,8 @@ export class RelaySlotKeeper {
   private timer: NodeJS.Timeout | null = null
   private running = false
   private waitMs: number
+  /** The listener of the slot held (or last held): closed before asking again, so none pile up. */
+  private slot: { close: () => Promise<void> } | null = null
   readonly stats = { attempts: 0, granted: 0, refused: 0 }
 
   constructor (private readonly options: RelaySlotKeeperOptions) {
@@ -180,6 +241,13 @@ export class RelaySlotKeeper {
     this.running = false
     if (this.timer != null) clearTimeout(this.timer)
     this.timer = null
+    void this.drop()
+  }
+
+  private async drop (): Promise<void> {
+    const slot = this.slot
+    this.slot = null
+    await slot?.close().catch((err: unknown) => { this.options.log.debug('closing a lost relay slot', { error: errorMessage(err) }) })
   }
 
   /** Whether the host holds a relayed address now. */
@@ -198,11 +266,14 @@ export class RelaySlotKeeper {
   }
 
   private async take (): Promise<boolean> {
+    // The slot held before is gone (relay restarted, connection lost): its listener would re-add stale addresses.
+    await this.drop()
     const relays = this.options.relays()
     for (const relay of relays) {
+      if (!this.running) return false
       this.stats.attempts++
       try {
-        await reserveRelaySlot(this.options.host, relay)
+        this.slot = await reserveRelaySlot(this.options.host, relay)
         this.stats.granted++
         this.options.log.info('holding a relay slot', { relay })
         return true

@@ -7,7 +7,7 @@ import type { PrivateKey, PeerId } from '@libp2p/interface'
 import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, BEACON_TOPIC, SESSION_PROTOCOL } from '../protocol/ids.js'
 import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
 import type { Announcement, HeartbeatTopicMessage, JobSpec } from '../protocol/schemas.js'
-import { RelaySlotKeeper, isRelayed, trustListenAddrs, type RelayLimits } from '../common/relay.js'
+import { RelaySlotKeeper, isConnectedRelay, isRelayed, relayPeerOf, trustListenAddrs, type RelayLimits } from '../common/relay.js'
 import { DialBack } from './dial-back.js'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createHost, decodeGossip, denyPeers, fullAddrs, graylisted, installValidator, openGate, type RGridHost } from '../common/p2p.js'
@@ -194,17 +194,29 @@ export class Coordinator implements CoordinatorApi {
   readonly reaper: Reaper
   readonly admission: Admission
   /**
-   * Connects to a node through its relayed address, beside the connection
-   * the node opened to us (`force`), and closes it again. The connection
-   * completes only after the encryption handshake with the node's own key.
+   * Connects to a node through a relay and closes the connection again. The
+   * node names the relay in its relayed address, but only a relay this host
+   * is connected to and which serves relaying is used, reached over that
+   * connection (the address's IP part is ignored): a node cannot make the
+   * coordinator dial anything else. The answering peer must be the node.
    */
-  private async probeRelayed (addr: string, signal: AbortSignal): Promise<boolean> {
+  private async probeRelayed (addr: string, peerId: string, signal: AbortSignal): Promise<boolean> {
     const host = this.host
     if (host == null) return false
-    const conn = await host.dial(multiaddr(addr), { signal, force: true })
-    const through = isRelayed(conn.remoteAddr.toString())
-    await conn.close({ signal }).catch((err: unknown) => { conn.abort(err as Error) })
-    return through
+    const relay = relayPeerOf(addr, peerId)
+    if (relay == null || !await isConnectedRelay(host, relay)) {
+      this.options.log.debug('relayed address names no relay we use', { peerId, addr })
+      return false
+    }
+    try {
+      const conn = await host.dial(multiaddr(`/p2p/${relay}/p2p-circuit/p2p/${peerId}`), { signal, force: true })
+      const ok = isRelayed(conn.remoteAddr.toString()) && conn.remotePeer.toString() === peerId
+      await conn.close({ signal }).catch((err: unknown) => { conn.abort(err as Error) })
+      return ok
+    } catch (err) {
+      this.options.log.debug('could not reach the node through its relay', { peerId, relay, error: errorMessage(err) })
+      return false
+    }
   }
 
   /** Peers this host refuses (revoked nodes). */
@@ -236,7 +248,8 @@ export class Coordinator implements CoordinatorApi {
       store, clock, log: log.child('announcer'),
       publish: async (a: Announcement) => {
         await this.publish(ANNOUNCE_TOPIC, a)
-        if (a.jobs.length > 0) await this.sessions.offerToRelayed(a.jobs)
+        // Not awaited: a relayed node that stops reading must not hold up announcements for the mesh.
+        if (a.jobs.length > 0) void this.sessions.offerToRelayed(a.jobs)
       },
       hasFreeSlots: () => this.membership.anyFreeSlots(5_000),
       isLeader: () => this.leader?.isLeader === true,
@@ -266,7 +279,7 @@ export class Coordinator implements CoordinatorApi {
       onDenied: peers => { void this.cutOff(peers) }
     })
     this.sessions = new SessionServer({
-      dialBack: new DialBack({ relayProbe: async (addr, signal) => await this.probeRelayed(addr, signal) }),
+      dialBack: new DialBack({ relayProbe: async (addr, peerId, signal) => await this.probeRelayed(addr, peerId, signal) }),
       store, clock, log: log.child('sessions'), auction: this.auction, announcer: this.announcer, membership: this.membership, recovery: this.recovery,
       leaseMs,
       onAwarded: jobId => {

@@ -23,18 +23,21 @@ export interface DialBackResult {
 }
 
 /**
- * Opens a connection to the node through a relay and closes it again;
- * resolves true when the node answered (the connection's encryption
- * handshake proves it was the node). Given by the coordinator, which owns
- * the libp2p host.
+ * Opens a connection to the node (`peerId`) through the relay named in
+ * `addr` and closes it again; resolves true when the node answered (the
+ * connection's encryption handshake proves which peer answered, and the
+ * probe checks it is `peerId`). Given by the coordinator, which owns the
+ * libp2p host and decides which relays it will use.
  */
-export type RelayProbe = (addr: string, signal: AbortSignal) => Promise<boolean>
+export type RelayProbe = (addr: string, peerId: string, signal: AbortSignal) => Promise<boolean>
 
 export interface DialBackOptions {
   /** How long one connection attempt may take, in ms. @default 2000 */
   connectTimeoutMs?: number
-  /** Most addresses tried per node (a node lists one per interface). @default 8 */
+  /** Most direct addresses tried per node (a node lists one per interface). @default 8 */
   maxAddrs?: number
+  /** Most relayed addresses tried per node, one after another. @default 4 */
+  maxRelayedAddrs?: number
   /** Tries a relayed address when no direct one answers. @default none (relayed addresses are not tried) */
   relayProbe?: RelayProbe
   /** How long one relayed connection attempt may take, in ms. @default 10000 */
@@ -82,33 +85,36 @@ export class DialBack {
    * listed none we can dial. `remoteAddr` is where the node's session
    * connection came from: a loopback listen address is only the node's own
    * when that was loopback too (same machine); otherwise it would name
-   * something on the coordinator's machine, so it is skipped.
+   * something on the coordinator's machine, so it is skipped. Only relayed
+   * addresses that end in the node's own id (`peerId`) are tried.
    */
-  async check (listenAddrs: string[], remoteAddr: string, signal: AbortSignal): Promise<DialBackResult> {
+  async check (listenAddrs: string[], remoteAddr: string, signal: AbortSignal, peerId = ''): Promise<DialBackResult> {
     const remote = tcpTarget(remoteAddr)
     const sameMachine = remote != null && isLoopback(remote.host)
-    const listed = listenAddrs.slice(0, this.options.maxAddrs ?? 8)
-    const targets = listed
+    const targets = listenAddrs
       .map(a => ({ addr: a, target: tcpTarget(a) }))
       .filter((t): t is { addr: string, target: { host: string, port: number } } => t.target != null && (sameMachine || !isLoopback(t.target.host)))
-    const circuits = listed.filter(a => a.includes('/p2p-circuit/'))
+      .slice(0, this.options.maxAddrs ?? 8)
+    // Picked from the whole list: relayed addresses come last, after one address per interface.
+    const circuits = listenAddrs.filter(a => peerId !== '' && a.endsWith(`/p2p-circuit/p2p/${peerId}`)).slice(0, this.options.maxRelayedAddrs ?? 4)
     if (targets.length === 0 && circuits.length === 0) return { reachability: 'unknown', dialable: [], relayed: [] }
     const timeoutMs = this.options.connectTimeoutMs ?? 2_000
     const results = await Promise.all(targets.map(async t => await tryConnect(t.target.host, t.target.port, timeoutMs, signal)))
     const dialable = targets.filter((_, i) => results[i]).map(t => t.addr)
     if (dialable.length > 0) return { reachability: 'public', dialable, relayed: [] }
-    const relayed = await this.probeRelayed(circuits, signal)
+    const relayed = await this.probeRelayed(circuits, peerId, signal)
     return { reachability: relayed.length > 0 ? 'relayed' : 'outbound-only', dialable, relayed }
   }
 
   /** The relayed addresses that reach the node; tried one after another, each a full libp2p connection. */
-  private async probeRelayed (circuits: string[], signal: AbortSignal): Promise<string[]> {
+  private async probeRelayed (circuits: string[], peerId: string, signal: AbortSignal): Promise<string[]> {
     const probe = this.options.relayProbe
     if (probe == null) return []
     const ok: string[] = []
     for (const addr of circuits) {
       const attempt = AbortSignal.any([signal, AbortSignal.timeout(this.options.relayTimeoutMs ?? 10_000)])
-      if (await probe(addr, attempt).catch(() => false)) ok.push(addr)
+      // The probe reports its own failures (false); a throw here is a bug and fails the whole check.
+      if (await probe(addr, peerId, attempt)) ok.push(addr)
     }
     return ok
   }

@@ -62,6 +62,10 @@ export interface SessionServerOptions {
    * @default 500
    */
   maxFramesPerSecond?: number
+  /** Least time between two reachability checks of one node (its `addrs` frames wait), in ms. @default 5000 */
+  recheckGapMs?: number
+  /** How long an `offer` push to a relayed node may take before its session is closed, in ms. @default 10000 */
+  offerTimeoutMs?: number
   /** Checks whether a node can be dialled at its listen addresses. @default a DialBack with its defaults */
   dialBack?: DialBack
 }
@@ -73,6 +77,8 @@ export class SessionServer {
   private readonly sessions = new Map<string, Channel>()
   /** Peers whose session runs on a relayed (limited) connection: gossip cannot reach them, so offers are pushed. */
   private readonly relayed = new Set<string>()
+  /** Reachability checks running, per node, with the request that came in meanwhile. */
+  private readonly checks = new Map<string, { next: { listenAddrs: string[], remoteAddr: string } | null }>()
   readonly stats = { sessions: 0, frames: 0, badFrames: 0, staleReports: 0, handlerFailures: 0, logLines: 0, logLinesDropped: 0, joinRefused: 0, rateLimited: 0, cutOff: 0, relayedOffers: 0 }
   private readonly limiter: RateLimiter
   private readonly dialBack: DialBack
@@ -92,14 +98,32 @@ export class SessionServer {
    */
   private async checkReachability (peerId: string, listenAddrs: string[] | undefined, remoteAddr: string): Promise<void> {
     if (listenAddrs == null) return
+    // One check per node at a time, the latest request wins, and a pause between two: a node
+    // cannot make this coordinator dial out faster than that, however many `addrs` it sends.
+    const state = this.checks.get(peerId)
+    if (state != null) { state.next = { listenAddrs, remoteAddr }; return }
+    const me = { next: null as { listenAddrs: string[], remoteAddr: string } | null }
+    this.checks.set(peerId, me)
     try {
-      const { reachability, dialable, relayed } = await this.dialBack.check(listenAddrs, remoteAddr, this.closing.signal)
-      this.options.membership.setReachability(peerId, reachability, dialable, relayed)
-      await this.push(peerId, { type: 'reachability', reachability, dialable, relayed })
-    } catch (err) {
-      this.options.log.warn('dial-back failed', { peerId, error: errorMessage(err) })
+      let job: { listenAddrs: string[], remoteAddr: string } | null = { listenAddrs, remoteAddr }
+      while (job != null && !this.closing.signal.aborted) {
+        try {
+          const { reachability, dialable, relayed } = await this.dialBack.check(job.listenAddrs, job.remoteAddr, this.closing.signal, peerId)
+          this.options.membership.setReachability(peerId, reachability, dialable, relayed)
+          await this.push(peerId, { type: 'reachability', reachability, dialable, relayed })
+        } catch (err) {
+          this.options.log.warn('dial-back failed', { peerId, error: errorMessage(err) })
+        }
+        if (me.next == null) break
+        await new Promise(resolve => setTimeout(resolve, this.options.recheckGapMs ?? 5_000).unref())
+        job = me.next
+        me.next = null
+      }
+    } finally {
+      this.checks.delete(peerId)
     }
   }
+
 
   /**
    * Ends a peer's session with an error frame saying why (the node exits
@@ -110,6 +134,7 @@ export class SessionServer {
     if (channel == null) return
     this.stats.cutOff++
     this.sessions.delete(peerId)
+    this.relayed.delete(peerId)
     this.options.membership.setSession(peerId, false)
     await this.reply(channel, { type: 'error', rid: null, code, message })
     await channel.close()
@@ -156,7 +181,24 @@ export class SessionServer {
    */
   async offerToRelayed (jobs: AnnouncedJob[]): Promise<number> {
     if (this.relayed.size === 0 || jobs.length === 0) return 0
-    const sent = await Promise.all([...this.relayed].map(async peerId => await this.push(peerId, { type: 'offer', jobs })))
+    const timeoutMs = this.options.offerTimeoutMs ?? 10_000
+    const sent = await Promise.all([...this.relayed].map(async peerId => {
+      const channel = this.sessions.get(peerId)
+      let timer: NodeJS.Timeout | undefined
+      // A node that stops reading would hold the frame (and every later one) forever: give up on its session.
+      const timedOut = new Promise<false>(resolve => {
+        timer = setTimeout(() => {
+          this.options.log.warn('a relayed node does not take its offers; closing its session', { peerId })
+          channel?.abort(new Error('offer not taken in time'))
+          resolve(false)
+        }, timeoutMs)
+      })
+      try {
+        return await Promise.race([this.push(peerId, { type: 'offer', jobs }), timedOut])
+      } finally {
+        clearTimeout(timer)
+      }
+    }))
     const n = sent.filter(Boolean).length
     this.stats.relayedOffers += n
     return n

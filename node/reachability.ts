@@ -16,7 +16,7 @@ import type { Logger } from '../common/log.js'
 import type { Clock } from '../common/clock.js'
 import { errorMessage } from '../common/errors.js'
 import type { RGridHost } from '../common/p2p.js'
-import { PathTracker, RelaySlotKeeper, confirmAddrs, isRelayed, listenAddrsOf, type PathCounts } from '../common/relay.js'
+import { PathTracker, RelaySlotKeeper, confirmAddrs, isRelayed, listenAddrsOf, withdrawAddrs, type PathCounts } from '../common/relay.js'
 import type { SessionClient } from './session-client.js'
 
 export interface NodeReachabilityOptions {
@@ -31,7 +31,7 @@ export interface NodeReachabilityOptions {
    * @default true
    */
   useRelay?: boolean
-  /** How long addresses the dial-back reached stay announced; each check renews them, in ms. @default 3_600_000 */
+  /** Passed to libp2p with addresses the dial-back reached (libp2p 3 keeps them until withdrawn, which the next check does), in ms. @default 3_600_000 */
   confirmTtlMs?: number
   /** Wait this long after an address or path change before telling coordinators, so a burst sends one frame, in ms. @default 300 */
   settleMs?: number
@@ -58,6 +58,8 @@ export class NodeReachability {
   private host: RGridHost | null = null
   private verdict: { reachability: string, dialable: string[], relayed: string[], checkedAt: number } | null = null
   private slot: RelaySlotKeeper | null = null
+  /** Listen addresses announced because the last dial-back reached them. */
+  private confirmed: string[] = []
   private readonly tracker: PathTracker
   private lastSent = ''
   private settleTimer: NodeJS.Timeout | null = null
@@ -96,8 +98,12 @@ export class NodeReachability {
   onVerdict (reachability: string, dialable: string[], relayed: string[]): void {
     this.verdict = { reachability, dialable, relayed, checkedAt: this.options.clock.now() }
     this.options.log.info('reachability checked by the coordinator', { reachability, dialable, relayed })
-    // The coordinator reached these: announce them (identify, DCUtR) until the next check renews them.
-    if (this.host != null && dialable.length > 0) confirmAddrs(this.host, dialable, this.options.confirmTtlMs ?? 3_600_000)
+    // The coordinator reached these: announce them (identify, DCUtR); stop announcing what it no longer reached.
+    if (this.host != null) {
+      withdrawAddrs(this.host, this.confirmed.filter(a => !dialable.includes(a)))
+      if (dialable.length > 0) confirmAddrs(this.host, dialable, this.options.confirmTtlMs ?? 3_600_000)
+      this.confirmed = dialable
+    }
     if (reachability === 'outbound-only' && this.slot == null && this.options.useRelay !== false && this.host != null) {
       // Kept from now on: the keeper asks again whenever the slot is lost (relay restarted, connection gone).
       this.options.log.info('not dialable: taking a relay slot')

@@ -42,5 +42,7 @@ describe.skipIf(unavailable != null)('node dist/bench/nat.js (short)', () => {
       }
     }
     expect(r.relaySessionsOpened).toBeGreaterThanOrEqual(1)
+    // The relay-only node's session really ran through the relay.
+    expect(r.relaySessionThroughRelay).toBe(true)
   }, 240_000)
 })

@@ -79,7 +79,11 @@ describe('relay bounds', () => {
     expect(first.getMultiaddrs().some(a => isRelayed(a.toString()))).toBe(true)
     expect(relayOf(relay)!.reservations.size).toBe(1)
     const second = await host(key)
-    await expect(reserveRelaySlot(second, relayAddr)).rejects.toThrow()
+    const listeners = (h: RGridHost): number => (h as unknown as { components: { transportManager: { getListeners: () => unknown[] } } }).components.transportManager.getListeners().length
+    const before = listeners(second)
+    for (let i = 0; i < 3; i++) await expect(reserveRelaySlot(second, relayAddr)).rejects.toThrow()
+    // A refused slot leaves no listener behind (libp2p keeps the listener of a failed listen otherwise).
+    expect(listeners(second)).toBe(before)
     expect(second.getMultiaddrs().some(a => isRelayed(a.toString()))).toBe(false)
     expect(relayOf(relay)!.reservations.size).toBe(1)
   })
@@ -173,6 +177,10 @@ describe('relay bounds', () => {
       await again.start()
       await until('a slot on the restarted relay', () => keeper.holds() ? true : undefined, 15_000, 50)
       expect(relayOf(again)!.reservations.has(client.peerId)).toBe(true)
+      // One relayed address per relay address: the lost slot's listener is gone, not re-announcing.
+      const relayed = client.getMultiaddrs().map(String).filter(isRelayed)
+      expect(relayed).toHaveLength(new Set(relayed).size)
+      expect(relayed).toHaveLength(1)
     } finally {
       keeper.stop()
       await first.stop()

@@ -45,25 +45,31 @@ describe('dial-back', () => {
     expect(await d.check([`/ip4/127.0.0.1/tcp/${open}`], '/ip4/10.231.0.7/tcp/40000', signal)).toEqual({ reachability: 'unknown', dialable: [], relayed: [] })
   })
 
-  it('tries relayed addresses only when no direct one answers, and reports those the probe reached', async () => {
+  it('tries relayed addresses only when no direct one answers, only the node\'s own, and reports those the probe reached', async () => {
     const open = await listening()
     const closed = await closedPort()
-    const relay = '/ip4/10.231.0.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit/p2p/12D3KooWKwa9EMGPvgBQKoAuUxd2NRZbXwDVGDe8AXpEZqepCVYn'
+    const node = '12D3KooWKwa9EMGPvgBQKoAuUxd2NRZbXwDVGDe8AXpEZqepCVYn'
+    const relay = `/ip4/10.231.0.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit/p2p/${node}`
     const dead = relay.replace('10.231.0.1', '10.231.0.9')
-    const probed: string[] = []
+    // Another peer's relayed address, handed in by this node: never tried.
+    const someoneElse = relay.replace(node, '12D3KooWB7Gqf4Rbe7qxhRvfpuvD8cgiWyHvDrwG9uNkuKY6pbgK')
+    const probed: Array<[string, string]> = []
     const d = new DialBack({
       connectTimeoutMs: 1_000,
-      relayProbe: async addr => { probed.push(addr); if (addr === dead) throw new Error('relay unreachable'); return true }
+      relayProbe: async (addr, peerId) => { probed.push([addr, peerId]); return addr !== dead }
     })
     const signal = AbortSignal.timeout(10_000)
-    expect(await d.check([`/ip4/127.0.0.1/tcp/${closed}`, relay, dead], '/ip4/127.0.0.1/tcp/40000', signal)).toEqual({ reachability: 'relayed', dialable: [], relayed: [relay] })
-    expect(probed).toEqual([relay, dead])
+    expect(await d.check([`/ip4/127.0.0.1/tcp/${closed}`, someoneElse, relay, dead], '/ip4/127.0.0.1/tcp/40000', signal, node)).toEqual({ reachability: 'relayed', dialable: [], relayed: [relay] })
+    expect(probed).toEqual([[relay, node], [dead, node]])
     // Reached directly: the relay is not tried.
     probed.length = 0
-    expect(await d.check([`/ip4/127.0.0.1/tcp/${open}`, relay], '/ip4/127.0.0.1/tcp/40000', signal)).toMatchObject({ reachability: 'public', relayed: [] })
+    expect(await d.check([`/ip4/127.0.0.1/tcp/${open}`, relay], '/ip4/127.0.0.1/tcp/40000', signal, node)).toMatchObject({ reachability: 'public', relayed: [] })
     expect(probed).toEqual([])
+    // Relayed addresses are picked from the whole list, however many direct ones come first.
+    const many = Array.from({ length: 12 }, (_, i) => `/ip4/127.0.0.1/tcp/${closed}/p2p/${node}`.replace('127.0.0.1', `127.0.0.${i + 2}`))
+    expect(await d.check([...many, relay], '/ip4/127.0.0.1/tcp/40000', signal, node)).toMatchObject({ reachability: 'relayed', relayed: [relay] })
     // A probe that reaches nobody leaves the node outbound-only; without a probe, relayed addresses are not tried.
-    expect(await new DialBack({ relayProbe: async () => false }).check([relay], '/ip4/127.0.0.1/tcp/40000', signal)).toEqual({ reachability: 'outbound-only', dialable: [], relayed: [] })
-    expect(await new DialBack().check([relay], '/ip4/127.0.0.1/tcp/40000', signal)).toEqual({ reachability: 'outbound-only', dialable: [], relayed: [] })
+    expect(await new DialBack({ relayProbe: async () => false }).check([relay], '/ip4/127.0.0.1/tcp/40000', signal, node)).toEqual({ reachability: 'outbound-only', dialable: [], relayed: [] })
+    expect(await new DialBack().check([relay], '/ip4/127.0.0.1/tcp/40000', signal, node)).toEqual({ reachability: 'outbound-only', dialable: [], relayed: [] })
   })
 })
