@@ -95,17 +95,20 @@ export interface ThroughputRun { jobs: number, seconds: number, jobsPerSecond: n
 
 /**
  * `n` trivial jobs from `clients` concurrent HTTP clients, one job per
- * request; jobs/s from the first submission until the last result is
- * recorded. Any failed job fails the run.
+ * request (or `batch` per `POST /v1/jobs/batch`); jobs/s from the first
+ * submission until the last result is recorded. Any failed job fails the run.
  */
-export async function throughput (url: string, spec: unknown, n: number, clients: number, apiKey = ''): Promise<ThroughputRun> {
+export async function throughput (url: string, spec: unknown, n: number, clients: number, apiKey = '', batch = 1): Promise<ThroughputRun> {
   const before = await counts(url, apiKey)
   const start = performance.now()
   let next = 0
   await Promise.all(Array.from({ length: clients }, async () => {
     while (next < n) {
-      next++
-      await post(url, spec, apiKey)
+      const take = Math.min(batch, n - next)
+      next += take
+      if (batch === 1) { await post(url, spec, apiKey); continue }
+      const res = await fetch(`${url}/v1/jobs/batch`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers(apiKey) }, body: JSON.stringify({ jobs: Array.from({ length: take }, () => spec) }) })
+      if (res.status !== 201) throw new Error(`batch submit: ${res.status} ${await res.text()}`)
     }
   }))
   const submitted = performance.now()

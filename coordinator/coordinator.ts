@@ -142,6 +142,8 @@ export interface CoordinatorOptions {
 export interface CoordinatorApi {
   /** Submits a job owned by `owner` (an API key id; null on an open coordinator). */
   submit: (spec: JobSpec, owner?: string | null) => Promise<JobSummary>
+  /** Submits several jobs in one store transaction: all of them or none. */
+  submitMany: (specs: JobSpec[], owner?: string | null) => Promise<JobSummary[]>
   getJob: (id: string) => Promise<JobRecord | null>
   listJobs: (query: ListJobsQuery) => Promise<JobSummary[]>
   cancel: (id: string, actor: string) => Promise<CancelOutcome>
@@ -482,33 +484,45 @@ export class Coordinator implements CoordinatorApi {
   }
 
   async submit (input: JobSpec, owner: string | null = null): Promise<JobSummary> {
-    if (input.inputs.some(i => i.object != null) || input.outputs.length > 0) {
-      if (this.options.transfers == null) throw new ValidationError('this coordinator has no object store: inputs must be URLs and jobs cannot have outputs', 'inputs')
-      await this.options.transfers.checkInputs(input, owner)
+    const [job] = await this.submitMany([input], owner)
+    return job!
+  }
+
+  async submitMany (inputs: JobSpec[], owner: string | null = null): Promise<JobSummary[]> {
+    for (const [i, input] of inputs.entries()) {
+      if (input.inputs.some(x => x.object != null) || input.outputs.length > 0) {
+        const where = inputs.length > 1 ? `jobs[${i}].` : ''
+        if (this.options.transfers == null) throw new ValidationError(`${where}inputs: this coordinator has no object store: inputs must be URLs and jobs cannot have outputs`, `${where}inputs`)
+        await this.options.transfers.checkInputs(input, owner)
+      }
+      if (Object.keys(input.secretEnv).length > 0 && this.options.secrets == null) {
+        throw new ValidationError('this coordinator has no secrets key, so it cannot keep secretEnv', inputs.length > 1 ? `jobs[${i}].secretEnv` : 'secretEnv')
+      }
     }
     const now = this.clock.now()
-    const id = uuidv7(now)
-    let sealed: string | null = null
-    if (Object.keys(input.secretEnv).length > 0) {
-      if (this.options.secrets == null) throw new ValidationError('this coordinator has no secrets key, so it cannot keep secretEnv', 'secretEnv')
-      sealed = this.options.secrets.seal(id, input.secretEnv)
-    }
-    // Stored and listed with secret values redacted; the award puts them back.
-    const spec = redactSpec(input)
-    const job = await this.options.store.createJob({
-      id, spec, now, owner, secretEnvSealed: sealed,
-      ...(owner != null ? { maxActiveForOwner: this.options.maxActiveJobsPerKey ?? 10_000 } : {})
+    const prepared = inputs.map(input => {
+      const id = uuidv7(now)
+      const sealed = Object.keys(input.secretEnv).length > 0 ? this.options.secrets!.seal(id, input.secretEnv) : null
+      // Stored and listed with secret values redacted; the award puts them back.
+      return { id, spec: redactSpec(input), sealed }
     })
-    if (this.specCache.size >= 10_000) {
-      const oldest = this.specCache.keys().next().value
-      if (oldest != null) { this.specCache.delete(oldest); this.ownerCache.delete(oldest) }
+    const jobs = await this.options.store.createJobs(prepared.map(p => ({
+      id: p.id, spec: p.spec, now, owner, secretEnvSealed: p.sealed,
+      ...(owner != null ? { maxActiveForOwner: this.options.maxActiveJobsPerKey ?? 10_000 } : {})
+    })))
+    for (const [i, job] of jobs.entries()) {
+      const spec = prepared[i]!.spec
+      if (this.specCache.size >= 10_000) {
+        const oldest = this.specCache.keys().next().value
+        if (oldest != null) { this.specCache.delete(oldest); this.ownerCache.delete(oldest) }
+      }
+      this.specCache.set(job.id, spec)
+      if (owner != null) this.ownerCache.set(job.id, owner)
+      const announced = toAnnounced({ jobId: job.id, attempt: job.attempt, spec, createdAt: job.createdAt })
+      this.open.add(announced, now)
+      this.announcer.enqueue(announced)
     }
-    this.specCache.set(job.id, spec)
-    if (owner != null) this.ownerCache.set(job.id, owner)
-    const announced = toAnnounced({ jobId: job.id, attempt: job.attempt, spec, createdAt: job.createdAt })
-    this.open.add(announced, now)
-    this.announcer.enqueue(announced)
-    return job
+    return jobs
   }
 
   /**

@@ -31,6 +31,10 @@ export class RateLimitedError extends Error {
 
 const JOB_STATES: ReadonlySet<string> = new Set(['announced', 'claimed', 'running', 'succeeded', 'failed', 'cancelled'])
 const TERMINAL_STATES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled'])
+/** Most jobs in one `POST /v1/jobs/batch`. */
+export const MAX_BATCH_JOBS = 1000
+/** Largest batch body: room for many ordinary specs; each spec still has the single-job limit. */
+const MAX_BATCH_BODY_BYTES = 8 * 1024 * 1024
 const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 type Status = 400 | 401 | 403 | 404 | 409 | 413 | 415 | 429 | 500 | 503
@@ -184,6 +188,34 @@ export function createHttpApp (options: HttpAppOptions): Hono<Env> {
     const job = await api.submit(spec, c.get('principal').keyId)
     c.header('Location', `/v1/jobs/${job.id}`)
     return c.json(summaryJson(job), 201)
+  })
+
+  // Many jobs in one request and one store transaction (all or none): for scripts that submit
+  // thousands, like sbatch --array. The body may hold MAX_BATCH_JOBS specs, each within the single-job limit.
+  const batchLimit = bodyLimit({
+    maxSize: MAX_BATCH_BODY_BYTES,
+    onError: c => fail(c, 413, 'too-large', `request body exceeds ${MAX_BATCH_BODY_BYTES} bytes`)
+  })
+  app.post('/v1/jobs/batch', batchLimit, async c => {
+    const read = await jsonBody(c, 'the batch')
+    if (read instanceof Response) return read
+    const body = read.body as { jobs?: unknown }
+    if (typeof body !== 'object' || body === null || Array.isArray(body) || !Array.isArray(body.jobs) || Object.keys(body).some(k => k !== 'jobs')) {
+      throw new ValidationError('a batch is {"jobs": [job spec, ...]}', 'jobs')
+    }
+    if (body.jobs.length < 1 || body.jobs.length > MAX_BATCH_JOBS) throw new ValidationError(`a batch has 1 to ${MAX_BATCH_JOBS} jobs, got ${body.jobs.length}`, 'jobs')
+    const specs = body.jobs.map((j, i) => {
+      const size = Buffer.byteLength(JSON.stringify(j) ?? '')
+      if (size > 2 * LIMITS.jobSpecBytes) throw new TooLargeError(`jobs[${i}]`, size, 2 * LIMITS.jobSpecBytes)
+      try {
+        return decodeJobSpec(j)
+      } catch (err) {
+        if (err instanceof DecodeError) throw new ValidationError(`jobs[${i}]: ${err.message}`, `jobs[${i}]`)
+        throw err
+      }
+    })
+    const jobs = await api.submitMany(specs, c.get('principal').keyId)
+    return c.json({ jobs: jobs.map(summaryJson) }, 201)
   })
 
   app.get('/v1/jobs', async c => {

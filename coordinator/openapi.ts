@@ -58,6 +58,13 @@ export function openApiDocument (serverUrl?: string): Json {
           responses: { 200: json({ type: 'object', properties: { jobs: { type: 'array', items: ref('JobSummary') } } }, 'jobs'), ...errors(400, 503) }
         }
       },
+      '/v1/jobs/batch': {
+        post: {
+          summary: 'Submit up to 1000 jobs at once: all of them are created, or none (one store transaction)',
+          requestBody: { required: true, content: { 'application/json': { schema: { type: 'object', required: ['jobs'], additionalProperties: false, properties: { jobs: { type: 'array', minItems: 1, maxItems: 1000, items: ref('JobSpec') } } } } } },
+          responses: { 201: json({ type: 'object', properties: { jobs: { type: 'array', items: ref('JobSummary') } } }, 'created, in the order given'), ...errors(400, 401, 413, 415, 429, 503) }
+        }
+      },
       '/v1/jobs/{id}': { get: { summary: 'A job with its attempts and result', parameters: [idParam], responses: { 200: json(ref('Job'), 'the job'), ...errors(400, 404) } } },
       '/v1/jobs/{id}/events': { get: { summary: "The job's event log, oldest first", parameters: [idParam], responses: { 200: json({ type: 'object', properties: { events: { type: 'array', items: ref('JobEvent') } } }, 'events'), ...errors(404) } } },
       '/v1/jobs/{id}/cancel': { post: { summary: 'Cancel a job that has not ended', parameters: [idParam], responses: { 200: json(ref('JobSummary'), 'cancelled'), ...errors(404, 409) } } },

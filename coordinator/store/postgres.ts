@@ -262,52 +262,66 @@ export class PostgresStore implements Store {
   }
 
   async createJob (input: CreateJobInput): Promise<JobSummary> {
-    const cap = activeJobCap(input)
-    const owner = input.owner ?? null
-    const spec = JSON.stringify(input.spec)
-    if (spec.includes('\\u0000') && JSON.stringify(withoutNul(input.spec)) !== spec) {
-      throw new ValidationError('the job spec contains a NUL character (U+0000), which PostgreSQL cannot store', 'spec')
-    }
-    const insert = async (q: Sql | Tx): Promise<boolean> => {
-      // The conditional insert: with a cap, the job goes in only while its owner has fewer unfinished
-      // jobs (counted through jobs_owner_state, migration 11); the event only if the job went in.
+    const [job] = await this.createJobs([input])
+    return job!
+  }
+
+  async createJobs (inputs: CreateJobInput[]): Promise<JobSummary[]> {
+    const rows = inputs.map(input => {
+      const spec = JSON.stringify(input.spec)
+      if (spec.includes('\\u0000') && JSON.stringify(withoutNul(input.spec)) !== spec) {
+        throw new ValidationError('the job spec contains a NUL character (U+0000), which PostgreSQL cannot store', 'spec')
+      }
+      return { input, spec, cap: activeJobCap(input), owner: input.owner ?? null }
+    })
+    if (rows.length === 0) return []
+    // The conditional insert: with a cap, the job goes in only while its owner has fewer unfinished
+    // jobs (counted through jobs_owner_state, migration 11); the event only if the job went in.
+    // Earlier inserts of the same transaction are counted too.
+    const insert = async (q: Sql | Tx, r: typeof rows[number]): Promise<boolean> => {
       const [row] = await q<Array<{ inserted: boolean }>>`
         WITH j AS (
           INSERT INTO jobs (id, state, spec, attempt, max_attempts, created_at, updated_at, owner, secret_env)
-          SELECT ${input.id}::text, 'announced', ${spec}::text::jsonb, 1, ${maxAttemptsOf(input.spec)}::integer,
-                 ${input.now}::bigint, ${input.now}::bigint, ${owner}::text, ${input.secretEnvSealed ?? null}::text
-          WHERE ${cap}::bigint IS NULL
-             OR (SELECT count(*) FROM jobs WHERE owner = ${owner}::text AND state IN ('announced', 'claimed', 'running')) < ${cap}::bigint
+          SELECT ${r.input.id}::text, 'announced', ${r.spec}::text::jsonb, 1, ${maxAttemptsOf(r.input.spec)}::integer,
+                 ${r.input.now}::bigint, ${r.input.now}::bigint, ${r.owner}::text, ${r.input.secretEnvSealed ?? null}::text
+          WHERE ${r.cap}::bigint IS NULL
+             OR (SELECT count(*) FROM jobs WHERE owner = ${r.owner}::text AND state IN ('announced', 'claimed', 'running')) < ${r.cap}::bigint
           RETURNING id
         ), e AS (
           INSERT INTO job_events (job_id, at, type, actor, attempt, detail)
-          SELECT id, ${input.now}::bigint, 'submitted', 'http', 1, '{}'::jsonb FROM j
+          SELECT id, ${r.input.now}::bigint, 'submitted', 'http', 1, '{}'::jsonb FROM j
         )
         SELECT EXISTS (SELECT 1 FROM j) AS inserted`
       return row?.inserted === true
     }
-    const inserted = await this.db(async (sql) => {
+    const insertAll = async (q: Sql | Tx): Promise<void> => {
+      for (const r of rows) {
+        current = r
+        if (await insert(q, r)) continue
+        if (r.owner === null || r.cap === null) throw new Error(`job ${r.input.id}: an uncapped insert matched no row`)
+        throw new QuotaExceededError(r.owner, r.cap)
+      }
+    }
+    let current = rows[0]!
+    await this.db(async (sql) => {
       try {
-        if (cap === null || owner === null) return await insert(sql)
-        // Under READ COMMITTED two racing inserts would each count the jobs committed before they
-        // began and both get in. The owner's advisory lock, held to commit, makes them take turns:
-        // the insert's snapshot is taken after the lock, so it counts every job admitted before.
-        return await sql.begin(async (tx) => {
-          await tx`SELECT pg_advisory_xact_lock(${OWNER_LOCK_CLASS}::integer, hashtext(${owner}::text))`
-          return await insert(tx)
+        const owners = [...new Set(rows.filter(r => r.cap !== null && r.owner !== null).map(r => r.owner!))].sort()
+        if (rows.length === 1 && owners.length === 0) { await insertAll(sql); return }
+        // One transaction: all the jobs or none. Under READ COMMITTED two racing capped inserts would
+        // each count the jobs committed before they began and both get in; each owner's advisory lock,
+        // held to commit, makes them take turns (taken in one order, so two batches never deadlock).
+        await sql.begin(async (tx) => {
+          for (const owner of owners) await tx`SELECT pg_advisory_xact_lock(${OWNER_LOCK_CLASS}::integer, hashtext(${owner}::text))`
+          await insertAll(tx)
         })
       } catch (err) {
         if (err instanceof postgres.PostgresError && err.code === '23505' && err.constraint_name === 'jobs_pkey') {
-          throw duplicateJob(input.id)
+          throw duplicateJob(current.input.id)
         }
         throw err
       }
     })
-    if (!inserted) {
-      if (owner === null || cap === null) throw new Error(`job ${input.id}: an uncapped insert matched no row`)
-      throw new QuotaExceededError(owner, cap)
-    }
-    return { id: input.id, state: 'announced', spec: input.spec, attempt: 1, createdAt: input.now, updatedAt: input.now, owner }
+    return rows.map(({ input }) => ({ id: input.id, state: 'announced' as const, spec: input.spec, attempt: 1, createdAt: input.now, updatedAt: input.now, owner: input.owner ?? null }))
   }
 
   async jobSecrets (jobId: string): Promise<string | null> {

@@ -310,31 +310,39 @@ export class SqliteStore implements Store {
   }
 
   async createJob (input: CreateJobInput): Promise<JobSummary> {
-    const cap = activeJobCap(input)
-    const owner = input.owner ?? null
+    const [job] = await this.createJobs([input])
+    return job!
+  }
+
+  async createJobs (inputs: CreateJobInput[]): Promise<JobSummary[]> {
+    const rows = inputs.map(input => ({ input, cap: activeJobCap(input), owner: input.owner ?? null }))
+    if (rows.length === 0) return []
     const q = this.q
-    let inserted: boolean
+    let current = rows[0]!
     try {
-      inserted = this.db.transaction((): boolean => {
-        const changes = q.insertJob.run({
-          id: input.id, spec: JSON.stringify(input.spec), maxAttempts: maxAttemptsOf(input.spec), now: input.now,
-          owner, secretEnv: input.secretEnvSealed ?? null, cap
-        }).changes
-        if (changes === 0) return false
-        q.insertEvent.run({ jobId: input.id, at: input.now, type: 'submitted', actor: 'http', attempt: 1, detail: '{}' })
-        return true
+      // One transaction: all the jobs or none; each capped insert counts the ones before it.
+      this.db.transaction((): void => {
+        for (const r of rows) {
+          current = r
+          const { input, cap, owner } = r
+          const changes = q.insertJob.run({
+            id: input.id, spec: JSON.stringify(input.spec), maxAttempts: maxAttemptsOf(input.spec), now: input.now,
+            owner, secretEnv: input.secretEnvSealed ?? null, cap
+          }).changes
+          if (changes === 0) {
+            if (owner === null || cap === null) throw new Error(`job ${input.id}: an uncapped insert matched no row`)
+            throw new QuotaExceededError(owner, cap)
+          }
+          q.insertEvent.run({ jobId: input.id, at: input.now, type: 'submitted', actor: 'http', attempt: 1, detail: '{}' })
+        }
       }).immediate()
     } catch (err) {
       if (err instanceof Database.SqliteError && err.code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
-        throw duplicateJob(input.id)
+        throw duplicateJob(current.input.id)
       }
       throw err
     }
-    if (!inserted) {
-      if (owner === null || cap === null) throw new Error(`job ${input.id}: an uncapped insert matched no row`)
-      throw new QuotaExceededError(owner, cap)
-    }
-    return { id: input.id, state: 'announced', spec: input.spec, attempt: 1, createdAt: input.now, updatedAt: input.now, owner }
+    return rows.map(({ input, owner }) => ({ id: input.id, state: 'announced' as const, spec: input.spec, attempt: 1, createdAt: input.now, updatedAt: input.now, owner }))
   }
 
   async jobSecrets (jobId: string): Promise<string | null> {

@@ -320,6 +320,13 @@ export interface Store {
    */
   createJob: (input: CreateJobInput) => Promise<JobSummary>
   /**
+   * Inserts several jobs in one transaction: all of them, or (on any error,
+   * a duplicate id or an owner over its cap included) none. Each capped
+   * insert counts the jobs inserted before it in the same call. Errors as
+   * {@link Store.createJob}, naming the job that failed.
+   */
+  createJobs: (inputs: CreateJobInput[]) => Promise<JobSummary[]>
+  /**
    * The sealed secret environment the job was created with, exactly as given;
    * null when it has none or there is no such job. Never part of JobRecord or JobSummary.
    */

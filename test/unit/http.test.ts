@@ -251,3 +251,34 @@ describe('other routes', () => {
     await expectError('/v1/jobs', { method: 'DELETE' }, 404, 'not-found')
   })
 })
+
+describe('POST /v1/jobs/batch', () => {
+  it('creates every job of a batch in one go: 201 and a summary per job, in order', async () => {
+    const specs = [{ command: ['echo', 'a'] }, { command: ['echo', 'b'], labels: { zone: 'x' } }, { command: ['echo', 'c'] }]
+    const { status, body } = await call('/v1/jobs/batch', json({ jobs: specs }))
+    expect(status).toBe(201)
+    expect(body.jobs).toHaveLength(3)
+    for (const [i, j] of (body.jobs as Array<{ id: string, state: string }>).entries()) {
+      expect(j.state).toBe('announced')
+      expect((await store.getJob(j.id))?.spec.command).toEqual(specs[i]!.command)
+    }
+    expect(new Set(body.jobs.map((j: { id: string }) => j.id)).size).toBe(3)
+  })
+
+  it('refuses the whole batch when one spec is bad, naming it, and stores nothing', async () => {
+    const before = (await store.listJobs({})).length
+    const message = await expectError('/v1/jobs/batch', json({ jobs: [{ command: ['echo', 'ok'] }, { command: [] }, { command: ['echo', 'ok'] }] }), 400, 'invalid-request')
+    expect(message).toContain('jobs[1]')
+    expect((await store.listJobs({})).length).toBe(before)
+  })
+
+  it('refuses what is not a batch, an empty one, one too many, and an oversized spec', async () => {
+    await expectError('/v1/jobs/batch', json([{ command: ['true'] }]), 400, 'invalid-request')
+    await expectError('/v1/jobs/batch', json({ jobs: [] }), 400, 'invalid-request')
+    await expectError('/v1/jobs/batch', json({ jobs: [{ command: ['true'] }], extra: 1 }), 400, 'invalid-request')
+    await expectError('/v1/jobs/batch', json({ jobs: Array.from({ length: 1001 }, () => ({ command: ['true'] })) }), 400, 'invalid-request')
+    await expectError('/v1/jobs/batch', json({ jobs: [{ command: ['echo', 'x'.repeat(2 * LIMITS.jobSpecBytes)] }] }), 413, 'too-large')
+    await expectError('/v1/jobs/batch', json('{"jobs": ['), 400, 'invalid-json')
+    expect(await store.listJobs({})).toEqual([])
+  })
+})

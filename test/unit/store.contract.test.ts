@@ -1638,6 +1638,34 @@ describe.each(backends)('Store contract: $name', (backend) => {
     expect(await store.countActiveJobs('key-a')).toBe(1)
   })
 
+  it('creates a batch of jobs all together or none of them', async () => {
+    const store = await backend.open()
+    const ids = [uuidv7(T0 + 1), uuidv7(T0 + 1), uuidv7(T0 + 1)]
+    const made = await store.createJobs(ids.map(id => ({ id, spec, now: T0 + 1 })))
+    expect(made.map(j => [j.id, j.state, j.attempt, j.owner])).toEqual(ids.map(id => [id, 'announced', 1, null]))
+    for (const id of ids) {
+      expect(await store.getJob(id)).toMatchObject({ id, state: 'announced', spec })
+      expect((await store.listEvents(id)).map(e => e.type)).toEqual(['submitted'])
+    }
+    expect(await store.createJobs([])).toEqual([])
+    // A duplicate anywhere in the batch: nothing of the batch is written, and the error names it.
+    const fresh = uuidv7(T0 + 2)
+    const dup = await rejectionOf(store.createJobs([{ id: fresh, spec, now: T0 + 2 }, { id: ids[1]!, spec, now: T0 + 2 }]))
+    expect(dup).toBeInstanceOf(ConflictError)
+    expect((dup as Error).message).toContain(ids[1]!)
+    expect(await store.getJob(fresh)).toBeNull()
+    expect(await store.listEvents(fresh)).toEqual([])
+    // A cap counts the batch's own earlier jobs: with room for 2, a batch of 3 is refused whole.
+    const capped = [uuidv7(T0 + 3), uuidv7(T0 + 4), uuidv7(T0 + 5)]
+    const over = await rejectionOf(store.createJobs(capped.map((id, i) => ({ id, spec, now: T0 + 3 + i, owner: 'key-a', maxActiveForOwner: 2 }))))
+    expect(over).toBeInstanceOf(QuotaExceededError)
+    expect(over).toMatchObject({ owner: 'key-a', limit: 2 })
+    expect(await store.countActiveJobs('key-a')).toBe(0)
+    for (const id of capped) expect(await store.getJob(id)).toBeNull()
+    expect(await store.createJobs(capped.slice(0, 2).map((id, i) => ({ id, spec, now: T0 + 3 + i, owner: 'key-a', maxActiveForOwner: 2 })))).toHaveLength(2)
+    expect(await store.countActiveJobs('key-a')).toBe(2)
+  })
+
   it('caps the unfinished jobs of an owner when asked, freeing a place as jobs end', async () => {
     const store = await backend.open()
     const a = await ownedJob(store, 'key-a', T0 + 1, 2)
