@@ -53,6 +53,8 @@ export interface ThroughputSection {
   nodeEventLoopDelayMs: { windows: number, medianWindowP99: number, worstWindowP99: number, worstMax: number }
   /** Latency on the idle mesh, one job at a time (when asked for). */
   latencyMs?: { jobs: number, announceToAward: Summary, submitToRunning: Summary, submitToDone: Summary }
+  /** The same jobs again on the same mesh, submitted `batch` per `POST /v1/jobs/batch` (when asked for). */
+  batched?: { batch: number, clients: number, throughput: ThroughputRun, cpuMsPerJob: Record<string, number> }
 }
 
 export interface MeshRunOptions {
@@ -62,6 +64,8 @@ export interface MeshRunOptions {
   clients: number
   /** Jobs for the idle-mesh latency run before the throughput run; 0 for none. */
   latencyJobs: number
+  /** Also run the throughput again with jobs submitted this many per request (4 clients); 0 or absent for none. */
+  batch?: number
   image: string
   log: (line: string) => void
   signal?: AbortSignal
@@ -106,6 +110,23 @@ function roleOf (name: string): string {
 }
 
 /** Throughput (and optionally idle latency) of one runtime on a fresh mesh. */
+/** A throughput run with the CPU it cost per job, by role (the benchmark client included). */
+async function measuredThroughput (mesh: LocalMesh, run: () => Promise<ThroughputRun>, jobs: number): Promise<{ tp: ThroughputRun, cpuMsPerJob: Record<string, number> }> {
+  const cpuBefore = cpuSeconds(mesh)
+  const selfBefore = process.cpuUsage()
+  const tp = await run()
+  const self = process.cpuUsage(selfBefore)
+  const delta = cpuDelta(cpuBefore, cpuSeconds(mesh))
+  delta['benchmark client'] = (self.user + self.system) / 1e6
+  const cpuMsPerJob: Record<string, number> = {}
+  for (const [name, seconds] of Object.entries(delta)) {
+    const role = roleOf(name)
+    cpuMsPerJob[role] = (cpuMsPerJob[role] ?? 0) + seconds * 1000 / jobs
+  }
+  for (const k of Object.keys(cpuMsPerJob)) cpuMsPerJob[k] = Number(cpuMsPerJob[k]!.toFixed(3))
+  return { tp, cpuMsPerJob }
+}
+
 export async function runThroughput (runtime: Runtime, o: MeshRunOptions): Promise<ThroughputSection> {
   const dataDir = mkdtempSync(join(tmpdir(), `rgrid-bench-${runtime}-`))
   const mesh = new LocalMesh({ dataDir, nodes: o.nodes, slots: o.slots, runtime, logLevel: 'warn', startTimeoutMs: 60_000 })
@@ -126,25 +147,21 @@ export async function runThroughput (runtime: Runtime, o: MeshRunOptions): Promi
     sampler.sample()
     const timer = setInterval(() => { sampler.sample() }, 500)
     const statsBefore = await coordinatorStats(mesh.httpUrl)
-    const cpuBefore = cpuSeconds(mesh)
-    const selfBefore = process.cpuUsage()
     let tp: ThroughputRun
+    let cpuMsPerJob: Record<string, number>
     try {
-      tp = await throughput(mesh.httpUrl, spec, o.jobs, o.clients)
+      ({ tp, cpuMsPerJob } = await measuredThroughput(mesh, () => throughput(mesh.httpUrl, spec, o.jobs, o.clients), o.jobs))
     } finally {
       clearInterval(timer)
     }
     sampler.sample()
-    const self = process.cpuUsage(selfBefore)
     const auction = auctionFigures(statsBefore, await coordinatorStats(mesh.httpUrl))
-    const delta = cpuDelta(cpuBefore, cpuSeconds(mesh))
-    delta['benchmark client'] = (self.user + self.system) / 1e6
-    const cpuMsPerJob: Record<string, number> = {}
-    for (const [name, seconds] of Object.entries(delta)) {
-      const role = roleOf(name)
-      cpuMsPerJob[role] = (cpuMsPerJob[role] ?? 0) + seconds * 1000 / o.jobs
+    let batched: ThroughputSection['batched']
+    if (o.batch != null && o.batch > 1) {
+      o.log(`${runtime}: throughput again, ${o.jobs} jobs submitted ${o.batch} per request from 4 clients`)
+      const b = await measuredThroughput(mesh, () => throughput(mesh.httpUrl, spec, o.jobs, 4, '', o.batch), o.jobs)
+      batched = { batch: o.batch, clients: 4, throughput: b.tp, cpuMsPerJob: b.cpuMsPerJob }
     }
-    for (const k of Object.keys(cpuMsPerJob)) cpuMsPerJob[k] = Number(cpuMsPerJob[k]!.toFixed(3))
     const p99s = [...sampler.p99s].sort((a, b) => a - b)
     return {
       runtime,
@@ -155,7 +172,8 @@ export async function runThroughput (runtime: Runtime, o: MeshRunOptions): Promi
       cpuMsPerJob,
       auction,
       nodeEventLoopDelayMs: { windows: p99s.length, medianWindowP99: percentile(p99s, 50), worstWindowP99: p99s.at(-1) ?? NaN, worstMax: sampler.worstMax },
-      ...(lat != null ? { latencyMs: lat } : {})
+      ...(lat != null ? { latencyMs: lat } : {}),
+      ...(batched != null ? { batched } : {})
     }
   } finally {
     await mesh.stop()

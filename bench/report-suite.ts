@@ -45,6 +45,12 @@ export function renderSuite (resultsDir: string): string[] {
     const cpu = Object.entries(t.cpuMsPerJob).map(([k, v]) => `${k} ${f(v)}`).join(', ')
     lines.push(`| ${t.runtime} | ${t.nodes}×${t.slots} | ${t.throughput.jobs} | ${f(t.throughput.jobsPerSecond)} | ≥ ${TARGETS[t.runtime]} | ${cpu} | ${auctionText(t.auction)} | ${f(t.nodeEventLoopDelayMs.medianWindowP99)} / ${f(t.nodeEventLoopDelayMs.worstWindowP99)} |`)
   }
+  for (const t of r.throughput) {
+    if (t.batched == null) continue
+    const cpu = Object.entries(t.batched.cpuMsPerJob).map(([k, v]) => `${k} ${f(v)}`).join(', ')
+    lines.push('', `The same ${t.throughput.jobs} \`${t.runtime}\` jobs submitted ${t.batched.batch} per request (\`POST /v1/jobs/batch\`, ${t.batched.clients} clients) on the same mesh: ` +
+      `${f(t.batched.throughput.jobsPerSecond)} jobs/s (submissions ${f(t.batched.throughput.submitPerSecond)}/s); CPU ms per job: ${cpu}.`)
+  }
   for (const [k, v] of Object.entries(r.skipped)) lines.push('', `Skipped: ${k}: ${v}`)
   const lat = tp(r, 'process')?.latencyMs
   if (lat != null) {

@@ -96,7 +96,9 @@ async function main (): Promise<void> {
           nodes: c.nodes, slots: c.slots, clients: c.clients, image: image ?? '', log,
           jobs: only.has('throughput') ? c.jobs[runtime] : 100,
           // Latency is measured on the process runtime, as the targets are for process jobs.
-          latencyJobs: runtime === 'process' && only.has('latency') ? c.latencyJobs : 0
+          latencyJobs: runtime === 'process' && only.has('latency') ? c.latencyJobs : 0,
+          // Batched submission too, for sim: what the rest of the path does once HTTP is not per job.
+          ...(runtime === 'sim' && only.has('throughput') ? { batch: 100 } : {})
         }))
       })
     }

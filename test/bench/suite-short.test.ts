@@ -51,6 +51,12 @@ describe('npm run bench -- --short', () => {
       expect(t.nodeEventLoopDelayMs.windows, t.runtime).toBeGreaterThanOrEqual(1)
       expect(finite(t.nodeEventLoopDelayMs.worstWindowP99), t.runtime).toBe(true)
     }
+    // sim is measured a second time with batched submission.
+    const batched = r.throughput.find((t: { runtime: string }) => t.runtime === 'sim').batched
+    expect(batched.batch).toBe(100)
+    expect(batched.throughput.jobs).toBe(r.counts.jobs.sim)
+    expect(positive(batched.throughput.jobsPerSecond)).toBe(true)
+    expect(positive(batched.cpuMsPerJob.coordinator)).toBe(true)
     const lat = r.throughput.find((t: { runtime: string }) => t.runtime === 'process').latencyMs
     expect(lat.jobs).toBe(r.counts.latencyJobs)
     for (const k of ['announceToAward', 'submitToRunning', 'submitToDone']) {
