@@ -379,7 +379,11 @@ export function applyMutations (message: unknown, mutations: Mutation[]): unknow
         const a = pick(Array.isArray(root) ? [root, ...arrays] : arrays, m.at)
         if (a == null) break
         const fill = a.length > 0 ? a.slice() : ['x']
-        while (a.length < m.length) a.push(cloneTree(fill[a.length % fill.length]))
+        // Copies of copies of a huge string (two lengthens after a hugeString) would outgrow what
+        // JSON.stringify can write (~512 MB): keep one message within a budget far past every limit.
+        const each = Math.max(1, ...fill.map(x => sizeWithin(x, LENGTHEN_BUDGET)))
+        const target = Math.min(m.length, Math.max(a.length, Math.floor(LENGTHEN_BUDGET / each)))
+        while (a.length < target) a.push(cloneTree(fill[a.length % fill.length]))
         if (a.length > m.length) a.length = m.length
         break
       }
@@ -390,6 +394,23 @@ export function applyMutations (message: unknown, mutations: Mutation[]): unknow
     }
   }
   return root
+}
+
+/** Bytes a lengthened array may reach (64 MiB): far beyond every decoder's limit, far below what V8 can stringify. */
+const LENGTHEN_BUDGET = 64 * 1024 * 1024
+
+/** Roughly how many bytes `v` serializes to, counting no further than `budget`. */
+function sizeWithin (v: unknown, budget: number): number {
+  let total = 0
+  const walk = (x: unknown): void => {
+    if (total > budget) return
+    if (typeof x === 'string') { total += x.length + 2; return }
+    if (Array.isArray(x)) { total += 2; for (const y of x) { walk(y); total += 1; if (total > budget) return } return }
+    if (x != null && typeof x === 'object') { total += 2; for (const k of Object.keys(x)) { total += k.length + 4; walk((x as Record<string, unknown>)[k]); if (total > budget) return } return }
+    total += 8
+  }
+  walk(v)
+  return total
 }
 
 /** A valid message with one to four mutations. `js`: replacements may be values only a JS caller can pass. */
