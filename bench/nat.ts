@@ -22,13 +22,12 @@
  * Usage: node dist/bench/nat.js [--joins 5] [--jobs 200]
  */
 import { parseArgs } from 'node:util'
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { createNatLab, netnsUnavailable, type NatLab } from '../cli/nat-lab.js'
+import { createNatLab, netnsUnavailable, startIn, type NatLab } from '../cli/nat-lab.js'
 import { ROOT, commit, latency, machine, post, summary, type Summary } from './measure.js'
 import { renderBenchmarks } from './report.js'
 
@@ -56,22 +55,11 @@ export interface NatResult {
 
 const children: ChildProcess[] = []
 
-/** Starts a program in a namespace; resolves its first `lines` stdout lines. */
-async function start (ns: string, args: string[], lines: number): Promise<{ child: ChildProcess, lines: string[] }> {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  children.push(child)
-  let stderr = ''
-  child.stderr!.on('data', (c: Buffer) => { stderr = (stderr + c.toString()).slice(-4000) })
-  const got: string[] = []
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new Error(`${args[0]} printed ${got.length} of ${lines} lines within 60 s; stderr: ${stderr}`)) }, 60_000)
-    child.once('exit', code => { clearTimeout(timer); if (got.length < lines) reject(new Error(`${args[0]} exited with ${code}: ${stderr}`)) })
-    createInterface({ input: child.stdout! }).on('line', l => {
-      got.push(l)
-      if (got.length === lines) { clearTimeout(timer); resolve() }
-    })
-  })
-  return { child, lines: got }
+/** Starts an RGrid program in a namespace (cli/nat-lab.ts), kept for the final clean-up. */
+async function start (ns: string, argv: string[], lines: number): Promise<{ child: ChildProcess, lines: string[] }> {
+  const r = await startIn(ns, argv, lines)
+  children.push(r.child)
+  return r
 }
 
 async function stopChild (child: ChildProcess): Promise<void> {

@@ -66,14 +66,7 @@ export class BootstrapPeer {
     host.services.pubsub.subscribe(HEARTBEAT_TOPIC)
     host.services.pubsub.subscribe(BEACON_TOPIC)
     this.host = host
-    const relay = relayOf(host)
-    log.info('bootstrap peer started', { peerId: host.peerId.toString(), addrs: fullAddrs(host), relay: relay != null })
-  }
-
-  /** Relay slots held now (0 when not a relay). */
-  relayReservations (): number {
-    if (this.host == null) return 0
-    return relayOf(this.host)?.reservations.size ?? 0
+    log.info('bootstrap peer started', { peerId: host.peerId.toString(), addrs: fullAddrs(host), relay: relayOf(host) != null })
   }
 
   /** Full multiaddrs (with /p2p/) this peer listens on. */

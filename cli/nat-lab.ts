@@ -7,8 +7,9 @@
  * router does. Every address lives inside these namespaces. Needs root (or
  * CAP_NET_ADMIN) and iptables; {@link netnsUnavailable} says why not.
  */
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { createInterface } from 'node:readline'
 
 const run = (...args: string[]): void => { execFileSync(args[0]!, args.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] }) }
 const inNs = (ns: string, ...args: string[]): void => { run('ip', 'netns', 'exec', ns, ...args) }
@@ -123,4 +124,31 @@ export function createNatLab (homes = 2): NatLab {
     lab.destroy()
     throw err
   }
+}
+
+/**
+ * Starts a Node.js program (`argv`: script and arguments) inside namespace
+ * `ns`; resolves with its first `lines` stdout lines (the RGrid programs
+ * print their addresses there), rejects if it exits first or stays silent
+ * for `timeoutMs`, with the end of its stderr.
+ */
+export async function startIn (ns: string, argv: string[], lines: number, timeoutMs = 60_000): Promise<{ child: ChildProcess, lines: string[] }> {
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stderr = ''
+  child.stderr!.on('data', (c: Buffer) => { stderr = (stderr + c.toString()).slice(-4000) })
+  const got: string[] = []
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => { reject(new Error(`${argv[0]} printed ${got.length} of ${lines} lines within ${timeoutMs} ms; stderr: ${stderr}`)) }, timeoutMs)
+      child.once('exit', code => { clearTimeout(timer); if (got.length < lines) reject(new Error(`${argv[0]} exited with ${code}: ${stderr}`)) })
+      createInterface({ input: child.stdout! }).on('line', l => {
+        got.push(l)
+        if (got.length === lines) { clearTimeout(timer); resolve() }
+      })
+    })
+  } catch (err) {
+    if (child.exitCode == null && child.signalCode == null) child.kill('SIGKILL')
+    throw err
+  }
+  return { child, lines: got }
 }

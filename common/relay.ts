@@ -4,11 +4,12 @@
  * how a node tells which of its connections came through a relay and which
  * were upgraded to direct ones by DCUtR.
  *
- * In RGrid a relayed connection carries only small things: identify, ping,
- * the DCUtR handshake and the coordinator's reachability check. Gossip and
- * sessions run on direct connections (every node dials the bootstrap peers
- * and coordinators itself), and files move over presigned HTTP URLs, so
- * the relay bounds can stay small.
+ * In RGrid a relayed connection mostly carries small things: identify,
+ * ping, the DCUtR handshake and the coordinator's reachability check. Gossip
+ * and sessions run on the direct connections every node opens itself; only a
+ * node whose firewall lets it reach nothing but a bootstrap peer holds its
+ * session through the relay. Files move over presigned HTTP URLs, never
+ * through a relay.
  */
 import { RELAY_V2_HOP_CODEC, circuitRelayServer, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
 import type { Connection } from '@libp2p/interface'
@@ -83,7 +84,7 @@ export function relayPeerOf (addr: string, peerId: string): string | null {
 
 /** Whether the host is connected to `peerId` directly and that peer serves circuit relay (per identify). */
 export async function isConnectedRelay (host: RGridHost, peerId: string): Promise<boolean> {
-  const conns = host.getConnections().filter(c => c.remotePeer.toString() === peerId && !isRelayed(c.remoteAddr.toString()))
+  const conns = connectionsTo(host, peerId, false)
   if (conns.length === 0) return false
   try {
     return (await host.peerStore.get(conns[0]!.remotePeer)).protocols.includes(RELAY_V2_HOP_CODEC)
@@ -99,15 +100,15 @@ export function isRelayed (addr: string): boolean {
   return addr.includes('/p2p-circuit')
 }
 
+/** A listener of the transport manager (one per listen address; a relay slot is one). */
+interface Listener { close: () => Promise<void> }
+
 /**
  * The parts of a running libp2p host that RGrid needs and libp2p 3 does not
  * expose: adding a listen address (a relay slot) and telling the address
  * manager which addresses are known to be dialable. `createLibp2p` builds
  * both for every host.
  */
-/** A listener of the transport manager (one per listen address; a relay slot is one). */
-interface Listener { close: () => Promise<void>, getAddrs: () => Multiaddr[] }
-
 interface HostInternals {
   transportManager: { listen: (addrs: Multiaddr[]) => Promise<void>, getAddrs: () => Multiaddr[], getListeners: () => Listener[] }
   addressManager: {
@@ -138,18 +139,22 @@ export function listenAddrsOf (host: RGridHost): string[] {
 
 /**
  * Tells libp2p these listen addresses are dialable, so identify announces
- * them (and DCUtR can upgrade to them). libp2p 3 keeps a confirmed address
- * until it is withdrawn ({@link withdrawAddrs}), whatever `ttlMs` says. A
- * node does this with what the coordinator's dial-back reached; bootstrap
- * peers and coordinators with {@link trustListenAddrs}.
+ * them (and DCUtR can upgrade to them) until they are withdrawn
+ * ({@link withdrawAddrs}). A node does this with what the coordinator's
+ * dial-back reached; bootstrap peers and coordinators with
+ * {@link trustListenAddrs}.
  */
-export function confirmAddrs (host: RGridHost, addrs: string[], ttlMs: number): void {
+export function confirmAddrs (host: RGridHost, addrs: string[]): void {
   const am = internals(host).addressManager
   for (const a of addrs) {
     if (isRelayed(a)) continue
-    am.confirmObservedAddr(multiaddr(a), { type: 'transport', ttl: ttlMs })
+    // libp2p 3 keeps a confirmed transport address until it is removed; the ttl only has to be long.
+    am.confirmObservedAddr(multiaddr(a), { type: 'transport', ttl: CONFIRMED_ADDR_TTL_MS })
   }
 }
+
+/** A year: confirmed addresses last until withdrawn or the process ends. */
+const CONFIRMED_ADDR_TTL_MS = 365 * 24 * 3_600_000
 
 /** Stops announcing addresses confirmed earlier (a later dial-back no longer reached them). */
 export function withdrawAddrs (host: RGridHost, addrs: string[]): void {
@@ -165,11 +170,8 @@ export function withdrawAddrs (host: RGridHost, addrs: string[]): void {
  * put in beacons.
  */
 export function trustListenAddrs (host: RGridHost): void {
-  confirmAddrs(host, internals(host).transportManager.getAddrs().map(String), TRUSTED_ADDR_TTL_MS)
+  confirmAddrs(host, internals(host).transportManager.getAddrs().map(String))
 }
-
-/** As long as the process lives, in practice (a year). */
-const TRUSTED_ADDR_TTL_MS = 365 * 24 * 3_600_000
 
 /**
  * Takes a slot on one relay (full multiaddr with /p2p/); resolves with the
@@ -221,13 +223,17 @@ export interface RelaySlotKeeperOptions {
 export class RelaySlotKeeper {
   private timer: NodeJS.Timeout | null = null
   private running = false
+  private readonly retryMs: number
+  private readonly maxRetryMs: number
   private waitMs: number
   /** The listener of the slot held (or last held): closed before asking again, so none pile up. */
   private slot: { close: () => Promise<void> } | null = null
   readonly stats = { attempts: 0, granted: 0, refused: 0 }
 
   constructor (private readonly options: RelaySlotKeeperOptions) {
-    this.waitMs = options.retryMs ?? 30_000
+    this.retryMs = options.retryMs ?? 30_000
+    this.maxRetryMs = options.maxRetryMs ?? 1_800_000
+    this.waitMs = this.retryMs
   }
 
   /** Starts keeping a slot. Idempotent. */
@@ -257,9 +263,8 @@ export class RelaySlotKeeper {
 
   private async check (): Promise<void> {
     if (!this.running) return
-    const retryMs = this.options.retryMs ?? 30_000
-    if (this.holds() || await this.take()) this.waitMs = retryMs
-    else this.waitMs = Math.min(this.waitMs * 2, this.options.maxRetryMs ?? 1_800_000)
+    if (this.holds() || await this.take()) this.waitMs = this.retryMs
+    else this.waitMs = Math.min(this.waitMs * 2, this.maxRetryMs)
     if (!this.running) return
     this.timer = setTimeout(() => { void this.check() }, this.waitMs)
     this.timer.unref()
@@ -302,14 +307,14 @@ export interface PathCounts {
  * are what `rgrid-node status` reports as "direct after hole punching".
  */
 export class PathTracker {
-  /** Peers whose relayed connection was replaced by a direct one, and when. */
-  private readonly upgraded = new Map<string, number>()
+  /** Peers whose relayed connection was replaced by a direct one. */
+  private readonly upgraded = new Set<string>()
   /** Peers with a relayed connection and, since it opened, a direct one too: DCUtR at work. */
   private readonly pending = new Set<string>()
   private attached: { host: RGridHost, open: (e: CustomEvent<Connection>) => void, close: (e: CustomEvent<Connection>) => void } | null = null
 
   /** `onChange` runs when a peer is counted as upgraded or stops being. */
-  constructor (private readonly now: () => number = Date.now, private readonly onChange: () => void = () => {}) {}
+  constructor (private readonly onChange: () => void = () => {}) {}
 
   /** Starts watching the host's connections. Idempotent. */
   attach (host: RGridHost): void {
@@ -331,28 +336,30 @@ export class PathTracker {
   private onOpen (host: RGridHost, conn: Connection): void {
     if (isRelayed(conn.remoteAddr.toString())) return
     // A direct connection that opens while a relayed one to the same peer is up: the upgrade has started.
-    if (hasRelayed(host, conn.remotePeer.toString(), conn)) this.pending.add(conn.remotePeer.toString())
+    const peer = conn.remotePeer.toString()
+    if (connectionsTo(host, peer, true).length > 0) this.pending.add(peer)
   }
 
   private onClose (host: RGridHost, conn: Connection): void {
     const peer = conn.remotePeer.toString()
+    const directLeft = connectionsTo(host, peer, false).length > 0
     if (!isRelayed(conn.remoteAddr.toString())) {
-      if (!host.getConnections().some(c => c.remotePeer.toString() === peer && !isRelayed(c.remoteAddr.toString()))) {
+      if (!directLeft) {
         this.pending.delete(peer)
         if (this.upgraded.delete(peer)) this.onChange()
       }
       return
     }
     // The relayed connection went away while a direct one to the same peer stays: upgraded.
-    if (this.pending.delete(peer) && host.getConnections().some(c => c.remotePeer.toString() === peer && !isRelayed(c.remoteAddr.toString()))) {
-      this.upgraded.set(peer, this.now())
+    if (this.pending.delete(peer) && directLeft) {
+      this.upgraded.add(peer)
       this.onChange()
     }
   }
 
   /** Peers now reached directly after their relayed connection was upgraded. */
   upgradedPeers (): string[] {
-    return [...this.upgraded.keys()]
+    return [...this.upgraded]
   }
 
   /** Counts of the host's open connections by path. */
@@ -367,6 +374,7 @@ export class PathTracker {
   }
 }
 
-function hasRelayed (host: RGridHost, peer: string, except: Connection): boolean {
-  return host.getConnections().some(c => c !== except && c.remotePeer.toString() === peer && isRelayed(c.remoteAddr.toString()))
+/** The host's open connections to `peer` that go through a relay (`relayed`) or straight to it. */
+function connectionsTo (host: RGridHost, peer: string, relayed: boolean): Connection[] {
+  return host.getConnections().filter(c => c.remotePeer.toString() === peer && isRelayed(c.remoteAddr.toString()) === relayed)
 }

@@ -195,32 +195,6 @@ export class Coordinator implements CoordinatorApi {
   readonly recovery: Recovery
   readonly reaper: Reaper
   readonly admission: Admission
-  /**
-   * Connects to a node through a relay and closes the connection again. The
-   * node names the relay in its relayed address, but only a relay this host
-   * is connected to and which serves relaying is used, reached over that
-   * connection (the address's IP part is ignored): a node cannot make the
-   * coordinator dial anything else. The answering peer must be the node.
-   */
-  private async probeRelayed (addr: string, peerId: string, signal: AbortSignal): Promise<boolean> {
-    const host = this.host
-    if (host == null) return false
-    const relay = relayPeerOf(addr, peerId)
-    if (relay == null || !await isConnectedRelay(host, relay)) {
-      this.options.log.debug('relayed address names no relay we use', { peerId, addr })
-      return false
-    }
-    try {
-      const conn = await host.dial(multiaddr(`/p2p/${relay}/p2p-circuit/p2p/${peerId}`), { signal, force: true })
-      const ok = isRelayed(conn.remoteAddr.toString()) && conn.remotePeer.toString() === peerId
-      await conn.close({ signal }).catch((err: unknown) => { conn.abort(err as Error) })
-      return ok
-    } catch (err) {
-      this.options.log.debug('could not reach the node through its relay', { peerId, relay, error: errorMessage(err) })
-      return false
-    }
-  }
-
   /** Peers this host refuses (revoked nodes). */
   private readonly gate = openGate()
   private heartbeatGuard: HeartbeatGuard | null = null
@@ -480,6 +454,32 @@ export class Coordinator implements CoordinatorApi {
       } catch (err) {
         this.options.log.warn('cutting a node off failed', { peerId, error: errorMessage(err) })
       }
+    }
+  }
+
+  /**
+   * Connects to a node through a relay and closes the connection again. The
+   * node names the relay in its relayed address, but only a relay this host
+   * is connected to and which serves relaying is used, reached over that
+   * connection (the address's IP part is ignored): a node cannot make the
+   * coordinator dial anything else. The answering peer must be the node.
+   */
+  private async probeRelayed (addr: string, peerId: string, signal: AbortSignal): Promise<boolean> {
+    const host = this.host
+    if (host == null) return false
+    const relay = relayPeerOf(addr, peerId)
+    if (relay == null || !await isConnectedRelay(host, relay)) {
+      this.options.log.debug('relayed address names no relay we use', { peerId, addr })
+      return false
+    }
+    try {
+      const conn = await host.dial(multiaddr(`/p2p/${relay}/p2p-circuit/p2p/${peerId}`), { signal, force: true })
+      const ok = isRelayed(conn.remoteAddr.toString()) && conn.remotePeer.toString() === peerId
+      await conn.close({ signal }).catch((err: unknown) => { conn.abort(err as Error) })
+      return ok
+    } catch (err) {
+      this.options.log.debug('could not reach the node through its relay', { peerId, relay, error: errorMessage(err) })
+      return false
     }
   }
 

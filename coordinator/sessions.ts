@@ -71,14 +71,16 @@ export interface SessionServerOptions {
 }
 
 type Channel = FrameChannel<NodeFrame, CoordinatorFrame>
+/** What a reachability check of one node needs: its listen addresses and where its session came from. */
+type CheckRequest = { listenAddrs: string[], remoteAddr: string }
 type RunningRef = { jobId: string, attempt: number, token: string }
 
 export class SessionServer {
   private readonly sessions = new Map<string, Channel>()
-  /** Peers whose session runs on a relayed (limited) connection: gossip cannot reach them, so offers are pushed. */
-  private readonly relayed = new Set<string>()
+  /** Sessions on a relayed (limited) connection: gossip cannot reach their nodes, so offers are pushed. */
+  private readonly relayed = new WeakSet<Channel>()
   /** Reachability checks running, per node, with the request that came in meanwhile. */
-  private readonly checks = new Map<string, { next: { listenAddrs: string[], remoteAddr: string } | null }>()
+  private readonly checks = new Map<string, { next: CheckRequest | null }>()
   readonly stats = { sessions: 0, frames: 0, badFrames: 0, staleReports: 0, handlerFailures: 0, logLines: 0, logLinesDropped: 0, joinRefused: 0, rateLimited: 0, cutOff: 0, relayedOffers: 0 }
   private readonly limiter: RateLimiter
   private readonly dialBack: DialBack
@@ -102,10 +104,10 @@ export class SessionServer {
     // cannot make this coordinator dial out faster than that, however many `addrs` it sends.
     const state = this.checks.get(peerId)
     if (state != null) { state.next = { listenAddrs, remoteAddr }; return }
-    const me = { next: null as { listenAddrs: string[], remoteAddr: string } | null }
+    const me: { next: CheckRequest | null } = { next: null }
     this.checks.set(peerId, me)
     try {
-      let job: { listenAddrs: string[], remoteAddr: string } | null = { listenAddrs, remoteAddr }
+      let job: CheckRequest | null = { listenAddrs, remoteAddr }
       while (job != null && !this.closing.signal.aborted) {
         try {
           const { reachability, dialable, relayed } = await this.dialBack.check(job.listenAddrs, job.remoteAddr, this.closing.signal, peerId)
@@ -124,7 +126,6 @@ export class SessionServer {
     }
   }
 
-
   /**
    * Ends a peer's session with an error frame saying why (the node exits
    * with it), e.g. when its join token was revoked.
@@ -134,7 +135,6 @@ export class SessionServer {
     if (channel == null) return
     this.stats.cutOff++
     this.sessions.delete(peerId)
-    this.relayed.delete(peerId)
     this.options.membership.setSession(peerId, false)
     await this.reply(channel, { type: 'error', rid: null, code, message })
     await channel.close()
@@ -146,15 +146,13 @@ export class SessionServer {
     const channel: Channel = new FrameChannel(stream, { decode: decodeNodeFrame })
     const previous = this.sessions.get(peerId)
     this.sessions.set(peerId, channel)
-    if (connection.limits != null) this.relayed.add(peerId)
-    else this.relayed.delete(peerId)
+    if (connection.limits != null) this.relayed.add(channel)
     if (previous != null) void previous.close()
     this.stats.sessions++
     this.options.log.debug('session opened', { peerId })
     void this.serve(peerId, channel, connection).finally(() => {
       if (this.sessions.get(peerId) === channel) {
         this.sessions.delete(peerId)
-        this.relayed.delete(peerId)
         this.options.membership.setSession(peerId, false)
       }
       this.options.log.debug('session closed', { peerId })
@@ -180,16 +178,16 @@ export class SessionServer {
    * sessions were offered them.
    */
   async offerToRelayed (jobs: AnnouncedJob[]): Promise<number> {
-    if (this.relayed.size === 0 || jobs.length === 0) return 0
+    const relayed = [...this.sessions].filter(([, channel]) => this.relayed.has(channel))
+    if (relayed.length === 0 || jobs.length === 0) return 0
     const timeoutMs = this.options.offerTimeoutMs ?? 10_000
-    const sent = await Promise.all([...this.relayed].map(async peerId => {
-      const channel = this.sessions.get(peerId)
+    const sent = await Promise.all(relayed.map(async ([peerId, channel]) => {
       let timer: NodeJS.Timeout | undefined
       // A node that stops reading would hold the frame (and every later one) forever: give up on its session.
       const timedOut = new Promise<false>(resolve => {
         timer = setTimeout(() => {
           this.options.log.warn('a relayed node does not take its offers; closing its session', { peerId })
-          channel?.abort(new Error('offer not taken in time'))
+          channel.abort(new Error('offer not taken in time'))
           resolve(false)
         }, timeoutMs)
       })

@@ -126,7 +126,8 @@ export class NodeAgent {
   private hbSeq = 0
   private lastPullAt = 0
   private lastPullFull = false
-  /** The wait between idle pulls now: pullMs after activity, doubling while pulls find nothing. */
+  /** The idle-pull wait after activity (`pullMs`), and the wait now: doubling while pulls find nothing. */
+  private readonly pullMs: number
   private pullWaitMs: number
   private overloadedUntil = 0
   private pulling = false
@@ -155,7 +156,8 @@ export class NodeAgent {
 
   constructor (private readonly options: NodeAgentOptions) {
     this.clock = options.clock ?? systemClock
-    this.pullWaitMs = options.pullMs ?? 1_000
+    this.pullMs = options.pullMs ?? 1_000
+    this.pullWaitMs = this.pullMs
     this.reach = new NodeReachability({
       log: options.log.child('reachability'), clock: this.clock,
       sessions: () => this.links?.openSessions().map(s => s.session) ?? [],
@@ -289,7 +291,7 @@ export class NodeAgent {
     this.every(this.options.heartbeatMs ?? 1_000, () => { void this.heartbeat() })
     this.every(this.options.renewMs ?? 5_000, () => { void this.renew() })
     links.reconnect()
-    this.every(this.options.pullMs ?? 1_000, () => { void this.pullIfIdle() })
+    this.every(this.pullMs, () => { void this.pullIfIdle() })
     log.info('node started', { peerId: host.peerId.toString(), slots: this.slots, runtime: this.options.runtime.name })
   }
 
@@ -362,7 +364,7 @@ export class NodeAgent {
         if (this.links?.isTrusted(msg.from) !== true) { this.stats.announcementsIgnored++; return }
         const announcement = decodeGossip(msg.data, decodeAnnouncement)
         // Work is moving: the next idle pull comes soon again (a lost announcement is found within pullMs).
-        this.pullWaitMs = this.options.pullMs ?? 1_000
+        this.pullWaitMs = this.pullMs
         for (const t of announcement.taken) this.cands.remove(t.jobId, t.attempt)
         if (announcement.jobs.length > 0) this.offer(announcement.jobs, msg.from.toString())
       }
@@ -492,8 +494,8 @@ export class NodeAgent {
       const reply = await session.request({ type: 'pull', max })
       this.lastPullFull = reply.type === 'open' && reply.jobs.length >= max
       const found = reply.type === 'open' && reply.jobs.length > 0
-      this.pullWaitMs = found ? this.options.pullMs ?? 1_000 : Math.min(this.pullWaitMs * 2, this.options.pullMaxMs ?? 8_000)
-      if (reply.type === 'open' && reply.jobs.length > 0 && pick != null) this.offer(reply.jobs, pick.coordinator)
+      this.pullWaitMs = found ? this.pullMs : Math.min(this.pullWaitMs * 2, this.options.pullMaxMs ?? 8_000)
+      if (found && pick != null) this.offer(reply.jobs, pick.coordinator)
     } catch (err) {
       this.lastPullFull = false
       this.options.log.debug('pull failed', { error: errorMessage(err) })

@@ -346,7 +346,8 @@ function reachabilityText (r: ReachabilityView | undefined): string {
   const direct = punched.length > 0 ? `; direct after hole punching with ${punched.length} peer${punched.length === 1 ? '' : 's'}` : ''
   if (r.reachability === 'public') return `public: the coordinator connected to ${r.dialable.join(', ')}`
   if (r.reachability === 'relayed') return `relayed: not dialable, reached through ${(r.relayed ?? []).join(', ')}${direct}`
-  const slot = (r.relayAddrs ?? []).length > 0 ? `; relay slot ${(r.relayAddrs ?? []).join(', ')}, not yet checked` : '; no relay slot (yet)'
+  const slots = r.relayAddrs ?? []
+  const slot = slots.length > 0 ? `; relay slot ${slots.join(', ')}, not yet checked` : '; no relay slot (yet)'
   return `outbound only: no listen address could be dialled, so this node works over the connections it opened (e.g. behind NAT)${slot}${direct}`
 }
 

@@ -31,8 +31,6 @@ export interface NodeReachabilityOptions {
    * @default true
    */
   useRelay?: boolean
-  /** Passed to libp2p with addresses the dial-back reached (libp2p 3 keeps them until withdrawn, which the next check does), in ms. @default 3_600_000 */
-  confirmTtlMs?: number
   /** Wait this long after an address or path change before telling coordinators, so a burst sends one frame, in ms. @default 300 */
   settleMs?: number
 }
@@ -67,7 +65,7 @@ export class NodeReachability {
   readonly stats = { addrsSent: 0, addrsFailures: 0 }
 
   constructor (private readonly options: NodeReachabilityOptions) {
-    this.tracker = new PathTracker(() => options.clock.now(), () => { this.changed() })
+    this.tracker = new PathTracker(() => { this.changed() })
   }
 
   /** Starts watching the host's addresses and connections. Idempotent. */
@@ -101,7 +99,7 @@ export class NodeReachability {
     // The coordinator reached these: announce them (identify, DCUtR); stop announcing what it no longer reached.
     if (this.host != null) {
       withdrawAddrs(this.host, this.confirmed.filter(a => !dialable.includes(a)))
-      if (dialable.length > 0) confirmAddrs(this.host, dialable, this.options.confirmTtlMs ?? 3_600_000)
+      if (dialable.length > 0) confirmAddrs(this.host, dialable)
       this.confirmed = dialable
     }
     if (reachability === 'outbound-only' && this.slot == null && this.options.useRelay !== false && this.host != null) {

@@ -275,6 +275,8 @@ export class PostgresStore implements Store {
       return { input, spec, cap: activeJobCap(input), owner: input.owner ?? null }
     })
     if (rows.length === 0) return []
+    /** The row being inserted, so a duplicate id names its job. */
+    let current = rows[0]!
     // The conditional insert: with a cap, the job goes in only while its owner has fewer unfinished
     // jobs (counted through jobs_owner_state, migration 11); the event only if the job went in.
     // Earlier inserts of the same transaction are counted too.
@@ -302,7 +304,6 @@ export class PostgresStore implements Store {
         throw new QuotaExceededError(r.owner, r.cap)
       }
     }
-    let current = rows[0]!
     await this.db(async (sql) => {
       try {
         const owners = [...new Set(rows.filter(r => r.cap !== null && r.owner !== null).map(r => r.owner!))].sort()

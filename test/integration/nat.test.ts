@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
-import { createNatLab, netnsUnavailable, type NatLab } from '../../dist/cli/nat-lab.js'
+import { createNatLab, netnsUnavailable, startIn, type NatLab } from '../../dist/cli/nat-lab.js'
 import { until } from '../helpers/rogue.js'
 
 const DIST = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist')
@@ -37,22 +37,11 @@ let keyPath = ''
 const children: ChildProcess[] = []
 const nodeIds: string[] = []
 
-/** Starts a program in a namespace; resolves its first `lines` stdout lines. */
+/** Starts an RGrid program in a namespace (cli/nat-lab.ts), kept for afterAll; resolves its first `lines` stdout lines. */
 async function start (ns: string, bin: string, args: string[], lines: number): Promise<{ child: ChildProcess, lines: string[] }> {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  children.push(child)
-  let stderr = ''
-  child.stderr!.on('data', (c: Buffer) => { stderr = (stderr + c.toString()).slice(-4000) })
-  const got: string[] = []
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new Error(`${bin} printed ${got.length} of ${lines} lines within 30 s; stderr: ${stderr}`)) }, 30_000)
-    child.once('exit', code => { clearTimeout(timer); reject(new Error(`${bin} exited with ${code}: ${stderr}`)) })
-    createInterface({ input: child.stdout! }).on('line', l => {
-      got.push(l)
-      if (got.length === lines) { clearTimeout(timer); resolve() }
-    })
-  })
-  return { child, lines: got }
+  const r = await startIn(ns, [bin, ...args], lines, 30_000)
+  children.push(r.child)
+  return r
 }
 
 /** An HTTP call made from inside the public namespace (the test's own namespace cannot reach it). */
