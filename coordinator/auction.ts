@@ -74,7 +74,7 @@ export class Auction {
   private readonly decidedTtlMs: number
   private sweepAt = 0
   /** Counters for metrics and benchmarks. */
-  readonly stats = { bids: 0, awards: 0, refusals: 0, lostRaces: 0, counterOffers: 0, refusedBy: {} as Record<string, number> }
+  readonly stats = { bids: 0, awards: 0, refusals: 0, lostRaces: 0, counterOffers: 0, chained: 0, refusedBy: {} as Record<string, number> }
 
   constructor (private readonly options: AuctionOptions) {
     this.bidWindowMs = options.bidWindowMs ?? 8
@@ -233,7 +233,7 @@ export class Auction {
     if (winner == null) return
     this.decided.set(key, now + this.decidedTtlMs)
     this.hold(winner.node, key)
-    this.commit(winner.node, winner.bid, round.bids.length, false).then((outcome) => {
+    this.commit(winner.node, winner.bid, round.bids.length, 'auction').then((outcome) => {
       // Only a lost race settles the attempt; on any other failure later bids must still be heard.
       if (outcome.type === 'refuse' && outcome.reason !== 'taken' && outcome.reason !== 'cancelled') this.decided.delete(key)
       winner.resolve(outcome)
@@ -246,10 +246,35 @@ export class Auction {
 
   /**
    * The bid lost, but the bidder has a free slot: award it the oldest open
-   * attempt it can run instead, if any (bounded tries; each is the store's
-   * conditional write, so a race still has exactly one winner).
+   * attempt it can run instead, if any.
    */
   private async counterOffer (node: string, bid: Bid): Promise<BidOutcome> {
+    const outcome = await this.awardOldest(node, bid, 'counter-offer')
+    if (outcome == null) return this.refuse('taken')
+    this.stats.counterOffers++
+    return outcome
+  }
+
+  /**
+   * The node reported a result and asked for its next attempt (session
+   * 1.1, `wantNext`): award it the oldest open attempt it can run, as a
+   * counter-offer would. Null when nothing is waiting for it, or it holds
+   * all its slots by our count. Nothing is refused: the node just goes on
+   * bidding on what it hears.
+   */
+  async next (node: string, slots: number, freeSlots: number): Promise<Extract<BidOutcome, { type: 'award' }> | null> {
+    if (this.count(node) >= slots) return null
+    const outcome = await this.awardOldest(node, { type: 'bid', rid: 0, jobId: '', attempt: 1, freeSlots, slots }, 'next')
+    if (outcome != null) this.stats.chained++
+    return outcome
+  }
+
+  /**
+   * Awards the node the oldest open attempt it can run (bounded tries; each
+   * is the store's conditional write, so a race still has exactly one
+   * winner), or null.
+   */
+  private async awardOldest (node: string, bid: Bid, why: 'counter-offer' | 'next'): Promise<Extract<BidOutcome, { type: 'award' }> | null> {
     const offers = this.options.counterOffers?.(node, (jobId, attempt) => this.rounds.has(`${jobId}/${attempt}`) || this.decided.has(`${jobId}/${attempt}`)) ?? []
     for (const offer of offers.slice(0, 3)) {
       if (this.count(node) >= bid.slots) break
@@ -257,18 +282,15 @@ export class Auction {
       if (this.rounds.has(key) || this.decided.has(key)) continue
       this.decided.set(key, this.options.clock.now() + this.decidedTtlMs)
       this.hold(node, key)
-      const outcome = await this.commit(node, { ...bid, jobId: offer.jobId, attempt: offer.attempt }, 1, true)
-      if (outcome.type === 'award') {
-        this.stats.counterOffers++
-        return outcome
-      }
+      const outcome = await this.commit(node, { ...bid, jobId: offer.jobId, attempt: offer.attempt }, 1, why)
+      if (outcome.type === 'award') return outcome
       if (outcome.reason !== 'taken' && outcome.reason !== 'cancelled') this.decided.delete(key)
       else this.options.onNotOpen?.(offer.jobId)
     }
-    return this.refuse('taken')
+    return null
   }
 
-  private async commit (node: string, bid: Bid, bidCount: number, counterOffer: boolean): Promise<BidOutcome> {
+  private async commit (node: string, bid: Bid, bidCount: number, how: 'auction' | 'counter-offer' | 'next'): Promise<BidOutcome> {
     const { jobId, attempt } = bid
     try {
       const spec = await this.options.specOf(jobId)
@@ -281,12 +303,14 @@ export class Auction {
         token,
         now: this.options.clock.now(),
         leaseMs: this.leaseMs,
-        detail: counterOffer
+        detail: how === 'counter-offer'
           ? { bids: 0, counterOffer: true, reason: 'the node lost another auction with a free slot; oldest open job it can run', freeSlots: bid.freeSlots, slots: bid.slots }
-          : { bids: bidCount, freeSlots: bid.freeSlots, slots: bid.slots }
+          : how === 'next'
+            ? { bids: 0, next: true, reason: 'the node reported a result and asked for its next job; oldest open job it can run', freeSlots: bid.freeSlots, slots: bid.slots }
+            : { bids: bidCount, freeSlots: bid.freeSlots, slots: bid.slots }
       })
       this.stats.awards++
-      return { type: 'award', token, spec, attempt: record, counterOffer }
+      return { type: 'award', token, spec, attempt: record, counterOffer: how !== 'auction' }
     } catch (err) {
       this.release(node, jobId, attempt)
       if (err instanceof ConflictError) {

@@ -4,7 +4,7 @@
  * beacons its addresses so nodes can open sessions to it.
  */
 import type { PrivateKey, PeerId } from '@libp2p/interface'
-import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, BEACON_TOPIC, SESSION_PROTOCOL } from '../protocol/ids.js'
+import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, BEACON_TOPIC, SESSION_PROTOCOL, SESSION_PROTOCOL_V1 } from '../protocol/ids.js'
 import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
 import type { Announcement, HeartbeatTopicMessage, JobSpec } from '../protocol/schemas.js'
 import { RelaySlotKeeper, isConnectedRelay, isRelayed, relayPeerOf, trustListenAddrs, type RelayLimits } from '../common/relay.js'
@@ -349,7 +349,8 @@ export class Coordinator implements CoordinatorApi {
       // Only admitted nodes are members; a peer without a token may gossip, but it is not counted.
       if (hb.type === 'node-heartbeat' && this.sessions.isAdmitted(msg.from.toString())) this.membership.seen(msg.from.toString(), hb.capacity, 'heartbeat', hb.running.length)
     })
-    await host.handle(SESSION_PROTOCOL, (stream, connection) => { this.sessions.handle(stream, connection) }, {
+    // Both versions, one handler: 1.1 only adds what a node asks for (protocol/ids.ts).
+    await host.handle([SESSION_PROTOCOL, SESSION_PROTOCOL_V1], (stream, connection) => { this.sessions.handle(stream, connection) }, {
       maxInboundStreams: 4,
       // A node that can reach only a bootstrap peer (a firewall that lets nothing else out) holds its session through the relay.
       runOnLimitedConnection: true

@@ -5,7 +5,7 @@
  */
 import { DialBack } from './dial-back.js'
 import type { Connection, Stream } from '@libp2p/interface'
-import type { AnnouncedJob, CoordinatorFrame, InputSource, JobSpec, NodeCapacity, NodeFrame } from '../protocol/schemas.js'
+import type { AnnouncedJob, CoordinatorFrame, InputSource, JobSpec, NextAward, NodeCapacity, NodeFrame } from '../protocol/schemas.js'
 import { decodeNodeFrame } from '../protocol/codec.js'
 import { LIMITS } from '../protocol/limits.js'
 import { mismatch } from '../protocol/matching.js'
@@ -16,7 +16,7 @@ import type { Admission } from './admission.js'
 import type { Clock } from '../common/clock.js'
 import type { Logger } from '../common/log.js'
 import type { Store, AttemptRecord } from './store/types.js'
-import type { Auction } from './auction.js'
+import type { Auction, BidOutcome } from './auction.js'
 import type { Announcer } from './announcer.js'
 import { toAnnounced } from './announcer.js'
 import type { Membership } from './membership.js'
@@ -341,27 +341,12 @@ export class SessionServer {
           const outcome = await auction.bid(peerId, frame)
           if (outcome.type === 'award') {
             // A counter-offer awards a different job than the one bid on.
-            const { jobId, number: attempt } = outcome.attempt
-            announcer.awarded(jobId, attempt)
-            this.options.onAwarded?.(jobId)
-            let inputs: InputSource[] = []
-            let spec = outcome.spec
-            try {
-              const prepared = await this.options.prepareAward?.(jobId, spec) ?? { spec, owner: null }
-              spec = prepared.spec
-              inputs = await this.inputSources(spec, prepared.owner)
-            } catch (err) {
-              // Without its inputs or secrets the attempt cannot run: hand it back for a later try instead of leaving it to its lease.
-              this.options.log.warn('cannot prepare the award; the attempt goes back', { jobId, error: errorMessage(err) })
-              auction.release(peerId, jobId, attempt)
-              await this.options.recovery.retry(peerId, jobId, attempt, outcome.token, { code: 'award-unavailable', message: `the coordinator could not prepare the award: ${errorMessage(err)}`, retryable: true })
+            const award = await this.grant(peerId, outcome)
+            if (award == null) {
               await this.reply(channel, { type: 'error', rid: frame.rid, code: 'award-unavailable', message: 'the coordinator could not sign input URLs or open the job\'s secrets; the job will be announced again' })
               return
             }
-            await this.reply(channel, {
-              type: 'award', rid: frame.rid, jobId, attempt, token: outcome.token, spec, inputs,
-              ...(this.options.transfers != null ? { maxFileBytes: this.options.transfers.maxFileBytes, maxJobBytes: this.options.transfers.maxJobBytes } : {})
-            })
+            await this.reply(channel, { type: 'award', rid: frame.rid, ...award })
           } else {
             await this.reply(channel, { type: 'refuse', rid: frame.rid, jobId: frame.jobId, attempt: frame.attempt, reason: outcome.reason })
           }
@@ -394,7 +379,7 @@ export class SessionServer {
           return
         }
         case 'result': {
-          const { type: _t, rid: _r, jobId, attempt, token, ...reported } = frame
+          const { type: _t, rid: _r, jobId, attempt, token, wantNext, ...reported } = frame
           let result = reported
           if (result.artifacts.length > 0) {
             const problem = this.options.transfers == null ? 'this coordinator stores no outputs' : await this.options.transfers.checkArtifacts(jobId, attempt, result.artifacts)
@@ -416,13 +401,13 @@ export class SessionServer {
               }
               throw new StaleAttemptError(jobId, attempt, reason)
             }
-            await this.reply(channel, { type: 'ack', rid: frame.rid })
+            await this.reply(channel, { type: 'ack', rid: frame.rid, ...await this.nextFor(peerId, wantNext) })
             return
           }
           // Whatever the store says (recorded, duplicate, stale), the node no longer holds the attempt.
           auction.release(peerId, jobId, attempt)
           await store.recordResult({ jobId, attempt, token, node: peerId, now: clock.now(), result: { attempt, ...result } })
-          await this.reply(channel, { type: 'ack', rid: frame.rid })
+          await this.reply(channel, { type: 'ack', rid: frame.rid, ...await this.nextFor(peerId, wantNext) })
           return
         }
       }
@@ -435,6 +420,53 @@ export class SessionServer {
       this.stats.handlerFailures++
       this.options.log.error('session request failed', { peerId, type: frame.type, error: errorMessage(err) })
       await this.reply(channel, { type: 'error', rid: frame.rid, code: 'internal', message: 'the coordinator could not handle this request; retry later' })
+    }
+  }
+
+  /**
+   * Completes an award the auction committed: stops its announcement, and
+   * signs its input URLs and opens its secrets. If that fails the attempt
+   * cannot run, so it goes back for a later try (not left to its lease) and
+   * null is returned.
+   */
+  private async grant (peerId: string, outcome: Extract<BidOutcome, { type: 'award' }>): Promise<NextAward | null> {
+    const { auction, announcer } = this.options
+    const { jobId, number: attempt } = outcome.attempt
+    announcer.awarded(jobId, attempt)
+    this.options.onAwarded?.(jobId)
+    try {
+      const prepared = await this.options.prepareAward?.(jobId, outcome.spec) ?? { spec: outcome.spec, owner: null }
+      const inputs = await this.inputSources(prepared.spec, prepared.owner)
+      return {
+        jobId, attempt, token: outcome.token, spec: prepared.spec, inputs,
+        ...(this.options.transfers != null ? { maxFileBytes: this.options.transfers.maxFileBytes, maxJobBytes: this.options.transfers.maxJobBytes } : {})
+      }
+    } catch (err) {
+      this.options.log.warn('cannot prepare the award; the attempt goes back', { jobId, error: errorMessage(err) })
+      auction.release(peerId, jobId, attempt)
+      await this.options.recovery.retry(peerId, jobId, attempt, outcome.token, { code: 'award-unavailable', message: `the coordinator could not prepare the award: ${errorMessage(err)}`, retryable: true })
+      return null
+    }
+  }
+
+  /**
+   * The `next` of a result's ack (session 1.1): when the node asked, the
+   * oldest open attempt it can run, awarded. A failure here must not cost
+   * the result its ack: it is logged and the node bids as usual.
+   */
+  private async nextFor (peerId: string, wantNext: boolean | undefined): Promise<{ next?: NextAward }> {
+    if (wantNext !== true) return {}
+    const capacity = this.options.membership.get(peerId)?.capacity
+    if (capacity == null) return {}
+    try {
+      const outcome = await this.options.auction.next(peerId, capacity.slots, capacity.freeSlots)
+      if (outcome == null) return {}
+      const award = await this.grant(peerId, outcome)
+      return award != null ? { next: award } : {}
+    } catch (err) {
+      this.stats.handlerFailures++
+      this.options.log.error('could not award a next attempt with an ack', { peerId, error: errorMessage(err) })
+      return {}
     }
   }
 

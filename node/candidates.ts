@@ -5,7 +5,6 @@
  * different jobs of the same batch, so idle nodes rarely bid against each
  * other and a batch spreads over the mesh without coordination.
  */
-import { createHash } from 'node:crypto'
 import type { AnnouncedJob } from '../protocol/schemas.js'
 
 interface Candidate {
@@ -24,6 +23,28 @@ export interface CandidatesOptions {
   ttlMs?: number
   /** Most candidates kept; the oldest are dropped beyond it. @default 10000 */
   max?: number
+}
+
+/**
+ * 32-bit FNV-1a over the salt and the job id. Only the spread matters
+ * here, not resistance to forgery: every node hashes every announced job,
+ * and a SHA-1 per job per node cost more than the rest of `add` together.
+ */
+export function rendezvousHash (salt: string, jobId: string): number {
+  let h = 0x811c9dc5
+  for (const s of [salt, jobId]) {
+    for (let i = 0; i < s.length; i++) {
+      h ^= s.charCodeAt(i)
+      h = Math.imul(h, 0x01000193)
+    }
+  }
+  // Final avalanche (murmur3 fmix32): FNV alone spreads ids that differ only at the end poorly in the high bits.
+  h ^= h >>> 16
+  h = Math.imul(h, 0x85ebca6b)
+  h ^= h >>> 13
+  h = Math.imul(h, 0xc2b2ae35)
+  h ^= h >>> 16
+  return h >>> 0
 }
 
 function key (jobId: string, attempt: number): string {
@@ -57,8 +78,7 @@ export class Candidates {
         const oldest = this.items.keys().next().value
         if (oldest != null) this.items.delete(oldest)
       }
-      const digest = createHash('sha1').update(this.options.self).update(job.jobId).digest()
-      this.items.set(k, { job, source, batch, hash: digest.readUInt32BE(0), seenAt: now })
+      this.items.set(k, { job, source, batch, hash: rendezvousHash(this.options.self, job.jobId), seenAt: now })
     }
   }
 

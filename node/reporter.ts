@@ -8,14 +8,14 @@
  * coordinator sees them in order even though it handles requests
  * concurrently.
  */
-import type { ResultReport } from '../protocol/schemas.js'
+import type { NextAward, ResultReport } from '../protocol/schemas.js'
 import type { Logger } from '../common/log.js'
 import { errorMessage } from '../common/errors.js'
 import type { SessionClient, NodeRequest } from './session-client.js'
 import type { Outbox } from './outbox.js'
 
 export type StartedReport = { type: 'started', jobId: string, attempt: number, token: string, startedAt: number }
-export type ResultRequest = Omit<ResultReport, 'rid'>
+export type ResultRequest = Omit<ResultReport, 'rid' | 'wantNext'>
 
 interface Entry {
   started: StartedReport | null
@@ -44,6 +44,17 @@ export interface ReporterOptions {
    * @default 20
    */
   startedDelayMs?: number
+  /**
+   * Asking for the next attempt with a result (session 1.1): `want` says
+   * whether to ask now (the node still takes work), `take` runs what the
+   * coordinator awarded with its ack. It is called before the result's
+   * waiters resolve, so the freed slot is never also bid for.
+   * @default none (never asks)
+   */
+  next?: {
+    want: () => boolean
+    take: (award: NextAward, coordinator: string) => void
+  }
 }
 
 export class Reporter {
@@ -119,7 +130,13 @@ export class Reporter {
   private async deliver (session: SessionClient, key: string, e: Entry, frame: NodeRequest): Promise<void> {
     let settled = false
     try {
-      const reply = await session.request(frame)
+      const askNext = frame.type === 'result' && session.offersNext && this.options.next?.want() === true
+      const reply = await session.request(askNext ? { ...frame, wantNext: true } : frame)
+      if (reply.type === 'ack' && reply.next != null) {
+        // Awarded to us by the store already: it must run (or be reported) whatever happens to this report.
+        if (this.options.next != null) this.options.next.take(reply.next, session.coordinatorId)
+        else this.options.log.error('the coordinator sent a next attempt nobody asked for; its lease will run out', { jobId: reply.next.jobId, attempt: reply.next.attempt })
+      }
       if (reply.type === 'ack' || reply.type === 'stale') {
         settled = true
         if (reply.type === 'stale') {

@@ -4,7 +4,7 @@
  * frames the coordinator pushes (cancellations).
  */
 import type { PeerId } from '@libp2p/interface'
-import { SESSION_PROTOCOL } from '../protocol/ids.js'
+import { SESSION_PROTOCOL, SESSION_PROTOCOL_V1 } from '../protocol/ids.js'
 import { decodeCoordinatorFrame } from '../protocol/codec.js'
 import type { CoordinatorFrame, NodeFrame } from '../protocol/schemas.js'
 import { FrameChannel } from '../common/session.js'
@@ -55,10 +55,24 @@ export class SessionClient {
     return !this.closed && this.channel?.isOpen === true
   }
 
+  /** The session protocol the coordinator agreed to (an older coordinator speaks only 1.0.0). */
+  protocol: string = SESSION_PROTOCOL_V1
+
+  /** Whether a result may ask for the next attempt (`wantNext`, session 1.1). */
+  get offersNext (): boolean {
+    return this.protocol === SESSION_PROTOCOL
+  }
+
+  /** The coordinator at the other end, as a peer id string. */
+  get coordinatorId (): string {
+    return this.options.coordinator.toString()
+  }
+
   /** Opens the stream; the caller sends `hello` next. */
   async open (signal: AbortSignal): Promise<void> {
     // Over a relay too, when that is the only path to the coordinator (the relay's bounds then reset it now and then; the session reopens).
-    const stream = await this.options.host.dialProtocol(this.options.coordinator, SESSION_PROTOCOL, { signal, runOnLimitedConnection: true })
+    const stream = await this.options.host.dialProtocol(this.options.coordinator, [SESSION_PROTOCOL, SESSION_PROTOCOL_V1], { signal, runOnLimitedConnection: true })
+    this.protocol = stream.protocol
     this.channel = new FrameChannel(stream, { decode: decodeCoordinatorFrame })
     void this.readLoop(this.channel)
   }

@@ -22,8 +22,18 @@ export const BEACON_TOPIC = '/rgrid/beacon/1.0.0'
 /**
  * Request/response stream protocol between a node and a coordinator.
  * The node opens one long-lived stream and multiplexes requests on it.
+ *
+ * 1.1.0 adds one request-driven extension: a `result` may ask for the
+ * node's next attempt (`wantNext`) and the `ack` may carry it (`next`).
+ * Coordinators serve both versions with the same code and send `next` only
+ * when asked, which a 1.0.0 node never does; a node asks only on a 1.1.0
+ * stream. So old and new peers of either side keep working together
+ * (docs/protocol.md, "Versions").
  */
-export const SESSION_PROTOCOL = '/rgrid/session/1.0.0'
+export const SESSION_PROTOCOL = '/rgrid/session/1.1.0'
+
+/** The session protocol before `wantNext`; still served, and dialled when a coordinator lacks 1.1.0. */
+export const SESSION_PROTOCOL_V1 = '/rgrid/session/1.0.0'
 
 /** Version number carried inside every message body. */
 export const WIRE_VERSION = 1

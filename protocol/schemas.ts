@@ -245,7 +245,13 @@ export const resultSchema = z.strictObject({
   finishedAt: epochMs,
   error: jobErrorSchema.nullable(),
   /** Output files uploaded through URLs from `outputs`. */
-  artifacts: z.array(artifactSchema).max(LIMITS.outputFiles).default([])
+  artifacts: z.array(artifactSchema).max(LIMITS.outputFiles).default([]),
+  /**
+   * Session 1.1: the slot this attempt held is free once the result is
+   * settled; award the node its next attempt in the `ack` (as `next`), if
+   * one is waiting that it can run. Saves a bid round trip per job under load.
+   */
+  wantNext: z.boolean().optional()
 })
 export type ResultReport = z.output<typeof resultSchema>
 
@@ -325,16 +331,22 @@ export const inputSourceSchema = z.strictObject({
 })
 export type InputSource = z.output<typeof inputSourceSchema>
 
-export const awardSchema = z.strictObject({
-  type: z.literal('award'), rid: requestId,
+/** What an award grants, as a bid's reply (`award`) or with a result's `ack` (`next`). */
+const awardFields = {
   jobId, attempt: attemptNumber, token: fencingToken,
   spec: jobSpecSchema,
   inputs: z.array(inputSourceSchema).max(LIMITS.inputFiles).default([]),
   /** Largest single input or output file, and largest total per attempt, the coordinator accepts, in bytes. */
   maxFileBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
   maxJobBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional()
-})
+}
+
+export const awardSchema = z.strictObject({ type: z.literal('award'), rid: requestId, ...awardFields })
 export type Award = z.output<typeof awardSchema>
+
+/** An award without its frame: the `next` of an `ack`. */
+export const nextAwardSchema = z.strictObject(awardFields)
+export type NextAward = z.output<typeof nextAwardSchema>
 
 export const refuseReason = z.enum(['taken', 'not-open', 'cancelled', 'unknown-job', 'requirements', 'overloaded'])
 export const refuseSchema = z.strictObject({
@@ -343,7 +355,11 @@ export const refuseSchema = z.strictObject({
   reason: refuseReason
 })
 
-export const ackSchema = z.strictObject({ type: z.literal('ack'), rid: requestId })
+export const ackSchema = z.strictObject({
+  type: z.literal('ack'), rid: requestId,
+  /** Session 1.1, only in reply to a `result` with `wantNext`: the node's next attempt, awarded. */
+  next: nextAwardSchema.optional()
+})
 
 /** The report carried a fencing token that is no longer current: stop that attempt. */
 export const staleSchema = z.strictObject({

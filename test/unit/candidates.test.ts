@@ -1,6 +1,5 @@
 import { describe, it, expect } from 'vitest'
-import { createHash } from 'node:crypto'
-import { Candidates, type CandidatesOptions } from '../../node/candidates.js'
+import { Candidates, rendezvousHash, type CandidatesOptions } from '../../node/candidates.js'
 import type { AnnouncedJob } from '../../protocol/schemas.js'
 
 const SELF_A = '12D3KooWSelfAAAAabcdefgh'
@@ -15,7 +14,7 @@ const job = (i: number, attempt = 1): AnnouncedJob =>
 const jobs = (from: number, n: number): AnnouncedJob[] => Array.from({ length: n }, (_, k) => job(from + k))
 
 /** The rendezvous hash the ordering is documented to use. */
-const rank = (self: string, id: string): number => createHash('sha1').update(self).update(id).digest().readUInt32BE(0)
+const rank = (self: string, id: string): number => rendezvousHash(self, id)
 
 function drain (c: Candidates, now = T0, accept: (j: AnnouncedJob) => boolean = all): string[] {
   const out: string[] = []
@@ -75,6 +74,22 @@ describe('Candidates', () => {
       firstPicks.add(c.take(T0, all)!.job.jobId)
     }
     expect(firstPicks.size).toBeGreaterThanOrEqual(10)
+  })
+
+  it('the rendezvous hash spreads sequential job ids evenly (each node\'s first pick is near uniform)', () => {
+    // 40 nodes, 200 batches of 16 sequential ids: count how often each position in the batch is a node's first pick.
+    const counts = new Array<number>(16).fill(0)
+    for (let n = 0; n < 40; n++) {
+      const self = `12D3KooWNode${String(n).padStart(4, '0')}abcdefgh`
+      for (let b = 0; b < 200; b++) {
+        let best = 0
+        for (let k = 1; k < 16; k++) if (rendezvousHash(self, jobId(b * 16 + k)) < rendezvousHash(self, jobId(b * 16 + best))) best = k
+        counts[best]!++
+      }
+    }
+    // 8,000 picks over 16 positions: 500 each expected; a poor mix (e.g. FNV without the final avalanche on ids differing at the end) leaves positions far off.
+    for (const c of counts) expect(c).toBeGreaterThan(400)
+    for (const c of counts) expect(c).toBeLessThan(600)
   })
 
   it('keeps a job announced again in its original batch, once', () => {
