@@ -80,8 +80,9 @@ export type ReadResult =
 export class RogueSession {
   private constructor (readonly stream: Stream, private readonly lp: LengthPrefixedStream<Stream>) {}
 
-  static async open (host: RGridHost, coordinatorPeerId: string): Promise<RogueSession> {
-    const stream = await host.dialProtocol(peerIdFromString(coordinatorPeerId), SESSION_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
+  /** `protocol`: the session version to speak. @default SESSION_PROTOCOL */
+  static async open (host: RGridHost, coordinatorPeerId: string, protocol = SESSION_PROTOCOL): Promise<RogueSession> {
+    const stream = await host.dialProtocol(peerIdFromString(coordinatorPeerId), protocol, { signal: AbortSignal.timeout(10_000) })
     // Our own limit is generous on purpose: we want to be able to send oversized frames.
     return new RogueSession(stream, lpStream(stream, { maxDataLength: 8 * 1024 * 1024 }))
   }

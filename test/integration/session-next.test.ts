@@ -1,0 +1,220 @@
+/**
+ * Session 1.1: a node's result may ask for its next attempt, and the
+ * coordinator's ack carries it. Checked against a real coordinator process,
+ * from both sides of the version line: a peer speaking 1.1.0, one speaking
+ * only 1.0.0 (an older node), a real node (which uses it under load), and
+ * the node's session client against a peer that serves only 1.0.0 (an older
+ * coordinator), where it must fall back and never ask.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomUUID } from 'node:crypto'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { LocalMesh } from '../../dist/cli/local-mesh.js'
+import { SESSION_PROTOCOL, SESSION_PROTOCOL_V1 } from '../../protocol/ids.js'
+import { createHost, type RGridHost } from '../../common/p2p.js'
+import { FrameChannel } from '../../common/session.js'
+import { decodeNodeFrame } from '../../protocol/codec.js'
+import type { CoordinatorFrame, NodeFrame } from '../../protocol/schemas.js'
+import { SessionClient } from '../../node/session-client.js'
+import { silentLogger } from '../../common/log.js'
+import { decodeJoinToken } from '../../common/join-token.js'
+import { submit, getJob, waitForAll } from '../helpers/http.js'
+import { RogueSession, startRogue, until } from '../helpers/rogue.js'
+
+let mesh: LocalMesh
+let dataDir: string
+let rogue: RGridHost
+let url: string
+
+/** A capacity only jobs labelled for the rogue fit (the real node lacks the label, so it never takes them). */
+const ROGUE_CAPACITY = { slots: 1, freeSlots: 1, cpus: 1, memoryMb: 1024, labels: { zone: 'rogue' }, runtime: 'process', version: 'rogue' }
+
+async function greet (s: RogueSession): Promise<void> {
+  const t = decodeJoinToken(mesh.joinToken)
+  await s.send({ type: 'hello', rid: 1, capacity: ROGUE_CAPACITY, running: [], join: { id: t.id, secret: t.secret } })
+  expect(await s.frame()).toMatchObject({ type: 'welcome', rid: 1 })
+}
+
+async function rogueJob (tag: string): Promise<string> {
+  const { status, body } = await submit(url, { command: ['sh', '-c', `echo ${tag}`], labels: { zone: 'rogue' } })
+  expect(status).toBe(201)
+  return body.id as string
+}
+
+function result (rid: number, award: { jobId: string, attempt: number, token: string }, stdout: string, wantNext?: boolean): Record<string, unknown> {
+  return {
+    type: 'result', rid, jobId: award.jobId, attempt: award.attempt, token: award.token, outcome: 'succeeded', exitCode: 0,
+    stdout, stderr: '', stdoutTruncated: false, stderrTruncated: false, startedAt: Date.now() - 5, finishedAt: Date.now(), error: null,
+    ...(wantNext != null ? { wantNext } : {})
+  }
+}
+
+async function events (id: string): Promise<Array<{ type: string, detail: Record<string, unknown> }>> {
+  const res = await fetch(`${url}/v1/jobs/${id}/events`)
+  expect(res.status).toBe(200)
+  return (await res.json() as { events: Array<{ type: string, detail: Record<string, unknown> }> }).events
+}
+
+/** Waits until the job has been open at least `ms` (the coordinator hands out only jobs open 20 ms or more). */
+async function openFor (id: string, ms: number): Promise<void> {
+  const job = await getJob(url, id)
+  const createdAt = typeof job.createdAt === 'number' ? job.createdAt : Date.parse(String(job.createdAt))
+  expect(Number.isFinite(createdAt)).toBe(true)
+  await until(`job ${id} to be open ${ms} ms`, () => Date.now() - createdAt >= ms ? true : undefined, 5_000, 10)
+}
+
+beforeAll(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'rgrid-session-next-'))
+  mesh = new LocalMesh({ dataDir, nodes: 1, slots: 1, runtime: 'process' })
+  await mesh.start()
+  await mesh.waitForNodes(1)
+  url = mesh.httpUrl
+  rogue = await startRogue(mesh)
+})
+
+afterAll(async () => {
+  await rogue?.stop()
+  await mesh?.stop()
+  if (dataDir != null) rmSync(dataDir, { recursive: true, force: true })
+})
+
+describe('session 1.1: the next attempt rides on the result\'s ack', () => {
+  it('awards the oldest open job the node can run with the ack, and nothing when none is waiting', async () => {
+    const a = await rogueJob(`a-${randomUUID()}`)
+    const b = await rogueJob(`b-${randomUUID()}`)
+    const s = await RogueSession.open(rogue, mesh.coordinatorPeerId, SESSION_PROTOCOL)
+    try {
+      await greet(s)
+      await s.send({ type: 'bid', rid: 2, jobId: a, attempt: 1, freeSlots: 1, slots: 1 })
+      const award = await s.frame()
+      expect(award).toMatchObject({ type: 'award', rid: 2, jobId: a, attempt: 1 })
+      if (award.type !== 'award') throw new Error('unreachable')
+      await openFor(b, 50)
+      await s.send(result(3, award, 'A\n', true))
+      const ack = await s.frame()
+      expect(ack).toMatchObject({ type: 'ack', rid: 3, next: { jobId: b, attempt: 1, spec: { labels: { zone: 'rogue' } } } })
+      if (ack.type !== 'ack' || ack.next == null) throw new Error('unreachable')
+      // Nothing else waits for this capacity: the ack comes alone.
+      await s.send(result(4, ack.next, 'B\n', true))
+      const last = await s.frame()
+      expect(last).toEqual({ type: 'ack', rid: 4 })
+    } finally {
+      s.close()
+    }
+    const [ja, jb] = await waitForAll(url, [a, b], 10_000)
+    expect(ja?.state).toBe('succeeded')
+    expect(ja?.result?.stdout).toBe('A\n')
+    expect(jb?.state).toBe('succeeded')
+    expect(jb?.result?.stdout).toBe('B\n')
+    expect(jb?.attempts).toHaveLength(1)
+    expect(jb?.attempts[0]?.node).toBe(rogue.peerId.toString())
+    const awarded = (await events(b)).filter(e => e.type === 'awarded')
+    expect(awarded).toHaveLength(1)
+    expect(awarded[0]?.detail).toMatchObject({ next: true, bids: 0 })
+  })
+
+  it('never sends next unasked, and still serves 1.0.0 (an older node)', async () => {
+    const c = await rogueJob(`c-${randomUUID()}`)
+    const d = await rogueJob(`d-${randomUUID()}`)
+    const s = await RogueSession.open(rogue, mesh.coordinatorPeerId, SESSION_PROTOCOL_V1)
+    try {
+      await greet(s)
+      await s.send({ type: 'bid', rid: 2, jobId: c, attempt: 1, freeSlots: 1, slots: 1 })
+      const award = await s.frame()
+      expect(award).toMatchObject({ type: 'award', rid: 2, jobId: c })
+      if (award.type !== 'award') throw new Error('unreachable')
+      await openFor(d, 50)
+      // A 1.0.0 result: no wantNext, so a plain ack although d waits for exactly this capacity.
+      await s.send(result(3, award, 'C\n'))
+      expect(await s.frame()).toEqual({ type: 'ack', rid: 3 })
+      await s.send({ type: 'bid', rid: 4, jobId: d, attempt: 1, freeSlots: 1, slots: 1 })
+      const second = await s.frame()
+      expect(second).toMatchObject({ type: 'award', rid: 4, jobId: d })
+      if (second.type !== 'award') throw new Error('unreachable')
+      await s.send(result(5, second, 'D\n'))
+      expect(await s.frame()).toEqual({ type: 'ack', rid: 5 })
+    } finally {
+      s.close()
+    }
+    const done = await waitForAll(url, [c, d], 10_000)
+    expect(done.map(j => j.state)).toEqual(['succeeded', 'succeeded'])
+    expect(done.map(j => j.result?.stdout)).toEqual(['C\n', 'D\n'])
+  })
+
+  it('a real node takes most of a backlog through acks, each job once', async () => {
+    const before = await (await fetch(`${url}/v1/stats`)).json() as { auction: { chained: number, awards: number } }
+    const res = await fetch(`${url}/v1/jobs/batch`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ jobs: Array.from({ length: 12 }, (_, i) => ({ command: ['sh', '-c', `echo n${i}; sleep 0.05`] })) })
+    })
+    expect(res.status).toBe(201)
+    const ids = ((await res.json()) as { jobs: Array<{ id: string }> }).jobs.map(j => j.id)
+    const jobs = await waitForAll(url, ids, 30_000)
+    expect(jobs.map(j => j.state)).toEqual(ids.map(() => 'succeeded'))
+    expect(jobs.map(j => j.result?.stdout)).toEqual(ids.map((_, i) => `n${i}\n`))
+    for (const j of jobs) expect(j.attempts).toHaveLength(1)
+    const after = await (await fetch(`${url}/v1/stats`)).json() as { auction: { chained: number, awards: number } }
+    expect(after.auction.awards - before.auction.awards).toBe(12)
+    // One slot, a 12-job backlog: after the first few, each job comes with the previous one's ack.
+    expect(after.auction.chained - before.auction.chained).toBeGreaterThanOrEqual(6)
+  })
+})
+
+describe('the node\'s session client and the version line', () => {
+  it('speaks 1.1.0 to a current coordinator and offers next', async () => {
+    const client = new SessionClient({ host: rogue, coordinator: peerIdFromString(mesh.coordinatorPeerId), log: silentLogger, onPush: () => {}, onClose: () => {} })
+    await client.open(AbortSignal.timeout(10_000))
+    try {
+      expect(client.protocol).toBe(SESSION_PROTOCOL)
+      expect(client.offersNext).toBe(true)
+    } finally {
+      await client.close()
+    }
+  })
+
+  it('falls back to 1.0.0 against a coordinator without 1.1.0, and never asks for next there', async () => {
+    // An older coordinator: it serves only 1.0.0, and (like one) refuses a frame with a key it does not know.
+    const old = await createHost({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [], networkKey: decodeJoinToken(mesh.joinToken).networkKey })
+    const seen: NodeFrame[] = []
+    await old.handle(SESSION_PROTOCOL_V1, (stream) => {
+      const ch = new FrameChannel<NodeFrame, CoordinatorFrame>(stream, { decode: decodeNodeFrame })
+      void (async () => {
+        for (let next = await ch.next(); next != null; next = await ch.next()) {
+          if ('error' in next) continue
+          seen.push(next.frame)
+          const f = next.frame
+          if ('wantNext' in f) await ch.send({ type: 'error', rid: f.rid, code: 'bad-frame', message: 'unknown key wantNext' })
+          else await ch.send({ type: 'ack', rid: f.rid })
+        }
+      })().catch(() => {})
+    })
+    await old.start()
+    const client = new SessionClient({ host: rogue, coordinator: old.peerId, log: silentLogger, onPush: () => {}, onClose: () => {} })
+    try {
+      await rogue.dial(old.getMultiaddrs().map(a => multiaddr(a.toString())), { signal: AbortSignal.timeout(10_000) })
+      await client.open(AbortSignal.timeout(10_000))
+      expect(client.protocol).toBe(SESSION_PROTOCOL_V1)
+      expect(client.offersNext).toBe(false)
+      // The reporter asks only where offersNext holds; a result sent as it would be gets a plain ack.
+      const { Reporter } = await import('../../node/reporter.js')
+      let asked = 0
+      const reporter = new Reporter({ log: silentLogger, session: () => client, next: { want: () => { asked++; return true }, take: () => { throw new Error('no next on 1.0.0') } } })
+      const jobId = '01890000-0000-7000-8000-000000000001'
+      await reporter.result({
+        type: 'result', jobId, attempt: 1, token: 'a'.repeat(32), outcome: 'succeeded', exitCode: 0, stdout: '', stderr: '',
+        stdoutTruncated: false, stderrTruncated: false, startedAt: Date.now(), finishedAt: Date.now(), error: null, artifacts: []
+      })
+      expect(asked).toBe(0)
+      expect(seen.filter(f => f.type === 'result')).toHaveLength(1)
+      expect(seen[0]).not.toHaveProperty('wantNext')
+    } finally {
+      await client.close()
+      await old.stop()
+    }
+  })
+})
