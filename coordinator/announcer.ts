@@ -42,6 +42,19 @@ export interface AnnouncerOptions {
   onOpen?: (job: AnnouncedJob, now: number) => void
   /** Longest wait before publishing taken notices with no new jobs to carry them, in ms. @default 25 */
   takenFlushMs?: number
+  /**
+   * Whether every node's slots are taken, by this coordinator's own count of
+   * its awards. New jobs are then held back instead of gossiped: every node
+   * would decode and verify an announcement none of them can bid on, while
+   * the jobs reach nodes anyway, oldest first, with result acks (session
+   * 1.1), pulls and the welcome. Held jobs are announced as soon as a slot
+   * frees. @default () => false (announce at once)
+   */
+  meshFull?: () => boolean
+  /** While jobs are held back, how often to check for a free slot, in ms. @default 50 */
+  releaseCheckMs?: number
+  /** Most jobs held back; beyond it new jobs are announced whatever the load. @default 100000 */
+  maxHeld?: number
 }
 
 interface Announced { at: number, gapMs: number, rounds: number }
@@ -66,11 +79,14 @@ export class Announcer {
   private flushScheduled = false
   private takenTimer: NodeJS.Timeout | null = null
   private readonly announced = new Map<string, Announced>()
+  /** Jobs not announced because every slot was taken, oldest first (see {@link AnnouncerOptions.meshFull}). */
+  private readonly held = new Map<string, AnnouncedJob>()
+  private releaseTimer: NodeJS.Timeout | null = null
   private timer: NodeJS.Timeout | null = null
   private scanning = false
   private readonly reannounceMs: number
   private readonly maxReannounceMs: number
-  readonly stats = { messages: 0, jobs: 0, reannounced: 0, failures: 0 }
+  readonly stats = { messages: 0, jobs: 0, reannounced: 0, failures: 0, heldBack: 0, awardedUnannounced: 0 }
 
   constructor (private readonly options: AnnouncerOptions) {
     this.reannounceMs = options.reannounceMs ?? 1_000
@@ -88,6 +104,13 @@ export class Announcer {
     this.timer = null
     if (this.takenTimer != null) clearTimeout(this.takenTimer)
     this.takenTimer = null
+    if (this.releaseTimer != null) clearInterval(this.releaseTimer)
+    this.releaseTimer = null
+  }
+
+  /** Jobs held back right now because every slot was taken. */
+  get heldCount (): number {
+    return this.held.size
   }
 
   /** Announces a job soon, batched with others submitted in the same tick. */
@@ -99,6 +122,7 @@ export class Announcer {
   /** The attempt is settled (cancelled): stop re-announcing it. */
   forget (jobId: string): void {
     this.announced.delete(jobId)
+    this.held.delete(jobId)
   }
 
   /**
@@ -106,7 +130,10 @@ export class Announcer {
    * on the next announcement, so they stop bidding on it.
    */
   awarded (jobId: string, attempt: number): void {
-    this.announced.delete(jobId)
+    const wasHeld = this.held.delete(jobId)
+    const wasAnnounced = this.announced.delete(jobId)
+    // Never gossiped: no node is bidding on it, so there is nothing to take back.
+    if (wasHeld && !wasAnnounced) { this.stats.awardedUnannounced++; return }
     this.taken.push({ jobId, attempt })
     if (this.taken.length >= LIMITS.announcementTaken) {
       this.scheduleFlush()
@@ -125,8 +152,16 @@ export class Announcer {
   private async flush (): Promise<void> {
     this.flushScheduled = false
     if (this.takenTimer != null) { clearTimeout(this.takenTimer); this.takenTimer = null }
-    const jobs = this.queue
+    let jobs = this.queue
     this.queue = []
+    if (jobs.length > 0 && this.held.size + jobs.length <= (this.options.maxHeld ?? 100_000) && this.options.meshFull?.() === true) {
+      for (const j of jobs) {
+        if (!this.held.has(j.jobId)) this.stats.heldBack++
+        this.held.set(j.jobId, j)
+      }
+      jobs = []
+      this.watchForFreeSlots()
+    }
     let taken = this.taken
     this.taken = []
     const now = this.options.clock.now()
@@ -151,6 +186,26 @@ export class Announcer {
         this.options.log.warn('announce publish failed', { jobs: batch.length, error: errorMessage(err) })
       }
     } while (i < jobs.length || taken.length > 0)
+  }
+
+  /** While jobs are held back, announces them (oldest first, a message's worth at a time) once a slot is free. */
+  private watchForFreeSlots (): void {
+    if (this.releaseTimer != null) return
+    this.releaseTimer = setInterval(() => {
+      if (this.held.size === 0) {
+        if (this.releaseTimer != null) clearInterval(this.releaseTimer)
+        this.releaseTimer = null
+        return
+      }
+      if (this.options.meshFull?.() === true) return
+      for (const [id, job] of this.held) {
+        this.held.delete(id)
+        this.queue.push(job)
+        if (this.queue.length >= LIMITS.announcementJobs) break
+      }
+      this.scheduleFlush()
+    }, this.options.releaseCheckMs ?? 50)
+    this.releaseTimer.unref()
   }
 
   /** Re-announces open jobs whose backoff has elapsed; adopts ones we never announced (e.g. after a restart). */

@@ -228,6 +228,8 @@ export class Coordinator implements CoordinatorApi {
         if (a.jobs.length > 0) void this.sessions.offerToRelayed(a.jobs)
       },
       hasFreeSlots: () => this.membership.anyFreeSlots(5_000),
+      // Every slot taken by our own count: hold new jobs back from gossip (acks, pulls and the welcome hand them out).
+      meshFull: () => !this.membership.anyFreeSlot(10_000, peer => this.auction.activeOn(peer)),
       isLeader: () => this.leader?.isLeader === true,
       onOpen: (job, now) => { this.open.add(job, now) },
       ...(options.reannounceMs != null ? { reannounceMs: options.reannounceMs } : {})

@@ -100,6 +100,25 @@ export class Membership {
   }
 
   /**
+   * Whether some live node has a slot free. For a node with a session to
+   * this coordinator, `held` (the attempts this coordinator awarded it and
+   * has not seen end) is counted against its slots: that count is exact,
+   * where the freeSlots of its last heartbeat may be a second old. Other
+   * nodes count as their heartbeats say. No node known: true, so jobs are
+   * announced to nodes still joining.
+   */
+  anyFreeSlot (freshMs: number, held: (peerId: string) => number): boolean {
+    const now = this.options.clock.now()
+    let known = false
+    for (const m of this.members.values()) {
+      if (now - m.lastSeenAt > freshMs) continue
+      known = true
+      if (m.sessionOpen ? m.capacity.slots - held(m.peerId) > 0 : m.capacity.freeSlots > 0) return true
+    }
+    return !known
+  }
+
+  /**
    * Nodes not heard from (no heartbeat, no session frame) for `silentMs`:
    * the store says which attempts they hold, and those get a direct check.
    */

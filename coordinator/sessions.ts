@@ -404,9 +404,14 @@ export class SessionServer {
             await this.reply(channel, { type: 'ack', rid: frame.rid, ...await this.nextFor(peerId, wantNext) })
             return
           }
-          // Whatever the store says (recorded, duplicate, stale), the node no longer holds the attempt.
-          auction.release(peerId, jobId, attempt)
-          await store.recordResult({ jobId, attempt, token, node: peerId, now: clock.now(), result: { attempt, ...result } })
+          try {
+            await store.recordResult({ jobId, attempt, token, node: peerId, now: clock.now(), result: { attempt, ...result } })
+          } finally {
+            // Whatever the store says (recorded, duplicate, stale), the node no longer holds the attempt. Released
+            // only now, and the next award (if asked) taken in the same turn: a busy node never looks free in between,
+            // which would let held-back jobs out to gossip (Announcer, meshFull).
+            auction.release(peerId, jobId, attempt)
+          }
           await this.reply(channel, { type: 'ack', rid: frame.rid, ...await this.nextFor(peerId, wantNext) })
           return
         }

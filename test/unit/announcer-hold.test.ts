@@ -1,0 +1,69 @@
+import { describe, it, expect } from 'vitest'
+import { Announcer } from '../../coordinator/announcer.js'
+import type { Store } from '../../coordinator/store/types.js'
+import type { AnnouncedJob, Announcement } from '../../protocol/schemas.js'
+import { silentLogger } from '../../common/log.js'
+import { until } from '../helpers/rogue.js'
+
+const job = (i: number): AnnouncedJob => ({ jobId: `01890000-0000-7000-8000-${String(i).padStart(12, '0')}`, attempt: 1, resources: { cpus: 1, memoryMb: 256 }, labels: {}, timeoutSeconds: 60 })
+
+function announcer (full: { value: boolean }, maxHeld?: number): { a: Announcer, sent: Announcement[] } {
+  const sent: Announcement[] = []
+  const a = new Announcer({
+    store: {} as unknown as Store, clock: { now: () => Date.now() }, log: silentLogger,
+    publish: async (m) => { sent.push(m) },
+    meshFull: () => full.value, releaseCheckMs: 5, takenFlushMs: 1,
+    ...(maxHeld != null ? { maxHeld } : {})
+  })
+  return { a, sent }
+}
+
+const announcedIds = (sent: Announcement[]): string[] => sent.flatMap(m => m.jobs.map(j => j.jobId))
+const takenIds = (sent: Announcement[]): string[] => sent.flatMap(m => m.taken.map(t => t.jobId))
+
+describe('Announcer: holding jobs back while every slot is taken', () => {
+  it('announces at once while a slot is free', async () => {
+    const { a, sent } = announcer({ value: false })
+    a.enqueue(job(1))
+    await until('the announcement', () => sent.length > 0 ? true : undefined, 2_000, 1)
+    expect(announcedIds(sent)).toEqual([job(1).jobId])
+    expect(a.heldCount).toBe(0)
+    a.stop()
+  })
+
+  it('holds new jobs while full, announces the rest oldest first once a slot frees, and never a job awarded meanwhile', async () => {
+    const full = { value: true }
+    const { a, sent } = announcer(full)
+    for (let i = 1; i <= 4; i++) a.enqueue(job(i))
+    await until('the jobs to be held', () => a.heldCount === 4 ? true : undefined, 2_000, 1)
+    expect(sent).toHaveLength(0)
+    expect(a.stats.heldBack).toBe(4)
+    // Handed out with an ack while held: nobody heard of it, so no taken notice either.
+    a.awarded(job(2).jobId, 1)
+    a.forget(job(3).jobId)
+    expect(a.heldCount).toBe(2)
+    expect(a.stats.awardedUnannounced).toBe(1)
+    full.value = false
+    await until('the held jobs to be announced', () => announcedIds(sent).length === 2 ? true : undefined, 2_000, 1)
+    expect(announcedIds(sent)).toEqual([job(1).jobId, job(4).jobId])
+    expect(takenIds(sent)).toEqual([])
+    expect(a.heldCount).toBe(0)
+    // Announced jobs that are then awarded do get a taken notice.
+    a.awarded(job(1).jobId, 1)
+    await until('the taken notice', () => takenIds(sent).length === 1 ? true : undefined, 2_000, 1)
+    expect(takenIds(sent)).toEqual([job(1).jobId])
+    a.stop()
+  })
+
+  it('announces whatever the load once maxHeld jobs wait', async () => {
+    const { a, sent } = announcer({ value: true }, 2)
+    a.enqueue(job(1))
+    a.enqueue(job(2))
+    await until('two held', () => a.heldCount === 2 ? true : undefined, 2_000, 1)
+    a.enqueue(job(3))
+    await until('the overflow to be announced', () => sent.length > 0 ? true : undefined, 2_000, 1)
+    expect(announcedIds(sent)).toEqual([job(3).jobId])
+    expect(a.heldCount).toBe(2)
+    a.stop()
+  })
+})
