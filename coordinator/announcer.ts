@@ -82,6 +82,8 @@ export class Announcer {
   /** Jobs not announced because every slot was taken, oldest first (see {@link AnnouncerOptions.meshFull}). */
   private readonly held = new Map<string, AnnouncedJob>()
   private releaseTimer: NodeJS.Timeout | null = null
+  /** Jobs awarded while a scan reads the store: its (older) read must not bring them back. */
+  private awardedDuringScan: Set<string> | null = null
   private timer: NodeJS.Timeout | null = null
   private scanning = false
   private readonly reannounceMs: number
@@ -130,6 +132,7 @@ export class Announcer {
    * on the next announcement, so they stop bidding on it.
    */
   awarded (jobId: string, attempt: number): void {
+    this.awardedDuringScan?.add(jobId)
     const wasHeld = this.held.delete(jobId)
     const wasAnnounced = this.announced.delete(jobId)
     // Never gossiped: no node is bidding on it, so there is nothing to take back.
@@ -215,10 +218,15 @@ export class Announcer {
     try {
       if (this.options.isLeader?.() === false || this.options.hasFreeSlots?.() === false) return
       const now = this.options.clock.now()
+      this.awardedDuringScan = new Set()
       const open = await this.options.store.openJobs(4 * LIMITS.announcementJobs, now)
+      const awardedMeanwhile = this.awardedDuringScan
+      this.awardedDuringScan = null
       const openIds = new Set<string>()
       for (const job of open) {
         openIds.add(job.jobId)
+        // Awarded while the store was read: no longer open, whatever the read says. Held jobs wait their turn already.
+        if (awardedMeanwhile.has(job.jobId) || this.held.has(job.jobId)) continue
         const announced = toAnnounced(job)
         this.options.onOpen?.(announced, now)
         const seen = this.announced.get(job.jobId)

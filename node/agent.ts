@@ -164,7 +164,7 @@ export class NodeAgent {
       relays: () => [...options.bootstrap, ...(this.links?.relayCandidates() ?? [])],
       ...(options.useRelay != null ? { useRelay: options.useRelay } : {})
     })
-    this.outbox = options.outboxPath != null ? new Outbox(options.outboxPath) : null
+    this.outbox = options.outboxPath != null ? new Outbox(options.outboxPath, { log: options.log.child('outbox') }) : null
     this.reporter = new Reporter({
       log: options.log.child('reporter'), session: (prefer) => this.links?.session(prefer) ?? null,
       ...(this.outbox != null ? { outbox: this.outbox } : {}),

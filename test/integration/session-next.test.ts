@@ -111,12 +111,13 @@ describe('a real node under a backlog (first: no rogue session has been open)', 
     const starts = jobs.map(j => j.attempts[0]!.startedAt ?? 0)
     expect([...starts].sort((a, b) => a - b)).toEqual(starts)
     const after = await stats()
-    const seen = JSON.stringify({ before: before.auction, after: after.auction })
+    const firstJob = await getJob(url, first.body.id)
+    const seen = JSON.stringify({ before: { auction: before.auction, announcer: before.announcer }, after: { auction: after.auction, announcer: after.announcer }, first: { state: firstJob.state, attempts: firstJob.attempts } })
     expect(after.auction.awards - before.auction.awards, seen).toBe(12)
     // One slot, always busy: each job came with the previous one's ack, and none was gossiped.
     expect(after.auction.chained - before.auction.chained, seen).toBe(12)
-    expect(after.announcer.heldBack - before.announcer.heldBack).toBe(12)
-    expect(after.announcer.jobs - before.announcer.jobs).toBe(0)
+    expect(after.announcer.heldBack - before.announcer.heldBack, seen).toBe(12)
+    expect(after.announcer.jobs - before.announcer.jobs, seen).toBe(0)
   })
 
   it('a job held back while every slot is taken reaches a node that joins', async () => {

@@ -66,4 +66,21 @@ describe('Announcer: holding jobs back while every slot is taken', () => {
     expect(a.heldCount).toBe(2)
     a.stop()
   })
+
+  it('a scan whose store read raced an award does not bring the awarded job back', async () => {
+    const sent: Announcement[] = []
+    let resolveRead: (jobs: unknown[]) => void = () => {}
+    const store = { openJobs: async () => await new Promise(resolve => { resolveRead = resolve }), appendEvent: async () => {} } as unknown as Store
+    const a = new Announcer({ store, clock: { now: () => Date.now() }, log: silentLogger, publish: async (m) => { sent.push(m) }, meshFull: () => true, scanMs: 5, releaseCheckMs: 5 })
+    a.start()
+    await until('the scan to read the store', () => resolveRead.length > 0 || sent.length > 0 ? true : undefined, 2_000, 1)
+    // Awarded (with an ack) while the scan's read is under way; the read still lists it as open.
+    a.awarded(job(7).jobId, 1)
+    const spec = { command: ['true'], resources: { cpus: 1, memoryMb: 256 }, labels: {}, timeoutSeconds: 60 }
+    resolveRead([{ jobId: job(7).jobId, attempt: 1, spec, createdAt: Date.now() }, { jobId: job(8).jobId, attempt: 1, spec, createdAt: Date.now() }])
+    await until('the other open job to be held', () => a.heldCount === 1 ? true : undefined, 2_000, 1)
+    a.stop()
+    expect(a.heldCount).toBe(1)
+    expect(a.stats.heldBack).toBe(1)
+  })
 })
