@@ -11,7 +11,8 @@
  * Deletes are batched (one transaction per `deleteDelayMs` or 64 keys): a
  * settled result still on disk after a crash is only delivered once more,
  * and the coordinator acknowledges a repeated result without changing
- * anything. Puts are never deferred.
+ * anything. Puts made in the same turn of the event loop share one
+ * transaction (`putSoon`), and resolve only once it committed.
  */
 import Database from 'better-sqlite3'
 import type { ResultRequest } from './reporter.js'
@@ -34,6 +35,8 @@ export class Outbox {
   private readonly putStmt: Database.Statement<[string, string | null, string, number]>
   private readonly deleteStmt: Database.Statement<[string]>
   private readonly deleteMany: (keys: string[]) => void
+  private readonly putMany: (rows: Array<{ report: ResultRequest, coordinator: string | undefined }>) => void
+  private pendingPuts: Array<{ report: ResultRequest, coordinator: string | undefined, resolve: () => void, reject: (err: Error) => void }> = []
   private readonly pendingDeletes = new Set<string>()
   private deleteTimer: NodeJS.Timeout | null = null
   readonly stats = { deleteFailures: 0 }
@@ -52,6 +55,37 @@ export class Outbox {
     this.putStmt = this.db.prepare('INSERT OR REPLACE INTO outbox (key, coordinator, report, created_at) VALUES (?, ?, ?, ?)')
     this.deleteStmt = this.db.prepare('DELETE FROM outbox WHERE key = ?')
     this.deleteMany = this.db.transaction((keys: string[]) => { for (const k of keys) this.deleteStmt.run(k) })
+    this.putMany = this.db.transaction((rows: Array<{ report: ResultRequest, coordinator: string | undefined }>) => {
+      for (const r of rows) this.put(r.report, r.coordinator)
+    })
+  }
+
+  /**
+   * Writes the result with the others put in this turn of the event loop,
+   * in one transaction; resolves once it is on disk (rejects if it is not).
+   */
+  async putSoon (report: ResultRequest, coordinator: string | undefined): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.pendingPuts.push({ report, coordinator, resolve, reject })
+      if (this.pendingPuts.length === 1) setImmediate(() => { this.flushPuts() })
+    })
+  }
+
+  private flushPuts (): void {
+    const batch = this.pendingPuts
+    this.pendingPuts = []
+    if (batch.length === 0 || !this.db.open) {
+      for (const p of batch) p.reject(new Error('the outbox is closed'))
+      return
+    }
+    try {
+      this.putMany(batch)
+    } catch (err) {
+      const e = err instanceof Error ? err : new Error(String(err))
+      for (const p of batch) p.reject(e)
+      return
+    }
+    for (const p of batch) p.resolve()
   }
 
   put (report: ResultRequest, coordinator: string | undefined): void {
@@ -94,6 +128,7 @@ export class Outbox {
   }
 
   close (): void {
+    if (this.pendingPuts.length > 0) this.flushPuts()
     this.flushDeletes()
     this.db.close()
   }

@@ -63,4 +63,17 @@ describe('Outbox', () => {
     o.close()
     expect(rows(p)).toBe(0)
   })
+
+  it('queued puts (one transaction per turn) resolve once on disk; close() writes what is still queued', async () => {
+    const p = path()
+    const o = new Outbox(p)
+    const done = [o.putSoon(report(1), undefined), o.putSoon(report(2), 'c')]
+    expect(rows(p)).toBe(0)
+    await Promise.all(done)
+    expect(rows(p)).toBe(2)
+    const late = o.putSoon(report(3), undefined)
+    o.close()
+    await late
+    expect(rows(p)).toBe(3)
+  })
 })
