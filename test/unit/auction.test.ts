@@ -77,7 +77,8 @@ describe('Auction', () => {
   })
 
   it('waits the window for busy bids, then awards the largest free fraction', async () => {
-    vi.useFakeTimers()
+    // Only the bid window's timers are faked: the store commits its writes on setImmediate (group commit).
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] })
     const a = auction({ bidWindowMs: 50 })
     const jobId = await newJob()
     const settled: string[] = []
