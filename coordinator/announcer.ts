@@ -75,6 +75,8 @@ export function toAnnounced (job: OpenJob): AnnouncedJob {
 
 export class Announcer {
   private queue: AnnouncedJob[] = []
+  /** `jobId/attempt` of what `queue` holds. */
+  private readonly queued = new Set<string>()
   private taken: Array<{ jobId: string, attempt: number }> = []
   private flushScheduled = false
   private takenTimer: NodeJS.Timeout | null = null
@@ -117,6 +119,10 @@ export class Announcer {
 
   /** Announces a job soon, batched with others submitted in the same tick. */
   enqueue (job: AnnouncedJob): void {
+    // Once per message: the scan may find a job open that is queued but not yet published.
+    const key = `${job.jobId}/${job.attempt}`
+    if (this.queued.has(key)) return
+    this.queued.add(key)
     this.queue.push(job)
     this.scheduleFlush()
   }
@@ -157,6 +163,7 @@ export class Announcer {
     if (this.takenTimer != null) { clearTimeout(this.takenTimer); this.takenTimer = null }
     let jobs = this.queue
     this.queue = []
+    this.queued.clear()
     if (jobs.length > 0 && this.held.size + jobs.length <= (this.options.maxHeld ?? 100_000) && this.options.meshFull?.() === true) {
       for (const j of jobs) {
         if (!this.held.has(j.jobId)) this.stats.heldBack++
@@ -201,12 +208,12 @@ export class Announcer {
         return
       }
       if (this.options.meshFull?.() === true) return
+      let released = 0
       for (const [id, job] of this.held) {
         this.held.delete(id)
-        this.queue.push(job)
-        if (this.queue.length >= LIMITS.announcementJobs) break
+        this.enqueue(job)
+        if (++released >= LIMITS.announcementJobs) break
       }
-      this.scheduleFlush()
     }, this.options.releaseCheckMs ?? 50)
     this.releaseTimer.unref()
   }
@@ -242,7 +249,8 @@ export class Announcer {
       }
       // Jobs claimed or cancelled elsewhere (another coordinator, a restart) drop out.
       if (open.length < 4 * LIMITS.announcementJobs) {
-        for (const id of this.announced.keys()) if (!openIds.has(id)) this.announced.delete(id)
+        // Only what was announced before the read: a job announced while the store was read is open, just not in it.
+        for (const [id, a] of this.announced) if (!openIds.has(id) && a.at < now) this.announced.delete(id)
       }
     } catch (err) {
       this.stats.failures++

@@ -83,4 +83,14 @@ describe('Announcer: holding jobs back while every slot is taken', () => {
     expect(a.heldCount).toBe(1)
     expect(a.stats.heldBack).toBe(1)
   })
+
+  it('a job enqueued twice before the flush (submission and a scan) is announced once', async () => {
+    const { a, sent } = announcer({ value: false })
+    a.enqueue(job(1))
+    a.enqueue(job(1))
+    a.enqueue({ ...job(1), attempt: 2 })
+    await until('the announcement', () => sent.length > 0 ? true : undefined, 2_000, 1)
+    expect(sent.flatMap(m => m.jobs.map(j => `${j.jobId}/${j.attempt}`))).toEqual([`${job(1).jobId}/1`, `${job(1).jobId}/2`])
+    a.stop()
+  })
 })
