@@ -8,12 +8,9 @@
  * a real job after the hostile traffic and waits for it to finish, which
  * proves the nodes and the coordinator have processed what came before.
  */
-import { describe, it, expect, beforeAll, afterAll } from 'vitest'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { describe, it, expect } from 'vitest'
 import { randomBytes, randomUUID } from 'node:crypto'
-import { LocalMesh } from '../../dist/cli/local-mesh.js'
+import type { LocalMesh } from '../../dist/cli/local-mesh.js'
 import { ANNOUNCE_TOPIC, BEACON_TOPIC, HEARTBEAT_TOPIC } from '../../protocol/ids.js'
 import { LIMITS } from '../../protocol/limits.js'
 import { DecodeError, decodeAnnouncement, decodeHeartbeatTopic, decodeNodeFrame, encode } from '../../protocol/codec.js'
@@ -21,13 +18,13 @@ import { nodeFrameSchema } from '../../protocol/schemas.js'
 import { uuidv7 } from '../../common/ids.js'
 import type { RGridHost } from '../../common/p2p.js'
 import { submit, getJob, waitForJob, TERMINAL } from '../helpers/http.js'
-import { RogueSession, startRogue } from '../helpers/rogue.js'
+import { RogueSession } from '../helpers/rogue.js'
+import { meshWithRogueForFile } from '../helpers/rogue-mesh.js'
 import { decodeJoinToken } from '../../common/join-token.js'
 
 const joinOf = (token: string): { id: string, secret: string } => { const t = decodeJoinToken(token); return { id: t.id, secret: t.secret } }
 
 let mesh: LocalMesh
-let dataDir: string
 let rogue: RGridHost
 let url: string
 
@@ -87,19 +84,10 @@ async function greet (s: RogueSession, rid: number): Promise<void> {
 
 const utf8 = (text: string): Uint8Array => new TextEncoder().encode(text)
 
-beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'rgrid-adversarial-'))
-  mesh = new LocalMesh({ dataDir, nodes: 2, slots: 2, runtime: 'process' })
-  await mesh.start()
-  await mesh.waitForNodes(2)
-  url = mesh.httpUrl
-  rogue = await startRogue(mesh)
-})
-
-afterAll(async () => {
-  await rogue?.stop()
-  await mesh?.stop()
-  if (dataDir != null) rmSync(dataDir, { recursive: true, force: true })
+meshWithRogueForFile('rgrid-adversarial-', { nodes: 2, slots: 2, runtime: 'process' }, env => {
+  mesh = env.mesh
+  rogue = env.rogue
+  url = env.mesh.httpUrl
 })
 
 describe('a rogue peer inside the mesh', () => {

@@ -6,15 +6,12 @@
  * the node's session client against a peer that serves only 1.0.0 (an older
  * coordinator), where it must fall back and never ask.
  */
-import { describe, it, expect, beforeAll, afterAll } from 'vitest'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { describe, it, expect } from 'vitest'
 import { randomUUID } from 'node:crypto'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { LocalMesh } from '../../dist/cli/local-mesh.js'
+import type { LocalMesh } from '../../dist/cli/local-mesh.js'
 import { SESSION_PROTOCOL, SESSION_PROTOCOL_V1 } from '../../protocol/ids.js'
 import { createHost, type RGridHost } from '../../common/p2p.js'
 import { FrameChannel } from '../../common/session.js'
@@ -24,10 +21,10 @@ import { SessionClient } from '../../node/session-client.js'
 import { silentLogger } from '../../common/log.js'
 import { decodeJoinToken } from '../../common/join-token.js'
 import { submit, getJob, waitForAll, waitForJob, TERMINAL } from '../helpers/http.js'
-import { RogueSession, startRogue, until } from '../helpers/rogue.js'
+import { RogueSession, until } from '../helpers/rogue.js'
+import { meshWithRogueForFile } from '../helpers/rogue-mesh.js'
 
 let mesh: LocalMesh
-let dataDir: string
 let rogue: RGridHost
 let url: string
 
@@ -76,19 +73,10 @@ async function openFor (id: string, ms: number): Promise<void> {
   await until(`job ${id} to be open ${ms} ms`, () => Date.now() - createdAt >= ms ? true : undefined, 5_000, 10)
 }
 
-beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'rgrid-session-next-'))
-  mesh = new LocalMesh({ dataDir, nodes: 1, slots: 1, runtime: 'process' })
-  await mesh.start()
-  await mesh.waitForNodes(1)
-  url = mesh.httpUrl
-  rogue = await startRogue(mesh)
-})
-
-afterAll(async () => {
-  await rogue?.stop()
-  await mesh?.stop()
-  if (dataDir != null) rmSync(dataDir, { recursive: true, force: true })
+meshWithRogueForFile('rgrid-session-next-', { nodes: 1, slots: 1, runtime: 'process' }, env => {
+  mesh = env.mesh
+  rogue = env.rogue
+  url = env.mesh.httpUrl
 })
 
 describe('a real node under a backlog (first: no rogue session has been open)', () => {
