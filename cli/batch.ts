@@ -17,7 +17,7 @@ const TERMINAL = new Set(['succeeded', 'failed', 'cancelled'])
 
 export interface BatchOptions extends RunOptions {
   pattern: string
-  /** Concurrent uploads and submissions. The mesh's free slots decide how many run at once. @default 16 */
+  /** Concurrent uploads (jobs are submitted 100 per request). The mesh's free slots decide how many run at once. @default 16 */
   parallel: number
 }
 
@@ -25,7 +25,15 @@ export function newBatchId (): string {
   return `b-${new Date().toISOString().slice(0, 10).replace(/-/g, '')}-${randomBytes(4).toString('hex')}`
 }
 
-/** Submits one job per file; returns the batch id and how many were submitted. */
+/** Specs sent per `POST /v1/jobs/batch`: jobs start running while later files still upload. */
+const SUBMIT_CHUNK = 100
+
+/**
+ * Submits one job per file; returns how many were submitted. Inputs upload
+ * `parallel` at a time; the specs go out in chunks of up to 100 per request
+ * (`POST /v1/jobs/batch`, each chunk all or none), so the coordinator
+ * creates and announces them together instead of one request per job.
+ */
 export async function submitBatch (client: Client, o: BatchOptions, batch: string, progress: (text: string) => void): Promise<number> {
   const files: string[] = []
   for await (const f of glob(o.pattern)) files.push(f)
@@ -34,18 +42,43 @@ export async function submitBatch (client: Client, o: BatchOptions, batch: strin
   if (files.length > MAX_BATCH) throw new Error(`--batch matches ${files.length} files; one batch takes at most ${MAX_BATCH}`)
   let next = 0
   let submitted = 0
+  let ready: unknown[] = []
+  // One chunk in flight at a time, in the order the specs became ready.
+  let sending: Promise<void> = Promise.resolve()
+  const send = (): void => {
+    const chunk = ready
+    ready = []
+    if (chunk.length === 0) return
+    sending = sending.then(async () => {
+      try {
+        await client.submitMany(chunk)
+      } catch (err) {
+        // Stop uploading for jobs that will not be submitted; the error is thrown below.
+        refused = true
+        throw err
+      }
+      submitted += chunk.length
+      progress(`submitting ${submitted}/${files.length}`)
+    })
+  }
+  let refused = false
   const worker = async (): Promise<void> => {
-    while (next < files.length) {
+    while (next < files.length && !refused) {
       const file = files[next++]!
       // The file replaces {} in the arguments, or comes first when there is no {}.
       const args = o.args.includes('{}') ? o.args.map(a => a === '{}' ? file : a) : [file, ...o.args]
       const { spec } = await buildRunSpec(client, { ...o, args })
-      await client.submit({ ...spec, batch })
-      submitted++
-      progress(`submitting ${submitted}/${files.length}`)
+      ready.push({ ...spec, batch })
+      if (ready.length >= SUBMIT_CHUNK) send()
     }
   }
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(o.parallel, files.length)) }, worker))
+  try {
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(o.parallel, files.length)) }, worker))
+  } finally {
+    // What was built is submitted even when a later upload failed, as one request per job did before.
+    send()
+    await sending
+  }
   return submitted
 }
 

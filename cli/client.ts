@@ -60,6 +60,8 @@ export class Client {
   }
 
   async submit (spec: unknown): Promise<JobSummary> { return await this.call('POST', '/v1/jobs', spec) }
+  /** Up to 1000 specs in one request and one store transaction (all or none). */
+  async submitMany (specs: unknown[]): Promise<JobSummary[]> { return (await this.call<{ jobs: JobSummary[] }>('POST', '/v1/jobs/batch', { jobs: specs })).jobs }
   async job (id: string): Promise<Job> { return await this.call('GET', `/v1/jobs/${encodeURIComponent(id)}`) }
   async list (query: { state?: string, batch?: string, limit?: number } = {}): Promise<JobSummary[]> {
     const q = new URLSearchParams()

@@ -34,8 +34,9 @@ export const SUBMIT_HELP = `Usage: rgrid COMMAND [options]
                        the file, else it comes first); progress, outputs in
                        DIR/<input name>/ (DIR default rgrid-out), a summary;
                        exit 1 if any failed; Ctrl-C detaches
-      --parallel N     concurrent uploads and submissions of a batch [16];
-                       how many run at once is up to the mesh's free slots
+      --parallel N     concurrent uploads of a batch [16]; jobs are submitted
+                       100 per request; how many run at once is up to the
+                       mesh's free slots
   watch BATCH [--output-dir DIR]  reattach to a batch
   retry ID | --batch B --failed   submit failed jobs again
   status ID                       state, attempts, result
