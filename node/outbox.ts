@@ -12,12 +12,13 @@
  * settled result still on disk after a crash is only delivered once more,
  * and the coordinator acknowledges a repeated result without changing
  * anything. Puts made in the same turn of the event loop share one
- * transaction (`putSoon`), and resolve only once it committed.
+ * transaction (group commit), and resolve only once it committed.
  */
 import Database from 'better-sqlite3'
 import type { ResultRequest } from './reporter.js'
 import type { Logger } from '../common/log.js'
 import { errorMessage } from '../common/errors.js'
+import { GroupCommit } from '../common/group-commit.js'
 
 export interface OutboxOptions {
   log?: Logger
@@ -35,8 +36,8 @@ export class Outbox {
   private readonly putStmt: Database.Statement<[string, string | null, string, number]>
   private readonly deleteStmt: Database.Statement<[string]>
   private readonly deleteMany: (keys: string[]) => void
-  private readonly putMany: (rows: Array<{ report: ResultRequest, coordinator: string | undefined }>) => void
-  private pendingPuts: Array<{ report: ResultRequest, coordinator: string | undefined, resolve: () => void, reject: (err: Error) => void }> = []
+  /** Puts go through here: one transaction per turn of the event loop (common/group-commit.ts). */
+  private readonly writes: GroupCommit
   private readonly pendingDeletes = new Set<string>()
   private deleteTimer: NodeJS.Timeout | null = null
   readonly stats = { deleteFailures: 0 }
@@ -55,43 +56,17 @@ export class Outbox {
     this.putStmt = this.db.prepare('INSERT OR REPLACE INTO outbox (key, coordinator, report, created_at) VALUES (?, ?, ?, ?)')
     this.deleteStmt = this.db.prepare('DELETE FROM outbox WHERE key = ?')
     this.deleteMany = this.db.transaction((keys: string[]) => { for (const k of keys) this.deleteStmt.run(k) })
-    this.putMany = this.db.transaction((rows: Array<{ report: ResultRequest, coordinator: string | undefined }>) => {
-      for (const r of rows) this.put(r.report, r.coordinator)
-    })
+    this.writes = new GroupCommit(this.db)
   }
 
   /**
-   * Writes the result with the others put in this turn of the event loop,
-   * in one transaction; resolves once it is on disk (rejects if it is not).
+   * Writes the result, in one transaction with the others put in this turn
+   * of the event loop; resolves once it is on disk (rejects if it is not).
    */
-  async putSoon (report: ResultRequest, coordinator: string | undefined): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      this.pendingPuts.push({ report, coordinator, resolve, reject })
-      if (this.pendingPuts.length === 1) setImmediate(() => { this.flushPuts() })
-    })
-  }
-
-  private flushPuts (): void {
-    const batch = this.pendingPuts
-    this.pendingPuts = []
-    if (batch.length === 0 || !this.db.open) {
-      for (const p of batch) p.reject(new Error('the outbox is closed'))
-      return
-    }
-    try {
-      this.putMany(batch)
-    } catch (err) {
-      const e = err instanceof Error ? err : new Error(String(err))
-      for (const p of batch) p.reject(e)
-      return
-    }
-    for (const p of batch) p.resolve()
-  }
-
-  put (report: ResultRequest, coordinator: string | undefined): void {
+  async put (report: ResultRequest, coordinator: string | undefined): Promise<void> {
     const key = `${report.jobId}/${report.attempt}`
     this.pendingDeletes.delete(key)
-    this.putStmt.run(key, coordinator ?? null, JSON.stringify(report), Date.now())
+    await this.writes.run(() => this.putStmt.run(key, coordinator ?? null, JSON.stringify(report), Date.now()))
   }
 
   /** The result was settled: removed with the next batch of deletes. */
@@ -128,8 +103,8 @@ export class Outbox {
   }
 
   close (): void {
-    if (this.pendingPuts.length > 0) this.flushPuts()
     this.flushDeletes()
+    this.writes.flush()
     this.db.close()
   }
 }

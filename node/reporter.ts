@@ -89,7 +89,7 @@ export class Reporter {
    */
   async result (report: ResultRequest, coordinator?: string): Promise<void> {
     // On disk before anyone hears of it: a crash from here on cannot lose the result.
-    await this.options.outbox?.putSoon(report, coordinator)
+    await this.options.outbox?.put(report, coordinator)
     const e = this.entry(report.jobId, report.attempt)
     e.coordinator ??= coordinator
     e.result = report

@@ -12,11 +12,12 @@
  *
  * Writes are group-committed: each runs as a savepoint inside one IMMEDIATE
  * transaction per turn of the event loop, and its promise resolves once that
- * transaction committed (see `grouped`). Reads on this connection see the
+ * transaction committed (common/group-commit.ts). Reads on this connection see the
  * turn's writes before the commit, as they would a moment later.
  */
 import Database from 'better-sqlite3'
 import { systemClock } from '../../common/clock.js'
+import { GroupCommit } from '../../common/group-commit.js'
 import { NotFoundError, StaleAttemptError } from '../../common/errors.js'
 import type { JobError, JobSpec, NodeCapacity, Artifact } from '../../protocol/schemas.js'
 import { SQLITE_MIGRATIONS } from './migrations/sqlite.js'
@@ -243,12 +244,10 @@ function prepareStatements (db: Database.Database) {
 }
 type Statements = ReturnType<typeof prepareStatements>
 
-/** The writes of one turn of the event loop, waiting for their shared commit. */
-interface WriteGroup { waiters: Array<{ resolve: () => void, reject: (err: Error) => void }> }
-
 export class SqliteStore implements Store {
   private readonly db: Database.Database
-  private group: WriteGroup | null = null
+  /** Every write goes through here: group commit, one transaction per turn (common/group-commit.ts). */
+  private readonly writes: GroupCommit
   private statements: Statements | null = null
   private readonly adHoc = new Map<string, Database.Statement>()
 
@@ -264,6 +263,7 @@ export class SqliteStore implements Store {
       throw new RangeError(`busyTimeoutMs must be a non-negative integer, got ${busyTimeoutMs}`)
     }
     this.db = new Database(options.path, { timeout: busyTimeoutMs })
+    this.writes = new GroupCommit(this.db)
     try {
       // busy_timeout first: switching to WAL takes a lock that another opener may hold.
       this.db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`)
@@ -330,7 +330,7 @@ export class SqliteStore implements Store {
     let current = rows[0]!
     try {
       // One transaction: all the jobs or none; each capped insert counts the ones before it.
-      await this.grouped(this.db.transaction((): void => {
+      await this.writes.run((): void => {
         for (const r of rows) {
           current = r
           const { input, cap, owner } = r
@@ -344,7 +344,7 @@ export class SqliteStore implements Store {
           }
           q.insertEvent.run({ jobId: input.id, at: input.now, type: 'submitted', actor: 'http', attempt: 1, detail: '{}' })
         }
-      }))
+      })
     } catch (err) {
       if (err instanceof Database.SqliteError && err.code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
         throw duplicateJob(current.input.id)
@@ -402,7 +402,7 @@ export class SqliteStore implements Store {
 
   async award (input: AwardInput): Promise<AttemptRecord> {
     const q = this.q
-    const outcome = await this.grouped(this.db.transaction((): AttemptRecord | Error => {
+    const outcome = await this.writes.run((): AttemptRecord | Error => {
       if (q.award.run(input.now, input.jobId, input.attempt).changes === 0) {
         const job = q.getJob.get(input.jobId)
         if (job === undefined) return new NotFoundError('job', input.jobId)
@@ -419,14 +419,14 @@ export class SqliteStore implements Store {
         jobId: input.jobId, number: input.attempt, node: input.node, token: input.token, state: 'claimed',
         awardedAt: input.now, startedAt: null, finishedAt: null, leaseExpiresAt
       }
-    }))
+    })
     if (outcome instanceof Error) throw outcome
     return outcome
   }
 
   async markStarted (input: { jobId: string, attempt: number, token: string, node: string, startedAt: number, now: number }): Promise<void> {
     const q = this.q
-    const stale = await this.grouped(this.db.transaction((): string | null => {
+    const stale = await this.writes.run((): string | null => {
       if (q.markStarted.run(input.now, input.jobId, input.attempt, input.token, input.node).changes === 1) {
         q.attemptStarted.run(input.startedAt, input.jobId, input.attempt)
         q.insertEvent.run({
@@ -444,14 +444,14 @@ export class SqliteStore implements Store {
       const reason = staleReason(job, current, input.attempt, input.token, input.node)
       if (job !== undefined) this.recordStale(input.jobId, input.now, input.node, input.attempt, 'started', reason)
       return reason
-    }))
+    })
     if (stale !== null) throw new StaleAttemptError(input.jobId, input.attempt, stale)
   }
 
   async recordResult (input: ResultInput): Promise<'recorded' | 'duplicate'> {
     const q = this.q
     const { result } = input
-    const outcome = await this.grouped(this.db.transaction((): 'recorded' | 'duplicate' | { stale: string } => {
+    const outcome = await this.writes.run((): 'recorded' | 'duplicate' | { stale: string } => {
       const changes = q.finishJob.run(result.outcome, input.now, input.jobId, input.attempt, input.token, input.node).changes
       if (changes === 1) {
         // input.attempt, not result.attempt: the row is keyed by the attempt the token fenced.
@@ -478,7 +478,7 @@ export class SqliteStore implements Store {
       const reason = staleReason(job, current, input.attempt, input.token, input.node)
       if (job !== undefined) this.recordStale(input.jobId, input.now, input.node, input.attempt, 'result', reason)
       return { stale: reason }
-    }))
+    })
     if (typeof outcome === 'object') throw new StaleAttemptError(input.jobId, input.attempt, outcome.stale)
     return outcome
   }
@@ -499,7 +499,7 @@ export class SqliteStore implements Store {
     checkRenewal(input)
     if (input.attempts.length === 0) return 0
     const q = this.q
-    return await this.grouped(this.db.transaction((): number => {
+    return await this.writes.run((): number => {
       // A repeated entry counts once, as in PostgreSQL's UPDATE … FROM.
       const seen = new Set<string>()
       let renewed = 0
@@ -510,7 +510,7 @@ export class SqliteStore implements Store {
         renewed += q.renewLease.run(input.leaseExpiresAt, a.jobId, a.attempt, a.token, input.node).changes
       }
       return renewed
-    }))
+    })
   }
 
   async expiredAttempts (query: ExpiredAttemptsQuery): Promise<AttemptRecord[]> {
@@ -519,7 +519,7 @@ export class SqliteStore implements Store {
 
   async rescheduleAttempt (input: RescheduleInput): Promise<RescheduleOutcome> {
     const q = this.q
-    const outcome = await this.grouped(this.db.transaction((): RescheduleOutcome | Error => {
+    const outcome = await this.writes.run((): RescheduleOutcome | Error => {
       const row = q.reschedule.get({
         jobId: input.jobId, attempt: input.attempt, token: input.token, now: input.now, notBefore: input.now + input.backoffMs,
         released: input.attemptState === 'released' ? 1 : 0
@@ -554,14 +554,14 @@ export class SqliteStore implements Store {
         })
       }
       return { job: toSummary(row), rescheduled }
-    }))
+    })
     if (outcome instanceof Error) throw outcome
     return outcome
   }
 
   async cancel (input: { jobId: string, now: number, actor: string, reason: string }): Promise<CancelOutcome> {
     const q = this.q
-    const outcome = await this.grouped(this.db.transaction((): CancelOutcome | Error => {
+    const outcome = await this.writes.run((): CancelOutcome | Error => {
       if (q.cancelJob.run(input.now, input.jobId).changes === 0) {
         const job = q.getJob.get(input.jobId)
         if (job === undefined) return new NotFoundError('job', input.jobId)
@@ -577,13 +577,13 @@ export class SqliteStore implements Store {
         detail: JSON.stringify({ reason: input.reason, stoppedNode: stopped?.node ?? null })
       })
       return { job: toSummary(job), stopped }
-    }))
+    })
     if (outcome instanceof Error) throw outcome
     return outcome
   }
 
   async upsertNode (input: { peerId: string, capacity: NodeCapacity, now: number }): Promise<void> {
-    await this.grouped(() => this.q.upsertNode.run(input.peerId, JSON.stringify(input.capacity), input.now, input.now))
+    await this.writes.run(() => this.q.upsertNode.run(input.peerId, JSON.stringify(input.capacity), input.now, input.now))
   }
 
   async countJobs (): Promise<Record<JobState, number>> {
@@ -600,7 +600,7 @@ export class SqliteStore implements Store {
   }
 
   async appendEvent (event: Omit<JobEvent, 'seq'>): Promise<void> {
-    await this.grouped(() => this.q.insertEvent.run({
+    await this.writes.run(() => this.q.insertEvent.run({
       jobId: event.jobId, at: event.at, type: event.type, actor: event.actor, attempt: event.attempt,
       detail: JSON.stringify(event.detail)
     }))
@@ -618,7 +618,7 @@ export class SqliteStore implements Store {
     // without checking the attempt: a stale holder learns it with its next non-empty batch.
     if (input.lines.length === 0) return { stored: 0, dropped: 0 }
     const q = this.q
-    const outcome = await this.grouped(this.db.transaction((): number | { stale: string } => {
+    const outcome = await this.writes.run((): number | { stale: string } => {
       const holder = q.logHolder.get(input.jobId, input.attempt, input.token, input.node)
       if (holder !== undefined) {
         const stored = logLinesKept(holder.log_lines, input.lines.length, input.maxLines)
@@ -640,7 +640,7 @@ export class SqliteStore implements Store {
       const reason = staleReason(job, current, input.attempt, input.token, input.node)
       if (job !== undefined) this.recordStale(input.jobId, input.now, input.node, input.attempt, 'log', reason)
       return { stale: reason }
-    }))
+    })
     if (typeof outcome === 'object') throw new StaleAttemptError(input.jobId, input.attempt, outcome.stale)
     return { stored: outcome, dropped: input.lines.length - outcome }
   }
@@ -653,7 +653,7 @@ export class SqliteStore implements Store {
   async createJoinToken (input: { id: string, secretSha256: string, createdAt: number, expiresAt: number | null, note: string }): Promise<void> {
     checkNewJoinToken(input)
     try {
-      await this.grouped(() => this.q.insertJoinToken.run(input.id, input.secretSha256, input.createdAt, input.expiresAt, input.note))
+      await this.writes.run(() => this.q.insertJoinToken.run(input.id, input.secretSha256, input.createdAt, input.expiresAt, input.note))
     } catch (err) {
       if (err instanceof Database.SqliteError && err.code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw duplicateJoinToken(input.id)
       throw err
@@ -669,15 +669,15 @@ export class SqliteStore implements Store {
     checkJoinTokenRevocation(input)
     const q = this.q
     // No update: already revoked (true, its first revoked_at kept) or no such token (false).
-    return await this.grouped(this.db.transaction((): boolean =>
+    return await this.writes.run((): boolean =>
       q.revokeJoinToken.run(input.now, input.id).changes === 1 || q.joinTokenExists.get(input.id) !== undefined
-    ))
+    )
   }
 
   async createApiKey (input: { id: string, name: string, secretSha256: string, admin: boolean, createdAt: number }): Promise<void> {
     checkNewApiKey(input)
     try {
-      await this.grouped(() => this.q.insertApiKey.run(input.id, input.name, input.secretSha256, input.admin ? 1 : 0, input.createdAt))
+      await this.writes.run(() => this.q.insertApiKey.run(input.id, input.name, input.secretSha256, input.admin ? 1 : 0, input.createdAt))
     } catch (err) {
       if (err instanceof Database.SqliteError && err.code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw duplicateApiKey(input.id)
       throw err
@@ -697,31 +697,31 @@ export class SqliteStore implements Store {
     checkApiKeyRevocation(input)
     const q = this.q
     // No update: already revoked (true, its first revoked_at kept) or no such key (false).
-    return await this.grouped(this.db.transaction((): boolean =>
+    return await this.writes.run((): boolean =>
       q.revokeApiKey.run(input.now, input.id).changes === 1 || q.apiKeyExists.get(input.id) !== undefined
-    ))
+    )
   }
 
   async ensureSetting (input: { name: string, value: string }): Promise<string> {
     checkSetting(input)
     const q = this.q
-    return await this.grouped(this.db.transaction((): string => {
+    return await this.writes.run((): string => {
       q.insertSetting.run(input.name, input.value)
       const stored = q.getSetting.get(input.name)
       if (stored === undefined) throw new Error(`setting ${input.name} vanished inside its transaction`)
       return stored
-    }))
+    })
   }
 
   async bindPeer (input: { peerId: string, tokenId: string, now: number }): Promise<string> {
     checkPeerBinding(input)
     const q = this.q
-    return await this.grouped(this.db.transaction((): string => {
+    return await this.writes.run((): string => {
       q.insertPeerBinding.run(input.peerId, input.tokenId, input.now)
       const bound = q.getPeerBinding.get(input.peerId)
       if (bound === undefined) throw new Error(`binding of peer ${input.peerId} vanished inside its transaction`)
       return bound
-    }))
+    })
   }
 
   async revokedPeers (): Promise<RevokedPeer[]> {
@@ -733,7 +733,7 @@ export class SqliteStore implements Store {
   }
 
   async appendCloudEvent (e: Omit<CloudEvent, 'seq'>): Promise<void> {
-    await this.grouped(() => this.q.insertCloudEvent.run(e.at, e.type, e.serverId, e.serverName, e.reason, JSON.stringify(e.detail)))
+    await this.writes.run(() => this.q.insertCloudEvent.run(e.at, e.type, e.serverId, e.serverName, e.reason, JSON.stringify(e.detail)))
   }
 
   async listCloudEvents (query: { limit: number, serverId?: number }): Promise<CloudEvent[]> {
@@ -747,60 +747,17 @@ export class SqliteStore implements Store {
   }
 
   async tryAcquireLease (input: LeaseInput): Promise<boolean> {
-    return await this.grouped(() => this.q.acquireLease.get(input.name, input.holder, input.now + input.ttlMs, input.now) !== undefined)
+    return await this.writes.run(() => this.q.acquireLease.get(input.name, input.holder, input.now + input.ttlMs, input.now) !== undefined)
   }
 
   async releaseLease (input: { name: string, holder: string }): Promise<void> {
-    await this.grouped(() => this.q.releaseLease.run(input.name, input.holder))
+    await this.writes.run(() => this.q.releaseLease.run(input.name, input.holder))
   }
 
   async close (): Promise<void> {
-    if (this.group != null) this.commitGroup(this.group)
-    if (this.db.open) this.db.close()
-  }
-
-  /**
-   * Runs `fn` inside the write transaction shared by every write in this
-   * turn of the event loop, and resolves with its value once that
-   * transaction has committed (group commit): under load one commit, one WAL
-   * append and one lock round serve many awards and results. A transaction
-   * function nested here runs as a savepoint, so each write stays atomic on
-   * its own: if `fn` throws, its writes are rolled back, the others stand,
-   * and the promise rejects at once. If the commit fails, every write of the
-   * turn is rolled back and every caller's promise rejects. The lock is held
-   * for the rest of the turn only.
-   */
-  private async grouped<T> (fn: () => T): Promise<T> {
-    let group = this.group
-    if (group == null) {
-      this.db.exec('BEGIN IMMEDIATE')
-      const opened: WriteGroup = { waiters: [] }
-      this.group = group = opened
-      setImmediate(() => { this.commitGroup(opened) })
+    if (this.db.open) {
+      this.writes.flush()
+      this.db.close()
     }
-    const value = fn()
-    await new Promise<void>((resolve, reject) => { group.waiters.push({ resolve, reject }) })
-    return value
-  }
-
-  private commitGroup (group: WriteGroup): void {
-    if (this.group !== group) return
-    this.group = null
-    try {
-      this.db.exec('COMMIT')
-    } catch (err) {
-      const e = err instanceof Error ? err : new Error(String(err))
-      if (this.db.inTransaction) {
-        try {
-          this.db.exec('ROLLBACK')
-        } catch (rollbackErr) {
-          // Nothing more to undo: SQLite ends a transaction whose commit failed this way by itself.
-          e.message += ` (and the rollback failed: ${rollbackErr instanceof Error ? rollbackErr.message : String(rollbackErr)})`
-        }
-      }
-      for (const w of group.waiters) w.reject(e)
-      return
-    }
-    for (const w of group.waiters) w.resolve()
   }
 }

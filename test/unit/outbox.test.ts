@@ -28,10 +28,10 @@ function rows (p: string): number {
 }
 
 describe('Outbox', () => {
-  it('puts are on disk at once; deletes go in one batch a moment later', async () => {
+  it('puts are on disk once they resolve; deletes go in one batch a moment later', async () => {
     const p = path()
     const o = new Outbox(p, { deleteDelayMs: 30 })
-    for (let i = 0; i < 5; i++) o.put(report(i), 'coord')
+    await Promise.all(Array.from({ length: 5 }, async (_, i) => { await o.put(report(i), 'coord') }))
     expect(rows(p)).toBe(5)
     for (let i = 0; i < 4; i++) o.delete(report(i).jobId, 1)
     // Not yet: a crash now would deliver these four once more, which the coordinator acknowledges as repeats.
@@ -41,37 +41,36 @@ describe('Outbox', () => {
     o.close()
   })
 
-  it('64 settled results are deleted without waiting', () => {
+  it('64 settled results are deleted without waiting', async () => {
     const p = path()
     const o = new Outbox(p, { deleteDelayMs: 60_000 })
-    for (let i = 0; i < 64; i++) o.put(report(i), undefined)
+    await Promise.all(Array.from({ length: 64 }, async (_, i) => { await o.put(report(i), undefined) }))
     for (let i = 0; i < 64; i++) o.delete(report(i).jobId, 1)
     expect(rows(p)).toBe(0)
     o.close()
   })
 
-  it('all() and close() see pending deletes through; a put after a queued delete of its key keeps the row', () => {
+  it('all() and close() see pending deletes through; a put after a queued delete of its key keeps the row', async () => {
     const p = path()
     const o = new Outbox(p, { deleteDelayMs: 60_000 })
-    o.put(report(1), undefined)
-    o.put(report(2), undefined)
+    await Promise.all([o.put(report(1), undefined), o.put(report(2), undefined)])
     o.delete(report(1).jobId, 1)
     o.delete(report(2).jobId, 1)
-    o.put(report(2), undefined)
+    await o.put(report(2), undefined)
     expect(o.all().map(e => e.report.stdout)).toEqual(['out 2'])
     o.delete(report(2).jobId, 1)
     o.close()
     expect(rows(p)).toBe(0)
   })
 
-  it('queued puts (one transaction per turn) resolve once on disk; close() writes what is still queued', async () => {
+  it('puts of one turn share a transaction and resolve once on disk; close() commits what is still open', async () => {
     const p = path()
     const o = new Outbox(p)
-    const done = [o.putSoon(report(1), undefined), o.putSoon(report(2), 'c')]
+    const done = [o.put(report(1), undefined), o.put(report(2), 'c')]
     expect(rows(p)).toBe(0)
     await Promise.all(done)
     expect(rows(p)).toBe(2)
-    const late = o.putSoon(report(3), undefined)
+    const late = o.put(report(3), undefined)
     o.close()
     await late
     expect(rows(p)).toBe(3)
