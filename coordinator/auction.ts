@@ -44,9 +44,6 @@ export interface AuctionOptions {
   counterOffers?: (node: string, isOpenRound: (jobId: string, attempt: number) => boolean) => Array<{ jobId: string, attempt: number }>
 }
 
-/** What a node said of its slots, with a bid or when asking for its next attempt. */
-type NodeLoad = Pick<Bid, 'freeSlots' | 'slots'>
-
 interface PendingBid {
   node: string
   bid: Bid
@@ -267,7 +264,7 @@ export class Auction {
    */
   async next (node: string, slots: number, freeSlots: number): Promise<Extract<BidOutcome, { type: 'award' }> | null> {
     if (this.count(node) >= slots) return null
-    const outcome = await this.awardOldest(node, { freeSlots, slots }, 'next')
+    const outcome = await this.awardOldest(node, { type: 'bid', rid: 0, jobId: '', attempt: 1, freeSlots, slots }, 'next')
     if (outcome != null) this.stats.chained++
     return outcome
   }
@@ -277,15 +274,15 @@ export class Auction {
    * is the store's conditional write, so a race still has exactly one
    * winner), or null.
    */
-  private async awardOldest (node: string, load: NodeLoad, why: 'counter-offer' | 'next'): Promise<Extract<BidOutcome, { type: 'award' }> | null> {
+  private async awardOldest (node: string, bid: Bid, why: 'counter-offer' | 'next'): Promise<Extract<BidOutcome, { type: 'award' }> | null> {
     const offers = this.options.counterOffers?.(node, (jobId, attempt) => this.rounds.has(`${jobId}/${attempt}`) || this.decided.has(`${jobId}/${attempt}`)) ?? []
     for (const offer of offers.slice(0, 3)) {
-      if (this.count(node) >= load.slots) break
+      if (this.count(node) >= bid.slots) break
       const key = `${offer.jobId}/${offer.attempt}`
       if (this.rounds.has(key) || this.decided.has(key)) continue
       this.decided.set(key, this.options.clock.now() + this.decidedTtlMs)
       this.hold(node, key)
-      const outcome = await this.commit(node, { jobId: offer.jobId, attempt: offer.attempt, ...load }, 1, why)
+      const outcome = await this.commit(node, { ...bid, jobId: offer.jobId, attempt: offer.attempt }, 1, why)
       if (outcome.type === 'award') return outcome
       if (outcome.reason !== 'taken' && outcome.reason !== 'cancelled') this.decided.delete(key)
       else this.options.onNotOpen?.(offer.jobId)
@@ -293,7 +290,7 @@ export class Auction {
     return null
   }
 
-  private async commit (node: string, bid: Pick<Bid, 'jobId' | 'attempt'> & NodeLoad, bidCount: number, how: 'auction' | 'counter-offer' | 'next'): Promise<BidOutcome> {
+  private async commit (node: string, bid: Bid, bidCount: number, how: 'auction' | 'counter-offer' | 'next'): Promise<BidOutcome> {
     const { jobId, attempt } = bid
     try {
       const spec = await this.options.specOf(jobId)

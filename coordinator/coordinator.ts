@@ -227,10 +227,9 @@ export class Coordinator implements CoordinatorApi {
         // Not awaited: a relayed node that stops reading must not hold up announcements for the mesh.
         if (a.jobs.length > 0) void this.sessions.offerToRelayed(a.jobs)
       },
-      hasFreeSlots: () => this.membership.slotState(5_000) === 'free',
+      hasFreeSlots: () => this.membership.anyFreeSlots(5_000),
       // Every slot taken by our own count: hold new jobs back from gossip (acks, pulls and the welcome hand them out).
-      // No node heard from: not full, so jobs are announced to nodes still joining.
-      meshFull: () => this.membership.slotState(10_000, peer => this.auction.activeOn(peer)) === 'full',
+      meshFull: () => !this.membership.anyFreeSlot(10_000, peer => this.auction.activeOn(peer)),
       isLeader: () => this.leader?.isLeader === true,
       onOpen: (job, now) => { this.open.add(job, now) },
       ...(options.reannounceMs != null ? { reannounceMs: options.reannounceMs } : {})

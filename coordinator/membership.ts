@@ -90,24 +90,32 @@ export class Membership {
     if (m != null) m.sessionOpen = open
   }
 
+  /** Whether a node heard from within `freshMs` reported a free slot. */
+  anyFreeSlots (freshMs: number): boolean {
+    const now = this.options.clock.now()
+    for (const m of this.members.values()) {
+      if (now - m.lastSeenAt <= freshMs && m.capacity.freeSlots > 0) return true
+    }
+    return false
+  }
+
   /**
-   * Whether a node heard from within `freshMs` has a free slot (`free`), all
-   * such nodes are busy (`full`), or none was heard from (`none`). Nodes
-   * count as their last heartbeat or renewal says; with `held` (the attempts
-   * this coordinator awarded a node and has not seen end), a node with a
-   * session to this coordinator is counted by that instead, which is exact
-   * where the node's own report may be a second old.
+   * Whether some live node has a slot free. For a node with a session to
+   * this coordinator, `held` (the attempts this coordinator awarded it and
+   * has not seen end) is counted against its slots: that count is exact,
+   * where the freeSlots of its last heartbeat may be a second old. Other
+   * nodes count as their heartbeats say. No node known: true, so jobs are
+   * announced to nodes still joining.
    */
-  slotState (freshMs: number, held?: (peerId: string) => number): 'free' | 'full' | 'none' {
+  anyFreeSlot (freshMs: number, held: (peerId: string) => number): boolean {
     const now = this.options.clock.now()
     let known = false
     for (const m of this.members.values()) {
       if (now - m.lastSeenAt > freshMs) continue
       known = true
-      const free = held != null && m.sessionOpen ? m.capacity.slots - held(m.peerId) : m.capacity.freeSlots
-      if (free > 0) return 'free'
+      if (m.sessionOpen ? m.capacity.slots - held(m.peerId) > 0 : m.capacity.freeSlots > 0) return true
     }
-    return known ? 'full' : 'none'
+    return !known
   }
 
   /**

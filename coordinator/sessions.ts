@@ -297,7 +297,7 @@ export class SessionServer {
 
   /** `remoteAddr`: where the session's connection came from, for the dial-back after `hello`. */
   private async dispatch (peerId: string, channel: Channel, frame: NodeFrame, remoteAddr: string): Promise<void> {
-    const { store, clock, auction, membership } = this.options
+    const { store, clock, auction, announcer, membership } = this.options
     try {
       switch (frame.type) {
         case 'hello': {
@@ -388,16 +388,11 @@ export class SessionServer {
           }
           if (result.outcome === 'failed' && result.error?.retryable === true) {
             // Another node may well succeed: the job gets its next attempt instead of ending failed.
-            let handedBack: boolean
-            try {
-              // A draining node hands work back; that must not cost the job one of its attempts.
-              handedBack = result.error.code === 'node-shutdown'
-                ? await this.options.recovery.release(peerId, jobId, attempt, token)
-                : await this.options.recovery.retry(peerId, jobId, attempt, token, result.error)
-            } finally {
-              // As for any result: released after the store write, in the same turn as a next award (below).
-              auction.release(peerId, jobId, attempt)
-            }
+            auction.release(peerId, jobId, attempt)
+            // A draining node hands work back; that must not cost the job one of its attempts.
+            const handedBack = result.error.code === 'node-shutdown'
+              ? await this.options.recovery.release(peerId, jobId, attempt, token)
+              : await this.options.recovery.retry(peerId, jobId, attempt, token, result.error)
             if (!handedBack) {
               const reason = 'the attempt is no longer current'
               // Stale results with a final outcome are logged by the store; this path must log its own.

@@ -180,8 +180,10 @@ export class NodeAgent {
       next: {
         want: () => this.bidding && this.clock.now() >= this.overloadedUntil,
         take: (award, coordinator) => {
+          this.stats.awards++
           this.stats.nextAwards++
-          this.runAwarded({ type: 'award', rid: 0, ...award }, coordinator)
+          this.cands.remove(award.jobId, award.attempt)
+          this.runner.run({ type: 'award', rid: 0, ...award }, this.stopController.signal, coordinator)
         }
       }
     })
@@ -457,13 +459,6 @@ export class NodeAgent {
     }
   }
 
-  /** Runs an attempt awarded to us (with a bid's reply or a result's ack); it is no longer a candidate. */
-  private runAwarded (award: Award, coordinator: string): void {
-    this.stats.awards++
-    this.cands.remove(award.jobId, award.attempt)
-    this.runner.run(award, this.stopController.signal, coordinator)
-  }
-
   private async bid (job: AnnouncedJob, coordinator: string): Promise<void> {
     let released = false
     const release = (): void => { if (!released) { released = true; this.reserved-- } }
@@ -480,9 +475,11 @@ export class NodeAgent {
       this.stats.bids++
       const reply = await session.request({ type: 'bid', jobId: job.jobId, attempt: job.attempt, freeSlots, slots: this.slots })
       if (reply.type === 'award') {
-        release()
+        this.stats.awards++
         // A counter-offer may award another job than the one we bid on.
-        this.runAwarded(reply, picked.coordinator)
+        this.cands.remove(reply.jobId, reply.attempt)
+        release()
+        this.runner.run(reply as Award, this.stopController.signal, picked.coordinator)
       } else {
         this.stats.refusals++
         if (reply.type === 'refuse' && reply.reason === 'overloaded') {

@@ -55,12 +55,8 @@ export class SessionClient {
     return !this.closed && this.channel?.isOpen === true
   }
 
-  private negotiated: string = SESSION_PROTOCOL_V1
-
   /** The session protocol the coordinator agreed to (an older coordinator speaks only 1.0.0). */
-  get protocol (): string {
-    return this.negotiated
-  }
+  protocol: string = SESSION_PROTOCOL_V1
 
   /** Whether a result may ask for the next attempt (`wantNext`, session 1.1). */
   get offersNext (): boolean {
@@ -76,7 +72,7 @@ export class SessionClient {
   async open (signal: AbortSignal): Promise<void> {
     // Over a relay too, when that is the only path to the coordinator (the relay's bounds then reset it now and then; the session reopens).
     const stream = await this.options.host.dialProtocol(this.options.coordinator, [SESSION_PROTOCOL, SESSION_PROTOCOL_V1], { signal, runOnLimitedConnection: true })
-    this.negotiated = stream.protocol
+    this.protocol = stream.protocol
     this.channel = new FrameChannel(stream, { decode: decodeCoordinatorFrame })
     void this.readLoop(this.channel)
   }

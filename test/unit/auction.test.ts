@@ -117,6 +117,35 @@ describe('Auction', () => {
     expect(award(idle!).attempt.node).toBe(node(2))
   })
 
+  it('a losing bidder is counter-offered the open job it is handed, not the one it lost', async () => {
+    const lost = await newJob()
+    const open = await newJob()
+    const a = auction({ bidWindowMs: 8, counterOffers: () => [{ jobId: open, attempt: 1 }] })
+    const [first, second] = await Promise.all([a.bid(node(1), bid(lost, 4, 4)), a.bid(node(2), bid(lost, 4, 4))])
+    const won = award(first!)
+    const offered = award(second!)
+    expect(won.attempt).toMatchObject({ jobId: lost, node: node(1) })
+    expect(offered.attempt).toMatchObject({ jobId: open, number: 1, node: node(2) })
+    expect(offered.counterOffer).toBe(true)
+    expect((await store.getJob(open))?.attempts.map(x => x.node)).toEqual([node(2)])
+    expect(a.stats.counterOffers).toBe(1)
+  })
+
+  it('next(): awards the oldest open job offered, and nothing to a node whose slots are all held', async () => {
+    const jobs = [await newJob(), await newJob()]
+    const a = auction({ counterOffers: () => jobs.map(jobId => ({ jobId, attempt: 1 })) })
+    const first = await a.next(node(1), 1, 1)
+    expect(first?.attempt).toMatchObject({ jobId: jobs[0], node: node(1) })
+    // One slot, now held by our count.
+    expect(await a.next(node(1), 1, 0)).toBeNull()
+    a.release(node(1), jobs[0]!, 1)
+    const second = await a.next(node(1), 1, 1)
+    expect(second?.attempt).toMatchObject({ jobId: jobs[1], node: node(1) })
+    expect(a.stats.chained).toBe(2)
+    const events = (await store.listEvents(jobs[1]!)).filter(e => e.type === 'awarded')
+    expect(events[0]?.detail).toMatchObject({ next: true, bids: 0 })
+  })
+
   it('20 concurrent idle bids: exactly one award, 19 refusals, one attempt stored', async () => {
     const a = auction({ bidWindowMs: 8 })
     const jobId = await newJob()
