@@ -15,12 +15,13 @@ export type Runtime = 'sim' | 'process' | 'docker'
 
 /**
  * How the coordinator spent a run: bids per job, the share of awards that were
- * counter-offers and that came with a result's ack (`nextShare`, session 1.1),
+ * counter-offers, that came with a result's ack (`nextShare`, session 1.1)
+ * and that went to a node waiting on standby (`standbyShare`, session 1.2),
  * and how many jobs each announcement carried.
  */
-export interface AuctionFigures { bidsPerJob: number, counterOfferShare: number, nextShare: number, jobsPerAnnouncement: number }
+export interface AuctionFigures { bidsPerJob: number, counterOfferShare: number, nextShare: number, standbyShare: number, jobsPerAnnouncement: number }
 
-interface CoordinatorStats { auction: { bids: number, awards: number, counterOffers: number, chained: number }, announcer: { messages: number, jobs: number } }
+interface CoordinatorStats { auction: { bids: number, awards: number, counterOffers: number, chained: number, standby?: number }, announcer: { messages: number, jobs: number } }
 
 async function coordinatorStats (url: string): Promise<CoordinatorStats> {
   return await (await fetch(`${url}/v1/stats`)).json() as CoordinatorStats
@@ -34,6 +35,7 @@ function auctionFigures (before: CoordinatorStats, after: CoordinatorStats): Auc
     bidsPerJob: round((after.auction.bids - before.auction.bids) / Math.max(1, awards)),
     counterOfferShare: round((after.auction.counterOffers - before.auction.counterOffers) / Math.max(1, awards)),
     nextShare: round((after.auction.chained - before.auction.chained) / Math.max(1, awards)),
+    standbyShare: round(((after.auction.standby ?? 0) - (before.auction.standby ?? 0)) / Math.max(1, awards)),
     jobsPerAnnouncement: round((after.announcer.jobs - before.announcer.jobs) / Math.max(1, messages))
   }
 }

@@ -18,8 +18,9 @@ export function readSuites (resultsDir: string): SuiteResult[] {
 }
 
 /** Older result files predate the auction figures. */
-function auctionText (a: { bidsPerJob: number, counterOfferShare: number, nextShare?: number, jobsPerAnnouncement: number } | undefined): string {
-  return a == null ? '-' : `${f(a.bidsPerJob)}, ${Math.round(a.counterOfferShare * 100)}%, ${a.nextShare == null ? '-' : `${Math.round(a.nextShare * 100)}%`}, ${f(a.jobsPerAnnouncement)}`
+function auctionText (a: { bidsPerJob: number, counterOfferShare: number, nextShare?: number, standbyShare?: number, jobsPerAnnouncement: number } | undefined): string {
+  const share = (x: number | undefined): string => x == null ? '-' : `${Math.round(x * 100)}%`
+  return a == null ? '-' : `${f(a.bidsPerJob)}, ${share(a.counterOfferShare)}, ${share(a.nextShare)}, ${share(a.standbyShare)}, ${f(a.jobsPerAnnouncement)}`
 }
 
 function tp (r: SuiteResult, runtime: string): ThroughputSection | undefined {
@@ -39,7 +40,7 @@ export function renderSuite (resultsDir: string): string[] {
     'Every process of the mesh (bootstrap, coordinator, nodes, their job processes or containers) and the benchmark client share these cores.', '')
   lines.push('### Throughput: trivial jobs through the whole path', '',
     'HTTP submit (one job per request, 32 concurrent clients) → announce → bid → award → run → result recorded; jobs/s from the first submission to the last result.', '',
-    '| runtime | nodes×slots | jobs | jobs/s | target | CPU ms per job (by role) | bids per job, counter-offer share, share with a result’s ack, jobs per announcement | node event-loop delay p99, median / worst 2 s window (ms) |',
+    '| runtime | nodes×slots | jobs | jobs/s | target | CPU ms per job (by role) | bids per job, counter-offer share, share with a result’s ack, share on standby, jobs per announcement | node event-loop delay p99, median / worst 2 s window (ms) |',
     '|---|---|---|---|---|---|---|---|')
   for (const t of r.throughput) {
     const cpu = Object.entries(t.cpuMsPerJob).map(([k, v]) => `${k} ${f(v)}`).join(', ')
@@ -63,7 +64,7 @@ export function renderSuite (resultsDir: string): string[] {
   if (r.scale.length > 0) {
     lines.push('', '### Scale', '',
       'At rest: no jobs, a window after start-up settled; bytes are TCP bytes sent plus received on the node\'s sockets (gossip, pings, session renewals, everything), from `ss`. Per node: median (max).', '',
-      '| nodes | bytes/s per node | CPU % per node | RSS MiB per node | coordinator bytes/s, CPU %, RSS | bootstrap bytes/s, CPU %, RSS | new node eligible (ms) | `sim` jobs/s | bids per job, counter-offer share, share with a result’s ack, jobs per announcement |',
+      '| nodes | bytes/s per node | CPU % per node | RSS MiB per node | coordinator bytes/s, CPU %, RSS | bootstrap bytes/s, CPU %, RSS | new node eligible (ms) | `sim` jobs/s | bids per job, counter-offer share, share with a result’s ack, share on standby, jobs per announcement |',
       '|---|---|---|---|---|---|---|---|---|')
     for (const s of r.scale) {
       const a = s.atRest

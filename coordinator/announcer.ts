@@ -55,6 +55,13 @@ export interface AnnouncerOptions {
   releaseCheckMs?: number
   /** Most jobs held back; beyond it new jobs are announced whatever the load. @default 100000 */
   maxHeld?: number
+  /**
+   * Awards what it can of a batch about to be announced to nodes waiting on
+   * standby (session 1.2) and returns the rest, which is announced (or held
+   * back) as usual. A job placed this way is never gossiped, so its award
+   * sends no taken notice. @default none (announce everything)
+   */
+  place?: (jobs: AnnouncedJob[]) => Promise<AnnouncedJob[]>
 }
 
 interface Announced { at: number, gapMs: number, rounds: number }
@@ -84,13 +91,15 @@ export class Announcer {
   /** Jobs not announced because every slot was taken, oldest first (see {@link AnnouncerOptions.meshFull}). */
   private readonly held = new Map<string, AnnouncedJob>()
   private releaseTimer: NodeJS.Timeout | null = null
+  /** `jobId/attempt` of jobs being placed on standby nodes right now. */
+  private readonly placing = new Set<string>()
   /** Jobs awarded while a scan reads the store: its (older) read must not bring them back. */
   private awardedDuringScan: Set<string> | null = null
   private timer: NodeJS.Timeout | null = null
   private scanning = false
   private readonly reannounceMs: number
   private readonly maxReannounceMs: number
-  readonly stats = { messages: 0, jobs: 0, reannounced: 0, failures: 0, heldBack: 0, awardedUnannounced: 0 }
+  readonly stats = { messages: 0, jobs: 0, reannounced: 0, failures: 0, heldBack: 0, awardedUnannounced: 0, placed: 0 }
 
   constructor (private readonly options: AnnouncerOptions) {
     this.reannounceMs = options.reannounceMs ?? 1_000
@@ -142,6 +151,7 @@ export class Announcer {
     const wasHeld = this.held.delete(jobId)
     const wasAnnounced = this.announced.delete(jobId)
     // Never gossiped: no node is bidding on it, so there is nothing to take back.
+    if (!wasAnnounced && this.placing.has(`${jobId}/${attempt}`)) { this.stats.placed++; return }
     if (wasHeld && !wasAnnounced) { this.stats.awardedUnannounced++; return }
     this.taken.push({ jobId, attempt })
     if (this.taken.length >= LIMITS.announcementTaken) {
@@ -164,6 +174,7 @@ export class Announcer {
     let jobs = this.queue
     this.queue = []
     this.queued.clear()
+    if (jobs.length > 0 && this.options.place != null) jobs = await this.placeFirst(jobs, this.options.place)
     if (jobs.length > 0 && this.held.size + jobs.length <= (this.options.maxHeld ?? 100_000) && this.options.meshFull?.() === true) {
       for (const j of jobs) {
         if (!this.held.has(j.jobId)) this.stats.heldBack++
@@ -196,6 +207,21 @@ export class Announcer {
         this.options.log.warn('announce publish failed', { jobs: batch.length, error: errorMessage(err) })
       }
     } while (i < jobs.length || taken.length > 0)
+  }
+
+  /** Hands what it can of a batch to nodes on standby; on failure the whole batch is announced. */
+  private async placeFirst (jobs: AnnouncedJob[], place: (jobs: AnnouncedJob[]) => Promise<AnnouncedJob[]>): Promise<AnnouncedJob[]> {
+    const keys = jobs.map(j => `${j.jobId}/${j.attempt}`)
+    for (const k of keys) this.placing.add(k)
+    try {
+      return await place(jobs)
+    } catch (err) {
+      this.stats.failures++
+      this.options.log.warn('placing jobs on standby nodes failed; announcing them', { jobs: jobs.length, error: errorMessage(err) })
+      return jobs
+    } finally {
+      for (const k of keys) this.placing.delete(k)
+    }
   }
 
   /** While jobs are held back, announces them (oldest first, a message's worth at a time) once a slot is free. */

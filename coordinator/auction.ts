@@ -74,7 +74,7 @@ export class Auction {
   private readonly decidedTtlMs: number
   private sweepAt = 0
   /** Counters for metrics and benchmarks. */
-  readonly stats = { bids: 0, awards: 0, refusals: 0, lostRaces: 0, counterOffers: 0, chained: 0, refusedBy: {} as Record<string, number> }
+  readonly stats = { bids: 0, awards: 0, refusals: 0, lostRaces: 0, counterOffers: 0, chained: 0, standby: 0, refusedBy: {} as Record<string, number> }
 
   constructor (private readonly options: AuctionOptions) {
     this.bidWindowMs = options.bidWindowMs ?? 8
@@ -260,12 +260,36 @@ export class Auction {
    * 1.1, `wantNext`): award it the oldest open attempt it can run, as a
    * counter-offer would. Null when nothing is waiting for it, or it holds
    * all its slots by our count. Nothing is refused: the node just goes on
-   * bidding on what it hears.
+   * bidding on what it hears. `why`: 'standby' when a node on standby
+   * (session 1.2) is handed what waits already.
    */
-  async next (node: string, slots: number, freeSlots: number): Promise<Extract<BidOutcome, { type: 'award' }> | null> {
+  async next (node: string, slots: number, freeSlots: number, why: 'next' | 'standby' = 'next'): Promise<Extract<BidOutcome, { type: 'award' }> | null> {
     if (this.count(node) >= slots) return null
-    const outcome = await this.awardOldest(node, { type: 'bid', rid: 0, jobId: '', attempt: 1, freeSlots, slots }, 'next')
-    if (outcome != null) this.stats.chained++
+    const outcome = await this.awardOldest(node, { type: 'bid', rid: 0, jobId: '', attempt: 1, freeSlots, slots }, why)
+    if (outcome != null) {
+      if (why === 'next') this.stats.chained++
+      else this.stats.standby++
+    }
+    return outcome
+  }
+
+  /**
+   * Awards one open attempt to a node waiting on standby (session 1.2),
+   * without an auction: the attempt was never announced, so no node is
+   * bidding on it. `busy`: a round or an award in flight has it already,
+   * and settles it; `full`: the node holds all its slots by our count.
+   * Otherwise the store's conditional write decides, as for any award.
+   */
+  async direct (node: string, job: { jobId: string, attempt: number }, slots: number, freeSlots: number): Promise<BidOutcome | 'busy' | 'full'> {
+    if (this.count(node) >= slots) return 'full'
+    const key = `${job.jobId}/${job.attempt}`
+    if (this.rounds.has(key) || this.decided.has(key)) return 'busy'
+    this.decided.set(key, this.options.clock.now() + this.decidedTtlMs)
+    this.hold(node, key)
+    const outcome = await this.commit(node, { type: 'bid', rid: 0, jobId: job.jobId, attempt: job.attempt, freeSlots, slots }, 0, 'standby')
+    if (outcome.type === 'award') this.stats.standby++
+    // As after an auction: only a lost race settles the attempt.
+    else if (outcome.reason !== 'taken' && outcome.reason !== 'cancelled') this.decided.delete(key)
     return outcome
   }
 
@@ -274,7 +298,7 @@ export class Auction {
    * is the store's conditional write, so a race still has exactly one
    * winner), or null.
    */
-  private async awardOldest (node: string, bid: Bid, why: 'counter-offer' | 'next'): Promise<Extract<BidOutcome, { type: 'award' }> | null> {
+  private async awardOldest (node: string, bid: Bid, why: 'counter-offer' | 'next' | 'standby'): Promise<Extract<BidOutcome, { type: 'award' }> | null> {
     const offers = this.options.counterOffers?.(node, (jobId, attempt) => this.rounds.has(`${jobId}/${attempt}`) || this.decided.has(`${jobId}/${attempt}`)) ?? []
     for (const offer of offers.slice(0, 3)) {
       if (this.count(node) >= bid.slots) break
@@ -290,7 +314,7 @@ export class Auction {
     return null
   }
 
-  private async commit (node: string, bid: Bid, bidCount: number, how: 'auction' | 'counter-offer' | 'next'): Promise<BidOutcome> {
+  private async commit (node: string, bid: Bid, bidCount: number, how: 'auction' | 'counter-offer' | 'next' | 'standby'): Promise<BidOutcome> {
     const { jobId, attempt } = bid
     try {
       const spec = await this.options.specOf(jobId)
@@ -307,10 +331,12 @@ export class Auction {
           ? { bids: 0, counterOffer: true, reason: 'the node lost another auction with a free slot; oldest open job it can run', freeSlots: bid.freeSlots, slots: bid.slots }
           : how === 'next'
             ? { bids: 0, next: true, reason: 'the node reported a result and asked for its next job; oldest open job it can run', freeSlots: bid.freeSlots, slots: bid.slots }
-            : { bids: bidCount, freeSlots: bid.freeSlots, slots: bid.slots }
+            : how === 'standby'
+              ? { bids: 0, standby: true, reason: 'a node was waiting on standby with a free slot; awarded before any announcement', freeSlots: bid.freeSlots, slots: bid.slots }
+              : { bids: bidCount, freeSlots: bid.freeSlots, slots: bid.slots }
       })
       this.stats.awards++
-      return { type: 'award', token, spec, attempt: record, counterOffer: how !== 'auction' }
+      return { type: 'award', token, spec, attempt: record, counterOffer: how === 'counter-offer' || how === 'next' }
     } catch (err) {
       this.release(node, jobId, attempt)
       if (err instanceof ConflictError) {

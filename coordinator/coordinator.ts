@@ -4,7 +4,7 @@
  * beacons its addresses so nodes can open sessions to it.
  */
 import type { PrivateKey, PeerId } from '@libp2p/interface'
-import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, BEACON_TOPIC, SESSION_PROTOCOL, SESSION_PROTOCOL_V1 } from '../protocol/ids.js'
+import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, BEACON_TOPIC, SESSION_PROTOCOLS } from '../protocol/ids.js'
 import { decodeAnnouncement, decodeHeartbeatTopic, encode } from '../protocol/codec.js'
 import type { Announcement, HeartbeatTopicMessage, JobSpec } from '../protocol/schemas.js'
 import { RelaySlotKeeper, isConnectedRelay, isRelayed, relayPeerOf, trustListenAddrs, type RelayLimits } from '../common/relay.js'
@@ -232,6 +232,8 @@ export class Coordinator implements CoordinatorApi {
       meshFull: () => !this.membership.anyFreeSlot(10_000, peer => this.auction.activeOn(peer)),
       isLeader: () => this.leader?.isLeader === true,
       onOpen: (job, now) => { this.open.add(job, now) },
+      // Idle nodes waiting on standby take new jobs straight away: no gossip, no auction.
+      place: async jobs => await this.sessions.standby.place(jobs),
       ...(options.reannounceMs != null ? { reannounceMs: options.reannounceMs } : {})
     })
     const requeue = (job: JobSummary, notBefore: number): void => {
@@ -352,7 +354,7 @@ export class Coordinator implements CoordinatorApi {
       if (hb.type === 'node-heartbeat' && this.sessions.isAdmitted(msg.from.toString())) this.membership.seen(msg.from.toString(), hb.capacity, 'heartbeat', hb.running.length)
     })
     // Both versions, one handler: 1.1 only adds what a node asks for (protocol/ids.ts).
-    await host.handle([SESSION_PROTOCOL, SESSION_PROTOCOL_V1], (stream, connection) => { this.sessions.handle(stream, connection) }, {
+    await host.handle(SESSION_PROTOCOLS, (stream, connection) => { this.sessions.handle(stream, connection) }, {
       maxInboundStreams: 4,
       // A node that can reach only a bootstrap peer (a firewall that lets nothing else out) holds its session through the relay.
       runOnLimitedConnection: true
@@ -691,6 +693,7 @@ export class Coordinator implements CoordinatorApi {
       jobs: await this.options.store.countJobs(),
       auction: { ...this.auction.stats },
       announcer: { ...this.announcer.stats },
+      standby: { ...this.sessions.standby.stats, waiting: this.sessions.standby.size, nodes: this.sessions.standby.nodes },
       sessions: { ...this.sessions.stats },
       membership: { ...this.membership.stats },
       recovery: { ...this.recovery.stats },

@@ -22,6 +22,7 @@ import { toAnnounced } from './announcer.js'
 import type { Membership } from './membership.js'
 import type { Recovery } from './recovery.js'
 import type { Transfers } from './transfers.js'
+import { StandbyPool } from './standby.js'
 
 export interface SessionServerOptions {
   store: Store
@@ -68,6 +69,8 @@ export interface SessionServerOptions {
   offerTimeoutMs?: number
   /** Checks whether a node can be dialled at its listen addresses. @default a DialBack with its defaults */
   dialBack?: DialBack
+  /** Longest a node's `standby` is kept before it is answered empty, in ms. @default 30000 */
+  standbyMaxWaitMs?: number
 }
 
 type Channel = FrameChannel<NodeFrame, CoordinatorFrame>
@@ -86,11 +89,19 @@ export class SessionServer {
   private readonly dialBack: DialBack
   /** Ends dial-backs still running when the server closes. */
   private readonly closing = new AbortController()
+  /** Nodes waiting on `standby` (session 1.2): new jobs that fit them are awarded before any announcement. */
+  readonly standby: StandbyPool
 
   constructor (private readonly options: SessionServerOptions) {
     const rate = options.maxFramesPerSecond ?? 500
     this.limiter = new RateLimiter({ ratePerSecond: rate, burst: rate * 2, clock: options.clock })
     this.dialBack = options.dialBack ?? new DialBack()
+    this.standby = new StandbyPool({
+      auction: options.auction, log: options.log.child('standby'),
+      capacityOf: peerId => options.membership.get(peerId)?.capacity,
+      grant: async (peerId, outcome) => await this.grant(peerId, outcome),
+      ...(options.standbyMaxWaitMs != null ? { maxWaitMs: options.standbyMaxWaitMs } : {})
+    })
   }
 
   /**
@@ -136,6 +147,7 @@ export class SessionServer {
     this.stats.cutOff++
     this.sessions.delete(peerId)
     this.options.membership.setSession(peerId, false)
+    this.standby.drop(peerId)
     await this.reply(channel, { type: 'error', rid: null, code, message })
     await channel.close()
   }
@@ -154,6 +166,7 @@ export class SessionServer {
       if (this.sessions.get(peerId) === channel) {
         this.sessions.delete(peerId)
         this.options.membership.setSession(peerId, false)
+        this.standby.drop(peerId)
       }
       this.options.log.debug('session closed', { peerId })
     })
@@ -208,6 +221,7 @@ export class SessionServer {
 
   async closeAll (): Promise<void> {
     this.closing.abort(new Error('coordinator stopping'))
+    this.standby.close()
     const all = [...this.sessions.values()]
     this.sessions.clear()
     await Promise.all(all.map(async c => { await c.close() }))
@@ -352,6 +366,31 @@ export class SessionServer {
           }
           return
         }
+        case 'standby': {
+          // Work may wait already (held back while the mesh was full, or announced before this node was free).
+          const waiting = await this.nextFor(peerId, true, 'standby')
+          if (waiting.next != null) {
+            await this.reply(channel, { type: 'award', rid: frame.rid, ...waiting.next })
+            return
+          }
+          this.standby.add(peerId, frame.rid, frame.waitMs, async (answer) => {
+            if (!channel.isOpen) return false
+            try {
+              await channel.send(answer)
+              return true
+            } catch (err) {
+              this.options.log.debug('standby answer failed', { peerId, type: answer.type, error: errorMessage(err) })
+              return false
+            }
+          }, () => this.sessions.get(peerId) === channel && channel.isOpen)
+          return
+        }
+        case 'withdraw': {
+          // Each waiting standby is answered (empty) before this ack: the node frees those slots when it reads them.
+          this.standby.withdraw(peerId)
+          await this.reply(channel, { type: 'ack', rid: frame.rid })
+          return
+        }
         case 'started': {
           await store.markStarted({ jobId: frame.jobId, attempt: frame.attempt, token: frame.token, node: peerId, startedAt: frame.startedAt, now: clock.now() })
           await this.reply(channel, { type: 'ack', rid: frame.rid })
@@ -459,12 +498,12 @@ export class SessionServer {
    * oldest open attempt it can run, awarded. A failure here must not cost
    * the result its ack: it is logged and the node bids as usual.
    */
-  private async nextFor (peerId: string, wantNext: boolean | undefined): Promise<{ next?: NextAward }> {
+  private async nextFor (peerId: string, wantNext: boolean | undefined, why: 'next' | 'standby' = 'next'): Promise<{ next?: NextAward }> {
     if (wantNext !== true) return {}
     const capacity = this.options.membership.get(peerId)?.capacity
     if (capacity == null) return {}
     try {
-      const outcome = await this.options.auction.next(peerId, capacity.slots, capacity.freeSlots)
+      const outcome = await this.options.auction.next(peerId, capacity.slots, capacity.freeSlots, why)
       if (outcome == null) return {}
       const award = await this.grant(peerId, outcome)
       return award != null ? { next: award } : {}

@@ -32,6 +32,7 @@ import { family } from '../common/metrics.js'
 import { LogShipper } from './log-shipper.js'
 import { NodeTransfers, TransferError } from './transfers.js'
 import { Outbox } from './outbox.js'
+import { NodeStandby } from './standby.js'
 
 export const AGENT_VERSION = '0.1.0'
 
@@ -104,6 +105,12 @@ export interface NodeAgentOptions {
    * @default 8000
    */
   pullMaxMs?: number
+  /**
+   * How long each standing bid (`standby`, session 1.2) waits for an award
+   * before it is renewed, in ms. 0 turns standing bids off: the node then
+   * only bids on announcements. @default 25000
+   */
+  standbyWaitMs?: number
   /** Pause bidding this long after a refusal for being full, in ms. @default 250 */
   overloadBackoffMs?: number
   /**
@@ -142,6 +149,7 @@ export class NodeAgent {
   private readonly timers: NodeJS.Timeout[] = []
   private readonly stopController = new AbortController()
   private cands!: Candidates
+  private standby: NodeStandby | null = null
   private readonly clock: Clock
   private readonly reporter: Reporter
   private readonly outbox: Outbox | null
@@ -158,7 +166,7 @@ export class NodeAgent {
   private readonly gate: PeerGate = openGate()
   private heartbeatGuard: HeartbeatGuard | null = null
   private revokedSelf = false
-  readonly stats = { bids: 0, awards: 0, nextAwards: 0, refusals: 0, bidErrors: 0, announcementsIgnored: 0, sessionsOpened: 0, offersPushed: 0, gossipDropped: 0, gossipBytesIn: 0, gossipBytesOut: 0 }
+  readonly stats = { bids: 0, awards: 0, nextAwards: 0, standbyAwards: 0, refusals: 0, bidErrors: 0, announcementsIgnored: 0, sessionsOpened: 0, offersPushed: 0, gossipDropped: 0, gossipBytesIn: 0, gossipBytesOut: 0 }
   /** Fault injection, changeable while running (setFaults): gossip loss and link delay. */
   private faults = { dropRate: 0, delayMs: 0 }
 
@@ -256,8 +264,14 @@ export class NodeAgent {
     }
   }
 
+  /** Slots not running or bid for: what the node reports as free (a standby's slot is free to be awarded). */
   private freeSlots (): number {
     return Math.max(0, this.slots - this.runner.size - this.reserved)
+  }
+
+  /** Free slots without a standby out on them: what the node may still bid with. */
+  private unclaimedSlots (): number {
+    return Math.max(0, this.freeSlots() - (this.standby?.size ?? 0))
   }
 
   async start (): Promise<void> {
@@ -290,6 +304,21 @@ export class NodeAgent {
       onPush: (frame, coordinator) => { this.onPush(frame, coordinator) }
     })
     this.links = links
+    if ((this.options.standbyWaitMs ?? 25_000) > 0) {
+      this.standby = new NodeStandby({
+        log: log.child('standby'),
+        waitMs: this.options.standbyWaitMs ?? 25_000,
+        session: () => links.openSessions().find(s => s.session.offersStandby) ?? null,
+        wanted: () => this.bidding && this.cands.size === 0 && this.clock.now() >= this.overloadedUntil ? this.unclaimedSlots() : 0,
+        take: (award, coordinator) => {
+          this.stats.awards++
+          this.stats.standbyAwards++
+          this.cands.remove(award.jobId, award.attempt)
+          this.runner.run(award, this.stopController.signal, coordinator)
+        },
+        onFreed: () => { this.pump() }
+      })
+    }
     // Relay only announcements signed by a coordinator we trust; the author of a forgery loses score.
     installValidator(host, ANNOUNCE_TOPIC, decodeAnnouncement, from => this.gate.denied.has(from.toString()) ? 'reject' : !links.anyKnown || links.isTrusted(from) ? 'accept' : 'reject', log)
     const guard = new HeartbeatGuard({
@@ -423,6 +452,7 @@ export class NodeAgent {
       // The coordinator is about to give back this machine: take no new work; running jobs finish.
       this.bidding = false
       this.host?.services.pubsub.unsubscribe(ANNOUNCE_TOPIC)
+      void this.standby?.withdraw()
       this.options.log.warn('draining at the coordinator\'s request', { reason: frame.reason })
     }
   }
@@ -436,6 +466,7 @@ export class NodeAgent {
     if (this.revokedSelf) return
     this.revokedSelf = true
     this.bidding = false
+    void this.standby?.withdraw()
     this.options.log.error('this node was cut off: its join token was revoked', { reason: message })
     for (const r of this.runner.refs()) this.runner.revoke(r.jobId, r.attempt, 'join token revoked')
     await this.runner.drain(10_000)
@@ -451,11 +482,20 @@ export class NodeAgent {
 
   private pump (): void {
     if (!this.bidding || this.links?.session() == null || this.clock.now() < this.overloadedUntil) return
-    while (this.freeSlots() > 0 && this.reserved < (this.options.maxBidsInFlight ?? 1)) {
+    while (this.unclaimedSlots() > 0 && this.reserved < (this.options.maxBidsInFlight ?? 1)) {
       const next = this.cands.take(this.clock.now(), j => !this.runner.has(j.jobId, j.attempt))
-      if (next == null) { void this.pullIfIdle(); return }
+      if (next == null) {
+        // Nothing announced to bid on: wait on standby for the coordinator's next job, and look for missed ones.
+        this.standby?.fill()
+        void this.pullIfIdle()
+        return
+      }
       this.reserved++
       void this.bid(next.job, next.source)
+    }
+    // Announced jobs wait while our standbys hold every free slot: take the slots back to bid with.
+    if (this.cands.size > 0 && this.unclaimedSlots() === 0 && (this.standby?.size ?? 0) > 0) {
+      void this.standby!.withdraw().then(() => { this.pump() })
     }
   }
 
@@ -502,13 +542,13 @@ export class NodeAgent {
     const pick = open[Math.floor(Math.random() * open.length)]
     const session = pick?.session
     const now = this.clock.now()
-    if (session == null || !session.isOpen || !this.bidding || this.freeSlots() === 0 || this.cands.size > 0 || this.pulling) return
+    if (session == null || !session.isOpen || !this.bidding || this.unclaimedSlots() === 0 || this.cands.size > 0 || this.pulling) return
     // Rate-limit pulls that found nothing; after a full page there is more waiting: pull again at once.
     if (!this.lastPullFull && now - this.lastPullAt < this.pullWaitMs) return
     this.lastPullAt = now
     this.pulling = true
     try {
-      const max = Math.min(256, this.freeSlots() * 8)
+      const max = Math.min(256, this.unclaimedSlots() * 8)
       const reply = await session.request({ type: 'pull', max })
       this.lastPullFull = reply.type === 'open' && reply.jobs.length >= max
       const found = reply.type === 'open' && reply.jobs.length > 0
@@ -610,13 +650,14 @@ export class NodeAgent {
       runtime: this.options.runtime.name,
       slots: this.slots,
       freeSlots: this.freeSlots(),
+      standbys: this.standby?.size ?? 0,
       bidding: this.bidding,
       coordinators: this.links?.openSessions().map(s => s.coordinator) ?? [],
       connections: this.host?.getConnections().map(c => c.remoteAddr.toString()) ?? [],
       running: this.runner.list(),
       pendingResults: this.reporter.pendingResults().length,
       recentResults: [...this.recent].reverse(),
-      stats: { ...this.stats },
+      stats: { ...this.stats, standby: { ...this.standby?.stats } },
       eventLoopDelayMs: this.loopDelay.snapshot(),
       reachability: this.reach.status(),
       security: {
@@ -675,6 +716,9 @@ export class NodeAgent {
     this.loopDelay.stop()
     this.bidding = false
     this.host?.services.pubsub.unsubscribe(ANNOUNCE_TOPIC)
+    // No new work: withdraw the standing bids; one already won is among the jobs drained below.
+    await this.standby?.withdraw()
+    if (this.standby != null && !await this.standby.settled(5_000)) this.options.log.warn('standbys not answered within 5 s of withdrawing; stopping anyway')
     const drained = await this.runner.drain(this.options.drainTimeoutMs ?? 30_000)
     if (!drained) this.runner.stopAll('node shutting down')
     await this.runner.drain(5_000)

@@ -4,7 +4,7 @@
  * frames the coordinator pushes (cancellations).
  */
 import type { PeerId } from '@libp2p/interface'
-import { SESSION_PROTOCOL, SESSION_PROTOCOL_V1 } from '../protocol/ids.js'
+import { SESSION_PROTOCOL, SESSION_PROTOCOL_V1, SESSION_PROTOCOLS } from '../protocol/ids.js'
 import { decodeCoordinatorFrame } from '../protocol/codec.js'
 import type { CoordinatorFrame, NodeFrame } from '../protocol/schemas.js'
 import { FrameChannel } from '../common/session.js'
@@ -58,8 +58,13 @@ export class SessionClient {
   /** The session protocol the coordinator agreed to (an older coordinator speaks only 1.0.0). */
   protocol: string = SESSION_PROTOCOL_V1
 
-  /** Whether a result may ask for the next attempt (`wantNext`, session 1.1). */
+  /** Whether a result may ask for the next attempt (`wantNext`, session 1.1 and later). */
   get offersNext (): boolean {
+    return this.protocol !== SESSION_PROTOCOL_V1
+  }
+
+  /** Whether the coordinator keeps standing bids (`standby`, `withdraw`: session 1.2). */
+  get offersStandby (): boolean {
     return this.protocol === SESSION_PROTOCOL
   }
 
@@ -71,20 +76,22 @@ export class SessionClient {
   /** Opens the stream; the caller sends `hello` next. */
   async open (signal: AbortSignal): Promise<void> {
     // Over a relay too, when that is the only path to the coordinator (the relay's bounds then reset it now and then; the session reopens).
-    const stream = await this.options.host.dialProtocol(this.options.coordinator, [SESSION_PROTOCOL, SESSION_PROTOCOL_V1], { signal, runOnLimitedConnection: true })
+    const stream = await this.options.host.dialProtocol(this.options.coordinator, SESSION_PROTOCOLS, { signal, runOnLimitedConnection: true })
     this.protocol = stream.protocol
     this.channel = new FrameChannel(stream, { decode: decodeCoordinatorFrame })
     void this.readLoop(this.channel)
   }
 
-  /** Sends a request and resolves with the coordinator's reply to it. */
-  async request (frame: NodeRequest, signal?: AbortSignal): Promise<CoordinatorFrame> {
+  /**
+   * Sends a request and resolves with the coordinator's reply to it.
+   * `timeoutMs`: for requests the coordinator answers late on purpose (`standby`).
+   */
+  async request (frame: NodeRequest, signal?: AbortSignal, timeoutMs = this.options.requestTimeoutMs ?? 10_000): Promise<CoordinatorFrame> {
     const delayMs = this.options.linkDelayMs?.() ?? 0
     if (delayMs > 0) await new Promise(resolve => setTimeout(resolve, delayMs))
     const channel = this.channel
     if (channel == null || !this.isOpen) throw new SessionClosedError('no session to the coordinator')
     const rid = this.nextRid++
-    const timeoutMs = this.options.requestTimeoutMs ?? 10_000
     const reply = new Promise<CoordinatorFrame>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(rid)

@@ -41,6 +41,8 @@ export const LIMITS = {
   urlChars: 4096,
   /** Longest live log line, in characters; longer lines are cut into pieces. */
   logLineChars: 8192,
+  /** Longest a `standby` may wait for an award before the coordinator answers it empty, in ms. */
+  standbyWaitMs: 120_000,
   /** Most lines in one `log` frame (the frame size limit also applies). */
   logBatchLines: 1000
 } as const

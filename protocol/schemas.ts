@@ -290,6 +290,20 @@ export const pullSchema = z.strictObject({
  * Sent every few seconds on the session: keeps the stream alive and renews
  * the leases of the listed attempts directly, whatever gossip does.
  */
+/**
+ * Session 1.2, a standing bid: the node has a slot free and no job to bid
+ * on. The coordinator keeps the request and answers it with an `award` of
+ * a new job that fits (instead of announcing it), or with an empty `open`
+ * after `waitMs` or a `withdraw`. One per slot offered.
+ */
+export const standbySchema = z.strictObject({
+  type: z.literal('standby'), rid: requestId,
+  waitMs: z.number().int().min(100).max(LIMITS.standbyWaitMs)
+})
+
+/** Session 1.2: end every standing bid of this node (each is answered, `award` if it already won). Acked. */
+export const withdrawSchema = z.strictObject({ type: z.literal('withdraw'), rid: requestId })
+
 export const renewSchema = z.strictObject({
   type: z.literal('renew'), rid: requestId,
   capacity: nodeCapacitySchema,
@@ -308,7 +322,7 @@ export const addrsSchema = z.strictObject({
   upgradedPeers: z.number().int().min(0).max(100_000).default(0)
 })
 
-export const nodeFrameSchema = z.discriminatedUnion('type', [helloSchema, bidSchema, startedSchema, resultSchema, pullSchema, renewSchema, outputsSchema, logSchema, addrsSchema])
+export const nodeFrameSchema = z.discriminatedUnion('type', [helloSchema, bidSchema, startedSchema, resultSchema, pullSchema, renewSchema, outputsSchema, logSchema, addrsSchema, standbySchema, withdrawSchema])
 export type NodeFrame = z.output<typeof nodeFrameSchema>
 
 // ---- session stream: coordinator -> node ----
@@ -331,7 +345,7 @@ export const inputSourceSchema = z.strictObject({
 })
 export type InputSource = z.output<typeof inputSourceSchema>
 
-/** What an award grants, as a bid's reply (`award`) or with a result's `ack` (`next`). */
+/** What an award grants, as the reply to a bid or a standby (`award`) or with a result's `ack` (`next`). */
 const awardFields = {
   jobId, attempt: attemptNumber, token: fencingToken,
   spec: jobSpecSchema,

@@ -78,12 +78,21 @@ async function listen (): Promise<{ server: Server, port: number, connections: S
   return { server, port: address.port, connections }
 }
 
-/** The host's address on Docker's default bridge (its gateway), as containers on it see the host. */
+/**
+ * The host's address on Docker's default bridge (its gateway), as containers on it see the host. Some engines
+ * (a freshly started Debian docker.io 20.10) list the bridge's subnet without a gateway; Docker then gives the
+ * bridge the subnet's first address, which is what containers reach the host at.
+ */
 async function bridgeGateway (): Promise<string> {
-  const info = await docker.getNetwork('bridge').inspect() as { IPAM?: { Config?: Array<{ Gateway?: string }> } }
-  const gateway = info.IPAM?.Config?.find(c => c.Gateway != null)?.Gateway
-  if (gateway == null) throw new Error('the bridge network has no gateway')
-  return gateway
+  const info = await docker.getNetwork('bridge').inspect() as { IPAM?: { Config?: Array<{ Gateway?: string, Subnet?: string }> } }
+  const config = info.IPAM?.Config ?? []
+  const gateway = config.find(c => c.Gateway != null)?.Gateway
+  if (gateway != null) return gateway
+  const subnet = config.map(c => c.Subnet).find(s => s != null && /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(s))
+  if (subnet == null) throw new Error(`the bridge network lists neither a gateway nor an IPv4 subnet: ${JSON.stringify(config)}`)
+  const [a, b, c, d] = subnet.split('/')[0]!.split('.').map(Number) as [number, number, number, number]
+  const first = ((a << 24) | (b << 16) | (c << 8) | d) + 1
+  return [first >>> 24, (first >>> 16) & 255, (first >>> 8) & 255, first & 255].join('.')
 }
 
 describe('container security', { timeout: 60_000 }, () => {

@@ -12,7 +12,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { LocalMesh } from '../../dist/cli/local-mesh.js'
-import { SESSION_PROTOCOL, SESSION_PROTOCOL_V1 } from '../../protocol/ids.js'
+import { SESSION_PROTOCOL, SESSION_PROTOCOL_V1, SESSION_PROTOCOL_V1_1 } from '../../protocol/ids.js'
 import { createHost, type RGridHost } from '../../common/p2p.js'
 import { FrameChannel } from '../../common/session.js'
 import { decodeNodeFrame } from '../../protocol/codec.js'
@@ -130,7 +130,8 @@ describe('session 1.1: the next attempt rides on the result\'s ack', () => {
   it('awards the oldest open job the node can run with the ack, and nothing when none is waiting', async () => {
     const a = await rogueJob(`a-${randomUUID()}`)
     const b = await rogueJob(`b-${randomUUID()}`)
-    const s = await RogueSession.open(rogue, mesh.coordinatorPeerId, SESSION_PROTOCOL)
+    // A 1.1.0 peer (no standing bids): it bids, and asks for its next job with each result.
+    const s = await RogueSession.open(rogue, mesh.coordinatorPeerId, SESSION_PROTOCOL_V1_1)
     try {
       await greet(s)
       await s.send({ type: 'bid', rid: 2, jobId: a, attempt: 1, freeSlots: 1, slots: 1 })
@@ -191,12 +192,14 @@ describe('session 1.1: the next attempt rides on the result\'s ack', () => {
 })
 
 describe('the node\'s session client and the version line', () => {
-  it('speaks 1.1.0 to a current coordinator and offers next', async () => {
+  it('speaks the newest version (1.2.0) to a current coordinator and offers next and standby', async () => {
     const client = new SessionClient({ host: rogue, coordinator: peerIdFromString(mesh.coordinatorPeerId), log: silentLogger, onPush: () => {}, onClose: () => {} })
     await client.open(AbortSignal.timeout(10_000))
     try {
       expect(client.protocol).toBe(SESSION_PROTOCOL)
+      expect(SESSION_PROTOCOL).toBe('/rgrid/session/1.2.0')
       expect(client.offersNext).toBe(true)
+      expect(client.offersStandby).toBe(true)
     } finally {
       await client.close()
     }
@@ -225,6 +228,7 @@ describe('the node\'s session client and the version line', () => {
       await client.open(AbortSignal.timeout(10_000))
       expect(client.protocol).toBe(SESSION_PROTOCOL_V1)
       expect(client.offersNext).toBe(false)
+      expect(client.offersStandby).toBe(false)
       // The reporter asks only where offersNext holds; a result sent as it would be gets a plain ack.
       const { Reporter } = await import('../../node/reporter.js')
       let asked = 0

@@ -94,3 +94,43 @@ describe('Announcer: holding jobs back while every slot is taken', () => {
     a.stop()
   })
 })
+
+describe('Announcer: placing jobs on nodes waiting on standby first', () => {
+  function placing (place: (jobs: AnnouncedJob[], a: Announcer) => Promise<AnnouncedJob[]>): { a: Announcer, sent: Announcement[] } {
+    const sent: Announcement[] = []
+    const a: Announcer = new Announcer({
+      store: {} as unknown as Store, clock: { now: () => Date.now() }, log: silentLogger,
+      publish: async (m) => { sent.push(m) }, takenFlushMs: 1,
+      place: async jobs => await place(jobs, a)
+    })
+    return { a, sent }
+  }
+
+  it('announces only what was not placed, and sends no taken notice for a placed job', async () => {
+    const { a, sent } = placing(async (jobs, self) => {
+      // Placed: job 1 is awarded during placement, as the session server does.
+      self.awarded(jobs[0]!.jobId, 1)
+      return jobs.slice(1)
+    })
+    a.enqueue(job(1))
+    a.enqueue(job(2))
+    await until('the announcement', () => sent.length > 0 ? true : undefined, 2_000, 1)
+    expect(announcedIds(sent)).toEqual([job(2).jobId])
+    expect(a.stats.placed).toBe(1)
+    // Job 2 was gossiped, so its award is taken back; job 1's never was.
+    a.awarded(job(2).jobId, 1)
+    await until('the taken notice', () => takenIds(sent).length > 0 ? true : undefined, 2_000, 1)
+    expect(takenIds(sent)).toEqual([job(2).jobId])
+    a.stop()
+  })
+
+  it('announces the whole batch when placing fails', async () => {
+    const { a, sent } = placing(async () => { throw new Error('boom') })
+    a.enqueue(job(1))
+    a.enqueue(job(2))
+    await until('the announcement', () => sent.length > 0 ? true : undefined, 2_000, 1)
+    expect(announcedIds(sent)).toEqual([job(1).jobId, job(2).jobId])
+    expect(a.stats.failures).toBe(1)
+    a.stop()
+  })
+})

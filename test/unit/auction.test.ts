@@ -146,6 +146,36 @@ describe('Auction', () => {
     expect(events[0]?.detail).toMatchObject({ next: true, bids: 0 })
   })
 
+  it('direct(): awards the given job to a node on standby; busy while a round has it, full past its slots; a bid after it loses', async () => {
+    const [j1, j2, j3] = [await newJob(), await newJob(), await newJob()]
+    const a = auction({ bidWindowMs: 50 })
+    const won = await a.direct(node(1), { jobId: j1, attempt: 1 }, 2, 2)
+    expect(won).not.toBe('busy')
+    expect(won).not.toBe('full')
+    expect(award(won as BidOutcome).attempt).toMatchObject({ jobId: j1, node: node(1) })
+    expect(a.stats.standby).toBe(1)
+    expect((await store.listEvents(j1)).find(e => e.type === 'awarded')?.detail).toMatchObject({ standby: true, bids: 0 })
+    // The job was never announced, but a late bid on it must still lose.
+    expect(await a.bid(node(2), bid(j1, 1, 1))).toEqual({ type: 'refuse', reason: 'taken' })
+    // A busy bid opens a round on j2: direct() leaves it to the round.
+    const round = a.bid(node(3), bid(j2, 1, 2))
+    expect(await a.direct(node(1), { jobId: j2, attempt: 1 }, 2, 1)).toBe('busy')
+    expect(award(await round).attempt).toMatchObject({ jobId: j2, node: node(3) })
+    // Node 1 holds one of two slots; a second direct award fills it, a third finds it full.
+    expect(award(await a.direct(node(1), { jobId: j3, attempt: 1 }, 2, 1) as BidOutcome).attempt.jobId).toBe(j3)
+    const j4 = await newJob()
+    expect(await a.direct(node(1), { jobId: j4, attempt: 1 }, 2, 0)).toBe('full')
+    expect((await store.getJob(j4))?.state).toBe('announced')
+  })
+
+  it('direct(): a cancelled job is refused and settled; the node is not charged a slot', async () => {
+    const j = await newJob()
+    await store.cancel({ jobId: j, now: Date.now(), actor: 'http', reason: 'test' })
+    const a = auction()
+    expect(await a.direct(node(1), { jobId: j, attempt: 1 }, 1, 1)).toEqual({ type: 'refuse', reason: 'cancelled' })
+    expect(a.activeOn(node(1))).toBe(0)
+  })
+
   it('20 concurrent idle bids: exactly one award, 19 refusals, one attempt stored', async () => {
     const a = auction({ bidWindowMs: 8 })
     const jobId = await newJob()
