@@ -39,13 +39,13 @@ const award = (jobId: string): Award => ({
   spec: { command: ['true'], env: {}, secretEnv: {}, inputs: [], outputs: [], resources: { cpus: 1, memoryMb: 256, diskMb: 0 }, labels: {}, timeoutSeconds: 60, maxAttempts: 3, runtime: null, image: null, network: false } as unknown as Award['spec']
 })
 
-function setup (slots: number): { st: NodeStandby, session: ScriptedSession, taken: string[], freed: () => number, state: { running: number, bidding: boolean } } {
+function setup (slots: number, retryMs = 50): { st: NodeStandby, session: ScriptedSession, taken: string[], freed: () => number, state: { running: number, bidding: boolean } } {
   const session = new ScriptedSession()
   const taken: string[] = []
   let freedCount = 0
   const state = { running: 0, bidding: true }
   const st: NodeStandby = new NodeStandby({
-    log: silentLogger, waitMs: 5_000, retryMs: 50,
+    log: silentLogger, waitMs: 5_000, retryMs,
     session: () => ({ coordinator: 'c1', session: session as unknown as SessionClient }),
     wanted: () => state.bidding ? slots - state.running - st.size : 0,
     take: (a) => { state.running++; taken.push(a.jobId) },
@@ -98,14 +98,15 @@ describe('NodeStandby', () => {
   })
 
   it('pauses after a failure or an empty answer that came at once, and says when to try again', async () => {
-    const { st, session, freed } = setup(1)
+    // A pause long enough that a loaded machine cannot end it between two lines of this test.
+    const { st, session, freed } = setup(1, 1_000)
     st.fill()
     session.standbys()[0]!.answer({ type: 'error', rid: 0, code: 'rate-limited', message: 'slow down' })
     await until('the failure to be seen', () => st.stats.failures === 1 ? true : undefined, 2_000, 1)
     st.fill()
     expect(session.standbys()).toHaveLength(1)
     // onFreed once for the failure, once when the pause ends.
-    await until('the pause to end', () => freed() === 2 ? true : undefined, 2_000, 1)
+    await until('the pause to end', () => freed() === 2 ? true : undefined, 5_000, 5)
     st.fill()
     expect(session.standbys()).toHaveLength(2)
     session.standbys()[1]!.answer({ type: 'open', rid: 0, jobs: [] })
