@@ -34,14 +34,15 @@ export interface AuctionOptions {
   leaseMs?: number
   /** How long a decided attempt is remembered to refuse late bids without a store query. @default 30000 */
   decidedTtlMs?: number
-  /**
-   * Open attempts a losing bidder could take instead (a counter-offer), so a
-   * node with a free slot gets work from one round trip whenever work is
-   * waiting. @default () => []
-   */
   /** A counter-offered attempt turned out not to be open any more. */
   onNotOpen?: (jobId: string) => void
-  counterOffers?: (node: string, isOpenRound: (jobId: string, attempt: number) => boolean) => Array<{ jobId: string, attempt: number }>
+  /**
+   * Open attempts a node could take without an auction, oldest first: a
+   * losing bidder's counter-offer, a result's `next`, or what a node
+   * arriving on standby is handed (`why`). So a node with a free slot gets
+   * work from one round trip whenever work is waiting. @default () => []
+   */
+  counterOffers?: (node: string, isOpenRound: (jobId: string, attempt: number) => boolean, why: 'counter-offer' | 'next' | 'standby') => Array<{ jobId: string, attempt: number }>
 }
 
 interface PendingBid {
@@ -299,7 +300,7 @@ export class Auction {
    * winner), or null.
    */
   private async awardOldest (node: string, bid: Bid, why: 'counter-offer' | 'next' | 'standby'): Promise<Extract<BidOutcome, { type: 'award' }> | null> {
-    const offers = this.options.counterOffers?.(node, (jobId, attempt) => this.rounds.has(`${jobId}/${attempt}`) || this.decided.has(`${jobId}/${attempt}`)) ?? []
+    const offers = this.options.counterOffers?.(node, (jobId, attempt) => this.rounds.has(`${jobId}/${attempt}`) || this.decided.has(`${jobId}/${attempt}`), why) ?? []
     for (const offer of offers.slice(0, 3)) {
       if (this.count(node) >= bid.slots) break
       const key = `${offer.jobId}/${offer.attempt}`

@@ -214,10 +214,12 @@ export class Coordinator implements CoordinatorApi {
       ...(options.bidWindowMs != null ? { bidWindowMs: options.bidWindowMs } : {}),
       leaseMs,
       onNotOpen: jobId => { this.open.remove(jobId) },
-      counterOffers: (node, busy) => {
+      counterOffers: (node, busy, why) => {
         const capacity = this.membership.get(node)?.capacity
         if (capacity == null) return []
-        return this.open.pick(capacity, clock.now(), options.counterOfferAfterMs ?? 20, 3, j => busy(j.jobId, j.attempt))
+        // Young jobs are left to the auction, where idle nodes get first pick; a node on standby is such an idle node.
+        const minAgeMs = why === 'standby' ? 0 : options.counterOfferAfterMs ?? 20
+        return this.open.pick(capacity, clock.now(), minAgeMs, 3, j => busy(j.jobId, j.attempt))
       }
     })
     this.announcer = new Announcer({

@@ -440,7 +440,9 @@ export class SessionServer {
               }
               throw new StaleAttemptError(jobId, attempt, reason)
             }
-            await this.reply(channel, { type: 'ack', rid: frame.rid, ...await this.nextFor(peerId, wantNext) })
+            const next = await this.nextFor(peerId, wantNext)
+            await this.reply(channel, { type: 'ack', rid: frame.rid, ...next })
+            if (next.next == null) await this.serveStandby(peerId)
             return
           }
           try {
@@ -451,7 +453,9 @@ export class SessionServer {
             // which would let held-back jobs out to gossip (Announcer, meshFull).
             auction.release(peerId, jobId, attempt)
           }
-          await this.reply(channel, { type: 'ack', rid: frame.rid, ...await this.nextFor(peerId, wantNext) })
+          const next = await this.nextFor(peerId, wantNext)
+          await this.reply(channel, { type: 'ack', rid: frame.rid, ...next })
+          if (next.next == null) await this.serveStandby(peerId)
           return
         }
       }
@@ -511,6 +515,21 @@ export class SessionServer {
       this.stats.handlerFailures++
       this.options.log.error('could not award a next attempt with an ack', { peerId, error: errorMessage(err) })
       return {}
+    }
+  }
+
+  /**
+   * A result freed one of the node's slots and brought no next attempt: if
+   * the node waits on standby, hand it the oldest open job it can run (one
+   * announced while the node was full would otherwise wait for its
+   * re-announcement). A failure is logged; the standby keeps waiting.
+   */
+  private async serveStandby (peerId: string): Promise<void> {
+    try {
+      await this.standby.serve(peerId, async () => (await this.nextFor(peerId, true, 'standby')).next ?? null)
+    } catch (err) {
+      this.stats.handlerFailures++
+      this.options.log.error('could not serve a standby after a result', { peerId, error: errorMessage(err) })
     }
   }
 

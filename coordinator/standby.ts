@@ -51,7 +51,7 @@ export interface StandbyPoolOptions {
 export class StandbyPool {
   /** Waiting requests per node, oldest first. */
   private readonly waiting = new Map<string, Waiter[]>()
-  readonly stats = { standbys: 0, placed: 0, expired: 0, withdrawn: 0, replaced: 0, lostRaces: 0, grantFailures: 0, replyFailures: 0 }
+  readonly stats = { standbys: 0, placed: 0, served: 0, expired: 0, withdrawn: 0, replaced: 0, lostRaces: 0, grantFailures: 0, replyFailures: 0 }
   private readonly now: () => number
 
   constructor (private readonly options: StandbyPoolOptions) {
@@ -188,6 +188,33 @@ export class StandbyPool {
       this.options.log.warn('a standby award could not be sent; the job waits for its lease to run out', { peerId: waiter.peerId, jobId: award.jobId })
     }
     return false
+  }
+
+  /**
+   * The node's slot freed (a result without a next attempt): one of its
+   * waiting standbys may now take work that was announced while the node
+   * was full. `award` picks it (null: nothing fits); the standby is answered
+   * with it, or goes back to waiting.
+   */
+  async serve (peerId: string, award: () => Promise<NextAward | null>): Promise<boolean> {
+    const list = this.waiting.get(peerId)
+    const waiter = list?.[0]
+    if (waiter == null || !waiter.alive()) return false
+    this.remove(waiter)
+    let granted: NextAward | null = null
+    try {
+      granted = await award()
+    } finally {
+      if (granted == null) this.putBack(waiter)
+    }
+    if (granted == null) return false
+    clearTimeout(waiter.timer)
+    this.stats.served++
+    if (!await waiter.reply({ type: 'award', rid: waiter.rid, ...granted })) {
+      this.stats.replyFailures++
+      this.options.log.warn('a standby award could not be sent; the job waits for its lease to run out', { peerId, jobId: granted.jobId })
+    }
+    return true
   }
 
   private putBack (waiter: Waiter): void {

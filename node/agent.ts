@@ -166,7 +166,7 @@ export class NodeAgent {
   private readonly gate: PeerGate = openGate()
   private heartbeatGuard: HeartbeatGuard | null = null
   private revokedSelf = false
-  readonly stats = { bids: 0, awards: 0, nextAwards: 0, standbyAwards: 0, refusals: 0, bidErrors: 0, announcementsIgnored: 0, sessionsOpened: 0, offersPushed: 0, gossipDropped: 0, gossipBytesIn: 0, gossipBytesOut: 0 }
+  readonly stats = { bids: 0, awards: 0, nextAwards: 0, standbyAwards: 0, announcementsOnStandby: 0, refusals: 0, bidErrors: 0, announcementsIgnored: 0, sessionsOpened: 0, offersPushed: 0, gossipDropped: 0, gossipBytesIn: 0, gossipBytesOut: 0 }
   /** Fault injection, changeable while running (setFaults): gossip loss and link delay. */
   private faults = { dropRate: 0, delayMs: 0 }
 
@@ -309,7 +309,12 @@ export class NodeAgent {
         log: log.child('standby'),
         waitMs: this.options.standbyWaitMs ?? 25_000,
         session: () => links.openSessions().find(s => s.session.offersStandby) ?? null,
-        wanted: () => this.bidding && this.cands.size === 0 && this.clock.now() >= this.overloadedUntil ? this.unclaimedSlots() : 0,
+        wanted: () => {
+          if (!this.bidding || this.clock.now() < this.overloadedUntil) return 0
+          // While there are announced jobs to bid on, the slots bids may use stay off standby; the rest wait there.
+          const forBids = this.cands.size > 0 ? Math.max(0, (this.options.maxBidsInFlight ?? 1) - this.reserved) : 0
+          return Math.max(0, this.unclaimedSlots() - forBids)
+        },
         take: (award, coordinator) => {
           this.stats.awards++
           this.stats.standbyAwards++
@@ -413,7 +418,7 @@ export class NodeAgent {
         // Work is moving: the next idle pull comes soon again (a lost announcement is found within pullMs).
         this.pullWaitMs = this.pullMs
         for (const t of announcement.taken) this.cands.remove(t.jobId, t.attempt)
-        if (announcement.jobs.length > 0) this.offer(announcement.jobs, msg.from.toString())
+        if (announcement.jobs.length > 0 && !this.onStandbyAt(msg.from.toString())) this.offer(announcement.jobs, msg.from.toString())
       }
     } catch (err) {
       this.options.log.debug('ignored gossip message', { topic: msg.topic, error: errorMessage(err) })
@@ -446,7 +451,7 @@ export class NodeAgent {
     // Our session runs through a relay, where gossip cannot: the coordinator sends announced jobs this way.
     else if (frame.type === 'offer') {
       this.stats.offersPushed++
-      if (this.bidding) this.offer(frame.jobs, coordinator)
+      if (this.bidding && !this.onStandbyAt(coordinator)) this.offer(frame.jobs, coordinator)
     }
     else if (frame.type === 'drain') {
       // The coordinator is about to give back this machine: take no new work; running jobs finish.
@@ -473,6 +478,20 @@ export class NodeAgent {
     this.options.onRefused?.(message)
   }
 
+  /**
+   * Whether we wait on standby at this coordinator. Its announcements are
+   * then for others: it would have awarded us any job that fits a standby of
+   * ours, and one announced while we were full reaches our standby when a
+   * result frees the slot, or when a standby arrives. Bidding would mean
+   * withdrawing our standbys, and with every idle node doing the same the
+   * mesh would fall back to announcing every job.
+   */
+  private onStandbyAt (coordinator: string): boolean {
+    if ((this.standby?.outAt(coordinator) ?? 0) === 0) return false
+    this.stats.announcementsOnStandby++
+    return true
+  }
+
   /** New jobs heard of: keep those we could run, then bid while slots are free. */
   private offer (jobs: AnnouncedJob[], coordinator: string): void {
     const cap = this.capacity()
@@ -493,8 +512,10 @@ export class NodeAgent {
       this.reserved++
       void this.bid(next.job, next.source)
     }
+    // Slots no bid can use (one bid out at a time) wait on standby, so new jobs keep coming to this node directly.
+    this.standby?.fill()
     // Announced jobs wait while our standbys hold every free slot: take the slots back to bid with.
-    if (this.cands.size > 0 && this.unclaimedSlots() === 0 && (this.standby?.size ?? 0) > 0) {
+    if (this.cands.size > 0 && this.unclaimedSlots() === 0 && this.reserved < (this.options.maxBidsInFlight ?? 1) && (this.standby?.size ?? 0) > 0) {
       void this.standby!.withdraw().then(() => { this.pump() })
     }
   }

@@ -28,8 +28,9 @@ export interface NodeStandbyOptions {
 }
 
 export class NodeStandby {
-  /** Standbys out, per session. */
+  /** Standbys out, per session and per coordinator. */
   private readonly out = new Map<SessionClient, number>()
+  private readonly outByCoordinator = new Map<string, number>()
   private readonly pending = new Set<Promise<void>>()
   private count = 0
   private pausedUntil = 0
@@ -41,6 +42,11 @@ export class NodeStandby {
   /** Standbys out now (each holds one of the node's slots). */
   get size (): number {
     return this.count
+  }
+
+  /** Standbys out at one coordinator. */
+  outAt (coordinator: string): number {
+    return this.outByCoordinator.get(coordinator) ?? 0
   }
 
   /** Sends standbys until the node has as many out as it wants. */
@@ -58,11 +64,12 @@ export class NodeStandby {
     const waitMs = this.options.waitMs ?? 25_000
     this.count++
     this.out.set(session, (this.out.get(session) ?? 0) + 1)
+    this.outByCoordinator.set(coordinator, (this.outByCoordinator.get(coordinator) ?? 0) + 1)
     this.stats.sent++
     const sentAt = performance.now()
     // The coordinator answers at the latest when the wait ends; allow for a slow link on top.
     const done = session.request({ type: 'standby', waitMs }, undefined, waitMs + 10_000).then((reply) => {
-      this.settle(session)
+      this.settle(session, coordinator)
       if (reply.type === 'award') {
         this.stats.awards++
         this.options.take(reply, coordinator)
@@ -79,7 +86,7 @@ export class NodeStandby {
       }
       this.options.onFreed()
     }, (err: unknown) => {
-      this.settle(session)
+      this.settle(session, coordinator)
       this.stats.failures++
       this.options.log.debug('standby failed', { error: errorMessage(err) })
       this.pause()
@@ -89,11 +96,14 @@ export class NodeStandby {
     void done.finally(() => { this.pending.delete(done) })
   }
 
-  private settle (session: SessionClient): void {
+  private settle (session: SessionClient, coordinator: string): void {
     this.count--
     const n = (this.out.get(session) ?? 1) - 1
     if (n <= 0) this.out.delete(session)
     else this.out.set(session, n)
+    const c = (this.outByCoordinator.get(coordinator) ?? 1) - 1
+    if (c <= 0) this.outByCoordinator.delete(coordinator)
+    else this.outByCoordinator.set(coordinator, c)
   }
 
   private pause (): void {

@@ -27,7 +27,7 @@ const ROGUE_CAPACITY = { slots: 1, freeSlots: 1, cpus: 1, memoryMb: 1024, labels
 interface Stats {
   auction: { bids: number, awards: number, standby: number }
   announcer: { jobs: number, placed: number }
-  standby: { placed: number, waiting: number, nodes: number, expired: number, withdrawn: number }
+  standby: { placed: number, served: number, waiting: number, nodes: number, expired: number, withdrawn: number }
 }
 
 async function stats (): Promise<Stats> {
@@ -140,6 +140,36 @@ describe('session 1.2 frames', () => {
       s.close()
     }
     expect((await waitForJob(url, id, j => TERMINAL.has(j.state), 10_000)).state).toBe('succeeded')
+  })
+
+  it('a job announced while the node was full reaches its waiting standby when a result frees the slot', async () => {
+    const s = await RogueSession.open(rogue, mesh.coordinatorPeerId, SESSION_PROTOCOL)
+    try {
+      await greet(s)
+      const a = await rogueJob(`a-${randomUUID()}`)
+      await s.send({ type: 'bid', rid: 2, jobId: a, attempt: 1, freeSlots: 1, slots: 1 })
+      const award = await s.frame()
+      expect(award).toMatchObject({ type: 'award', rid: 2, jobId: a })
+      if (award.type !== 'award') throw new Error('unreachable')
+      // Our one slot is held: the standby waits, and a job that fits only us is announced instead of placed.
+      await s.send({ type: 'standby', rid: 3, waitMs: 30_000 })
+      const before = await stats()
+      const b = await rogueJob(`b-${randomUUID()}`)
+      await until('b to be announced', async () => (await stats()).announcer.jobs > before.announcer.jobs ? true : undefined, 5_000, 10)
+      expect(await s.read(300)).toEqual({ kind: 'timeout' })
+      // The result (without wantNext) frees the slot: the ack, then b on the waiting standby.
+      await s.send(result(4, award, 'A\n'))
+      expect(await s.frame()).toEqual({ type: 'ack', rid: 4 })
+      const second = await s.frame()
+      expect(second).toMatchObject({ type: 'award', rid: 3, jobId: b })
+      if (second.type !== 'award') throw new Error('unreachable')
+      await s.send(result(5, second, 'B\n'))
+      expect(await s.frame()).toEqual({ type: 'ack', rid: 5 })
+      // Handed over by the result, not by a later re-announcement.
+      expect((await stats()).standby.served - before.standby.served).toBe(1)
+    } finally {
+      s.close()
+    }
   })
 
   it('a standby is answered empty when its wait ends and when the node withdraws; the withdraw is acked after', async () => {

@@ -153,6 +153,25 @@ describe('StandbyPool', () => {
     expect(p.stats).toMatchObject({ expired: 1, withdrawn: 2, replaced: 1 })
   })
 
+  it('serve(): a freed node\'s oldest waiting standby is answered with what the callback awards, or keeps waiting', async () => {
+    const { p, answers, add } = pool(new Map([[node(1), cap(2)]]))
+    add(node(1), 1)
+    add(node(1), 2)
+    expect(await p.serve(node(1), async () => null)).toBe(false)
+    expect(p.size).toBe(2)
+    const job = await newJob()
+    const outcome = await auction.direct(node(1), { jobId: job.jobId, attempt: 1 }, 2, 2)
+    if (outcome === 'busy' || outcome === 'full' || outcome.type !== 'award') throw new Error('expected an award')
+    expect(await p.serve(node(1), async () => ({ jobId: job.jobId, attempt: 1, token: outcome.token, spec: outcome.spec, inputs: [] }))).toBe(true)
+    expect(awarded(answers)).toEqual([[node(1), 1, job.jobId]])
+    expect(p.size).toBe(1)
+    expect(p.stats.served).toBe(1)
+    // A node with nothing waiting: nothing to serve, and the callback is not asked.
+    let asked = false
+    expect(await p.serve(node(2), async () => { asked = true; return null })).toBe(false)
+    expect(asked).toBe(false)
+  })
+
   it('caps the wait at the coordinator\'s maximum', async () => {
     const { answers, add } = pool(new Map([[node(1), cap(1)]]), { maxWaitMs: 100 })
     add(node(1), 1, 120_000)
