@@ -175,7 +175,12 @@ export class SessionServer {
   /** Pushes a frame to a node's open session; false when it has none. */
   async push (peerId: string, frame: CoordinatorFrame): Promise<boolean> {
     const channel = this.sessions.get(peerId)
-    if (channel == null || !channel.isOpen) return false
+    return channel != null && await this.sendOn(peerId, channel, frame)
+  }
+
+  /** Sends a frame on one session (a push, or a late answer); false when it is closed or the write fails. */
+  private async sendOn (peerId: string, channel: Channel, frame: CoordinatorFrame): Promise<boolean> {
+    if (!channel.isOpen) return false
     try {
       await channel.send(frame)
       return true
@@ -373,16 +378,8 @@ export class SessionServer {
             await this.reply(channel, { type: 'award', rid: frame.rid, ...waiting.next })
             return
           }
-          this.standby.add(peerId, frame.rid, frame.waitMs, async (answer) => {
-            if (!channel.isOpen) return false
-            try {
-              await channel.send(answer)
-              return true
-            } catch (err) {
-              this.options.log.debug('standby answer failed', { peerId, type: answer.type, error: errorMessage(err) })
-              return false
-            }
-          }, () => this.sessions.get(peerId) === channel && channel.isOpen)
+          this.standby.add(peerId, frame.rid, frame.waitMs, async (answer) => await this.sendOn(peerId, channel, answer),
+            () => this.sessions.get(peerId) === channel && channel.isOpen)
           return
         }
         case 'withdraw': {

@@ -235,8 +235,9 @@ describe.skipIf(unavailable != null)('nodes behind NAT', () => {
     }, 60_000, 200)
     expect(jobs.map(j => j.result.stdout)).toEqual(ids.map((_, i) => `fw-${i}\n`))
     expect(new Set(jobs.map(j => j.attempts[0].node))).toEqual(new Set([firewalledNodeId]))
-    // Gossip cannot run through the relay: the jobs reached the node as offers pushed on its session.
-    await until('the node\'s status to count the pushed offers', () => (statusOf('node-fw')?.stats?.offersPushed as number | undefined ?? 0) >= 1 ? true : undefined, 15_000, 200)
+    // Gossip cannot run through the relay: the jobs reached the node on its session, as awards on the standbys it
+    // keeps there (session 1.2; a node without standbys gets announced jobs pushed as offers instead).
+    await until('the node\'s status to count awards on standby', () => (statusOf('node-fw')?.stats?.standbyAwards as number | undefined ?? 0) >= 1 ? true : undefined, 15_000, 200)
     // Its log lines came through the relay too.
     const logs = await until('the job\'s log lines', () => {
       const l = api('GET', `/v1/jobs/${ids[0]!}/logs`).body.lines as Array<{ text: string }>

@@ -23,13 +23,11 @@ import { decodeJoinToken } from '../../common/join-token.js'
 import { submit, getJob, waitForAll, waitForJob, TERMINAL } from '../helpers/http.js'
 import { RogueSession, until } from '../helpers/rogue.js'
 import { meshWithRogueForFile } from '../helpers/rogue-mesh.js'
+import { greet as greetAs, jobEvents, resultFrame, rogueJob as submitRogueJob } from '../helpers/rogue-node.js'
 
 let mesh: LocalMesh
 let rogue: RGridHost
 let url: string
-
-/** A capacity only jobs labelled for the rogue fit (the real node lacks the label, so it never takes them). */
-const ROGUE_CAPACITY = { slots: 1, freeSlots: 1, cpus: 1, memoryMb: 1024, labels: { zone: 'rogue' }, runtime: 'process', version: 'rogue' }
 
 interface Stats { auction: { chained: number, awards: number }, announcer: { heldBack: number, jobs: number } }
 
@@ -39,32 +37,6 @@ async function stats (): Promise<Stats> {
   return await res.json() as Stats
 }
 
-async function greet (s: RogueSession): Promise<void> {
-  const t = decodeJoinToken(mesh.joinToken)
-  await s.send({ type: 'hello', rid: 1, capacity: ROGUE_CAPACITY, running: [], join: { id: t.id, secret: t.secret } })
-  expect(await s.frame()).toMatchObject({ type: 'welcome', rid: 1 })
-}
-
-async function rogueJob (tag: string): Promise<string> {
-  const { status, body } = await submit(url, { command: ['sh', '-c', `echo ${tag}`], labels: { zone: 'rogue' } })
-  expect(status).toBe(201)
-  return body.id as string
-}
-
-function result (rid: number, award: { jobId: string, attempt: number, token: string }, stdout: string, wantNext?: boolean): Record<string, unknown> {
-  return {
-    type: 'result', rid, jobId: award.jobId, attempt: award.attempt, token: award.token, outcome: 'succeeded', exitCode: 0,
-    stdout, stderr: '', stdoutTruncated: false, stderrTruncated: false, startedAt: Date.now() - 5, finishedAt: Date.now(), error: null,
-    ...(wantNext != null ? { wantNext } : {})
-  }
-}
-
-async function events (id: string): Promise<Array<{ type: string, detail: Record<string, unknown> }>> {
-  const res = await fetch(`${url}/v1/jobs/${id}/events`)
-  expect(res.status).toBe(200)
-  return (await res.json() as { events: Array<{ type: string, detail: Record<string, unknown> }> }).events
-}
-
 /** Waits until the job has been open at least `ms` (the coordinator hands out only jobs open 20 ms or more). */
 async function openFor (id: string, ms: number): Promise<void> {
   const job = await getJob(url, id)
@@ -72,6 +44,11 @@ async function openFor (id: string, ms: number): Promise<void> {
   expect(Number.isFinite(createdAt)).toBe(true)
   await until(`job ${id} to be open ${ms} ms`, () => Date.now() - createdAt >= ms ? true : undefined, 5_000, 10)
 }
+
+const greet = async (s: RogueSession): Promise<void> => { await greetAs(s, mesh.joinToken) }
+const rogueJob = async (tag: string): Promise<string> => await submitRogueJob(url, tag)
+const events = async (id: string): Promise<Array<{ type: string, detail: Record<string, unknown> }>> => await jobEvents(url, id)
+const result = resultFrame
 
 meshWithRogueForFile('rgrid-session-next-', { nodes: 1, slots: 1, runtime: 'process' }, env => {
   mesh = env.mesh

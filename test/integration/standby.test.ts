@@ -12,17 +12,14 @@ import { randomUUID } from 'node:crypto'
 import type { LocalMesh } from '../../dist/cli/local-mesh.js'
 import { SESSION_PROTOCOL } from '../../protocol/ids.js'
 import type { RGridHost } from '../../common/p2p.js'
-import { decodeJoinToken } from '../../common/join-token.js'
 import { getJob, submit, waitForAll, waitForJob, TERMINAL } from '../helpers/http.js'
 import { RogueSession, until } from '../helpers/rogue.js'
 import { meshWithRogueForFile } from '../helpers/rogue-mesh.js'
+import { greet as greetAs, jobEvents, resultFrame, rogueJob as submitRogueJob } from '../helpers/rogue-node.js'
 
 let mesh: LocalMesh
 let rogue: RGridHost
 let url: string
-
-/** Only jobs labelled for the rogue fit it, and the real nodes lack the label. */
-const ROGUE_CAPACITY = { slots: 1, freeSlots: 1, cpus: 1, memoryMb: 1024, labels: { zone: 'rogue' }, runtime: 'process', version: 'rogue' }
 
 interface Stats {
   auction: { bids: number, awards: number, standby: number }
@@ -36,30 +33,10 @@ async function stats (): Promise<Stats> {
   return await res.json() as Stats
 }
 
-async function events (id: string): Promise<Array<{ type: string, detail: Record<string, unknown> }>> {
-  const res = await fetch(`${url}/v1/jobs/${id}/events`)
-  expect(res.status).toBe(200)
-  return (await res.json() as { events: Array<{ type: string, detail: Record<string, unknown> }> }).events
-}
-
-async function greet (s: RogueSession): Promise<void> {
-  const t = decodeJoinToken(mesh.joinToken)
-  await s.send({ type: 'hello', rid: 1, capacity: ROGUE_CAPACITY, running: [], join: { id: t.id, secret: t.secret } })
-  expect(await s.frame()).toMatchObject({ type: 'welcome', rid: 1 })
-}
-
-async function rogueJob (tag: string): Promise<string> {
-  const { status, body } = await submit(url, { command: ['sh', '-c', `echo ${tag}`], labels: { zone: 'rogue' } })
-  expect(status).toBe(201)
-  return body.id as string
-}
-
-function result (rid: number, award: { jobId: string, attempt: number, token: string }, stdout: string): Record<string, unknown> {
-  return {
-    type: 'result', rid, jobId: award.jobId, attempt: award.attempt, token: award.token, outcome: 'succeeded', exitCode: 0,
-    stdout, stderr: '', stdoutTruncated: false, stderrTruncated: false, startedAt: Date.now() - 5, finishedAt: Date.now(), error: null
-  }
-}
+const greet = async (s: RogueSession): Promise<void> => { await greetAs(s, mesh.joinToken) }
+const rogueJob = async (tag: string): Promise<string> => await submitRogueJob(url, tag)
+const events = async (id: string): Promise<Array<{ type: string, detail: Record<string, unknown> }>> => await jobEvents(url, id)
+const result = resultFrame
 
 meshWithRogueForFile('rgrid-standby-', { nodes: 2, slots: 2, runtime: 'process' }, env => {
   mesh = env.mesh
