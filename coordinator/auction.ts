@@ -283,14 +283,8 @@ export class Auction {
    */
   async direct (node: string, job: { jobId: string, attempt: number }, slots: number, freeSlots: number): Promise<BidOutcome | 'busy' | 'full'> {
     if (this.count(node) >= slots) return 'full'
-    const key = `${job.jobId}/${job.attempt}`
-    if (this.rounds.has(key) || this.decided.has(key)) return 'busy'
-    this.decided.set(key, this.options.clock.now() + this.decidedTtlMs)
-    this.hold(node, key)
-    const outcome = await this.commit(node, { type: 'bid', rid: 0, jobId: job.jobId, attempt: job.attempt, freeSlots, slots }, 0, 'standby')
-    if (outcome.type === 'award') this.stats.standby++
-    // As after an auction: only a lost race settles the attempt.
-    else if (outcome.reason !== 'taken' && outcome.reason !== 'cancelled') this.decided.delete(key)
+    const outcome = await this.claim(node, { type: 'bid', rid: 0, jobId: job.jobId, attempt: job.attempt, freeSlots, slots }, 'standby')
+    if (outcome !== 'busy' && outcome.type === 'award') this.stats.standby++
     return outcome
   }
 
@@ -303,16 +297,27 @@ export class Auction {
     const offers = this.options.counterOffers?.(node, (jobId, attempt) => this.rounds.has(`${jobId}/${attempt}`) || this.decided.has(`${jobId}/${attempt}`), why) ?? []
     for (const offer of offers.slice(0, 3)) {
       if (this.count(node) >= bid.slots) break
-      const key = `${offer.jobId}/${offer.attempt}`
-      if (this.rounds.has(key) || this.decided.has(key)) continue
-      this.decided.set(key, this.options.clock.now() + this.decidedTtlMs)
-      this.hold(node, key)
-      const outcome = await this.commit(node, { ...bid, jobId: offer.jobId, attempt: offer.attempt }, 1, why)
+      const outcome = await this.claim(node, { ...bid, jobId: offer.jobId, attempt: offer.attempt }, why)
+      if (outcome === 'busy') continue
       if (outcome.type === 'award') return outcome
-      if (outcome.reason !== 'taken' && outcome.reason !== 'cancelled') this.decided.delete(key)
-      else this.options.onNotOpen?.(offer.jobId)
+      if (outcome.reason === 'taken' || outcome.reason === 'cancelled') this.options.onNotOpen?.(offer.jobId)
     }
     return null
+  }
+
+  /**
+   * An award without an auction (counter-offer, next, standby) of the bid's
+   * attempt: `busy` when a round or an award in flight has it. As after an
+   * auction, only a lost race settles the attempt.
+   */
+  private async claim (node: string, bid: Bid, how: 'counter-offer' | 'next' | 'standby'): Promise<BidOutcome | 'busy'> {
+    const key = `${bid.jobId}/${bid.attempt}`
+    if (this.rounds.has(key) || this.decided.has(key)) return 'busy'
+    this.decided.set(key, this.options.clock.now() + this.decidedTtlMs)
+    this.hold(node, key)
+    const outcome = await this.commit(node, bid, 0, how)
+    if (outcome.type === 'refuse' && outcome.reason !== 'taken' && outcome.reason !== 'cancelled') this.decided.delete(key)
+    return outcome
   }
 
   private async commit (node: string, bid: Bid, bidCount: number, how: 'auction' | 'counter-offer' | 'next' | 'standby'): Promise<BidOutcome> {

@@ -437,9 +437,7 @@ export class SessionServer {
               }
               throw new StaleAttemptError(jobId, attempt, reason)
             }
-            const next = await this.nextFor(peerId, wantNext)
-            await this.reply(channel, { type: 'ack', rid: frame.rid, ...next })
-            if (next.next == null) await this.serveStandby(peerId)
+            await this.ackResult(channel, peerId, frame.rid, wantNext)
             return
           }
           try {
@@ -450,9 +448,7 @@ export class SessionServer {
             // which would let held-back jobs out to gossip (Announcer, meshFull).
             auction.release(peerId, jobId, attempt)
           }
-          const next = await this.nextFor(peerId, wantNext)
-          await this.reply(channel, { type: 'ack', rid: frame.rid, ...next })
-          if (next.next == null) await this.serveStandby(peerId)
+          await this.ackResult(channel, peerId, frame.rid, wantNext)
           return
         }
       }
@@ -513,6 +509,17 @@ export class SessionServer {
       this.options.log.error('could not award a next attempt with an ack', { peerId, error: errorMessage(err) })
       return {}
     }
+  }
+
+  /**
+   * Acknowledges a result whose attempt the node no longer holds, with its
+   * next attempt when asked (session 1.1); without one, the freed slot may
+   * serve a waiting standby (1.2).
+   */
+  private async ackResult (channel: Channel, peerId: string, rid: number, wantNext: boolean | undefined): Promise<void> {
+    const next = await this.nextFor(peerId, wantNext)
+    await this.reply(channel, { type: 'ack', rid, ...next })
+    if (next.next == null) await this.serveStandby(peerId)
   }
 
   /**

@@ -180,14 +180,19 @@ export class StandbyPool {
       this.putBack(waiter)
       return false
     }
-    clearTimeout(waiter.timer)
     this.stats.placed++
+    await this.answerAward(waiter, award)
+    return false
+  }
+
+  /** Answers a standby taken off the pool with its award. */
+  private async answerAward (waiter: Waiter, award: NextAward): Promise<void> {
+    clearTimeout(waiter.timer)
     if (!await waiter.reply({ type: 'award', rid: waiter.rid, ...award })) {
       // The session broke under the award: the lease runs out and the job is rescheduled, as after any lost award.
       this.stats.replyFailures++
       this.options.log.warn('a standby award could not be sent; the job waits for its lease to run out', { peerId: waiter.peerId, jobId: award.jobId })
     }
-    return false
   }
 
   /**
@@ -208,12 +213,8 @@ export class StandbyPool {
       if (granted == null) this.putBack(waiter)
     }
     if (granted == null) return false
-    clearTimeout(waiter.timer)
     this.stats.served++
-    if (!await waiter.reply({ type: 'award', rid: waiter.rid, ...granted })) {
-      this.stats.replyFailures++
-      this.options.log.warn('a standby award could not be sent; the job waits for its lease to run out', { peerId, jobId: granted.jobId })
-    }
+    await this.answerAward(waiter, granted)
     return true
   }
 

@@ -28,9 +28,8 @@ export interface NodeStandbyOptions {
 }
 
 export class NodeStandby {
-  /** Standbys out, per session and per coordinator. */
-  private readonly out = new Map<SessionClient, number>()
-  private readonly outByCoordinator = new Map<string, number>()
+  /** Standbys out per session, with whose session it is. */
+  private readonly out = new Map<SessionClient, { coordinator: string, n: number }>()
   private readonly pending = new Set<Promise<void>>()
   private count = 0
   private pausedUntil = 0
@@ -46,7 +45,9 @@ export class NodeStandby {
 
   /** Standbys out at one coordinator. */
   outAt (coordinator: string): number {
-    return this.outByCoordinator.get(coordinator) ?? 0
+    let n = 0
+    for (const o of this.out.values()) if (o.coordinator === coordinator) n += o.n
+    return n
   }
 
   /** Sends standbys until the node has as many out as it wants. */
@@ -63,13 +64,14 @@ export class NodeStandby {
   private send (session: SessionClient, coordinator: string): void {
     const waitMs = this.options.waitMs ?? 25_000
     this.count++
-    this.out.set(session, (this.out.get(session) ?? 0) + 1)
-    this.outByCoordinator.set(coordinator, (this.outByCoordinator.get(coordinator) ?? 0) + 1)
+    const o = this.out.get(session)
+    if (o != null) o.n++
+    else this.out.set(session, { coordinator, n: 1 })
     this.stats.sent++
     const sentAt = performance.now()
     // The coordinator answers at the latest when the wait ends; allow for a slow link on top.
     const done = session.request({ type: 'standby', waitMs }, undefined, waitMs + 10_000).then((reply) => {
-      this.settle(session, coordinator)
+      this.settle(session)
       if (reply.type === 'award') {
         this.stats.awards++
         this.options.take(reply, coordinator)
@@ -86,7 +88,7 @@ export class NodeStandby {
       }
       this.options.onFreed()
     }, (err: unknown) => {
-      this.settle(session, coordinator)
+      this.settle(session)
       this.stats.failures++
       this.options.log.debug('standby failed', { error: errorMessage(err) })
       this.pause()
@@ -96,14 +98,10 @@ export class NodeStandby {
     void done.finally(() => { this.pending.delete(done) })
   }
 
-  private settle (session: SessionClient, coordinator: string): void {
+  private settle (session: SessionClient): void {
     this.count--
-    const n = (this.out.get(session) ?? 1) - 1
-    if (n <= 0) this.out.delete(session)
-    else this.out.set(session, n)
-    const c = (this.outByCoordinator.get(coordinator) ?? 1) - 1
-    if (c <= 0) this.outByCoordinator.delete(coordinator)
-    else this.outByCoordinator.set(coordinator, c)
+    const o = this.out.get(session)
+    if (o != null && --o.n <= 0) this.out.delete(session)
   }
 
   private pause (): void {

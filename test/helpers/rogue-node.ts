@@ -40,3 +40,18 @@ export async function jobEvents (url: string, id: string): Promise<Array<{ type:
   expect(res.status).toBe(200)
   return (await res.json() as { events: Array<{ type: string, detail: Record<string, unknown> }> }).events
 }
+
+/** The helpers above bound to one test file's mesh (read when called: the mesh starts in beforeAll). */
+export function rogueNodeFor (env: () => { url: string, joinToken: string }): {
+  greet: (s: RogueSession) => Promise<void>
+  rogueJob: (tag: string) => Promise<string>
+  events: (id: string) => ReturnType<typeof jobEvents>
+  result: typeof resultFrame
+} {
+  return {
+    greet: async s => { await greet(s, env().joinToken) },
+    rogueJob: async tag => await rogueJob(env().url, tag),
+    events: async id => await jobEvents(env().url, id),
+    result: resultFrame
+  }
+}

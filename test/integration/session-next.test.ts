@@ -23,7 +23,7 @@ import { decodeJoinToken } from '../../common/join-token.js'
 import { submit, getJob, waitForAll, waitForJob, TERMINAL } from '../helpers/http.js'
 import { RogueSession, until } from '../helpers/rogue.js'
 import { meshWithRogueForFile } from '../helpers/rogue-mesh.js'
-import { greet as greetAs, jobEvents, resultFrame, rogueJob as submitRogueJob } from '../helpers/rogue-node.js'
+import { rogueNodeFor } from '../helpers/rogue-node.js'
 
 let mesh: LocalMesh
 let rogue: RGridHost
@@ -45,10 +45,7 @@ async function openFor (id: string, ms: number): Promise<void> {
   await until(`job ${id} to be open ${ms} ms`, () => Date.now() - createdAt >= ms ? true : undefined, 5_000, 10)
 }
 
-const greet = async (s: RogueSession): Promise<void> => { await greetAs(s, mesh.joinToken) }
-const rogueJob = async (tag: string): Promise<string> => await submitRogueJob(url, tag)
-const events = async (id: string): Promise<Array<{ type: string, detail: Record<string, unknown> }>> => await jobEvents(url, id)
-const result = resultFrame
+const { greet, rogueJob, events, result } = rogueNodeFor(() => ({ url, joinToken: mesh.joinToken }))
 
 meshWithRogueForFile('rgrid-session-next-', { nodes: 1, slots: 1, runtime: 'process' }, env => {
   mesh = env.mesh

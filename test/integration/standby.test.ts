@@ -15,7 +15,7 @@ import type { RGridHost } from '../../common/p2p.js'
 import { getJob, submit, waitForAll, waitForJob, TERMINAL } from '../helpers/http.js'
 import { RogueSession, until } from '../helpers/rogue.js'
 import { meshWithRogueForFile } from '../helpers/rogue-mesh.js'
-import { greet as greetAs, jobEvents, resultFrame, rogueJob as submitRogueJob } from '../helpers/rogue-node.js'
+import { rogueNodeFor } from '../helpers/rogue-node.js'
 
 let mesh: LocalMesh
 let rogue: RGridHost
@@ -33,10 +33,7 @@ async function stats (): Promise<Stats> {
   return await res.json() as Stats
 }
 
-const greet = async (s: RogueSession): Promise<void> => { await greetAs(s, mesh.joinToken) }
-const rogueJob = async (tag: string): Promise<string> => await submitRogueJob(url, tag)
-const events = async (id: string): Promise<Array<{ type: string, detail: Record<string, unknown> }>> => await jobEvents(url, id)
-const result = resultFrame
+const { greet, rogueJob, events, result } = rogueNodeFor(() => ({ url, joinToken: mesh.joinToken }))
 
 meshWithRogueForFile('rgrid-standby-', { nodes: 2, slots: 2, runtime: 'process' }, env => {
   mesh = env.mesh
