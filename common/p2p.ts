@@ -20,6 +20,7 @@ import { DecodeError } from '../protocol/codec.js'
 import type { Logger } from './log.js'
 import { swarmKeyOf } from './network-key.js'
 import { relayService, type RelayLimits } from './relay.js'
+import { installYamuxWindowThreshold } from './yamux-window.js'
 import { ANNOUNCE_TOPIC, HEARTBEAT_TOPIC, BEACON_TOPIC } from '../protocol/ids.js'
 
 export type RGridServices = {
@@ -164,6 +165,7 @@ export async function heal (host: RGridHost, gate: PeerGate, peers: string[], si
 
 /** Creates (but does not start) a host. */
 export async function createHost (options: HostOptions): Promise<RGridHost> {
+  installYamuxWindowThreshold()
   return await createLibp2p<RGridServices>({
     privateKey: options.privateKey,
     start: false,
