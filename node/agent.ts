@@ -158,7 +158,7 @@ export class NodeAgent {
   private readonly recent: Array<{ jobId: string, attempt: number, outcome: string, exitCode: number | null, errorCode: string | null, finishedAt: number }> = []
   private readonly startedAt = Date.now()
   /** Event-loop delay in 2 s windows: shows whether supervision and I/O delay gossip heartbeats. */
-  private readonly loopDelay = new LoopDelayMonitor()
+  private readonly loopDelay = new LoopDelayMonitor({ isBusy: () => this.runner.size > 0 })
   /** How this node can be reached (the coordinator's dial-back), its relay slot and hole-punched peers. */
   private readonly reach: NodeReachability
   readonly transfers: NodeTransfers
@@ -234,6 +234,7 @@ export class NodeAgent {
         }
       },
       reporter: this.reporter,
+      onTaken: () => { this.loopDelay.busy() },
       onFinished: () => { this.pump() },
       onResult: r => {
         this.recent.push(r)

@@ -43,6 +43,8 @@ export interface RunnerOptions {
   workDir: (jobId: string, attempt: number) => Promise<string>
   /** Removes a work dir once the attempt has ended. */
   cleanup: (dir: string) => Promise<void>
+  /** Called when an attempt takes a slot (before it runs). @default nothing */
+  onTaken?: () => void
   /** Called after an attempt has ended and its slot is free. */
   onFinished: () => void
   /** Called with each attempt's outcome as it is handed to the reporter (for `rgrid-node status`). */
@@ -184,6 +186,7 @@ export class Runner {
       controller, stopReason: null, done: Promise.resolve()
     }
     this.entries.set(key, entry)
+    this.options.onTaken?.()
     const onStop = (): void => { this.stop(entry, 'shutdown') }
     stopSignal.addEventListener('abort', onStop, { once: true })
     entry.done = this.execute(entry, coordinator, body).finally(() => {
