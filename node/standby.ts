@@ -25,6 +25,13 @@ export interface NodeStandbyOptions {
   waitMs?: number
   /** Pause after a standby failed or came back empty at once, in ms. @default 1000 */
   retryMs?: number
+  /**
+   * How long a withdrawal waits for its ack, in ms. Shorter than an ordinary
+   * request's: a node stopping behind a coordinator that hangs without closing
+   * the session should not spend the full request timeout here as well.
+   * @default 2000
+   */
+  withdrawTimeoutMs?: number
 }
 
 export class NodeStandby {
@@ -120,7 +127,7 @@ export class NodeStandby {
       this.stats.withdrawals++
       await Promise.all([...this.out.keys()].map(async (session) => {
         try {
-          await session.request({ type: 'withdraw' })
+          await session.request({ type: 'withdraw' }, undefined, this.options.withdrawTimeoutMs ?? 2_000)
         } catch (err) {
           // The session is gone, and its standbys with it (they fail and free their slots).
           this.options.log.debug('withdraw failed', { error: errorMessage(err) })

@@ -92,6 +92,8 @@ describe('NodeStandby', () => {
     st.fill()
     await w
     expect(session.sent.map(s => s.frame.type)).toEqual(['standby', 'standby', 'withdraw'])
+    // A coordinator that hangs holds a stopping node for 2 s here, not for the 10 s request timeout.
+    expect(session.sent[2]!.timeoutMs).toBe(2_000)
     expect(st.size).toBe(0)
     expect(freed()).toBe(2)
     expect(st.stats.withdrawals).toBe(1)
