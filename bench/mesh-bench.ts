@@ -99,7 +99,8 @@ class DelaySampler {
         continue
       }
       const w = status.eventLoopDelayMs?.lastWindow
-      if (w == null) continue
+      // A window without samples (cut short as its node turned busy) measured nothing.
+      if (w == null || w.samples === 0) continue
       // Two calm windows can have the same figures: tell them apart by number.
       if (this.seen.get(dir) === w.seq) continue
       this.seen.set(dir, w.seq)

@@ -65,7 +65,9 @@ export class LoopDelayMonitor {
     this.busySeen = true
     const fine = this.options.resolutionMs ?? 10
     if (this.histogram == null || this.resolutionMs === fine) return
-    this.roll()
+    // A coarse window without a sample yet has nothing to report: just sample finely from here.
+    if (this.histogram.count === 0) this.sample(fine)
+    else this.roll()
   }
 
   private sample (resolutionMs: number): void {
@@ -95,6 +97,11 @@ export class LoopDelayMonitor {
     const next = busy ? this.options.resolutionMs ?? 10 : this.options.idleResolutionMs ?? 100
     if (next !== this.resolutionMs) this.sample(next)
     else h.reset()
+  }
+
+  /** The window in progress: its resolution and how many samples it holds so far (null when stopped). */
+  current (): { resolutionMs: number, samples: number } | null {
+    return this.histogram == null ? null : { resolutionMs: this.resolutionMs, samples: this.histogram.count }
   }
 
   /** The last complete window (null before the first one closes), and the worst window since start. */

@@ -35,6 +35,7 @@ describe('LoopDelayMonitor', () => {
     // About 10 samples in a 1 s window at 100 ms, against about 100 at 10 ms.
     expect(idle.samples).toBeLessThan(20)
     // A job starts mid-window: the coarse window closes at once, and the next is fine.
+    await vi.waitFor(() => { if ((monitor!.current()?.samples ?? 0) === 0) throw new Error('no coarse sample yet') }, { timeout: 5_000, interval: 10 })
     running = 1
     monitor.busy()
     const cut = monitor.snapshot().lastWindow!
@@ -45,6 +46,26 @@ describe('LoopDelayMonitor', () => {
     // Busy at the turn of the window keeps it fine.
     const still = await windowAfter(monitor, busy.seq)
     expect(still.resolutionMs).toBe(10)
+  })
+
+  it('switches a coarse window without samples to fine sampling without reporting it', async () => {
+    let running = 0
+    // Coarse sampling slower than the window: a coarse window never holds a sample.
+    monitor = new LoopDelayMonitor({ windowMs: 500, resolutionMs: 10, idleResolutionMs: 5_000, isBusy: () => running > 0 })
+    monitor.start()
+    const first = await windowAfter(monitor, 0)
+    expect(first.resolutionMs).toBe(10)
+    await vi.waitFor(() => { if (monitor!.current()?.resolutionMs !== 5_000) throw new Error('not coarse yet') }, { timeout: 5_000, interval: 10 })
+    expect(monitor.current()!.samples).toBe(0)
+    const before = monitor.snapshot().lastWindow!.seq
+    running = 1
+    monitor.busy()
+    // No empty window is reported; sampling is fine from here.
+    expect(monitor.snapshot().lastWindow!.seq).toBe(before)
+    expect(monitor.current()!.resolutionMs).toBe(10)
+    const busy = await windowAfter(monitor, before)
+    expect(busy.resolutionMs).toBe(10)
+    expect(busy.samples).toBeGreaterThan(0)
   })
 
   it('keeps a window fine when a job came and went within it', async () => {
