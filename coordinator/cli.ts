@@ -88,6 +88,9 @@ one bidding node, and records claims and results in its store.
   --max-session-frames-per-second N
                           frames one peer may send on its session per second
                           (bursts of twice as many); beyond, rate-limited   [500]
+  --deny-after-cut-ms N   after a token is revoked, how long its machines may still
+                          connect and be told why before connections from them
+                          are refused outright                          [5000]
   --requests-per-second-per-key N
                           HTTP requests one API key may make per second   [50]
   --open                  admit nodes without a join token (local experiments
@@ -149,6 +152,7 @@ async function main (): Promise<void> {
       'secrets-key-file': { type: 'string' },
       'max-active-jobs-per-key': { type: 'string' },
       'max-session-frames-per-second': { type: 'string' },
+      'deny-after-cut-ms': { type: 'string' },
       'requests-per-second-per-key': { type: 'string' },
       name: { type: 'string' },
       admin: { type: 'boolean' },
@@ -274,7 +278,7 @@ async function main (): Promise<void> {
   const apiKeys = args.open !== true && args['no-api-keys'] !== true
   if (!apiKeys) log.warn('the HTTP API is open: every caller can submit, see and cancel every job')
   function positive (name: string, fallback: number): number {
-    const text = args[name as 'max-active-jobs-per-key' | 'requests-per-second-per-key' | 'max-session-frames-per-second']
+    const text = args[name as 'max-active-jobs-per-key' | 'requests-per-second-per-key' | 'max-session-frames-per-second' | 'deny-after-cut-ms']
     if (text == null) return fallback
     const n = Number(text)
     if (!Number.isInteger(n) || n < 1) usageError('rgrid-coordinator', `--${name} must be a positive integer`)
@@ -300,6 +304,7 @@ async function main (): Promise<void> {
     secrets: new SecretBox((await loadOrCreateSecret(args['secrets-key-file'] ?? join(dataDir, 'secrets.key'))).subarray(0, 32)),
     maxActiveJobsPerKey: positive('max-active-jobs-per-key', 10_000),
     maxSessionFramesPerSecond: positive('max-session-frames-per-second', 500),
+    denyAfterCutMs: positive('deny-after-cut-ms', 5_000),
     ...(networkKey != null ? { networkKey } : {}),
     ...(prov != null
       ? {

@@ -32,11 +32,18 @@ let dataDir: string
 const hosts: RGridHost[] = []
 
 const HEARTBEAT_MS = 1_000
+/**
+ * How long a revoked machine may still reach the coordinator and be told why. The revocation test restarts
+ * the machine with a fresh token and expects that reason; at the default 5 s a slow CI machine restarted it
+ * after the coordinator had started refusing its connections, and the restarted node retried without ever
+ * hearing why (docs/operations.md).
+ */
+const DENY_AFTER_CUT_MS = 60_000
 
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'rgrid-meshsec-'))
   // node-0 and node-1 join with the mesh's token; node-1 is the one the tests keep running jobs on.
-  mesh = new LocalMesh({ dataDir, logLevel: (process.env.RGRID_TEST_LOG_LEVEL ?? 'info') as 'info', nodes: 2, slots: 2, runtime: 'process', coordinatorArgs: ['--max-session-frames-per-second', '100'], nodeArgs: i => ['--labels', `idx=${i}`] })
+  mesh = new LocalMesh({ dataDir, logLevel: (process.env.RGRID_TEST_LOG_LEVEL ?? 'info') as 'info', nodes: 2, slots: 2, runtime: 'process', coordinatorArgs: ['--max-session-frames-per-second', '100', '--deny-after-cut-ms', String(DENY_AFTER_CUT_MS)], nodeArgs: i => ['--labels', `idx=${i}`] })
   await mesh.start()
   await mesh.waitForNodes(2)
 }, 120_000)
