@@ -19,6 +19,12 @@ const SINK = '/rgrid-test/sink/1.0.0'
 /** Window-update frames each stream received, by stream object. */
 const updatesReceived = new Map<object, number>()
 
+/** How many stream objects are this stream (at either end: both share its id), and the window updates they heard. */
+function updatesOn (stream: Stream): { streams: number, frames: number } {
+  const ours = [...updatesReceived].filter(([s]) => s === stream || (s as { id?: string }).id === stream.id)
+  return { streams: ours.length, frames: ours.reduce((n, [, c]) => n + c, 0) }
+}
+
 async function host (): Promise<Libp2p> {
   return await createLibp2p({ addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] }, transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()] })
 }
@@ -90,9 +96,8 @@ describe('yamux window updates', () => {
     await stream.close()
     // Both ends' streams share the id. The only window-update frame either hears is the ACK that opens the
     // stream; the library alone sends one per data frame in each direction (603 here).
-    const ours = [...updatesReceived].filter(([s]) => s === stream || (s as { id?: string }).id === stream.id)
-    const received = ours.reduce((n, [, c]) => n + c, 0)
-    expect(ours.length).toBeGreaterThan(0)
+    const { streams, frames: received } = updatesOn(stream)
+    expect(streams).toBeGreaterThan(0)
     expect(received).toBeLessThanOrEqual(2)
   })
 
@@ -105,7 +110,6 @@ describe('yamux window updates', () => {
     await stream.close()
     expect(await sinkTotal).toBe(8 * 1024 * 1024)
     // The window was granted again and again: updates still flow when they are due.
-    const ours = [...updatesReceived].filter(([s]) => s === stream || (s as { id?: string }).id === stream.id)
-    expect(ours.reduce((n, [, c]) => n + c, 0)).toBeGreaterThan(4)
+    expect(updatesOn(stream).frames).toBeGreaterThan(4)
   }, 60_000)
 })
