@@ -40,17 +40,24 @@ export function renderSuite (resultsDir: string): string[] {
     'Every process of the mesh (bootstrap, coordinator, nodes, their job processes or containers) and the benchmark client share these cores.', '')
   lines.push('### Throughput: trivial jobs through the whole path', '',
     'HTTP submit (one job per request, 32 concurrent clients) → announce → bid → award → run → result recorded; jobs/s from the first submission to the last result.', '',
-    '| runtime | nodes×slots | jobs | jobs/s | target | CPU ms per job (by role) | bids per job, counter-offer share, share with a result’s ack, share on standby, jobs per announcement | node event-loop delay p99, median / worst 2 s window (ms) |',
-    '|---|---|---|---|---|---|---|---|')
+    '| runtime | nodes×slots | jobs | jobs/s | target | machine ceiling (jobs/s) | CPU ms per job (by role) | bids per job, counter-offer share, share with a result’s ack, share on standby, jobs per announcement | node event-loop delay p99, median / worst 2 s window (ms) |',
+    '|---|---|---|---|---|---|---|---|---|')
   for (const t of r.throughput) {
     const cpu = Object.entries(t.cpuMsPerJob).map(([k, v]) => `${k} ${f(v)}`).join(', ')
-    lines.push(`| ${t.runtime} | ${t.nodes}×${t.slots} | ${t.throughput.jobs} | ${f(t.throughput.jobsPerSecond)} | ≥ ${TARGETS[t.runtime]} | ${cpu} | ${auctionText(t.auction)} | ${f(t.nodeEventLoopDelayMs.medianWindowP99)} / ${f(t.nodeEventLoopDelayMs.worstWindowP99)} |`)
+    const ceiling = t.runtime === 'sim' ? null : r.ceilings?.[t.runtime]
+    lines.push(`| ${t.runtime} | ${t.nodes}×${t.slots} | ${t.throughput.jobs} | ${f(t.throughput.jobsPerSecond)} | ≥ ${TARGETS[t.runtime]} | ${ceiling == null ? '-' : `${f(ceiling.perSecond)} (RGrid ${Math.round(100 * t.throughput.jobsPerSecond / ceiling.perSecond)}%)`} | ${cpu} | ${auctionText(t.auction)} | ${f(t.nodeEventLoopDelayMs.medianWindowP99)} / ${f(t.nodeEventLoopDelayMs.worstWindowP99)} |`)
   }
   for (const t of r.throughput) {
     if (t.batched == null) continue
     const cpu = Object.entries(t.batched.cpuMsPerJob).map(([k, v]) => `${k} ${f(v)}`).join(', ')
     lines.push('', `The same ${t.throughput.jobs} \`${t.runtime}\` jobs submitted ${t.batched.batch} per request (\`POST /v1/jobs/batch\`, ${t.batched.clients} clients) on the same mesh: ` +
       `${f(t.batched.throughput.jobsPerSecond)} jobs/s (submissions ${f(t.batched.throughput.submitPerSecond)}/s); CPU ms per job: ${cpu}.`)
+  }
+  if (r.ceilings != null) {
+    const c = r.ceilings
+    lines.push('', 'Machine ceiling: what this machine does at most with nothing of RGrid running, measured in the same run just before the mesh (bench/ceilings.ts). ' +
+      `\`process\`: ${c.process.method}: ${f(c.process.perSecond)} spawns/s. ` +
+      (c.docker != null ? `Docker: ${c.docker.method}: ${f(c.docker.perSecond)} containers/s.` : 'Docker: not measured.'))
   }
   for (const [k, v] of Object.entries(r.skipped)) lines.push('', `Skipped: ${k}: ${v}`)
   const lat = tp(r, 'process')?.latencyMs

@@ -2,7 +2,8 @@
  * `npm run bench`: the whole benchmark suite in one command, RGrid side by
  * side with Slurm and BullMQ on the same machine in the same run.
  *
- * Sections: throughput per runtime (10 nodes), latency on an idle mesh,
+ * Sections: the machine's own ceilings (spawning `true`, the Docker engine
+ * alone), throughput per runtime (10 nodes), latency on an idle mesh,
  * scale (10, 25, 50 nodes), recovery after a node's death, store awards/s,
  * and the peers. Writes bench/results/suite-<timestamp>.json and rewrites
  * docs/benchmarks.md.
@@ -21,6 +22,7 @@ import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { ROOT, commit, machine, summary, type Machine, type Summary } from './measure.js'
 import { runScalePoint, runThroughput, type Runtime, type ScalePoint, type ThroughputSection } from './mesh-bench.js'
+import { dockerCeiling, spawnCeiling, type Ceilings } from './ceilings.js'
 import { recoverySamples, RECOVERY_DEFAULTS } from './recovery.js'
 import { benchPostgres, benchSqlite, type StoreBackendResult } from './store.js'
 import { benchSlurm } from './peers/slurm.js'
@@ -34,8 +36,8 @@ type Section = typeof SECTIONS[number]
 
 /** Counts per mode. Full: what the issue asks for; short: every code path, quickly. */
 const COUNTS = {
-  full: { nodes: 10, slots: 4, clients: 32, jobs: { sim: 10_000, process: 3_000, docker: 300 }, latencyJobs: 1_000, scale: [10, 25, 50], scaleJobs: 3_000, restSeconds: 10, kills: 20, storeJobs: 5_000, peerJobs: 1_000, peerLatencyJobs: 200 },
-  short: { nodes: 10, slots: 4, clients: 16, jobs: { sim: 300, process: 200, docker: 20 }, latencyJobs: 50, scale: [10, 25], scaleJobs: 200, restSeconds: 3, kills: 1, storeJobs: 300, peerJobs: 100, peerLatencyJobs: 20 }
+  full: { nodes: 10, slots: 4, clients: 32, jobs: { sim: 10_000, process: 3_000, docker: 300 }, latencyJobs: 1_000, scale: [10, 25, 50], scaleJobs: 3_000, restSeconds: 10, kills: 20, storeJobs: 5_000, peerJobs: 1_000, peerLatencyJobs: 200, ceilingSpawns: 1_000, ceilingContainers: 64 },
+  short: { nodes: 10, slots: 4, clients: 16, jobs: { sim: 300, process: 200, docker: 20 }, latencyJobs: 50, scale: [10, 25], scaleJobs: 200, restSeconds: 3, kills: 1, storeJobs: 300, peerJobs: 100, peerLatencyJobs: 20, ceilingSpawns: 100, ceilingContainers: 4 }
 }
 
 export interface SuiteResult {
@@ -45,6 +47,8 @@ export interface SuiteResult {
   machine: Machine
   mode: 'full' | 'short'
   counts: typeof COUNTS.full
+  /** What the machine does at most with nothing of RGrid running (absent in files before 2026-12-07 16:00). */
+  ceilings?: Ceilings
   throughput: ThroughputSection[]
   /** Sections that could not run here, with the reason (e.g. no Docker engine). */
   skipped: Record<string, string>
@@ -87,6 +91,16 @@ async function main (): Promise<void> {
   }
   const image = dockerImage()
   const runtimes: Runtime[] = ['sim', 'process', 'docker']
+  if (only.has('throughput')) {
+    await timed('ceilings', async () => {
+      log(`ceilings: spawning \`true\` from Node, then the Docker engine alone`)
+      const spawns = await spawnCeiling({ spawnsPerProcess: c.ceilingSpawns })
+      let docker: Ceilings['docker'] = null
+      if (image == null) result.skipped['ceiling docker'] = 'no Docker engine or no rgrid-test/busybox image (test/images/build.sh builds it)'
+      else docker = await dockerCeiling({ image, containers: c.ceilingContainers })
+      result.ceilings = { process: spawns, docker }
+    })
+  }
   if (only.has('throughput') || only.has('latency')) {
     for (const runtime of runtimes) {
       if (!only.has('throughput') && runtime !== 'process') continue

@@ -38,6 +38,12 @@ describe('npm run bench -- --short', () => {
     expect(r.mode).toBe('short')
     // Under CI every peer and runtime is installed: nothing may be skipped there.
     if (process.env.CI === 'true') expect(r.skipped).toEqual({})
+    // The machine's own ceilings, measured before the mesh runs.
+    expect(positive(r.ceilings.process.perSecond)).toBe(true)
+    // One worker per core, each spawning ceilingSpawns times.
+    expect(r.ceilings.process.count).toBeGreaterThanOrEqual(r.counts.ceilingSpawns)
+    expect(r.ceilings.process.count % r.counts.ceilingSpawns).toBe(0)
+    if (r.skipped['ceiling docker'] == null) expect(positive(r.ceilings.docker.perSecond)).toBe(true)
     const runtimes = r.throughput.map((t: { runtime: string }) => t.runtime)
     expect(runtimes).toEqual(expect.arrayContaining(['sim', 'process', ...(r.skipped['throughput docker'] == null ? ['docker'] : [])]))
     for (const t of r.throughput) {
@@ -86,6 +92,7 @@ describe('npm run bench -- --short', () => {
     const md = renderSuite(join(dir, 'as-full')).join('\n')
     expect(md).toContain('### Throughput')
     expect(md).toContain('### Side by side')
+    expect(md).toContain('Machine ceiling: ')
     expect(md).not.toContain('NaN')
   }, 600_000)
 })
