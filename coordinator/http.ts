@@ -3,7 +3,6 @@
  * thrown errors are mapped to status codes in one place, {@link toHttpError}.
  */
 import { Hono, type Context } from 'hono'
-import { bodyLimit } from 'hono/body-limit'
 import { streamSSE } from 'hono/streaming'
 import { decodeJobSpec, DecodeError } from '../protocol/codec.js'
 import { LIMITS } from '../protocol/limits.js'
@@ -20,6 +19,7 @@ import { ApiKeyAuth, ForbiddenError, OPEN_PRINCIPAL, UnauthorizedError, type Pri
 import { RateLimiter } from '../common/rate-limit.js'
 import { systemClock, type Clock } from '../common/clock.js'
 import { redactSpec } from './secrets.js'
+import { BodyAbortedError, BodyTooLargeError, readBody } from './http-body.js'
 
 /** A key sent more requests than its rate allows (HTTP 429). */
 export class RateLimitedError extends Error {
@@ -33,6 +33,9 @@ const JOB_STATES: ReadonlySet<string> = new Set(['announced', 'claimed', 'runnin
 const TERMINAL_STATES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled'])
 /** Most jobs in one `POST /v1/jobs/batch`. */
 export const MAX_BATCH_JOBS = 1000
+/** As `Request.text()` decodes: bad bytes become U+FFFD, a leading BOM is dropped. */
+const utf8 = new TextDecoder()
+
 /** Largest batch body: room for many ordinary specs; each spec still has the single-job limit. */
 const MAX_BATCH_BODY_BYTES = 8 * 1024 * 1024
 const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
@@ -47,6 +50,8 @@ export function toHttpError (err: unknown): { status: Status, code: string, mess
   if (err instanceof ConflictError) return { status: 409, code: 'conflict', message: err.message }
   if (err instanceof StaleAttemptError) return { status: 409, code: 'stale-attempt', message: err.message }
   if (err instanceof TooLargeError) return { status: 413, code: 'too-large', message: err.message }
+  if (err instanceof BodyTooLargeError) return { status: 413, code: 'too-large', message: err.message }
+  if (err instanceof BodyAbortedError) return { status: 400, code: 'aborted', message: err.message }
   if (err instanceof UnauthorizedError) return { status: 401, code: 'unauthorized', message: err.message }
   if (err instanceof ForbiddenError) return { status: 403, code: 'forbidden', message: err.message }
   if (err instanceof RateLimitedError) return { status: 429, code: 'rate-limited', message: err.message }
@@ -130,10 +135,7 @@ export function createHttpApp (options: HttpAppOptions): Hono<Env> {
   })
   app.notFound(c => fail(c, 404, 'not-found', `no route ${c.req.method} ${c.req.path}`))
 
-  const limit = bodyLimit({
-    maxSize: options.maxBodyBytes ?? 2 * LIMITS.jobSpecBytes,
-    onError: c => fail(c, 413, 'too-large', `request body exceeds ${options.maxBodyBytes ?? 2 * LIMITS.jobSpecBytes} bytes`)
-  })
+  const maxBodyBytes = options.maxBodyBytes ?? 2 * LIMITS.jobSpecBytes
 
   // Authentication, then the key's rate; the principal decides what the routes show.
   app.use('*', async (c, next) => {
@@ -169,18 +171,24 @@ export function createHttpApp (options: HttpAppOptions): Hono<Env> {
   app.get('/v1/openapi.json', c => c.json(openApiDocument(new URL(c.req.url).origin)))
   app.get('/metrics', async c => c.body(await api.prometheus(), 200, { 'content-type': METRICS_CONTENT_TYPE }))
 
-  /** The JSON body, or the 415/400 response to send instead. */
-  const jsonBody = async (c: Context, what: string): Promise<{ body: unknown } | Response> => {
+  /**
+   * The JSON body, or the 415/400 response to send instead; a body over
+   * `maxBytes` throws {@link BodyTooLargeError} (413), checked first as it always was.
+   */
+  const jsonBody = async (c: Context, what: string, maxBytes = maxBodyBytes): Promise<{ body: unknown } | Response> => {
+    const bytes = await readBody(c, maxBytes)
     const type = (c.req.header('content-type') ?? '').toLowerCase()
     if (!type.startsWith('application/json')) return fail(c, 415, 'unsupported-media-type', `send ${what} as application/json`)
     try {
-      return { body: await c.req.json() }
-    } catch {
+      return { body: JSON.parse(utf8.decode(bytes)) }
+    } catch (err) {
+      // A syntax error is the client's; anything else is not expected here.
+      if (!(err instanceof SyntaxError)) throw err
       return fail(c, 400, 'invalid-json', 'request body is not valid JSON')
     }
   }
 
-  app.post('/v1/jobs', limit, async c => {
+  app.post('/v1/jobs', async c => {
     const read = await jsonBody(c, 'the job spec')
     if (read instanceof Response) return read
     const body = read.body
@@ -192,12 +200,8 @@ export function createHttpApp (options: HttpAppOptions): Hono<Env> {
 
   // Many jobs in one request and one store transaction (all or none): for scripts that submit
   // thousands, like sbatch --array. The body may hold MAX_BATCH_JOBS specs, each within the single-job limit.
-  const batchLimit = bodyLimit({
-    maxSize: MAX_BATCH_BODY_BYTES,
-    onError: c => fail(c, 413, 'too-large', `request body exceeds ${MAX_BATCH_BODY_BYTES} bytes`)
-  })
-  app.post('/v1/jobs/batch', batchLimit, async c => {
-    const read = await jsonBody(c, 'the batch')
+  app.post('/v1/jobs/batch', async c => {
+    const read = await jsonBody(c, 'the batch', MAX_BATCH_BODY_BYTES)
     if (read instanceof Response) return read
     const body = read.body as { jobs?: unknown }
     if (typeof body !== 'object' || body === null || Array.isArray(body) || !Array.isArray(body.jobs) || Object.keys(body).some(k => k !== 'jobs')) {
@@ -326,7 +330,7 @@ export function createHttpApp (options: HttpAppOptions): Hono<Env> {
     return c.json({ artifacts: await api.artifacts(id) })
   })
 
-  app.post('/v1/uploads', limit, async c => {
+  app.post('/v1/uploads', async c => {
     const read = await jsonBody(c, '{"sha256", "size"}')
     if (read instanceof Response) return read
     const body = read.body
