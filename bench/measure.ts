@@ -4,6 +4,7 @@
  * CPU, memory and socket traffic read from /proc and `ss` (Linux).
  */
 import { readFileSync } from 'node:fs'
+import { Agent, request } from 'node:http'
 import { cpus, totalmem } from 'node:os'
 import { execFileSync } from 'node:child_process'
 import { dirname } from 'node:path'
@@ -46,12 +47,45 @@ function headers (apiKey: string): Record<string, string> {
   return { 'content-type': 'application/json', ...(apiKey !== '' ? { authorization: `Bearer ${apiKey}` } : {}) }
 }
 
+/**
+ * Keep-alive connections for submissions. The benchmark client shares the
+ * machine's cores with the mesh, so it submits with node:http rather than
+ * fetch: undici's fetch took 0.42–0.55 ms of CPU per request here, node:http
+ * about 0.15 (docs/performance.md, change 12), CPU the mesh gets back.
+ */
+const submitAgent = new Agent({ keepAlive: true, maxSockets: 256 })
+
+/** POSTs JSON over a kept-alive connection; resolves the status and the parsed reply. */
+export async function postJson (url: string, path: string, body: unknown, apiKey = ''): Promise<{ status: number, body: any }> {
+  const target = new URL(path, url)
+  const payload = Buffer.from(JSON.stringify(body))
+  return await new Promise((resolve, reject) => {
+    const req = request({
+      host: target.hostname, port: target.port, path: target.pathname, method: 'POST', agent: submitAgent,
+      headers: { ...headers(apiKey), 'content-length': String(payload.byteLength) }
+    }, res => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => { chunks.push(c) })
+      res.on('error', reject)
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8')
+        try {
+          resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) })
+        } catch {
+          reject(new Error(`POST ${path}: ${res.statusCode ?? 0} with a body that is not JSON: ${text.slice(0, 200)}`))
+        }
+      })
+    })
+    req.on('error', reject)
+    req.end(payload)
+  })
+}
+
 /** Submits one job; resolves its id. */
 export async function post (url: string, spec: unknown, apiKey = ''): Promise<string> {
-  const res = await fetch(`${url}/v1/jobs`, { method: 'POST', headers: headers(apiKey), body: JSON.stringify(spec) })
-  const body = await res.json() as { id: string }
-  if (res.status !== 201) throw new Error(`submit failed: ${res.status} ${JSON.stringify(body)}`)
-  return body.id
+  const res = await postJson(url, '/v1/jobs', spec, apiKey)
+  if (res.status !== 201) throw new Error(`submit failed: ${res.status} ${JSON.stringify(res.body)}`)
+  return (res.body as { id: string }).id
 }
 
 export async function getJob (url: string, id: string, apiKey = ''): Promise<JobJson> {
@@ -107,8 +141,8 @@ export async function throughput (url: string, spec: unknown, n: number, clients
       const take = Math.min(batch, n - next)
       next += take
       if (batch === 1) { await post(url, spec, apiKey); continue }
-      const res = await fetch(`${url}/v1/jobs/batch`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers(apiKey) }, body: JSON.stringify({ jobs: Array.from({ length: take }, () => spec) }) })
-      if (res.status !== 201) throw new Error(`batch submit: ${res.status} ${await res.text()}`)
+      const res = await postJson(url, '/v1/jobs/batch', { jobs: Array.from({ length: take }, () => spec) }, apiKey)
+      if (res.status !== 201) throw new Error(`batch submit: ${res.status} ${JSON.stringify(res.body)}`)
     }
   }))
   const submitted = performance.now()
