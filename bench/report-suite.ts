@@ -39,7 +39,8 @@ export function renderSuite (resultsDir: string): string[] {
   lines.push(`Latest full run: ${r.date.slice(0, 16).replace('T', ' ')} UTC, commit ${r.commit}, ${r.machine.cpus} cores (${r.machine.cpuModel}), ${r.machine.memoryGiB} GiB, Node ${r.machine.node}.`,
     'Every process of the mesh (bootstrap, coordinator, nodes, their job processes or containers) and the benchmark client share these cores.', '')
   lines.push('### Throughput: trivial jobs through the whole path', '',
-    'HTTP submit (one job per request, 32 concurrent clients) → announce → bid → award → run → result recorded; jobs/s from the first submission to the last result.', '',
+    'HTTP submit (one job per request, 32 concurrent clients) → announce → bid → award → run → result recorded; jobs/s from the first submission to the last result.' +
+      (r.counts.warmupJobs != null ? ` Measured after a warm-up through the same path (${Object.entries(r.counts.warmupJobs).map(([k, v]) => `${k} ${v}`).join(', ')} jobs; for \`process\` the latency run's jobs come first too), as a mesh that has been up for a while is past V8's first tiers.` : ''), '',
     '| runtime | nodes×slots | jobs | jobs/s | target | machine ceiling (jobs/s) | CPU ms per job (by role) | bids per job, counter-offer share, share with a result’s ack, share on standby, jobs per announcement | node event-loop delay p99, median / worst 2 s window (ms) |',
     '|---|---|---|---|---|---|---|---|---|')
   for (const t of r.throughput) {
@@ -70,7 +71,8 @@ export function renderSuite (resultsDir: string): string[] {
   }
   if (r.scale.length > 0) {
     lines.push('', '### Scale', '',
-      'At rest: no jobs, a window after start-up settled; bytes are TCP bytes sent plus received on the node\'s sockets (gossip, pings, session renewals, everything), from `ss`. Per node: median (max).', '',
+      'At rest: no jobs, a window after start-up settled; bytes are TCP bytes sent plus received on the node\'s sockets (gossip, pings, session renewals, everything), from `ss`. Per node: median (max).' +
+      (r.counts.scaleWarmupPerNode != null ? ` Throughput after a warm-up of ${r.counts.scaleWarmupPerNode} jobs per node.` : ''), '',
       '| nodes | bytes/s per node | CPU % per node | RSS MiB per node | coordinator bytes/s, CPU %, RSS | bootstrap bytes/s, CPU %, RSS | new node eligible (ms) | `sim` jobs/s | bids per job, counter-offer share, share with a result’s ack, share on standby, jobs per announcement |',
       '|---|---|---|---|---|---|---|---|---|')
     for (const s of r.scale) {
