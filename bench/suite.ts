@@ -8,7 +8,7 @@
  * and the peers. Writes bench/results/suite-<timestamp>.json and rewrites
  * docs/benchmarks.md.
  *
- * `--short` runs every section with small counts (about two minutes) into a
+ * `--short` runs every section with small counts (about four minutes) into a
  * temporary directory and leaves docs alone: CI runs it so a broken benchmark
  * fails the build, while no timing is ever asserted.
  *
