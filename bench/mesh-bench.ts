@@ -74,7 +74,8 @@ export interface MeshRunOptions {
   /** Also run the throughput again with jobs submitted this many per request (4 clients); 0 or absent for none. */
   batch?: number
   /**
-   * Jobs run through the whole path, from the same clients, before anything is measured. A node that
+   * Jobs run through the whole path before anything is measured: the first 20 one at a time, the rest
+   * from all clients. A node that
    * has seen a few hundred jobs still runs much of its code in V8's first tiers: decoding one session
    * frame cost about 200 µs of CPU in a fresh node process and about 11 µs after a few thousand
    * (docs/performance.md, change 12). A mesh that has been up for a while is past that; the figures
@@ -153,10 +154,10 @@ export async function runThroughput (runtime: Runtime, o: MeshRunOptions): Promi
     await mesh.waitForNodes(o.nodes, 60_000)
     // Warm up: the first jobs pay for JIT, connection set-up and (Docker) the first container.
     await latency(mesh.httpUrl, spec, 20)
-    const warmupJobs = o.warmupJobs ?? 20
-    if (warmupJobs > 20) {
-      o.log(`${runtime}: warm-up, ${warmupJobs} jobs from ${o.clients} clients`)
-      await throughput(mesh.httpUrl, spec, warmupJobs, o.clients)
+    const more = (o.warmupJobs ?? 20) - 20
+    if (more > 0) {
+      o.log(`${runtime}: warm-up, ${more} more jobs from ${o.clients} clients`)
+      await throughput(mesh.httpUrl, spec, more, o.clients)
     }
     let lat: ThroughputSection['latencyMs']
     if (o.latencyJobs > 0) {
@@ -213,8 +214,11 @@ export interface ScalePoint {
   auction: AuctionFigures
 }
 
-/** At-rest cost, a new node's time to eligibility and `sim` throughput for a mesh of `nodes`. */
-/** `warmupJobs`: as for {@link MeshRunOptions.warmupJobs}, run after the at-rest window and the new node's join. */
+/**
+ * At-rest cost, a new node's time to eligibility and `sim` throughput for a mesh of `nodes`.
+ * `warmupJobs` run from all clients after the at-rest window and the new node's join, before the
+ * throughput is measured (see {@link MeshRunOptions.warmupJobs}). @default 0
+ */
 export async function runScalePoint (nodes: number, o: { jobs: number, clients: number, restSeconds: number, warmupJobs?: number, log: (line: string) => void }): Promise<ScalePoint> {
   const dataDir = mkdtempSync(join(tmpdir(), `rgrid-bench-scale-${nodes}-`))
   const mesh = new LocalMesh({ dataDir, nodes, slots: 4, runtime: 'sim', logLevel: 'warn', startTimeoutMs: 120_000 })
