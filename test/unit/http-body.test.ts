@@ -110,9 +110,11 @@ describe('request bodies through the Node server', () => {
     const before = await jobCount()
     await new Promise<void>((resolve, reject) => {
       const s = connect(port, '127.0.0.1', () => {
-        s.write('POST /v1/jobs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{"command":["ha')
-        // Closed once the server has surely started reading.
-        setTimeout(() => { s.destroy(); resolve() }, 50)
+        // Half a body, then gone: whether the server has begun reading it or not, nothing may be created.
+        s.write('POST /v1/jobs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{"command":["ha', () => {
+          s.destroy()
+          resolve()
+        })
       })
       s.on('error', reject)
     })
@@ -194,14 +196,19 @@ describe('readBody', () => {
   })
 
   it('says the body was cut short when the client goes away', async () => {
+    let reading!: () => void
+    const isReading = new Promise<void>(resolve => { reading = resolve })
     await withIncoming(port => {
       const s = connect(port, '127.0.0.1', () => {
         s.write('POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc')
-        setTimeout(() => s.destroy(), 50)
+        // Gone only once the server is reading the body, so the test is about a body cut short.
+        void isReading.then(() => s.destroy())
       })
       s.on('error', () => {})
     }, async incoming => {
-      await expect(readBody(nodeContext(incoming), 1000)).rejects.toBeInstanceOf(BodyAbortedError)
+      const read = readBody(nodeContext(incoming), 1000)
+      reading()
+      await expect(read).rejects.toBeInstanceOf(BodyAbortedError)
     })
   })
 })
