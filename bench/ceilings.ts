@@ -1,12 +1,14 @@
 /**
- * What this machine does at most for each throughput figure, with nothing of
- * RGrid running: the ceiling a runtime's jobs/s can be read against.
+ * What this machine does for the work behind each throughput figure with
+ * nothing of RGrid running: the reference a runtime's jobs/s is read against.
+ * A reference rate, not a proven maximum: other set-ups of the same work give
+ * somewhat different figures (docs/performance.md, change 12).
  *
  * - `process`: Node processes spawning `true` and waiting for it to exit, one
  *   per core, each with 4 spawns in flight (the node's process host does the
  *   same, see node/runtime/forked-process.ts). Every `process` job pays for one
- *   such spawn, so no scheduler started from Node can run more `true` jobs per
- *   second on this machine.
+ *   such spawn. Ten such processes, as many as the mesh's process hosts, did
+ *   151–166 spawns/s where two did 168–175.
  * - `docker`: the engine alone through dockerode, create → start → wait →
  *   remove of a container running `true` in the cached test image, 8 at a
  *   time, with no network: every Docker job pays for at least these calls.

@@ -60,8 +60,9 @@ export async function postJson (url: string, path: string, body: unknown, apiKey
   const target = new URL(path, url)
   const payload = Buffer.from(JSON.stringify(body))
   return await new Promise((resolve, reject) => {
-    const req = request({
-      host: target.hostname, port: target.port, path: target.pathname, method: 'POST', agent: submitAgent,
+    // The URL itself, not its pieces: an IPv6 host keeps its brackets in `hostname`.
+    const req = request(target, {
+      method: 'POST', agent: submitAgent,
       headers: { ...headers(apiKey), 'content-length': String(payload.byteLength) }
     }, res => {
       const chunks: Buffer[] = []

@@ -40,8 +40,8 @@ export function renderSuite (resultsDir: string): string[] {
     'Every process of the mesh (bootstrap, coordinator, nodes, their job processes or containers) and the benchmark client share these cores.', '')
   lines.push('### Throughput: trivial jobs through the whole path', '',
     'HTTP submit (one job per request, 32 concurrent clients) → announce → bid → award → run → result recorded; jobs/s from the first submission to the last result.' +
-      (r.counts.warmupJobs != null ? ` Measured after a warm-up through the same path (${Object.entries(r.counts.warmupJobs).map(([k, v]) => `${k} ${v}`).join(', ')} jobs; for \`process\` the latency run's jobs come first too), as a mesh that has been up for a while is past V8's first tiers.` : ''), '',
-    '| runtime | nodes×slots | jobs | jobs/s | target | machine ceiling (jobs/s) | CPU ms per job (by role) | bids per job, counter-offer share, share with a result’s ack, share on standby, jobs per announcement | node event-loop delay p99, median / worst 2 s window (ms) |',
+      (r.counts.warmupJobs != null ? ` Measured after a warm-up through the same path (${Object.entries(r.counts.warmupJobs).map(([k, v]) => `${k} ${v}`).join(', ')} jobs, the first 20 one at a time), as a mesh that has been up for a while is past V8's first tiers; for \`process\` the latency run's jobs come between the warm-up and the throughput run.` : ''), '',
+    '| runtime | nodes×slots | jobs | jobs/s | target | the machine alone (jobs/s) | CPU ms per job (by role) | bids per job, counter-offer share, share with a result’s ack, share on standby, jobs per announcement | node event-loop delay p99, median / worst 2 s window (ms) |',
     '|---|---|---|---|---|---|---|---|---|')
   for (const t of r.throughput) {
     const cpu = Object.entries(t.cpuMsPerJob).map(([k, v]) => `${k} ${f(v)}`).join(', ')
@@ -56,7 +56,7 @@ export function renderSuite (resultsDir: string): string[] {
   }
   if (r.ceilings != null) {
     const c = r.ceilings
-    lines.push('', 'Machine ceiling: what this machine does at most with nothing of RGrid running, measured in the same run just before the mesh (bench/ceilings.ts). ' +
+    lines.push('', 'The machine alone: the same work with nothing of RGrid running, measured in the same run just before the mesh (bench/ceilings.ts); a reference rate, not a proven maximum. ' +
       `\`process\`: ${c.process.method}: ${f(c.process.perSecond)} spawns/s. ` +
       (c.docker != null ? `Docker: ${c.docker.method}: ${f(c.docker.perSecond)} containers/s.` : 'Docker: not measured.'))
   }

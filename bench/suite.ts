@@ -2,8 +2,8 @@
  * `npm run bench`: the whole benchmark suite in one command, RGrid side by
  * side with Slurm and BullMQ on the same machine in the same run.
  *
- * Sections: the machine's own ceilings (spawning `true`, the Docker engine
- * alone), throughput per runtime (10 nodes), latency on an idle mesh,
+ * Sections: the machine alone (spawning `true`, the Docker engine alone:
+ * reference rates), throughput per runtime (10 nodes), latency on an idle mesh,
  * scale (10, 25, 50 nodes), recovery after a node's death, store awards/s,
  * and the peers. Writes bench/results/suite-<timestamp>.json and rewrites
  * docs/benchmarks.md.

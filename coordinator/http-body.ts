@@ -40,31 +40,58 @@ export async function readBody (c: Context, maxBytes: number): Promise<Uint8Arra
 
 async function readIncoming (incoming: IncomingMessage, maxBytes: number): Promise<Uint8Array> {
   if (incoming.readableEnded) return new Uint8Array(0)
+  const chunks: Buffer[] = []
+  let size = 0
+  /** Adds a chunk; false once the cap is passed. */
+  const take = (chunk: Buffer): boolean => {
+    size += chunk.byteLength
+    if (size > maxBytes) return false
+    chunks.push(chunk)
+    return true
+  }
+  const whole = (): Buffer => chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
+  /**
+   * The connection is gone. A body that arrived whole before that is the
+   * request as sent (a client may close its side right after sending, and
+   * authentication may take a while before the body is read), so it is read
+   * from the stream's buffer, as @hono/node-server does; anything less was cut short.
+   */
+  const afterDisconnect = (): Buffer => {
+    if (!incoming.complete) throw new BodyAbortedError()
+    let chunk: Buffer | null
+    while ((chunk = incoming.read() as Buffer | null) !== null) {
+      if (!take(chunk)) throw new BodyTooLargeError(maxBytes)
+    }
+    return whole()
+  }
+  // Events that already happened do not happen again.
+  if (incoming.destroyed) return afterDisconnect()
   return await new Promise<Uint8Array>((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let size = 0
     const done = (): void => {
       incoming.off('data', onData)
       incoming.off('end', onEnd)
-      incoming.off('error', onError)
+      incoming.off('error', onClose)
       incoming.off('close', onClose)
     }
     const onData = (chunk: Buffer): void => {
-      size += chunk.byteLength
-      if (size > maxBytes) {
-        // The rest is left to the server, which discards what the client still sends.
-        done()
-        reject(new BodyTooLargeError(maxBytes))
-        return
-      }
-      chunks.push(chunk)
+      if (take(chunk)) return
+      // The rest is left to the server, which discards what the client still sends.
+      done()
+      reject(new BodyTooLargeError(maxBytes))
     }
-    const onEnd = (): void => { done(); resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)) }
-    const onError = (): void => { done(); reject(new BodyAbortedError()) }
-    const onClose = (): void => { if (!incoming.complete) { done(); reject(new BodyAbortedError()) } }
+    const onEnd = (): void => { done(); resolve(whole()) }
+    // A reset or a close: either way the connection is gone.
+    const onClose = (): void => {
+      done()
+      try {
+        resolve(afterDisconnect())
+      } catch (err) {
+        reject(err)
+      }
+    }
     incoming.on('data', onData)
     incoming.once('end', onEnd)
-    incoming.once('error', onError)
+    incoming.once('error', onClose)
     incoming.once('close', onClose)
   })
 }

@@ -92,7 +92,7 @@ describe('npm run bench -- --short', () => {
     const md = renderSuite(join(dir, 'as-full')).join('\n')
     expect(md).toContain('### Throughput')
     expect(md).toContain('### Side by side')
-    expect(md).toContain('Machine ceiling: ')
+    expect(md).toContain('The machine alone: ')
     expect(md).not.toContain('NaN')
   }, 600_000)
 })

@@ -99,6 +99,7 @@ describe('request bodies through the Node server', () => {
       const text = padded(LIMIT + 5000)
       expect((await post('/v1/jobs', [text.slice(0, 10), text.slice(10)], { agent })).status).toBe(413)
       const next = await post('/v1/jobs', [JSON.stringify({ command: ['after'] })], { agent })
+      expect(next.socketReused).toBe(true)
       expect(next.status).toBe(201)
       expect(next.body.spec.command).toEqual(['after'])
     } finally {
@@ -192,6 +193,36 @@ describe('readBody', () => {
       const err = await readBody(nodeContext(incoming), 100).catch((e: unknown) => e)
       expect(err).toBeInstanceOf(BodyTooLargeError)
       expect((err as BodyTooLargeError).maxBytes).toBe(100)
+    })
+  })
+
+  /** Resolves once the request's connection is gone (its `close`, or already destroyed). */
+  const gone = async (incoming: IncomingMessage): Promise<void> => {
+    if (!incoming.destroyed) await new Promise(resolve => incoming.once('close', resolve))
+  }
+
+  it('takes a whole body sent before the client went away, even if it is read afterwards', async () => {
+    await withIncoming(port => {
+      const s = connect(port, '127.0.0.1', () => {
+        s.end('POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 7\r\n\r\n{"a":1}')
+      })
+      s.on('error', () => {})
+    }, async incoming => {
+      await gone(incoming)
+      expect(incoming.destroyed).toBe(true)
+      expect(Buffer.from(await readBody(nodeContext(incoming), 100)).toString()).toBe('{"a":1}')
+    })
+  })
+
+  it('says at once that a body cut short before it was read is incomplete', async () => {
+    await withIncoming(port => {
+      const s = connect(port, '127.0.0.1', () => {
+        s.end('POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc')
+      })
+      s.on('error', () => {})
+    }, async incoming => {
+      await gone(incoming)
+      await expect(readBody(nodeContext(incoming), 1000)).rejects.toBeInstanceOf(BodyAbortedError)
     })
   })
 
