@@ -201,13 +201,14 @@ describe('readBody', () => {
     if (!incoming.destroyed) await new Promise(resolve => incoming.once('close', resolve))
   }
 
+  /** Sends raw request bytes and closes the connection at once. */
+  const sendAndClose = (raw: string) => (port: number): void => {
+    const s = connect(port, '127.0.0.1', () => { s.end(raw) })
+    s.on('error', () => {})
+  }
+
   it('takes a whole body sent before the client went away, even if it is read afterwards', async () => {
-    await withIncoming(port => {
-      const s = connect(port, '127.0.0.1', () => {
-        s.end('POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 7\r\n\r\n{"a":1}')
-      })
-      s.on('error', () => {})
-    }, async incoming => {
+    await withIncoming(sendAndClose('POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 7\r\n\r\n{"a":1}'), async incoming => {
       await gone(incoming)
       expect(incoming.destroyed).toBe(true)
       expect(Buffer.from(await readBody(nodeContext(incoming), 100)).toString()).toBe('{"a":1}')
@@ -215,12 +216,7 @@ describe('readBody', () => {
   })
 
   it('says at once that a body cut short before it was read is incomplete', async () => {
-    await withIncoming(port => {
-      const s = connect(port, '127.0.0.1', () => {
-        s.end('POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc')
-      })
-      s.on('error', () => {})
-    }, async incoming => {
+    await withIncoming(sendAndClose('POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc'), async incoming => {
       await gone(incoming)
       await expect(readBody(nodeContext(incoming), 1000)).rejects.toBeInstanceOf(BodyAbortedError)
     })
