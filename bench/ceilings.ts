@@ -20,6 +20,7 @@ import { spawn } from 'node:child_process'
 import { availableParallelism } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import Docker from 'dockerode'
+import { concurrently } from './concurrently.js'
 
 /** One ceiling: how many per second, and how it was measured. */
 export interface Ceiling {
@@ -77,11 +78,8 @@ export async function dockerCeiling (o: { image: string, containers: number, con
   }
   // One first, outside the clock: the engine's first container pays for loading the image's layers.
   await one()
-  let next = 0
   const t0 = performance.now()
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next < o.containers) { next++; await one() }
-  }))
+  await concurrently(o.containers, concurrency, one)
   const seconds = (performance.now() - t0) / 1000
   return {
     perSecond: o.containers / seconds, count: o.containers, seconds,

@@ -3,6 +3,7 @@
  * ceiling (bench/ceilings.ts). Usage: node spawn-worker.js N C
  */
 import { spawn } from 'node:child_process'
+import { concurrently } from './concurrently.js'
 
 const total = Number(process.argv[2])
 const concurrency = Number(process.argv[3])
@@ -11,7 +12,6 @@ if (!Number.isInteger(total) || total < 1 || !Number.isInteger(concurrency) || c
   process.exit(2)
 }
 
-let started = 0
 async function one (): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     // Same as the process runtime: its own process group, stdout and stderr piped.
@@ -23,6 +23,4 @@ async function one (): Promise<void> {
   })
 }
 
-await Promise.all(Array.from({ length: concurrency }, async () => {
-  while (started < total) { started++; await one() }
-}))
+await concurrently(total, concurrency, one)
