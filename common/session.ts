@@ -1,13 +1,14 @@
 /**
- * A framed JSON channel over one libp2p stream: length-prefixed frames
- * (lpStream), each a protocol message. Both ends of the session protocol use
- * it; the node side adds request/response matching (node/session-client.ts).
+ * A framed JSON channel over one libp2p stream: length-prefixed frames (the
+ * same wire format as lpStream), each a protocol message. Both ends of the
+ * session protocol use it; the node side adds request/response matching
+ * (node/session-client.ts).
  *
- * Writes are frame-atomic (lpStream sends prefix and body in one call), so
+ * Writes are frame-atomic (each flush is one send of whole frames), so
  * concurrent senders never interleave bytes.
  */
-import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
+import { FrameReader, encodeFrames } from './frame-reader.js'
 import { encode, DecodeError } from '../protocol/codec.js'
 import { LIMITS } from '../protocol/limits.js'
 
@@ -18,13 +19,13 @@ export interface FrameChannelOptions<In> {
 }
 
 export class FrameChannel<In, Out> {
-  private readonly lp: LengthPrefixedStream<Stream>
+  private readonly reader: FrameReader
   private closed = false
   private pending: Array<{ bytes: Uint8Array, resolve: () => void, reject: (err: Error) => void }> = []
   private flushScheduled = false
 
   constructor (readonly stream: Stream, private readonly options: FrameChannelOptions<In>) {
-    this.lp = lpStream(stream, { maxDataLength: options.maxFrameBytes ?? LIMITS.sessionFrameBytes })
+    this.reader = new FrameReader(stream, { maxFrameBytes: options.maxFrameBytes ?? LIMITS.sessionFrameBytes })
   }
 
   get isOpen (): boolean {
@@ -54,8 +55,7 @@ export class FrameChannel<In, Out> {
     this.pending = []
     if (batch.length === 0) return
     try {
-      if (batch.length === 1) await this.lp.write(batch[0]!.bytes)
-      else await this.lp.writeV(batch.map(b => b.bytes))
+      if (!this.stream.send(encodeFrames(batch.map(b => b.bytes)))) await this.stream.onDrain()
       for (const b of batch) b.resolve()
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err))
@@ -72,13 +72,14 @@ export class FrameChannel<In, Out> {
   async next (signal?: AbortSignal): Promise<{ frame: In } | { error: DecodeError } | null> {
     let bytes
     try {
-      bytes = await this.lp.read(signal != null ? { signal } : undefined)
+      bytes = await this.reader.next(signal)
     } catch (err) {
       if (this.isEndOfStream(err)) return null
       throw err
     }
+    if (bytes == null) return null
     try {
-      return { frame: this.options.decode(bytes.subarray()) }
+      return { frame: this.options.decode(bytes) }
     } catch (err) {
       if (err instanceof DecodeError) return { error: err }
       throw err
