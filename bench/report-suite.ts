@@ -72,7 +72,7 @@ export function renderSuite (resultsDir: string): string[] {
   if (r.scale.length > 0) {
     lines.push('', '### Scale', '',
       'At rest: no jobs, a window after start-up settled; bytes are TCP bytes sent plus received on the node\'s sockets (gossip, pings, session renewals, everything), from `ss`. Per node: median (max).' +
-      (r.counts.scaleWarmupPerNode != null ? ` Throughput after a warm-up of ${r.counts.scaleWarmupPerNode} jobs per node.` : ''), '',
+      (r.counts.scaleWarmupPerNode != null ? ` Throughput after a warm-up of ${r.counts.scaleWarmupPerNode} jobs per node: each node is a separate V8 process, and with fewer jobs each the larger meshes were measured on colder code than the smaller ones.` : ''), '',
       '| nodes | bytes/s per node | CPU % per node | RSS MiB per node | coordinator bytes/s, CPU %, RSS | bootstrap bytes/s, CPU %, RSS | new node eligible (ms) | `sim` jobs/s | bids per job, counter-offer share, share with a result’s ack, share on standby, jobs per announcement |',
       '|---|---|---|---|---|---|---|---|---|')
     for (const s of r.scale) {

@@ -36,7 +36,7 @@ type Section = typeof SECTIONS[number]
 
 /** Counts per mode. Full: what the issue asks for; short: every code path, quickly. */
 const COUNTS = {
-  full: { nodes: 10, slots: 4, clients: 32, jobs: { sim: 10_000, process: 3_000, docker: 300 }, warmupJobs: { sim: 3_000, process: 1_000, docker: 20 }, scaleWarmupPerNode: 50, latencyJobs: 1_000, scale: [10, 25, 50], scaleJobs: 3_000, restSeconds: 10, kills: 20, storeJobs: 5_000, peerJobs: 1_000, peerLatencyJobs: 200, ceilingSpawns: 1_000, ceilingContainers: 64 },
+  full: { nodes: 10, slots: 4, clients: 32, jobs: { sim: 10_000, process: 3_000, docker: 300 }, warmupJobs: { sim: 3_000, process: 1_000, docker: 20 }, scaleWarmupPerNode: 300, latencyJobs: 1_000, scale: [10, 25, 50], scaleJobs: 3_000, restSeconds: 10, kills: 20, storeJobs: 5_000, peerJobs: 1_000, peerLatencyJobs: 200, ceilingSpawns: 1_000, ceilingContainers: 64 },
   short: { nodes: 10, slots: 4, clients: 16, jobs: { sim: 300, process: 200, docker: 20 }, warmupJobs: { sim: 100, process: 50, docker: 0 }, scaleWarmupPerNode: 5, latencyJobs: 50, scale: [10, 25], scaleJobs: 200, restSeconds: 3, kills: 1, storeJobs: 300, peerJobs: 100, peerLatencyJobs: 20, ceilingSpawns: 100, ceilingContainers: 4 }
 }
 
