@@ -58,6 +58,9 @@ through the given peers, and only a coordinator started with --open admits it.
   --image-deny PATTERN      never run images matching PATTERN (wins over
                             --image-allow; repeatable, or comma-separated)
   --pids-limit N            most processes a job's container may have  [256]
+  --job-nice N              process runtime: run jobs N nice levels below the
+                            node (0..19), so busy jobs cannot starve its
+                            heartbeats and sessions of CPU                [10]
   --drain-timeout-ms N      on stop, let running jobs finish this long [30000]
   --cache-mb N              inputs cached by content in DATA_DIR/cache,
                             least recently used evicted beyond this     [1024]
@@ -131,6 +134,7 @@ async function main (): Promise<void> {
       'image-allow': { type: 'string', multiple: true },
       'image-deny': { type: 'string', multiple: true },
       'pids-limit': { type: 'string' },
+      'job-nice': { type: 'string' },
       'drain-timeout-ms': { type: 'string' },
       'cache-mb': { type: 'string' },
       metrics: { type: 'string' },
@@ -188,6 +192,8 @@ async function main (): Promise<void> {
   if (!(gossipDropRate >= 0 && gossipDropRate < 1)) usageError('rgrid-node', '--fault-drop-gossip must be a number from 0 to below 1')
   const labels = parseLabels(args.labels)
   const pidsLimit = positiveInt('--pids-limit', args['pids-limit'], 256)
+  const jobNice = Number(args['job-nice'] ?? 10)
+  if (!Number.isInteger(jobNice) || jobNice < 0 || jobNice > 19) usageError('rgrid-node', `--job-nice must be an integer from 0 to 19, got ${JSON.stringify(args['job-nice'])}`)
   const imageAllow = args['image-allow'] != null ? parsePatterns('--image-allow', args['image-allow']) : undefined
   const imageDeny = args['image-deny'] != null ? parsePatterns('--image-deny', args['image-deny']) : undefined
   const allowNetwork = args['allow-network'] === true
@@ -214,7 +220,7 @@ async function main (): Promise<void> {
   const runtime: Runtime = runtimeName === 'sim'
     ? new SimRuntime()
     : runtimeName === 'process'
-    ? new ForkedProcessRuntime({ log: log.child('process') })
+    ? new ForkedProcessRuntime({ log: log.child('process'), jobNice })
     : new DockerRuntime({
       logger: log.child('docker'),
       labels: { 'rgrid.node': peerIdFromPrivateKey(privateKey).toString() },
@@ -225,7 +231,10 @@ async function main (): Promise<void> {
     })
   if (runtimeName !== 'docker' && (allowNetwork || imageAllow != null || imageDeny != null || args['pids-limit'] != null)) {
     log.warn('--allow-network, --image-allow, --image-deny and --pids-limit apply to the docker runtime only; ignored', { runtime: runtimeName })
+  }  if (runtimeName !== 'process' && args['job-nice'] != null) {
+    log.warn('--job-nice applies to the process runtime only; ignored', { runtime: runtimeName })
   }
+
   const defaultImageRefusal = runtimeName === 'docker' ? imageRefusal({ allow: imageAllow, deny: imageDeny }, args['docker-default-image'] ?? 'busybox:latest') : null
   if (defaultImageRefusal != null) log.warn('the image policy refuses the default image: jobs that name no image will fail', { reason: defaultImageRefusal })
   if (allowNetwork && runtimeName === 'docker') log.info('jobs that ask for network access get it (--allow-network)')
@@ -333,7 +342,7 @@ async function readConfig (path: string): Promise<{ values: Record<string, unkno
       usageError('rgrid-node', `--config ${path}: ${k} must be a string, number or boolean`)
     }
   }
-  const known = new Set(['runtime', 'slots', 'cpus', 'memory-mb', 'labels', 'coordinator', 'listen', 'data-dir', 'docker-default-image', 'allow-network', 'image-allow', 'image-deny', 'pids-limit', 'drain-timeout-ms', 'cache-mb', 'metrics', 'renew-ms', 'no-relay', 'log-level'])
+  const known = new Set(['runtime', 'slots', 'cpus', 'memory-mb', 'labels', 'coordinator', 'listen', 'data-dir', 'docker-default-image', 'allow-network', 'image-allow', 'image-deny', 'pids-limit', 'job-nice', 'drain-timeout-ms', 'cache-mb', 'metrics', 'renew-ms', 'no-relay', 'log-level'])
   for (const k of Object.keys(values)) if (!known.has(k)) usageError('rgrid-node', `--config ${path}: unknown setting ${JSON.stringify(k)}`)
   return { values, join: joinTargets }
 }

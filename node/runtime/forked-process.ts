@@ -10,6 +10,7 @@
  * sessions. Same semantics as ProcessRuntime, which the host runs.
  */
 import { fork, type ChildProcess } from 'node:child_process'
+import { getPriority, setPriority } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { join, dirname } from 'node:path'
 import type { Logger } from '../../common/log.js'
@@ -33,6 +34,14 @@ export interface ForkedProcessRuntimeOptions {
   startTimeoutMs?: number
   /** V8 heap limit of the host, in MiB: it only starts processes. @default 64 */
   hostHeapMb?: number
+  /**
+   * How much lower than the node's own CPU priority the host, and so every
+   * job it starts, runs: added to the node's nice value, 19 at most. Busy
+   * jobs then cannot starve the node of the CPU its heartbeats, lease
+   * renewals and sessions need. 0 runs jobs at the node's priority.
+   * @default 10
+   */
+  jobNice?: number
 }
 
 export class ForkedProcessRuntime implements Runtime {
@@ -68,10 +77,23 @@ export class ForkedProcessRuntime implements Runtime {
       child.once('message', () => { clearTimeout(timer); resolve() })
       child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`the process-runtime host exited with ${code} while starting`)) })
     })
+    this.lowerPriority(child)
     child.on('message', (msg: unknown) => { this.onReply(msg as HostReply) })
     child.once('exit', (code, signal) => { this.onHostExit(child, code, signal) })
     this.host = child
     return child
+  }
+
+  /** Lowers the host's priority, which the processes it starts inherit. */
+  private lowerPriority (child: ChildProcess): void {
+    const by = this.options.jobNice ?? 10
+    if (by === 0 || child.pid == null) return
+    try {
+      setPriority(child.pid, Math.min(19, getPriority() + by))
+    } catch (err) {
+      // Raising a nice value needs no privilege; this is unexpected, and jobs still run.
+      this.options.log.warn('cannot lower the priority of the process-runtime host; jobs run at the node\'s priority', { error: err instanceof Error ? err.message : String(err) })
+    }
   }
 
   private onReply (msg: HostReply): void {

@@ -1,11 +1,12 @@
 /**
  * The process runtime as nodes run it: jobs started by a separate host
  * process. Same outcomes as ProcessRuntime, cancellation across the IPC
- * boundary, and a crashed host fails its jobs as retryable and is replaced.
+ * boundary, a crashed host fails its jobs as retryable and is replaced, and
+ * jobs run at a lower CPU priority than the node.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { getPriority, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ForkedProcessRuntime } from '../../dist/node/runtime/forked-process.js'
 import { decodeJobSpec } from '../../protocol/codec.js'
@@ -39,6 +40,23 @@ describe('ForkedProcessRuntime', () => {
     expect(outcome.error?.code).toBe('exit-nonzero')
     expect(r.started()).not.toBeNull()
     expect((await runtime.run(request(['true']).req)).outcome).toBe('succeeded')
+  })
+
+  it('runs jobs 10 nice levels below the node by default, or as set', async () => {
+    // coreutils `nice` without arguments prints the niceness it runs at.
+    const own = getPriority()
+    expect((await runtime.run(request(['nice']).req)).stdout).toBe(`${Math.min(19, own + 10)}\n`)
+    const same = new ForkedProcessRuntime({ log: silentLogger, jobNice: 0 })
+    const lowest = new ForkedProcessRuntime({ log: silentLogger, jobNice: 40 })
+    try {
+      await same.start()
+      await lowest.start()
+      expect((await same.run(request(['nice']).req)).stdout).toBe(`${own}\n`)
+      expect((await lowest.run(request(['nice']).req)).stdout).toBe('19\n')
+    } finally {
+      await same.stop()
+      await lowest.stop()
+    }
   })
 
   it('cancels a running job across the process boundary', async () => {
