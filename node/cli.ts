@@ -231,7 +231,8 @@ async function main (): Promise<void> {
     })
   if (runtimeName !== 'docker' && (allowNetwork || imageAllow != null || imageDeny != null || args['pids-limit'] != null)) {
     log.warn('--allow-network, --image-allow, --image-deny and --pids-limit apply to the docker runtime only; ignored', { runtime: runtimeName })
-  }  if (runtimeName !== 'process' && args['job-nice'] != null) {
+  }
+  if (runtimeName !== 'process' && args['job-nice'] != null) {
     log.warn('--job-nice applies to the process runtime only; ignored', { runtime: runtimeName })
   }
 
