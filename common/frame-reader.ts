@@ -11,8 +11,10 @@
  *
  * Limits: a length above `maxFrameBytes`, or a prefix longer than that length
  * needs, fails the reader at once, before any of the frame is buffered. Frames
- * read but not yet taken are bounded too: above `maxQueuedBytes` the stream is
- * paused (the muxer stops granting the sender window) until they are taken.
+ * read but not yet taken are bounded too: above `maxQueuedBytes` (each frame
+ * counted with its bytes plus a fixed overhead) the stream is paused until
+ * they are taken. Pausing stops window updates, but a sender may still use the
+ * window it holds; the stream itself aborts if its own buffer overflows.
  */
 import type { Stream } from '@libp2p/interface'
 
@@ -90,6 +92,8 @@ export class FrameReader {
     this.maxQueuedBytes = options.maxQueuedBytes ?? 4 * options.maxFrameBytes
     stream.addEventListener('message', evt => { this.onData(evt.data instanceof Uint8Array ? evt.data : evt.data.subarray()) })
     stream.addEventListener('remoteCloseWrite', () => { this.wake() })
+    // The end can also come after the close, once the stream's own buffer is handed over.
+    stream.addEventListener('end', () => { this.wake() })
     stream.addEventListener('close', evt => {
       if (evt.error != null && this.failure == null) this.failure = evt.error
       this.wake()
@@ -119,7 +123,7 @@ export class FrameReader {
   private take (): Uint8Array {
     const frame = this.frames[this.head]!
     this.frames[this.head++] = EMPTY
-    this.queuedBytes -= frame.byteLength
+    this.queuedBytes -= frame.byteLength + FRAME_OVERHEAD_BYTES
     if (this.head === this.frames.length) {
       this.frames.length = 0
       this.head = 0
@@ -129,7 +133,8 @@ export class FrameReader {
     }
     if (this.paused && this.queuedBytes <= this.maxQueuedBytes / 2) {
       this.paused = false
-      this.stream.resume()
+      // A stream closed meanwhile cannot be resumed (it throws); what it held was already handed over.
+      if (this.stream.readStatus === 'paused') this.stream.resume()
     }
     return frame
   }
@@ -183,11 +188,11 @@ export class FrameReader {
       const end = i + length
       if (end > data.byteLength) { this.keep(data.subarray(offset), end - offset); break }
       this.frames.push(data.subarray(i, end))
-      this.queuedBytes += length
+      this.queuedBytes += length + FRAME_OVERHEAD_BYTES
       offset = end
     }
     if (this.frames.length > before) {
-      if (!this.paused && this.queuedBytes > this.maxQueuedBytes) {
+      if (!this.paused && this.queuedBytes > this.maxQueuedBytes && this.stream.readStatus === 'readable') {
         this.paused = true
         this.stream.pause()
       }
@@ -203,6 +208,8 @@ export class FrameReader {
 }
 
 const EMPTY = new Uint8Array(0)
+/** What a queued frame costs beyond its bytes (its view object), so many tiny frames count too. */
+const FRAME_OVERHEAD_BYTES = 64
 
 function concat (parts: Uint8Array[], total: number): Uint8Array {
   const out = new Uint8Array(total)

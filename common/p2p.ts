@@ -54,12 +54,6 @@ export interface HostOptions {
    */
   gossipHeartbeatMs?: number
   /**
-   * Send own messages to every subscribed peer connected, not only to the
-   * gossip mesh.
-   * @default true
-   */
-  floodPublish?: boolean
-  /**
    * Peers refused at every step of a connection (revoked nodes), and fault
    * injection: while `gate.cut` is true every dial and every inbound
    * connection is refused, as if the host's network were unplugged.
@@ -205,7 +199,7 @@ export async function createHost (options: HostOptions): Promise<RGridHost> {
         // Messages published before the mesh forms would otherwise throw;
         // announcements are re-sent and pullable, so losing one is fine.
         allowPublishToZeroTopicPeers: true,
-        floodPublish: options.floodPublish ?? true,
+        floodPublish: true,
         emitSelf: false,
         heartbeatInterval: options.gossipHeartbeatMs ?? 700,
         // Every node also holds a direct connection to the coordinator, whose

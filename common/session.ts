@@ -55,7 +55,7 @@ export class FrameChannel<In, Out> {
     this.pending = []
     if (batch.length === 0) return
     try {
-      if (!this.stream.send(encodeFrames(batch.map(b => b.bytes)))) await this.stream.onDrain()
+      if (!this.stream.send(encodeFrames(batch.map(b => b.bytes)))) await drained(this.stream)
       for (const b of batch) b.resolve()
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err))
@@ -107,4 +107,19 @@ export class FrameChannel<In, Out> {
     this.closed = true
     this.stream.abort(reason)
   }
+}
+
+/**
+ * Resolves on the stream's next 'drain', rejects if it closes first: the wait
+ * lpStream's writes used. Not `stream.onDrain()`: in @libp2p/utils 7.4 that
+ * keeps the promise of the first drain, so every later wait would return at
+ * once and writes to a peer that stopped reading would pile up unbounded.
+ */
+async function drained (stream: Stream): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const onDrain = (): void => { stream.removeEventListener('close', onClose); resolve() }
+    const onClose = (): void => { stream.removeEventListener('drain', onDrain); reject(new Error('the stream closed before its write buffer drained')) }
+    stream.addEventListener('drain', onDrain, { once: true })
+    stream.addEventListener('close', onClose, { once: true })
+  })
 }

@@ -322,9 +322,6 @@ export class Coordinator implements CoordinatorApi {
       listen: this.options.listen ?? ['/ip4/127.0.0.1/tcp/0'],
       bootstrap: this.options.bootstrap ?? [],
       dhtServer: true,
-      // One send per node per message was a quarter of this host's CPU at 25
-      // nodes; the gossip mesh carries messages on (docs/design.md, Gossip tuning).
-      floodPublish: false,
       gate: this.gate,
       ...(this.options.relay != null ? { relay: this.options.relay } : {}),
       ...(this.options.requireJoinToken !== false && this.options.networkKey != null ? { networkKey: this.options.networkKey } : {})

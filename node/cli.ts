@@ -58,9 +58,10 @@ through the given peers, and only a coordinator started with --open admits it.
   --image-deny PATTERN      never run images matching PATTERN (wins over
                             --image-allow; repeatable, or comma-separated)
   --pids-limit N            most processes a job's container may have  [256]
-  --job-nice N              process runtime: run jobs N nice levels below the
-                            node (0..19), so busy jobs cannot starve its
-                            heartbeats and sessions of CPU                [10]
+  --job-nice N              process runtime: start jobs from a helper N nice
+                            levels below the node (0..19), so forking them
+                            does not compete with its heartbeats and
+                            sessions; jobs inherit the nice value         [10]
   --drain-timeout-ms N      on stop, let running jobs finish this long [30000]
   --cache-mb N              inputs cached by content in DATA_DIR/cache,
                             least recently used evicted beyond this     [1024]
@@ -192,8 +193,9 @@ async function main (): Promise<void> {
   if (!(gossipDropRate >= 0 && gossipDropRate < 1)) usageError('rgrid-node', '--fault-drop-gossip must be a number from 0 to below 1')
   const labels = parseLabels(args.labels)
   const pidsLimit = positiveInt('--pids-limit', args['pids-limit'], 256)
-  const jobNice = Number(args['job-nice'] ?? 10)
-  if (!Number.isInteger(jobNice) || jobNice < 0 || jobNice > 19) usageError('rgrid-node', `--job-nice must be an integer from 0 to 19, got ${JSON.stringify(args['job-nice'])}`)
+  const jobNiceText = args['job-nice'] ?? '10'
+  const jobNice = /^\d{1,2}$/.test(jobNiceText) ? Number(jobNiceText) : NaN
+  if (!(jobNice >= 0 && jobNice <= 19)) usageError('rgrid-node', `--job-nice must be an integer from 0 to 19, got ${JSON.stringify(args['job-nice'])}`)
   const imageAllow = args['image-allow'] != null ? parsePatterns('--image-allow', args['image-allow']) : undefined
   const imageDeny = args['image-deny'] != null ? parsePatterns('--image-deny', args['image-deny']) : undefined
   const allowNetwork = args['allow-network'] === true

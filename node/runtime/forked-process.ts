@@ -35,10 +35,13 @@ export interface ForkedProcessRuntimeOptions {
   /** V8 heap limit of the host, in MiB: it only starts processes. @default 64 */
   hostHeapMb?: number
   /**
-   * How much lower than the node's own CPU priority the host, and so every
-   * job it starts, runs: added to the node's nice value, 19 at most. Busy
-   * jobs then cannot starve the node of the CPU its heartbeats, lease
-   * renewals and sessions need. 0 runs jobs at the node's priority.
+   * How much lower than the node's own CPU priority the host runs: added to
+   * the node's nice value, 19 at most. The host's forks (a few ms of CPU per
+   * job) then yield to the node's heartbeats, lease renewals and sessions.
+   * Jobs inherit the value, but each job is a new session, and where the
+   * kernel groups sessions for scheduling (Linux autogroup) a job's nice
+   * value ranks it only within its own session, not against the node.
+   * 0 runs the host at the node's priority.
    * @default 10
    */
   jobNice?: number
