@@ -115,7 +115,7 @@ export class FrameChannel<In, Out> {
  * keeps the promise of the first drain, so every later wait would return at
  * once and writes to a peer that stopped reading would pile up unbounded.
  */
-async function drained (stream: Stream): Promise<void> {
+export async function drained (stream: Stream): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const onDrain = (): void => { stream.removeEventListener('close', onClose); resolve() }
     const onClose = (): void => { stream.removeEventListener('drain', onDrain); reject(new Error('the stream closed before its write buffer drained')) }
