@@ -187,7 +187,8 @@ export function rssMiB (pid: number): number {
 
 /**
  * CPU seconds used so far by each mesh process, with its long-lived helper
- * children (a node's process-runtime host) counted separately as `name+host`.
+ * children (a node's process-runtime host or its rgrid-spawn) counted
+ * separately as `name+host`.
  * Jobs' own processes are not counted.
  */
 export function cpuSeconds (mesh: LocalMesh): Record<string, number> {
@@ -197,7 +198,7 @@ export function cpuSeconds (mesh: LocalMesh): Record<string, number> {
     if (pid == null || p.child.exitCode != null) continue
     try {
       out[p.name] = cpuOf(pid)
-      const helpers = childPids(pid).filter(c => cmdline(c).includes('process-host.js'))
+      const helpers = childPids(pid).filter(c => /process-host\.js|rgrid-spawn/.test(cmdline(c)))
       if (helpers.length > 0) out[`${p.name}+host`] = helpers.reduce((sum, c) => sum + cpuOf(c), 0)
     } catch (err) {
       process.stderr.write(`no CPU figure for ${p.name}: ${(err as Error).message}\n`)

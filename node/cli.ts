@@ -6,13 +6,15 @@
  */
 import { join, resolve } from 'node:path'
 import { availableParallelism, totalmem } from 'node:os'
-import { readFile, writeFile, mkdir, rename, rm } from 'node:fs/promises'
+import { readFile, writeFile, mkdir, rename, rm, access, constants as fsConstants } from 'node:fs/promises'
 import { peerIdFromString, peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { MetricsServer } from './metrics-server.js'
 import { readHandoff } from '../common/handoff.js'
 import { decodeJoinToken, isJoinToken, type JoinToken } from '../common/join-token.js'
 import { NodeAgent } from './agent.js'
 import { ForkedProcessRuntime } from './runtime/forked-process.js'
+import { ProcessRuntime } from './runtime/process.js'
+import { SpawnHelper, SPAWN_HELPER_PATH } from './runtime/spawn-helper.js'
 import { DockerRuntime } from './runtime/docker.js'
 import { SimRuntime } from './runtime/sim.js'
 import type { Runtime } from './runtime/types.js'
@@ -62,6 +64,11 @@ through the given peers, and only a coordinator started with --open admits it.
                             levels below the node (0..19), so forking them
                             does not compete with its heartbeats and
                             sessions; jobs inherit the nice value         [10]
+  --spawner auto|helper|node  process runtime: start jobs with rgrid-spawn
+                            (posix_spawn, built by npm run build when a C
+                            compiler is there) or with Node's child_process
+                            in a host process; auto takes rgrid-spawn when
+                            it was built                               [auto]
   --drain-timeout-ms N      on stop, let running jobs finish this long [30000]
   --cache-mb N              inputs cached by content in DATA_DIR/cache,
                             least recently used evicted beyond this     [1024]
@@ -136,6 +143,7 @@ async function main (): Promise<void> {
       'image-deny': { type: 'string', multiple: true },
       'pids-limit': { type: 'string' },
       'job-nice': { type: 'string' },
+      spawner: { type: 'string' },
       'drain-timeout-ms': { type: 'string' },
       'cache-mb': { type: 'string' },
       metrics: { type: 'string' },
@@ -196,6 +204,12 @@ async function main (): Promise<void> {
   const jobNiceText = args['job-nice'] ?? '10'
   const jobNice = /^\d{1,2}$/.test(jobNiceText) ? Number(jobNiceText) : NaN
   if (!(jobNice >= 0 && jobNice <= 19)) usageError('rgrid-node', `--job-nice must be an integer from 0 to 19, got ${JSON.stringify(args['job-nice'])}`)
+  const spawnerName = args.spawner ?? 'auto'
+  if (spawnerName !== 'auto' && spawnerName !== 'helper' && spawnerName !== 'node') usageError('rgrid-node', `--spawner must be auto, helper or node, got ${JSON.stringify(spawnerName)}`)
+  const helperBuilt = runtimeName === 'process' && spawnerName !== 'node' && await isExecutable(SPAWN_HELPER_PATH)
+  if (spawnerName === 'helper' && runtimeName === 'process' && !helperBuilt) {
+    usageError('rgrid-node', `--spawner helper: ${SPAWN_HELPER_PATH} is missing; run npm run build with a C compiler installed (Debian: gcc libc6-dev)`)
+  }
   const imageAllow = args['image-allow'] != null ? parsePatterns('--image-allow', args['image-allow']) : undefined
   const imageDeny = args['image-deny'] != null ? parsePatterns('--image-deny', args['image-deny']) : undefined
   const allowNetwork = args['allow-network'] === true
@@ -222,7 +236,9 @@ async function main (): Promise<void> {
   const runtime: Runtime = runtimeName === 'sim'
     ? new SimRuntime()
     : runtimeName === 'process'
-    ? new ForkedProcessRuntime({ log: log.child('process'), jobNice })
+    ? (helperBuilt
+        ? new ProcessRuntime({ logger: log.child('process'), spawner: new SpawnHelper({ log: log.child('rgrid-spawn'), jobNice }) })
+        : new ForkedProcessRuntime({ log: log.child('process'), jobNice }))
     : new DockerRuntime({
       logger: log.child('docker'),
       labels: { 'rgrid.node': peerIdFromPrivateKey(privateKey).toString() },
@@ -234,15 +250,21 @@ async function main (): Promise<void> {
   if (runtimeName !== 'docker' && (allowNetwork || imageAllow != null || imageDeny != null || args['pids-limit'] != null)) {
     log.warn('--allow-network, --image-allow, --image-deny and --pids-limit apply to the docker runtime only; ignored', { runtime: runtimeName })
   }
-  if (runtimeName !== 'process' && args['job-nice'] != null) {
-    log.warn('--job-nice applies to the process runtime only; ignored', { runtime: runtimeName })
+  if (runtimeName !== 'process' && (args['job-nice'] != null || args.spawner != null)) {
+    log.warn('--job-nice and --spawner apply to the process runtime only; ignored', { runtime: runtimeName })
+  }
+  if (runtimeName === 'process' && spawnerName === 'auto' && !helperBuilt) {
+    log.warn('rgrid-spawn is not built; jobs start through Node\'s child_process, which costs more CPU per job (install a C compiler and run npm run build)', { path: SPAWN_HELPER_PATH })
   }
 
   const defaultImageRefusal = runtimeName === 'docker' ? imageRefusal({ allow: imageAllow, deny: imageDeny }, args['docker-default-image'] ?? 'busybox:latest') : null
   if (defaultImageRefusal != null) log.warn('the image policy refuses the default image: jobs that name no image will fail', { reason: defaultImageRefusal })
   if (allowNetwork && runtimeName === 'docker') log.info('jobs that ask for network access get it (--allow-network)')
   if (gossipDropRate > 0) log.warn('fault injection: ignoring a share of received gossip', { gossipDropRate })
-  if (runtimeName === 'process') log.warn('process runtime: jobs run without isolation; use it for development and simulations only')
+  if (runtimeName === 'process') {
+    log.warn('process runtime: jobs run without isolation; use it for development and simulations only')
+    log.info(helperBuilt ? 'process runtime: jobs start through rgrid-spawn (posix_spawn)' : 'process runtime: jobs start through Node\'s child_process in a host process')
+  }
 
   const agent = new NodeAgent({
     privateKey, runtime, log, bootstrap: peers, slots, cpus, memoryMb, labels, drainTimeoutMs, renewMs, gossipDropRate,
@@ -345,7 +367,7 @@ async function readConfig (path: string): Promise<{ values: Record<string, unkno
       usageError('rgrid-node', `--config ${path}: ${k} must be a string, number or boolean`)
     }
   }
-  const known = new Set(['runtime', 'slots', 'cpus', 'memory-mb', 'labels', 'coordinator', 'listen', 'data-dir', 'docker-default-image', 'allow-network', 'image-allow', 'image-deny', 'pids-limit', 'job-nice', 'drain-timeout-ms', 'cache-mb', 'metrics', 'renew-ms', 'no-relay', 'log-level'])
+  const known = new Set(['runtime', 'slots', 'cpus', 'memory-mb', 'labels', 'coordinator', 'listen', 'data-dir', 'docker-default-image', 'allow-network', 'image-allow', 'image-deny', 'pids-limit', 'job-nice', 'spawner', 'drain-timeout-ms', 'cache-mb', 'metrics', 'renew-ms', 'no-relay', 'log-level'])
   for (const k of Object.keys(values)) if (!known.has(k)) usageError('rgrid-node', `--config ${path}: unknown setting ${JSON.stringify(k)}`)
   return { values, join: joinTargets }
 }
@@ -396,3 +418,14 @@ main().catch((err: unknown) => {
   process.stderr.write(`rgrid-node: ${errorMessage(err)}\n`)
   process.exit(1)
 })
+
+async function isExecutable (path: string): Promise<boolean> {
+  try {
+    await access(path, fsConstants.X_OK)
+    return true
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'EACCES') return false
+    throw err
+  }
+}

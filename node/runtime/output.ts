@@ -53,6 +53,15 @@ export class OutputCollector {
     this.pos = (this.pos + bytes.length) % this.limit
   }
 
+  /**
+   * Takes the tail another collector kept (rgrid-spawn's ring buffer) and the
+   * count of every byte it saw, as if they had been pushed here.
+   */
+  restore (tail: Uint8Array, totalBytes: number): void {
+    this.push(tail)
+    this.total = Math.max(this.total, totalBytes)
+  }
+
   /** True once more than `limit` bytes were pushed. */
   get truncated (): boolean {
     return this.total > this.limit

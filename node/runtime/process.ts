@@ -1,12 +1,12 @@
 /**
  * A runtime that runs a job's command as a plain child process of the node.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { constants as osConstants } from 'node:os'
 import type { JobError } from '../../protocol/schemas.js'
 import { createLogger, type Logger } from '../../common/log.js'
 import { errorMessage } from '../../common/errors.js'
 import { OutputCollector, outcomeOf } from './output.js'
+import { NodeSpawner, SpawnFailedError, type SpawnedProcess, type Spawner } from './spawner.js'
 import type { RunOutcome, RunRequest, Runtime } from './types.js'
 
 export interface ProcessRuntimeOptions {
@@ -14,10 +14,14 @@ export interface ProcessRuntimeOptions {
   killGraceMs?: number
   /** How long to wait for stdout/stderr to close after the job exited. @default 2000 */
   drainTimeoutMs?: number
+  /**
+   * What starts the programs: rgrid-spawn (spawn-helper.ts) or Node's own
+   * child_process. @default new NodeSpawner()
+   */
+  spawner?: Spawner
   /** @default createLogger('runtime.process') */
   logger?: Logger
 }
-
 /** PATH given to jobs when the node itself has none. */
 const FALLBACK_PATH = '/usr/local/bin:/usr/bin:/bin'
 
@@ -40,18 +44,25 @@ export class ProcessRuntime implements Runtime {
   private readonly killGraceMs: number
   private readonly drainTimeoutMs: number
   private readonly log: Logger
+  /** Starts the programs; `kind` says which implementation. */
+  readonly spawner: Spawner
 
   constructor (options: ProcessRuntimeOptions = {}) {
     this.killGraceMs = options.killGraceMs ?? 2000
     this.drainTimeoutMs = options.drainTimeoutMs ?? 2000
+    this.spawner = options.spawner ?? new NodeSpawner()
     this.log = options.logger ?? createLogger('runtime.process')
   }
 
-  /** Nothing to check: spawning needs no daemon. */
-  async start (): Promise<void> {}
+  /** Starts the spawner (rgrid-spawn's process); Node's own needs nothing. */
+  async start (): Promise<void> {
+    await this.spawner.start()
+  }
 
-  /** Nothing to release; running jobs are stopped through their signals. */
-  async stop (): Promise<void> {}
+  /** Stops the spawner; running jobs are stopped through their signals first. */
+  async stop (): Promise<void> {
+    await this.spawner.stop()
+  }
 
   /** Runs one attempt. Never throws for the job's own failure. */
   async run (request: RunRequest): Promise<RunOutcome> {
@@ -68,7 +79,7 @@ export class ProcessRuntime implements Runtime {
     if (program === undefined) return finish('failed', null, { code: 'spawn-failed', message: 'empty command', retryable: false })
     // A minimal environment: the node's own variables (tokens, keys) must not
     // leak into jobs.
-    const env: NodeJS.ProcessEnv = {
+    const env: Record<string, string> = {
       PATH: process.env.PATH ?? FALLBACK_PATH,
       HOME: workDir,
       LANG: 'C.UTF-8',
@@ -76,22 +87,20 @@ export class ProcessRuntime implements Runtime {
       ...spec.secretEnv
     }
 
-    let child: ChildProcess
+    let child: SpawnedProcess
     try {
-      child = spawn(program, args, { cwd: workDir, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
+      child = await this.spawner.spawn({ program, args, cwd: workDir, env, stdout, stderr, onOutput: request.onOutput })
     } catch (err) {
-      // spawn throws synchronously for invalid arguments (e.g. a NUL byte).
-      return finish('failed', null, { code: 'spawn-failed', message: `cannot start "${program}": ${errorMessage(err)}`, retryable: false })
+      if (err instanceof SpawnFailedError) {
+        return finish('failed', null, { code: 'spawn-failed', message: `cannot start "${program}": ${err.message}`, retryable: false })
+      }
+      // The spawner itself is broken (its helper died): another attempt, here or elsewhere, can work.
+      return finish('failed', null, { code: 'node-error', message: `cannot start "${program}": ${errorMessage(err)}`, retryable: true })
     }
-    const live = request.onOutput
-    child.stdout?.on('data', (chunk: Buffer) => { stdout.push(chunk); live?.('stdout', chunk) })
-    child.stderr?.on('data', (chunk: Buffer) => { stderr.push(chunk); live?.('stderr', chunk) })
 
     let stopReason: 'timeout' | 'cancelled' | null = null
     let graceTimer: NodeJS.Timeout | undefined
-    let timeoutTimer: NodeJS.Timeout | undefined
     const killGroup = (sig: NodeJS.Signals): void => {
-      if (child.pid === undefined) return
       try {
         // Negative pid: the whole process group the job leads.
         process.kill(-child.pid, sig)
@@ -108,40 +117,31 @@ export class ProcessRuntime implements Runtime {
     }
     const onAbort = (): void => { stopJob('cancelled') }
 
-    type Ended = { kind: 'exit', code: number | null, signal: NodeJS.Signals | null } | { kind: 'error', err: Error }
-    const ended = await new Promise<Ended>((resolve) => {
-      child.once('error', (err) => { resolve({ kind: 'error', err }) })
-      child.once('exit', (code, sig) => { resolve({ kind: 'exit', code, signal: sig }) })
-      child.once('spawn', () => {
-        startedAt = Date.now()
-        timeoutTimer = setTimeout(() => { stopJob('timeout') }, spec.timeoutSeconds * 1000)
-        signal.addEventListener('abort', onAbort, { once: true })
-        // The signal may have been aborted between our check and the spawn.
-        if (signal.aborted) onAbort()
-        try {
-          request.onStarted?.(startedAt, child.pid != null ? { pid: child.pid } : {})
-        } catch (err) {
-          // A throwing callback must not take the job (or the node) down.
-          this.log.warn('onStarted callback threw', { jobId: request.jobId, err: errorMessage(err) })
-        }
-      })
-    })
+    startedAt = Date.now()
+    const timeoutTimer = setTimeout(() => { stopJob('timeout') }, spec.timeoutSeconds * 1000)
+    signal.addEventListener('abort', onAbort, { once: true })
+    // The signal may have been aborted while the program was being started.
+    if (signal.aborted) onAbort()
+    try {
+      request.onStarted?.(startedAt, { pid: child.pid })
+    } catch (err) {
+      // A throwing callback must not take the job (or the node) down.
+      this.log.warn('onStarted callback threw', { jobId: request.jobId, err: errorMessage(err) })
+    }
+    const ended = await child.ended
     clearTimeout(timeoutTimer)
     clearTimeout(graceTimer)
     signal.removeEventListener('abort', onAbort)
 
-    if (ended.kind === 'error') {
-      // 'error' before 'spawn' means the program never ran (ENOENT, EACCES,
-      // missing cwd); Node's message names the program.
-      child.stdout?.destroy()
-      child.stderr?.destroy()
-      return finish('failed', null, { code: 'spawn-failed', message: `cannot start "${program}": ${ended.err.message}`, retryable: false })
-    }
-
     // The job is its first process; whatever it left running in its group
     // would otherwise outlive it on the node (and hold our pipes open).
     killGroup('SIGKILL')
-    await this.drain(child)
+    if (!await child.drain(this.drainTimeoutMs)) {
+      this.log.warn('job output still open after exit; dropping the rest', { jobId: request.jobId, pid: child.pid })
+    }
+    if (ended.kind === 'lost') {
+      return finish('failed', null, { code: 'node-error', message: ended.message, retryable: true })
+    }
 
     if (stopReason === 'cancelled') return finish('cancelled', null, { code: 'cancelled', message: 'job was cancelled', retryable: false })
     if (stopReason === 'timeout') {
@@ -155,24 +155,5 @@ export class ProcessRuntime implements Runtime {
     // way shells do, 128 + signal number.
     const signum = ended.signal === null ? 0 : osConstants.signals[ended.signal] ?? 0
     return finish('failed', 128 + signum, { code: 'exit-nonzero', message: `"${program}" was killed by ${ended.signal ?? 'a signal'}`, retryable: false })
-  }
-
-  /**
-   * Waits, bounded, until stdout and stderr are closed so the captured output
-   * is complete; gives up and destroys them if a process that escaped the
-   * group still holds them open.
-   */
-  private async drain (child: ChildProcess): Promise<void> {
-    const streams = [child.stdout, child.stderr].filter(s => s !== null && !s.closed)
-    if (streams.length === 0) return
-    let timer: NodeJS.Timeout | undefined
-    const closed = Promise.all(streams.map(async s => await new Promise<void>(resolve => { s?.once('close', resolve) })))
-    const timedOut = new Promise<'timeout'>(resolve => { timer = setTimeout(() => { resolve('timeout') }, this.drainTimeoutMs) })
-    const result = await Promise.race([closed, timedOut])
-    clearTimeout(timer)
-    if (result === 'timeout') {
-      this.log.warn('job output still open after exit; dropping the rest', { pid: child.pid })
-      for (const s of streams) s?.destroy()
-    }
   }
 }

@@ -1,5 +1,5 @@
-import { describe, it, expect, beforeEach, afterEach } from 'vitest'
-import { mkdtemp, rm, realpath, readFile } from 'node:fs/promises'
+import { describe, it, expect, beforeEach, afterEach, beforeAll, afterAll } from 'vitest'
+import { mkdtemp, rm, realpath, readFile, mkdir, writeFile } from 'node:fs/promises'
 import { existsSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -8,6 +8,8 @@ import { jobSpecSchema, type JobSpecInput } from '../../protocol/schemas.js'
 import { LIMITS } from '../../protocol/limits.js'
 import { silentLogger } from '../../common/log.js'
 import { ProcessRuntime } from '../../node/runtime/process.js'
+import { NodeSpawner, SpawnFailedError, type Spawner } from '../../node/runtime/spawner.js'
+import { SpawnHelper } from '../../node/runtime/spawn-helper.js'
 import { OutputCollector } from '../../node/runtime/output.js'
 import type { RunOutcome } from '../../node/runtime/types.js'
 
@@ -15,16 +17,27 @@ let workDir: string
 beforeEach(async () => { workDir = await realpath(await mkdtemp(join(tmpdir(), 'rgrid-proc-'))) })
 afterEach(async () => { await rm(workDir, { recursive: true, force: true }) })
 
-const runtime = new ProcessRuntime({ killGraceMs: 300, logger: silentLogger })
+/** `npm run build` compiles it; CI must have it, elsewhere a machine without a C compiler skips its half. */
+const HELPER = join(import.meta.dirname, '..', '..', 'dist', 'node', 'runtime', 'spawn-helper', 'rgrid-spawn')
+const haveHelper = existsSync(HELPER)
+if (!haveHelper && process.env.CI === 'true') throw new Error(`${HELPER} is missing: CI must build rgrid-spawn (needs cc)`)
+const spawners: Array<[string, () => Spawner]> = [
+  ['Node\'s child_process', () => new NodeSpawner()],
+  ...(haveHelper ? [['rgrid-spawn', () => new SpawnHelper({ log: silentLogger, path: HELPER, jobNice: 0 })] as [string, () => Spawner]] : [])
+]
 
-async function run (input: JobSpecInput, opts: { signal?: AbortSignal, onStarted?: (t: number) => void, rt?: ProcessRuntime } = {}): Promise<RunOutcome> {
+let runtime: ProcessRuntime
+
+interface RunOpts { signal?: AbortSignal, onStarted?: (t: number) => void, onOutput?: (stream: 'stdout' | 'stderr', chunk: Uint8Array) => void, rt?: ProcessRuntime }
+async function run (input: JobSpecInput, opts: RunOpts = {}): Promise<RunOutcome> {
   return await (opts.rt ?? runtime).run({
     jobId: randomUUID(),
     attempt: 1,
     spec: jobSpecSchema.parse(input),
     workDir,
     signal: opts.signal ?? new AbortController().signal,
-    onStarted: opts.onStarted
+    onStarted: opts.onStarted,
+    ...(opts.onOutput != null ? { onOutput: opts.onOutput } : {})
   })
 }
 
@@ -46,7 +59,13 @@ async function eventually (check: () => boolean, what: string, ms = 3000): Promi
   }
 }
 
-describe('ProcessRuntime', () => {
+describe.each(spawners)('ProcessRuntime over %s', (_kind, makeSpawner) => {
+  beforeAll(async () => {
+    runtime = new ProcessRuntime({ killGraceMs: 300, logger: silentLogger, spawner: makeSpawner() })
+    await runtime.start()
+  })
+  afterAll(async () => { await runtime.stop() })
+
   it('runs a command to success and reports when it started', async () => {
     const started: number[] = []
     const before = Date.now()
@@ -92,11 +111,13 @@ describe('ProcessRuntime', () => {
   })
 
   it('escalates to SIGKILL when the job ignores SIGTERM', async () => {
-    const rt = new ProcessRuntime({ killGraceMs: 400, logger: silentLogger })
+    const rt = new ProcessRuntime({ killGraceMs: 400, logger: silentLogger, spawner: makeSpawner() })
+    await rt.start()
     const t0 = Date.now()
     // An ignored signal stays ignored across exec, so sleep ignores TERM too.
     const res = await run({ command: ['sh', '-c', 'trap "" TERM; sleep 30'], timeoutSeconds: 1 }, { rt })
     const elapsed = Date.now() - t0
+    await rt.stop()
     expect(res.error?.code).toBe('timeout')
     expect(elapsed).toBeGreaterThanOrEqual(1300)
     expect(elapsed).toBeLessThan(5000)
@@ -159,6 +180,81 @@ describe('ProcessRuntime', () => {
     const res = await run({ command: ['sh', '-c', 'pwd; echo written > out.txt'] })
     expect(res.stdout).toBe(`${workDir}\n`)
     expect(await readFile(join(workDir, 'out.txt'), 'utf8')).toBe('written\n')
+  })
+
+  it('finds the program on the job\'s PATH, not the node\'s', async () => {
+    await mkdir(join(workDir, 'bin'))
+    await writeFile(join(workDir, 'bin', 'rgrid-test-prog'), '#!/bin/sh\necho "found $1"\n', { mode: 0o755 })
+    const res = await run({ command: ['rgrid-test-prog', 'it'], env: { PATH: `${workDir}/bin:/usr/bin:/bin` } })
+    expect(res).toMatchObject({ outcome: 'succeeded', stdout: 'found it\n' })
+    const without = await run({ command: ['rgrid-test-prog'] })
+    expect(without.error).toMatchObject({ code: 'spawn-failed', retryable: false })
+    expect(without.error?.message).toContain('ENOENT')
+  })
+
+  it('reports a missing work dir as spawn-failed', async () => {
+    await rm(workDir, { recursive: true, force: true })
+    const res = await run({ command: ['true'] })
+    expect(res.outcome).toBe('failed')
+    expect(res.error).toMatchObject({ code: 'spawn-failed', retryable: false })
+    expect(res.startedAt).toBeNull()
+  })
+
+  it('reports a job killed by a signal it did not get from us as 128 + signal', async () => {
+    const res = await run({ command: ['sh', '-c', 'echo dying; kill -KILL $$'] })
+    expect(res).toMatchObject({ outcome: 'failed', exitCode: 137, stdout: 'dying\n' })
+    expect(res.error).toMatchObject({ code: 'exit-nonzero', retryable: false })
+    expect(res.error?.message).toContain('SIGKILL')
+  })
+
+  it('stops waiting for output held open by a process that left the job\'s group', async () => {
+    const rt = new ProcessRuntime({ drainTimeoutMs: 300, logger: silentLogger, spawner: makeSpawner() })
+    await rt.start()
+    const t0 = Date.now()
+    // setsid puts the sleep in a session of its own, out of reach of the group kill; it keeps stdout open.
+    // The job waits until the escapee has its own session, so the group kill cannot catch it first.
+    const res = await run({ command: ['sh', '-c', 'echo before; setsid sh -c \'echo $$ > escaped.pid; exec sleep 5\' & while [ ! -s escaped.pid ]; do sleep 0.01; done'] }, { rt })
+    const elapsed = Date.now() - t0
+    const escaped = Number(await readFile(join(workDir, 'escaped.pid'), 'utf8'))
+    process.kill(escaped, 'SIGKILL')
+    await rt.stop()
+    expect(res).toMatchObject({ outcome: 'succeeded', stdout: 'before\n' })
+    expect(elapsed).toBeGreaterThanOrEqual(250)
+    expect(elapsed).toBeLessThan(3000)
+  })
+
+  it('passes output on as it is produced when asked, and keeps it too', async () => {
+    const chunks: string[] = []
+    let firstAt = 0
+    const res = await run({ command: ['sh', '-c', 'echo one; echo two >&2; sleep 0.3; echo three'] }, {
+      onOutput: (stream, chunk) => { firstAt ||= Date.now(); chunks.push(`${stream}:${Buffer.from(chunk).toString()}`) }
+    })
+    expect(res).toMatchObject({ outcome: 'succeeded', stdout: 'one\nthree\n', stderr: 'two\n' })
+    expect(chunks.filter(c => c.startsWith('stdout:')).map(c => c.slice(7)).join('')).toBe('one\nthree\n')
+    expect(chunks).toContain('stderr:two\n')
+    // The first chunk came while the job was still sleeping, not with its end.
+    expect(res.finishedAt - firstAt).toBeGreaterThanOrEqual(200)
+  })
+
+  it('keeps the output of many jobs at once apart', async () => {
+    const results = await Promise.all(Array.from({ length: 40 }, async (_, i) =>
+      await run({ command: ['sh', '-c', `echo out-${i}; echo err-${i} >&2; exit ${i % 3}`] })))
+    results.forEach((res, i) => {
+      expect(res.stdout).toBe(`out-${i}\n`)
+      expect(res.stderr).toBe(`err-${i}\n`)
+      expect(res.exitCode).toBe(i % 3)
+    })
+  })
+
+  it('refuses a NUL byte in an argument without starting anything', async () => {
+    const spawner = makeSpawner()
+    await spawner.start()
+    try {
+      await expect(spawner.spawn({ program: 'echo', args: ['a\0b'], cwd: workDir, env: { PATH: '/usr/bin:/bin' }, stdout: new OutputCollector(), stderr: new OutputCollector() }))
+        .rejects.toBeInstanceOf(SpawnFailedError)
+    } finally {
+      await spawner.stop()
+    }
   })
 })
 

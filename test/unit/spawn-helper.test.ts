@@ -1,0 +1,154 @@
+/**
+ * rgrid-spawn as a process: what happens when it dies under running jobs, when
+ * the node stops it, when it is missing, and when it is sent garbage. The
+ * outcomes it shares with Node's spawner are in process-runtime.test.ts.
+ */
+import { describe, it, expect, beforeEach, afterEach } from 'vitest'
+import { spawn } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import { mkdtemp, realpath, rm } from 'node:fs/promises'
+import { getPriority, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomUUID } from 'node:crypto'
+import { jobSpecSchema, type JobSpecInput } from '../../protocol/schemas.js'
+import { silentLogger } from '../../common/log.js'
+import { ProcessRuntime } from '../../node/runtime/process.js'
+import { SpawnHelper } from '../../node/runtime/spawn-helper.js'
+import { SpawnerUnavailableError } from '../../node/runtime/spawner.js'
+import type { RunOutcome } from '../../node/runtime/types.js'
+
+const HELPER = join(import.meta.dirname, '..', '..', 'dist', 'node', 'runtime', 'spawn-helper', 'rgrid-spawn')
+const haveHelper = existsSync(HELPER)
+if (!haveHelper && process.env.CI === 'true') throw new Error(`${HELPER} is missing: CI must build rgrid-spawn (needs cc)`)
+
+let workDir: string
+beforeEach(async () => { workDir = await realpath(await mkdtemp(join(tmpdir(), 'rgrid-spawn-'))) })
+afterEach(async () => { await rm(workDir, { recursive: true, force: true }) })
+
+function alive (pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
+  } catch {
+    return false
+  }
+}
+
+async function until (check: () => boolean, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+}
+
+function start (rt: ProcessRuntime, input: JobSpecInput): { outcome: Promise<RunOutcome>, pid: () => number | undefined } {
+  let pid: number | undefined
+  const outcome = rt.run({
+    jobId: randomUUID(),
+    attempt: 1,
+    spec: jobSpecSchema.parse(input),
+    workDir,
+    signal: new AbortController().signal,
+    onStarted: (_at, info) => { pid = info?.pid }
+  })
+  return { outcome, pid: () => pid }
+}
+
+function helperPid (spawner: SpawnHelper): number {
+  const pid = (spawner as unknown as { child: { pid: number } | null }).child?.pid
+  if (pid === undefined) throw new Error('no helper process')
+  return pid
+}
+
+describe.skipIf(!haveHelper)('rgrid-spawn', () => {
+  it('fails the jobs of a helper that died as retryable, kills their groups and starts a new helper', async () => {
+    const spawner = new SpawnHelper({ log: silentLogger, path: HELPER })
+    const rt = new ProcessRuntime({ logger: silentLogger, spawner })
+    await rt.start()
+    try {
+      const job = start(rt, { command: ['sleep', '30'] })
+      await until(() => job.pid() !== undefined, 'the job to start')
+      const jobPid = job.pid() as number
+      process.kill(helperPid(spawner), 'SIGKILL')
+      const outcome = await job.outcome
+      expect(outcome.outcome).toBe('failed')
+      expect(outcome.error).toMatchObject({ code: 'node-error', retryable: true })
+      expect(outcome.error?.message).toContain('rgrid-spawn exited')
+      await until(() => !alive(jobPid), 'the orphaned job to be killed')
+      expect(spawner.stats.restarts).toBe(1)
+      const next = await start(rt, { command: ['sh', '-c', 'echo again'] }).outcome
+      expect(next).toMatchObject({ outcome: 'succeeded', stdout: 'again\n' })
+    } finally {
+      await rt.stop()
+    }
+  })
+
+  it('stops its running jobs and exits when the node stops it', async () => {
+    const spawner = new SpawnHelper({ log: silentLogger, path: HELPER })
+    const rt = new ProcessRuntime({ logger: silentLogger, spawner })
+    await rt.start()
+    const job = start(rt, { command: ['sleep', '30'] })
+    await until(() => job.pid() !== undefined, 'the job to start')
+    const pid = helperPid(spawner)
+    const t0 = Date.now()
+    await rt.stop()
+    expect(Date.now() - t0).toBeLessThan(4000)
+    expect(alive(pid)).toBe(false)
+    expect(alive(job.pid() as number)).toBe(false)
+    const outcome = await job.outcome
+    // The helper's SIGTERM ended it; the node's own shutdown cancels jobs before this.
+    expect(outcome).toMatchObject({ outcome: 'failed', exitCode: 128 + 15 })
+    // A stopped runtime starts nothing, and says the error is worth retrying elsewhere.
+    const after = await start(rt, { command: ['true'] }).outcome
+    expect(after.error).toMatchObject({ code: 'node-error', retryable: true })
+  })
+
+  it('runs jobs 10 nice levels below the node by default', async () => {
+    const rt = new ProcessRuntime({ logger: silentLogger, spawner: new SpawnHelper({ log: silentLogger, path: HELPER }) })
+    await rt.start()
+    try {
+      const res = await start(rt, { command: ['nice'] }).outcome
+      expect(res.stdout).toBe(`${Math.min(19, getPriority() + 10)}\n`)
+    } finally {
+      await rt.stop()
+    }
+  })
+
+  it('says so when the helper is missing, and jobs fail as retryable', async () => {
+    const spawner = new SpawnHelper({ log: silentLogger, path: join(workDir, 'no-such-helper') })
+    await expect(spawner.start()).rejects.toBeInstanceOf(SpawnerUnavailableError)
+    const rt = new ProcessRuntime({ logger: silentLogger, spawner })
+    const res = await start(rt, { command: ['true'] }).outcome
+    expect(res.outcome).toBe('failed')
+    expect(res.error).toMatchObject({ code: 'node-error', retryable: true })
+    expect(res.error?.message).toContain('no-such-helper')
+  })
+
+  it('exits 2 with a message on a malformed request, and 0 when its stdin closes', async () => {
+    const run = async (input: Buffer): Promise<{ code: number | null, stderr: string }> => {
+      const child = spawn(HELPER, [], { stdio: ['pipe', 'pipe', 'pipe'] })
+      let stderr = ''
+      child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
+      child.stdout.resume()
+      child.stdin.end(input)
+      const code = await new Promise<number | null>(resolve => child.once('exit', resolve))
+      return { code, stderr }
+    }
+    const frame = (payload: Buffer): Buffer => Buffer.concat([Buffer.from(Uint32Array.of(payload.length).buffer), payload])
+    expect(await run(Buffer.alloc(0))).toEqual({ code: 0, stderr: '' })
+    const unknown = await run(frame(Buffer.from([9, 0, 0, 0, 0])))
+    expect(unknown.code).toBe(2)
+    expect(unknown.stderr).toContain('unknown request type 9')
+    // A RUN whose strings do not fill its payload: one string promised, none sent.
+    const run1 = Buffer.alloc(18)
+    run1[0] = 1
+    run1.writeUInt32LE(1, 10)
+    const bad = await run(frame(run1))
+    expect(bad.code).toBe(2)
+    expect(bad.stderr).toContain('malformed RUN strings')
+    const huge = await run(Buffer.from(Uint32Array.of(0xffffffff).buffer))
+    expect(huge.code).toBe(2)
+    expect(huge.stderr).toContain('request of 4294967295 bytes')
+  })
+})
