@@ -5,10 +5,11 @@
  * somewhat different figures (docs/performance.md, change 12).
  *
  * - `process`: Node processes spawning `true` and waiting for it to exit, one
- *   per core, each with 4 spawns in flight (the node's process host does the
- *   same, see node/runtime/forked-process.ts). Every `process` job pays for one
- *   such spawn. Ten such processes, as many as the mesh's process hosts, did
- *   151–166 spawns/s where two did 168–175.
+ *   per core, each with 4 spawns in flight, through the spawner the process
+ *   runtime uses (rgrid-spawn when it was built, else Node's child_process in
+ *   a host process, see node/runtime/). Every `process` job pays for one such
+ *   spawn. Ten Node-spawning processes, as many as the mesh's process hosts,
+ *   did 151–166 spawns/s where two did 168–175.
  * - `docker`: the engine alone through dockerode, create → start → wait →
  *   remove of a container running `true` in the cached test image, 8 at a
  *   time, with no network: every Docker job pays for at least these calls.
@@ -31,29 +32,32 @@ export interface Ceiling {
 }
 
 export interface Ceilings {
+  /** Through the spawner the mesh's process runtime uses. */
   process: Ceiling
+  /** Through Node's child_process, when the mesh used rgrid-spawn: what the helper is measured against. */
+  processNode?: Ceiling
   docker: Ceiling | null
 }
 
 const WORKER = fileURLToPath(new URL('./spawn-worker.js', import.meta.url))
 
 /** Runs `processes` spawn workers at once; the ceiling is their summed spawns over the wall time of the slowest. */
-export async function spawnCeiling (o: { processes?: number, concurrency?: number, spawnsPerProcess: number, signal?: AbortSignal }): Promise<Ceiling> {
+export async function spawnCeiling (o: { processes?: number, concurrency?: number, spawnsPerProcess: number, spawner: 'node' | 'helper', signal?: AbortSignal }): Promise<Ceiling> {
   const processes = o.processes ?? availableParallelism()
   const concurrency = o.concurrency ?? 4
   const t0 = performance.now()
-  await Promise.all(Array.from({ length: processes }, async () => { await runWorker(o.spawnsPerProcess, concurrency, o.signal) }))
+  await Promise.all(Array.from({ length: processes }, async () => { await runWorker(o.spawnsPerProcess, concurrency, o.spawner, o.signal) }))
   const seconds = (performance.now() - t0) / 1000
   const count = processes * o.spawnsPerProcess
   return {
     perSecond: count / seconds, count, seconds,
-    method: `${processes} Node processes (one per core), each spawning \`true\` ${o.spawnsPerProcess} times, ${concurrency} in flight, waiting for each exit`
+    method: `${processes} Node processes (one per core), each spawning \`true\` ${o.spawnsPerProcess} times ${o.spawner === 'helper' ? 'through rgrid-spawn' : 'with child_process'}, ${concurrency} in flight, waiting for each exit`
   }
 }
 
-async function runWorker (spawns: number, concurrency: number, signal: AbortSignal | undefined): Promise<void> {
+async function runWorker (spawns: number, concurrency: number, spawner: 'node' | 'helper', signal: AbortSignal | undefined): Promise<void> {
   await new Promise<void>((resolve, reject) => {
-    const child = spawn(process.execPath, [WORKER, String(spawns), String(concurrency)], { stdio: ['ignore', 'ignore', 'pipe'], signal })
+    const child = spawn(process.execPath, [WORKER, String(spawns), String(concurrency), spawner], { stdio: ['ignore', 'ignore', 'pipe'], signal })
     let stderr = ''
     child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
     child.on('error', reject)

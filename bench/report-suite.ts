@@ -57,7 +57,8 @@ export function renderSuite (resultsDir: string): string[] {
   if (r.ceilings != null) {
     const c = r.ceilings
     lines.push('', 'The machine alone: the same work with nothing of RGrid running, measured in the same run just before the mesh (bench/ceilings.ts); a reference rate, not a proven maximum. ' +
-      `\`process\`: ${c.process.method}: ${f(c.process.perSecond)} spawns/s. ` +
+      `\`process\`: ${c.process.method}: ${f(c.process.perSecond)} spawns/s` +
+      (c.processNode != null ? ` (with child_process instead: ${f(c.processNode.perSecond)}/s). ` : '. ') +
       (c.docker != null ? `Docker: ${c.docker.method}: ${f(c.docker.perSecond)} containers/s.` : 'Docker: not measured.'))
   }
   for (const [k, v] of Object.entries(r.skipped)) lines.push('', `Skipped: ${k}: ${v}`)

@@ -16,7 +16,7 @@
  *                                 [--results-dir DIR] [--no-docs]
  */
 import { parseArgs } from 'node:util'
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
@@ -30,6 +30,7 @@ import { benchBullmq } from './peers/bullmq.js'
 import type { PeerResult } from './peers/types.js'
 import { renderBenchmarks } from './report.js'
 import { errorMessage } from '../common/errors.js'
+import { SPAWN_HELPER_PATH } from '../node/runtime/spawn-helper.js'
 
 export const SECTIONS = ['throughput', 'latency', 'scale', 'recovery', 'store', 'peers'] as const
 type Section = typeof SECTIONS[number]
@@ -93,12 +94,14 @@ async function main (): Promise<void> {
   const runtimes: Runtime[] = ['sim', 'process', 'docker']
   if (only.has('throughput')) {
     await timed('ceilings', async () => {
-      log(`ceilings: spawning \`true\` from Node, then the Docker engine alone`)
-      const spawns = await spawnCeiling({ spawnsPerProcess: c.ceilingSpawns })
+      const helper = existsSync(SPAWN_HELPER_PATH)
+      log(`ceilings: spawning \`true\` ${helper ? 'through rgrid-spawn and with child_process' : 'with child_process (rgrid-spawn is not built)'}, then the Docker engine alone`)
+      const spawns = await spawnCeiling({ spawnsPerProcess: c.ceilingSpawns, spawner: helper ? 'helper' : 'node' })
+      const nodeSpawns = helper ? await spawnCeiling({ spawnsPerProcess: c.ceilingSpawns, spawner: 'node' }) : undefined
       let docker: Ceilings['docker'] = null
       if (image == null) result.skipped['ceiling docker'] = 'no Docker engine or no rgrid-test/busybox image (test/images/build.sh builds it)'
       else docker = await dockerCeiling({ image, containers: c.ceilingContainers })
-      result.ceilings = { process: spawns, docker }
+      result.ceilings = { process: spawns, ...(nodeSpawns != null ? { processNode: nodeSpawns } : {}), docker }
     })
   }
   if (only.has('throughput') || only.has('latency')) {

@@ -5,7 +5,7 @@
  */
 import { describe, it, expect, afterAll } from 'vitest'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -90,5 +90,46 @@ describe('rgrid-node for operators', () => {
     })
     expect(r.code).not.toBe(0)
     expect(r.err).toContain('unknown setting "slotz"')
+  })
+
+  it('starts jobs through rgrid-spawn by default, through Node\'s child_process with --spawner node, and refuses other spawners', async () => {
+    const children = (pid: number): Array<{ pid: number, cmd: string }> => readdirSync('/proc').filter(d => /^\d+$/.test(d)).flatMap(d => {
+      try {
+        const stat = readFileSync(`/proc/${d}/stat`, 'utf8')
+        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) !== pid) return []
+        return [{ pid: Number(d), cmd: readFileSync(`/proc/${d}/cmdline`, 'utf8').replaceAll('\0', ' ') }]
+      } catch {
+        return [] // exited while we looked
+      }
+    })
+    await mesh.start() // idempotent: running alone, this test starts the mesh
+    const helperBuilt = existsSync(join(import.meta.dirname, '..', '..', 'dist', 'node', 'runtime', 'spawn-helper', 'rgrid-spawn'))
+    if (process.env.CI === 'true') expect(helperBuilt).toBe(true)
+    for (const [spawner, expected] of [['node', 'process-host.js'], ...(helperBuilt ? [['auto', 'rgrid-spawn']] : [])] as Array<[string, string]>) {
+      const label = `spawner-${spawner}`
+      const child = spawn(process.execPath, [BINS.node, 'join', mesh.joinToken, mesh.bootstrapAddr, '--runtime', 'process', '--spawner', spawner,
+        '--data-dir', join(dataDir, label), '--labels', `via=${label}`, '--listen', '/ip4/127.0.0.1/tcp/0'], { stdio: ['ignore', 'pipe', 'pipe'] })
+      try {
+        const { body } = await submit(mesh.httpUrl, { command: ['sh', '-c', 'echo $PPID'], labels: { via: label } })
+        const job = await waitForJob(mesh.httpUrl, body.id, j => TERMINAL.has(j.state))
+        expect(job.state).toBe('succeeded')
+        const helpers = children(child.pid!).filter(c => c.cmd.includes(expected))
+        expect(helpers, `${spawner}: children ${JSON.stringify(children(child.pid!))}`).toHaveLength(1)
+        // The job's parent was that helper.
+        expect(job.result?.stdout).toBe(`${helpers[0]!.pid}\n`)
+      } finally {
+        const exited = new Promise(resolve => child.once('exit', resolve))
+        child.kill('SIGTERM')
+        await exited
+      }
+    }
+    const bad = await new Promise<{ code: number | null, err: string }>(resolve => {
+      const child = spawn(process.execPath, [BINS.node, 'join', mesh.joinToken, '--runtime', 'process', '--spawner', 'fork'])
+      let err = ''
+      child.stderr.on('data', (c: Buffer) => { err += c.toString() })
+      child.on('exit', code => { resolve({ code, err }) })
+    })
+    expect(bad.code).not.toBe(0)
+    expect(bad.err).toContain('--spawner must be auto, helper or node, got "fork"')
   })
 })
