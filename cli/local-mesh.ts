@@ -134,7 +134,15 @@ export class LocalMesh {
     return proc
   }
 
+  /** Idempotent: a second call waits for the first start instead of launching a second mesh. */
   async start (): Promise<void> {
+    this.starting ??= this.launchAll()
+    await this.starting
+  }
+
+  private starting: Promise<void> | null = null
+
+  private async launchAll (): Promise<void> {
     const dir = this.options.dataDir
     const count = this.options.coordinators ?? 1
     // A private network: the key comes from the first coordinator's store before anything listens.
@@ -265,6 +273,7 @@ export class LocalMesh {
 
   /** SIGTERM everything (nodes first, so they drain), then SIGKILL stragglers. */
   async stop (): Promise<void> {
+    this.starting = null
     const order = [...this.processes].reverse()
     for (const p of order) {
       if (p.child.exitCode == null && p.child.signalCode == null) p.child.kill('SIGTERM')

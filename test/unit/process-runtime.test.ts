@@ -192,6 +192,15 @@ describe.each(spawners)('ProcessRuntime over %s', (_kind, makeSpawner) => {
     expect(without.error?.message).toContain('ENOENT')
   })
 
+  it('runs a script without a #! line with /bin/sh, as execvp does', async () => {
+    await mkdir(join(workDir, 'bin'))
+    await writeFile(join(workDir, 'bin', 'no-shebang'), 'echo "plain $1 $0"\n', { mode: 0o755 })
+    const viaPath = await run({ command: ['no-shebang', 'script'], env: { PATH: `${workDir}/bin:/usr/bin:/bin` } })
+    expect(viaPath).toMatchObject({ outcome: 'succeeded', stdout: `plain script ${workDir}/bin/no-shebang\n` })
+    const relative = await run({ command: ['./bin/no-shebang', 'relative'] })
+    expect(relative).toMatchObject({ outcome: 'succeeded', stdout: 'plain relative ./bin/no-shebang\n' })
+  })
+
   it('reports a missing work dir as spawn-failed', async () => {
     await rm(workDir, { recursive: true, force: true })
     const res = await run({ command: ['true'] })

@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -176,6 +177,29 @@ static void maybe_done(job_t *j) {
   *j = jobs[--njobs];
 }
 
+/* The file execvp would run for `file`, spelled as execvp passes it on: as
+   given when it has a slash, else the first executable regular file along
+   `path`. Relative entries (and empty ones, the current directory) are
+   checked from `cwd`, where the job runs. NULL when there is none. */
+static char *find_program(const char *file, const char *path, const char *cwd) {
+  if (strchr(file, '/') != NULL) return strdup(file);
+  const char *p = path != NULL ? path : "/bin:/usr/bin";
+  for (;;) {
+    const char *colon = strchr(p, ':');
+    int len = (int)(colon != NULL ? (size_t)(colon - p) : strlen(p));
+    char *name = NULL, *checked = NULL;
+    if ((len == 0 ? asprintf(&name, "%s", file) : asprintf(&name, "%.*s/%s", len, p, file)) < 0) die("out of memory");
+    if (asprintf(&checked, "%s%s%s", name[0] == '/' ? "" : cwd, name[0] == '/' ? "" : "/", name) < 0) die("out of memory");
+    struct stat st;
+    int found = stat(checked, &st) == 0 && S_ISREG(st.st_mode) && access(checked, X_OK) == 0;
+    free(checked);
+    if (found) return name;
+    free(name);
+    if (colon == NULL) return NULL;
+    p = colon + 1;
+  }
+}
+
 static void start_job(const unsigned char *p, uint32_t n) {
   if (n < 17) { fprintf(stderr, "rgrid-spawn: short RUN request\n"); exit(2); }
   uint32_t id = get_u32(p), keep = get_u32(p + 4), argc = get_u32(p + 9), envc = get_u32(p + 13);
@@ -234,6 +258,20 @@ static void start_job(const unsigned char *p, uint32_t n) {
        The helper is single-threaded, so changing its own environment is safe. */
     if (path != NULL) setenv("PATH", path, 1); else unsetenv("PATH");
     err = posix_spawnp(&pid, args[0], &fa, &at, args, envp);
+    if (err == ENOEXEC) {
+      /* A script without a #! line: run it with /bin/sh, as execvp (and so
+         Node's spawn) does. */
+      char *script = find_program(args[0], path, cwd);
+      if (script != NULL) {
+        char **shargs = xrealloc(NULL, ((size_t)argc + 2) * sizeof *shargs);
+        shargs[0] = "/bin/sh";
+        shargs[1] = script;
+        memcpy(shargs + 2, args + 1, argc * sizeof *shargs); /* args[1..argc], NULL included */
+        err = posix_spawn(&pid, "/bin/sh", &fa, &at, shargs, envp);
+        free(shargs);
+        free(script);
+      }
+    }
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
   }
