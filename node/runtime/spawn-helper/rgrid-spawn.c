@@ -343,7 +343,9 @@ static void reap(void) {
 
 static void read_output(job_t *j, int s) {
   static unsigned char chunk[READ_CHUNK];
-  for (;;) {
+  /* At most 1 MiB per wake-up, so a job that prints without pause cannot keep
+     the helper from the other jobs and from new requests. */
+  for (int reads = 0; reads < 16; reads++) {
     ssize_t r = read(j->fd[s], chunk, sizeof chunk);
     if (r > 0) {
       if (j->live) {
@@ -355,8 +357,7 @@ static void read_output(job_t *j, int s) {
       } else {
         ring_push(&j->out[s], chunk, (size_t)r);
       }
-      /* A short read means the pipe is empty for now; one read per wake-up is
-         enough then, and keeps one chatty job from starving the others. */
+      /* A short read means the pipe is empty for now. */
       if ((size_t)r < sizeof chunk) return;
       continue;
     }
