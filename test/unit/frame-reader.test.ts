@@ -12,7 +12,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { lpStream } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 import { FramePrefixError, FrameReader, FrameTooLargeError, encodeFrames, varintLength } from '../../common/frame-reader.js'
-import { drained } from '../../common/session.js'
+import { FrameChannel, drained } from '../../common/session.js'
 
 const PROTO = '/rgrid-test/frames/1.0.0'
 let a: Libp2p
@@ -164,6 +164,37 @@ describe('FrameReader', () => {
     for (let i = 0; i < 3; i++) expect((await reader.next())?.byteLength).toBe(100)
     expect(into.readStatus).not.toBe('paused')
     expect(await reader.next()).toBeNull()
+  })
+})
+
+describe('FrameChannel writes', () => {
+  it('wait while the peer reads nothing, and all arrive once it reads again, every time', async () => {
+    const { out, into } = await connect(encodeFrames([text('hello')]))
+    const channel = new FrameChannel<unknown, { n: number, pad: string }>(out, { decode: () => null })
+    const reader = new FrameReader(into, { maxFrameBytes: 1024 * 1024 })
+    expect(str(await reader.next())).toBe('hello')
+    const pad = 'x'.repeat(60_000)
+    const frames = 200 // 12 MB a round, far beyond any window or buffer on the way
+    // Twice: a wait must not return at once because an earlier one ended (a stale drain).
+    for (let round = 0; round < 2; round++) {
+      // The far end reads nothing: yamux's receive window fills, then a's send buffer.
+      into.pause()
+      let sent = 0
+      const sends = Array.from({ length: frames }, async (_, n) => { await channel.send({ n, pad }); sent++ })
+      // Progress stops well short of the whole: nothing holds the sender back but the unread peer.
+      let last = -1
+      let still = Date.now()
+      while (Date.now() - still < 500 && sent < frames) {
+        if (sent !== last) { last = sent; still = Date.now() }
+        await new Promise(resolve => setTimeout(resolve, 20))
+      }
+      expect(sent, `round ${round}`).toBeLessThan(frames)
+      // Reading again lets every write through, in order.
+      into.resume()
+      for (let n = 0; n < frames; n++) expect(JSON.parse(str(await reader.next()) ?? 'null').n).toBe(n)
+      await Promise.all(sends)
+      expect(sent).toBe(frames)
+    }
   })
 })
 
