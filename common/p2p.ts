@@ -163,6 +163,18 @@ export async function heal (host: RGridHost, gate: PeerGate, peers: string[], si
   await Promise.allSettled(peers.map(async addr => await host.dial(multiaddr(addr), { signal })))
 }
 
+/**
+ * Yamux stream settings. A stream whose reader pauses it (the session frame
+ * reader does when frames pile up unread) keeps what is still in flight in
+ * its read buffer, up to the receive window already granted; libp2p resets a
+ * stream whose read buffer passes `maxReadBufferLength`. Yamux grows a busy
+ * stream's window up to 16 MiB by default, four times that limit, so a paused
+ * session could be reset by its peer's ordinary traffic. A window of at most
+ * half the read buffer keeps a paused stream within it; 2 MiB per round trip
+ * is far more than a session carries.
+ */
+export const YAMUX_STREAM_OPTIONS = { maxStreamWindowSize: 2 * 1024 * 1024, maxReadBufferLength: 4 * 1024 * 1024 }
+
 /** Creates (but does not start) a host. */
 export async function createHost (options: HostOptions): Promise<RGridHost> {
   installYamuxWindowThreshold()
@@ -172,7 +184,7 @@ export async function createHost (options: HostOptions): Promise<RGridHost> {
     addresses: { listen: options.listen },
     transports: [tcp(), circuitRelayTransport({ reservationCompletionTimeout: 10_000 })],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    streamMuxers: [yamux({ streamOptions: YAMUX_STREAM_OPTIONS })],
     // A busy event loop makes pings time out; aborting the connection then
     // turns a slow node into a partition. Liveness is our heartbeat's job.
     connectionMonitor: { abortConnectionOnPingFailure: false },

@@ -13,6 +13,7 @@ import { lpStream } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 import { FramePrefixError, FrameReader, FrameTooLargeError, encodeFrames, varintLength } from '../../common/frame-reader.js'
 import { FrameChannel, drained } from '../../common/session.js'
+import { YAMUX_STREAM_OPTIONS } from '../../common/p2p.js'
 
 const PROTO = '/rgrid-test/frames/1.0.0'
 let a: Libp2p
@@ -22,7 +23,8 @@ const inbound: Stream[] = []
 let arrived: () => void = () => {}
 
 async function host (): Promise<Libp2p> {
-  return await createLibp2p({ addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] }, transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()] })
+  // RGrid's yamux settings: a paused stream must not overflow its read buffer (common/p2p.ts).
+  return await createLibp2p({ addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] }, transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux({ streamOptions: YAMUX_STREAM_OPTIONS })] })
 }
 
 beforeAll(async () => {
@@ -174,13 +176,15 @@ describe('FrameChannel writes', () => {
     const reader = new FrameReader(into, { maxFrameBytes: 1024 * 1024 })
     expect(str(await reader.next())).toBe('hello')
     const pad = 'x'.repeat(60_000)
-    const frames = 200 // 12 MB a round, far beyond any window or buffer on the way
-    // Twice: a wait must not return at once because an earlier one ended (a stale drain).
+    const frames = 200 // 12 MB a round, far beyond the window and the buffers on the way
+    // Twice: a wait must not return at once because an earlier one ended (a stale drain), and
+    // the window grown while reading the first round must not let the second overflow the paused reader.
     for (let round = 0; round < 2; round++) {
       // The far end reads nothing: yamux's receive window fills, then a's send buffer.
       into.pause()
       let sent = 0
-      const sends = Array.from({ length: frames }, async (_, n) => { await channel.send({ n, pad }); sent++ })
+      // One at a time, so each write is its own flush and the count shows where the sender was held.
+      const sends = (async () => { for (let n = 0; n < frames; n++) { await channel.send({ n, pad }); sent++ } })()
       // Progress stops well short of the whole: nothing holds the sender back but the unread peer.
       let last = -1
       let still = Date.now()
@@ -192,7 +196,7 @@ describe('FrameChannel writes', () => {
       // Reading again lets every write through, in order.
       into.resume()
       for (let n = 0; n < frames; n++) expect(JSON.parse(str(await reader.next()) ?? 'null').n).toBe(n)
-      await Promise.all(sends)
+      await sends
       expect(sent).toBe(frames)
     }
   })
