@@ -233,11 +233,27 @@ async function main (): Promise<void> {
     try { peerIdFromString(c) } catch { usageError('rgrid-node', `--coordinator ${JSON.stringify(c)} is not a peer id`) }
   }
 
+  // rgrid-spawn is started here, not at the first job: a binary that is there but does not work
+  // (another machine's build, another protocol version) must fall back, or stop --spawner helper.
+  let spawnHelper: SpawnHelper | null = null
+  if (helperBuilt) {
+    const candidate = new SpawnHelper({ log: log.child('rgrid-spawn'), jobNice })
+    try {
+      await candidate.start()
+      spawnHelper = candidate
+    } catch (err) {
+      if (spawnerName === 'helper') {
+        log.error('--spawner helper: rgrid-spawn does not start; rebuild it with npm run build', { path: SPAWN_HELPER_PATH, error: errorMessage(err) })
+        process.exit(1)
+      }
+      log.warn('rgrid-spawn does not start; jobs start through Node\'s child_process instead (rebuild it with npm run build)', { path: SPAWN_HELPER_PATH, error: errorMessage(err) })
+    }
+  }
   const runtime: Runtime = runtimeName === 'sim'
     ? new SimRuntime()
     : runtimeName === 'process'
-    ? (helperBuilt
-        ? new ProcessRuntime({ logger: log.child('process'), spawner: new SpawnHelper({ log: log.child('rgrid-spawn'), jobNice }) })
+    ? (spawnHelper != null
+        ? new ProcessRuntime({ logger: log.child('process'), spawner: spawnHelper })
         : new ForkedProcessRuntime({ log: log.child('process'), jobNice }))
     : new DockerRuntime({
       logger: log.child('docker'),
@@ -263,7 +279,7 @@ async function main (): Promise<void> {
   if (gossipDropRate > 0) log.warn('fault injection: ignoring a share of received gossip', { gossipDropRate })
   if (runtimeName === 'process') {
     log.warn('process runtime: jobs run without isolation; use it for development and simulations only')
-    log.info(helperBuilt ? 'process runtime: jobs start through rgrid-spawn (posix_spawn)' : 'process runtime: jobs start through Node\'s child_process in a host process')
+    log.info(spawnHelper != null ? 'process runtime: jobs start through rgrid-spawn (posix_spawn)' : 'process runtime: jobs start through Node\'s child_process in a host process')
   }
 
   const agent = new NodeAgent({

@@ -29,11 +29,23 @@ const REP_FAILED = 2
 const REP_OUTPUT = 3
 const REP_EXITED = 4
 const REP_DONE = 5
+const REP_READY = 6
+/** The wire format's version; the helper announces it in READY. */
+const PROTOCOL_VERSION = 1
 /** Largest reply the helper sends: DONE with two 16 MiB tails, plus headers. */
 const MAX_REPLY_BYTES = (32 << 20) + 64
+/** The helper's own limits (MAX_REQUEST, MAX_KEEP): past them it exits, taking every job with it. */
+const MAX_REQUEST_BYTES = 8 << 20
+const MAX_KEEP_BYTES = 16 << 20
 
-const errnoNames = new Map(Object.entries(osConstants.errno).map(([name, n]) => [n, name]))
-const signalNames = new Map(Object.entries(osConstants.signals).map(([name, n]) => [n, name as NodeJS.Signals]))
+/** Number → name, the first of aliases (SIGABRT, not SIGIOT; EAGAIN, not EWOULDBLOCK), as Node names them. */
+function namesOf<T extends string> (table: Record<string, number>): Map<number, T> {
+  const names = new Map<number, T>()
+  for (const [name, n] of Object.entries(table)) if (!names.has(n)) names.set(n, name as T)
+  return names
+}
+const errnoNames = namesOf<string>(osConstants.errno)
+const signalNames = namesOf<NodeJS.Signals>(osConstants.signals)
 
 export interface SpawnHelperOptions {
   log: Logger
@@ -46,6 +58,8 @@ export interface SpawnHelperOptions {
   jobNice?: number
   /** How long stop() lets the helper stop its jobs before killing it, in ms. @default 5000 */
   stopTimeoutMs?: number
+  /** How long a new helper may take to say it is ready, in ms. @default 5000 */
+  startTimeoutMs?: number
 }
 
 interface Entry {
@@ -63,6 +77,7 @@ interface Entry {
 export class SpawnHelper implements Spawner {
   readonly kind = 'helper' as const
   private child: ChildProcess | null = null
+  private starting: Promise<ChildProcess> | null = null
   private nextId = 1
   private readonly entries = new Map<number, Entry>()
   private pending: Buffer[] = []
@@ -78,26 +93,49 @@ export class SpawnHelper implements Spawner {
     await this.ensureChild()
   }
 
+  /** The running helper, or one being started: two jobs at once must not start two. */
   private async ensureChild (): Promise<ChildProcess> {
     if (this.child != null) return this.child
+    this.starting ??= this.launch().finally(() => { this.starting = null })
+    return await this.starting
+  }
+
+  private async launch (): Promise<ChildProcess> {
     const child = spawnChild(this.options.path ?? SPAWN_HELPER_PATH, [], { stdio: ['pipe', 'pipe', 'inherit'] })
-    await new Promise<void>((resolve, reject) => {
-      child.once('error', (err) => { reject(new SpawnerUnavailableError(`cannot start rgrid-spawn: ${err.message}`)) })
-      child.once('spawn', resolve)
-    })
-    child.on('error', (err) => { this.options.log.warn('rgrid-spawn pipe error', { error: err.message }) })
-    this.lowerPriority(child)
-    this.pending = []
-    this.pendingBytes = 0
-    child.stdout?.on('data', (chunk: Buffer) => { this.onData(child, chunk) })
     child.stdin?.on('error', (err) => {
-      // EPIPE when the helper died; its exit handler fails the jobs.
+      // EPIPE when the helper died; its close handler fails the jobs.
       this.options.log.debug('rgrid-spawn stdin error', { error: err.message })
     })
-    child.once('exit', (code, signal) => { this.onExit(child, code, signal) })
+    this.pending = []
+    this.pendingBytes = 0
+    // Ready when the helper says so in its own protocol: a binary that starts
+    // but is not rgrid-spawn (or not this version) must not take jobs.
+    let ready!: () => void
+    const readyOrNot = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => { reject(new SpawnerUnavailableError('rgrid-spawn did not say it was ready')) }, this.options.startTimeoutMs ?? 5000)
+      ready = () => { clearTimeout(timer); resolve() }
+      child.once('error', (err) => { clearTimeout(timer); reject(new SpawnerUnavailableError(`cannot start rgrid-spawn: ${err.message}`)) })
+      child.once('exit', (code, signal) => { clearTimeout(timer); reject(new SpawnerUnavailableError(`rgrid-spawn exited (${signal ?? code}) while starting`)) })
+    })
+    this.readyWaiter = { child, ready }
+    child.stdout?.on('data', (chunk: Buffer) => { this.onData(child, chunk) })
+    try {
+      await readyOrNot
+    } catch (err) {
+      this.readyWaiter = null
+      child.kill('SIGKILL')
+      throw err
+    }
+    child.on('error', (err) => { this.options.log.warn('rgrid-spawn process error', { error: err.message }) })
+    // 'close', not 'exit': replies still in the pipe when the helper exits are read first.
+    child.once('close', (code, signal) => { this.onClose(child, code, signal) })
+    this.lowerPriority(child)
     this.child = child
     return child
   }
+
+  /** The helper being started, until its READY arrives. */
+  private readyWaiter: { child: ChildProcess, ready: () => void } | null = null
 
   private lowerPriority (child: ChildProcess): void {
     const by = this.options.jobNice ?? 10
@@ -116,11 +154,20 @@ export class SpawnHelper implements Spawner {
     if (strings.some(s => s.includes('\0'))) {
       throw new SpawnFailedError(`spawn ${request.program}: arguments, environment and working directory must not contain NUL bytes`, 'ERR_INVALID_ARG_VALUE')
     }
-    const child = await this.ensureChild()
-    const id = this.nextId++
     const encoded = strings.map(s => Buffer.from(s + '\0', 'utf8'))
     const head = Buffer.alloc(4 + 1 + 17)
     const body = encoded.reduce((n, b) => n + b.length, 0)
+    if (1 + 17 + body > MAX_REQUEST_BYTES) {
+      throw new SpawnFailedError(`spawn ${request.program}: command, environment and working directory take ${body} bytes, more than rgrid-spawn's ${MAX_REQUEST_BYTES}`, 'E2BIG')
+    }
+    // The helper keeps one tail length for both streams.
+    if (request.stdout.limit !== request.stderr.limit || request.stdout.limit > MAX_KEEP_BYTES) {
+      throw new RangeError(`rgrid-spawn keeps at most ${MAX_KEEP_BYTES} bytes, the same for stdout and stderr; got ${request.stdout.limit} and ${request.stderr.limit}`)
+    }
+    const child = await this.ensureChild()
+    const id = this.nextId
+    // Ids are u32 on the wire; after 2^32 jobs they start over (none can still be running).
+    this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1
     head.writeUInt32LE(1 + 17 + body, 0)
     head.writeUInt8(REQ_RUN, 4)
     head.writeUInt32LE(id, 5)
@@ -154,12 +201,18 @@ export class SpawnHelper implements Spawner {
     req.writeUInt8(REQ_CLOSE, 4)
     req.writeUInt32LE(id, 5)
     this.child?.stdin?.write(req)
-    await drained
+    // The helper answers a CLOSE at once; one that does not is wedged, and the job must not hang on it.
+    const answered = await Promise.race([drained.then(() => true), new Promise<false>(resolve => { timer = setTimeout(() => { resolve(false) }, timeoutMs) })])
+    clearTimeout(timer)
+    if (!answered) {
+      this.options.log.warn('rgrid-spawn did not answer a CLOSE; giving up on the job\'s output', { id })
+      this.entries.delete(id)
+    }
     return false
   }
 
   private onData (child: ChildProcess, chunk: Buffer): void {
-    if (child !== this.child) return
+    if (child !== this.child && child !== this.readyWaiter?.child) return
     this.pending.push(chunk)
     this.pendingBytes += chunk.length
     while (this.pendingBytes >= 4) {
@@ -190,6 +243,18 @@ export class SpawnHelper implements Spawner {
   private onReply (frame: Buffer): void {
     const type = frame[0]
     const id = frame.readUInt32LE(1)
+    if (type === REP_READY) {
+      const version = frame.length >= 9 ? frame.readUInt32LE(5) : -1
+      const waiter = this.readyWaiter
+      this.readyWaiter = null
+      if (version !== PROTOCOL_VERSION) {
+        this.options.log.error('rgrid-spawn speaks another protocol version; rebuild it (npm run build)', { version, expected: PROTOCOL_VERSION })
+        waiter?.child.kill('SIGKILL')
+        return
+      }
+      waiter?.ready()
+      return
+    }
     const entry = this.entries.get(id)
     if (entry == null) return
     switch (type) {
@@ -219,7 +284,9 @@ export class SpawnHelper implements Spawner {
         const code = frame.readInt32LE(5)
         const signum = frame.readInt32LE(9)
         entry.exited = true
-        entry.end({ kind: 'exit', code: code < 0 ? null : code, signal: signum === 0 ? null : signalNames.get(signum) ?? null })
+        // A job ended by stop() (the helper's SIGTERM) did not fail on its own: another attempt may succeed.
+        if (this.stopped) entry.end({ kind: 'lost', message: 'the process runtime stopped while the job ran' })
+        else entry.end({ kind: 'exit', code: code < 0 ? null : code, signal: signum === 0 ? null : signalNames.get(signum) ?? null })
         return
       }
       case REP_DONE: {
@@ -244,7 +311,7 @@ export class SpawnHelper implements Spawner {
     }
   }
 
-  private onExit (child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+  private onClose (child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
     if (this.child === child) this.child = null
     if (this.entries.size === 0) return
     if (!this.stopped) this.stats.restarts++
@@ -273,6 +340,8 @@ export class SpawnHelper implements Spawner {
   /** Closes the helper's stdin: it stops its jobs (TERM, then KILL after 2 s) and exits. */
   async stop (): Promise<void> {
     this.stopped = true
+    // A helper still starting becomes the one to stop.
+    await this.starting?.catch((err: unknown) => { this.options.log.debug('rgrid-spawn did not start before stop()', { error: errorMessage(err) }) })
     const child = this.child
     if (child == null || child.exitCode != null || child.signalCode != null) return
     await new Promise<void>(resolve => {

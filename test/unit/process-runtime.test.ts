@@ -214,6 +214,10 @@ describe.each(spawners)('ProcessRuntime over %s', (_kind, makeSpawner) => {
     expect(res).toMatchObject({ outcome: 'failed', exitCode: 137, stdout: 'dying\n' })
     expect(res.error).toMatchObject({ code: 'exit-nonzero', retryable: false })
     expect(res.error?.message).toContain('SIGKILL')
+    // Named as Node names it, not by an alias of the same number (SIGIOT).
+    const aborted = await run({ command: ['sh', '-c', 'kill -ABRT $$'] })
+    expect(aborted).toMatchObject({ outcome: 'failed', exitCode: 134 })
+    expect(aborted.error?.message).toContain('SIGABRT')
   })
 
   it('stops waiting for output held open by a process that left the job\'s group', async () => {

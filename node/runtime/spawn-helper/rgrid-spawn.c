@@ -16,6 +16,7 @@
  *   CLOSE 2: u32 id   stop waiting for the job's output (a process that left
  *            the job's group still holds it open)
  * Replies (stdout):
+ *   READY   6: u32 0, u32 protocol version (1)   once, first, at start
  *   STARTED 1: u32 id, i32 pid
  *   FAILED  2: u32 id, i32 errno          the program never ran
  *   OUTPUT  3: u32 id, u8 stream (1 out, 2 err), bytes     live jobs only
@@ -25,8 +26,15 @@
  *              (or CLOSE); the last keepBytes of each stream, oldest first
  *              (none for live jobs, whose output went out as OUTPUT)
  * When stdin closes (the node stopped or died), every job's process group
- * gets SIGTERM, then SIGKILL after 2 s, and the helper exits 0. A malformed
- * request makes it exit 2: the node then fails the jobs and starts another.
+ * gets SIGTERM, then SIGKILL after 2 s; the helper sends each job's EXITED
+ * and DONE as usual (DONE at the latest 1 s after the SIGKILL) and exits 0.
+ * A malformed request makes it exit 2: the node then fails the jobs and
+ * starts another.
+ *
+ * The program is found along the job's PATH as execvp does, and a script
+ * without a #! line runs with /bin/sh. One difference from Node's spawn:
+ * glibc's posix_spawn leaves its two internal signals (32 and 33) ignored in
+ * the job, where libuv resets every signal to its default.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -45,13 +53,16 @@
 #include <unistd.h>
 
 enum { REQ_RUN = 1, REQ_CLOSE = 2 };
-enum { REP_STARTED = 1, REP_FAILED = 2, REP_OUTPUT = 3, REP_EXITED = 4, REP_DONE = 5 };
+enum { REP_STARTED = 1, REP_FAILED = 2, REP_OUTPUT = 3, REP_EXITED = 4, REP_DONE = 5, REP_READY = 6 };
+#define PROTOCOL_VERSION 1
 
 /* Far above any job spec the protocol accepts; a bigger frame is a bug. */
 #define MAX_REQUEST (8u << 20)
 #define MAX_KEEP (16u << 20)
 #define READ_CHUNK 65536
 #define CLOSING_GRACE_MS 2000
+/* After the SIGKILL, how long output may still arrive before DONE goes out without it. */
+#define CLOSING_DRAIN_MS 1000
 
 typedef struct {
   unsigned char *buf; /* allocated on first byte: most jobs print nothing on one stream */
@@ -70,7 +81,7 @@ typedef struct {
 
 static job_t *jobs;
 static size_t njobs, capjobs;
-static int closing;       /* stdin closed: terminating jobs, then exit */
+static int closing;       /* stdin closed: 1 jobs have had SIGTERM, 2 SIGKILL; then exit */
 static int stdout_broken; /* the node is gone; replies are dropped */
 
 static void die(const char *what) {
@@ -89,6 +100,12 @@ static void write_all(const unsigned char *p, size_t n) {
     ssize_t w = write(1, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        /* A non-blocking stdout: wait until the node has read some. */
+        struct pollfd out = { .fd = 1, .events = POLLOUT };
+        poll(&out, 1, -1);
+        continue;
+      }
       /* EPIPE: the node closed its end. Keep reaping until stdin says so too. */
       stdout_broken = 1;
       return;
@@ -179,10 +196,15 @@ static void maybe_done(job_t *j) {
 
 /* The file execvp would run for `file`, spelled as execvp passes it on: as
    given when it has a slash, else the first executable regular file along
-   `path`. Relative entries (and empty ones, the current directory) are
-   checked from `cwd`, where the job runs. NULL when there is none. */
-static char *find_program(const char *file, const char *path, const char *cwd) {
+   `path` (glibc's default when the job has none). Relative entries (and
+   empty ones, the current directory) are checked from `cwd`, where the job
+   runs. NULL with *err set when there is none: EACCES when a file was found
+   but is not executable, as execvp says, else ENOENT. Searching here, not
+   with posix_spawnp, keeps the helper's own environment untouched (glibc
+   never frees a replaced PATH). */
+static char *find_program(const char *file, const char *path, const char *cwd, int *err) {
   if (strchr(file, '/') != NULL) return strdup(file);
+  *err = ENOENT;
   const char *p = path != NULL ? path : "/bin:/usr/bin";
   for (;;) {
     const char *colon = strchr(p, ':');
@@ -191,9 +213,20 @@ static char *find_program(const char *file, const char *path, const char *cwd) {
     if ((len == 0 ? asprintf(&name, "%s", file) : asprintf(&name, "%.*s/%s", len, p, file)) < 0) die("out of memory");
     if (asprintf(&checked, "%s%s%s", name[0] == '/' ? "" : cwd, name[0] == '/' ? "" : "/", name) < 0) die("out of memory");
     struct stat st;
-    int found = stat(checked, &st) == 0 && S_ISREG(st.st_mode) && access(checked, X_OK) == 0;
+    int found = stat(checked, &st) == 0 && S_ISREG(st.st_mode);
+    int runnable = found && access(checked, X_OK) == 0;
     free(checked);
-    if (found) return name;
+    if (runnable) {
+      /* Without a slash, execve would not look in the current directory. */
+      if (len == 0) {
+        char *here = NULL;
+        if (asprintf(&here, "./%s", file) < 0) die("out of memory");
+        free(name);
+        return here;
+      }
+      return name;
+    }
+    if (found) *err = EACCES;
     free(name);
     if (colon == NULL) return NULL;
     p = colon + 1;
@@ -254,23 +287,20 @@ static void start_job(const unsigned char *p, uint32_t n) {
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, outp[1], 1);
     posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
-    /* posix_spawnp searches the caller's PATH; the job's is the one that counts.
-       The helper is single-threaded, so changing its own environment is safe. */
-    if (path != NULL) setenv("PATH", path, 1); else unsetenv("PATH");
-    err = posix_spawnp(&pid, args[0], &fa, &at, args, envp);
-    if (err == ENOEXEC) {
-      /* A script without a #! line: run it with /bin/sh, as execvp (and so
-         Node's spawn) does. */
-      char *script = find_program(args[0], path, cwd);
-      if (script != NULL) {
+    char *program = find_program(args[0], path, cwd, &err);
+    if (program != NULL) {
+      err = posix_spawn(&pid, program, &fa, &at, args, envp);
+      if (err == ENOEXEC) {
+        /* A script without a #! line: run it with /bin/sh, as execvp (and so
+           Node's spawn) does. */
         char **shargs = xrealloc(NULL, ((size_t)argc + 2) * sizeof *shargs);
         shargs[0] = "/bin/sh";
-        shargs[1] = script;
+        shargs[1] = program;
         memcpy(shargs + 2, args + 1, argc * sizeof *shargs); /* args[1..argc], NULL included */
         err = posix_spawn(&pid, "/bin/sh", &fa, &at, shargs, envp);
         free(shargs);
-        free(script);
       }
+      free(program);
     }
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
@@ -395,12 +425,27 @@ int main(void) {
   size_t pfdcap = 0;
   long long deadline = 0;
 
+  rep_begin(REP_READY, 0);
+  rep_u32(PROTOCOL_VERSION);
+  rep_send();
+
   for (;;) {
     if (closing) {
-      int running = 0;
-      for (size_t i = 0; i < njobs; i++) running |= !jobs[i].exited;
-      if (!running) return 0;
-      if (now_ms() >= deadline) { signal_all(SIGKILL); return 0; }
+      if (njobs == 0) return 0;
+      if (closing == 1 && now_ms() >= deadline) {
+        signal_all(SIGKILL);
+        closing = 2;
+        deadline = now_ms() + CLOSING_DRAIN_MS;
+      } else if (closing == 2 && now_ms() >= deadline) {
+        /* Whatever still holds a pipe left its job's group: DONE with what arrived. */
+        for (size_t i = njobs; i-- > 0;) {
+          if (!jobs[i].exited) continue;
+          close_fd(&jobs[i], 0);
+          close_fd(&jobs[i], 1);
+          maybe_done(&jobs[i]);
+        }
+        return 0;
+      }
     }
     size_t want = 2 + 2 * njobs;
     if (want > pfdcap) { pfdcap = want * 2; pfd = xrealloc(pfd, pfdcap * sizeof *pfd); }
