@@ -10,7 +10,7 @@
  * sessions. Same semantics as ProcessRuntime, which the host runs.
  */
 import { fork, type ChildProcess } from 'node:child_process'
-import { getPriority, setPriority } from 'node:os'
+import { killOrphanedJob, lowerPriority } from './job-helpers.js'
 import { fileURLToPath } from 'node:url'
 import { join, dirname } from 'node:path'
 import type { Logger } from '../../common/log.js'
@@ -80,23 +80,11 @@ export class ForkedProcessRuntime implements Runtime {
       child.once('message', () => { clearTimeout(timer); resolve() })
       child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`the process-runtime host exited with ${code} while starting`)) })
     })
-    this.lowerPriority(child)
+    lowerPriority(child.pid, this.options.jobNice ?? 10, this.options.log, 'the process-runtime host')
     child.on('message', (msg: unknown) => { this.onReply(msg as HostReply) })
     child.once('exit', (code, signal) => { this.onHostExit(child, code, signal) })
     this.host = child
     return child
-  }
-
-  /** Lowers the host's priority, which the processes it starts inherit. */
-  private lowerPriority (child: ChildProcess): void {
-    const by = this.options.jobNice ?? 10
-    if (by === 0 || child.pid == null) return
-    try {
-      setPriority(child.pid, Math.min(19, getPriority() + by))
-    } catch (err) {
-      // Raising a nice value needs no privilege; this is unexpected, and jobs still run.
-      this.options.log.warn('cannot lower the priority of the process-runtime host; jobs run at the node\'s priority', { error: err instanceof Error ? err.message : String(err) })
-    }
   }
 
   private onReply (msg: HostReply): void {
@@ -132,13 +120,7 @@ export class ForkedProcessRuntime implements Runtime {
     for (const [id, p] of this.pending) {
       this.pending.delete(id)
       // The host cannot stop its jobs any more; their process groups must not outlive it.
-      if (p.pid != null) {
-        try {
-          process.kill(-p.pid, 'SIGKILL')
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ESRCH') this.options.log.warn('could not kill an orphaned job', { pid: p.pid, error: (err as Error).message })
-        }
-      }
+      if (p.pid != null) killOrphanedJob(p.pid, this.options.log)
       p.resolve(this.hostFailure(p.startedAt, `the process-runtime host exited (${signal ?? code}) while the job ran`))
     }
     if (!this.stopped) this.stats.hostRestarts++

@@ -9,11 +9,12 @@
  * host process of its own for the process runtime.
  */
 import { spawn as spawnChild, type ChildProcess } from 'node:child_process'
-import { constants as osConstants, getPriority, setPriority } from 'node:os'
+import { constants as osConstants } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { join, dirname } from 'node:path'
 import type { Logger } from '../../common/log.js'
 import { errorMessage } from '../../common/errors.js'
+import { killOrphanedJob, lowerPriority } from './job-helpers.js'
 import {
   SpawnFailedError, SpawnerUnavailableError,
   type ProcessEnd, type SpawnedProcess, type SpawnRequest, type Spawner
@@ -129,23 +130,13 @@ export class SpawnHelper implements Spawner {
     child.on('error', (err) => { this.options.log.warn('rgrid-spawn process error', { error: err.message }) })
     // 'close', not 'exit': replies still in the pipe when the helper exits are read first.
     child.once('close', (code, signal) => { this.onClose(child, code, signal) })
-    this.lowerPriority(child)
+    lowerPriority(child.pid, this.options.jobNice ?? 10, this.options.log, 'rgrid-spawn')
     this.child = child
     return child
   }
 
   /** The helper being started, until its READY arrives. */
   private readyWaiter: { child: ChildProcess, ready: () => void } | null = null
-
-  private lowerPriority (child: ChildProcess): void {
-    const by = this.options.jobNice ?? 10
-    if (by === 0 || child.pid == null) return
-    try {
-      setPriority(child.pid, Math.min(19, getPriority() + by))
-    } catch (err) {
-      this.options.log.warn('cannot lower the priority of rgrid-spawn; jobs run at the node\'s priority', { error: errorMessage(err) })
-    }
-  }
 
   async spawn (request: SpawnRequest): Promise<SpawnedProcess> {
     if (this.stopped) throw new SpawnerUnavailableError('the process runtime is stopping')
@@ -324,13 +315,7 @@ export class SpawnHelper implements Spawner {
         continue
       }
       // Nobody can reap or stop these any more; their groups must not outlive the helper.
-      if (entry.pid != null && !entry.exited) {
-        try {
-          process.kill(-entry.pid, 'SIGKILL')
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ESRCH') this.options.log.warn('could not kill an orphaned job', { pid: entry.pid, error: errorMessage(err) })
-        }
-      }
+      if (entry.pid != null && !entry.exited) killOrphanedJob(entry.pid, this.options.log)
       if (!entry.exited) entry.end({ kind: 'lost', message })
       entry.isDone = true
       entry.done()
