@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeEach, afterEach, beforeAll, afterAll } from 'vitest'
 import { mkdtemp, rm, realpath, readFile, mkdir, writeFile } from 'node:fs/promises'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomUUID } from 'node:crypto'
@@ -11,6 +11,7 @@ import { ProcessRuntime } from '../../node/runtime/process.js'
 import { NodeSpawner, SpawnFailedError, type Spawner } from '../../node/runtime/spawner.js'
 import { SpawnHelper } from '../../node/runtime/spawn-helper.js'
 import { OutputCollector } from '../../node/runtime/output.js'
+import { eventually, isAlive } from '../helpers/processes.js'
 import type { RunOutcome } from '../../node/runtime/types.js'
 
 let workDir: string
@@ -39,24 +40,6 @@ async function run (input: JobSpecInput, opts: RunOpts = {}): Promise<RunOutcome
     onStarted: opts.onStarted,
     ...(opts.onOutput != null ? { onOutput: opts.onOutput } : {})
   })
-}
-
-/** A pid counts as gone once it no longer exists or is a zombie nobody reaped yet. */
-function isAlive (pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
-  } catch {
-    return false
-  }
-}
-
-async function eventually (check: () => boolean, what: string, ms = 3000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 20))
-  }
 }
 
 describe.each(spawners)('ProcessRuntime over %s', (_kind, makeSpawner) => {

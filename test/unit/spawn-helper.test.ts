@@ -16,6 +16,7 @@ import { ProcessRuntime } from '../../node/runtime/process.js'
 import { SpawnHelper } from '../../node/runtime/spawn-helper.js'
 import { SpawnerUnavailableError } from '../../node/runtime/spawner.js'
 import type { RunOutcome } from '../../node/runtime/types.js'
+import { eventually, isAlive } from '../helpers/processes.js'
 
 const HELPER = join(import.meta.dirname, '..', '..', 'dist', 'node', 'runtime', 'spawn-helper', 'rgrid-spawn')
 const haveHelper = existsSync(HELPER)
@@ -24,23 +25,6 @@ if (!haveHelper && process.env.CI === 'true') throw new Error(`${HELPER} is miss
 let workDir: string
 beforeEach(async () => { workDir = await realpath(await mkdtemp(join(tmpdir(), 'rgrid-spawn-'))) })
 afterEach(async () => { await rm(workDir, { recursive: true, force: true }) })
-
-function alive (pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
-  } catch {
-    return false
-  }
-}
-
-async function until (check: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 20))
-  }
-}
 
 function start (rt: ProcessRuntime, input: JobSpecInput): { outcome: Promise<RunOutcome>, pid: () => number | undefined } {
   let pid: number | undefined
@@ -68,14 +52,14 @@ describe.skipIf(!haveHelper)('rgrid-spawn', () => {
     await rt.start()
     try {
       const job = start(rt, { command: ['sleep', '30'] })
-      await until(() => job.pid() !== undefined, 'the job to start')
+      await eventually(() => job.pid() !== undefined, 'the job to start')
       const jobPid = job.pid() as number
       process.kill(helperPid(spawner), 'SIGKILL')
       const outcome = await job.outcome
       expect(outcome.outcome).toBe('failed')
       expect(outcome.error).toMatchObject({ code: 'node-error', retryable: true })
       expect(outcome.error?.message).toContain('rgrid-spawn exited')
-      await until(() => !alive(jobPid), 'the orphaned job to be killed')
+      await eventually(() => !isAlive(jobPid), 'the orphaned job to be killed')
       expect(spawner.stats.restarts).toBe(1)
       const next = await start(rt, { command: ['sh', '-c', 'echo again'] }).outcome
       expect(next).toMatchObject({ outcome: 'succeeded', stdout: 'again\n' })
@@ -89,13 +73,13 @@ describe.skipIf(!haveHelper)('rgrid-spawn', () => {
     const rt = new ProcessRuntime({ logger: silentLogger, spawner })
     await rt.start()
     const job = start(rt, { command: ['sh', '-c', 'echo before; trap "echo got-term; exit 3" TERM; echo ready > ready; sleep 30 & wait'] })
-    await until(() => existsSync(join(workDir, 'ready')), 'the job to set its trap')
+    await eventually(() => existsSync(join(workDir, 'ready')), 'the job to set its trap')
     const pid = helperPid(spawner)
     const t0 = Date.now()
     await rt.stop()
     expect(Date.now() - t0).toBeLessThan(4000)
-    expect(alive(pid)).toBe(false)
-    expect(alive(job.pid() as number)).toBe(false)
+    expect(isAlive(pid)).toBe(false)
+    expect(isAlive(job.pid() as number)).toBe(false)
     const outcome = await job.outcome
     // The helper's SIGTERM ended it (the node's own shutdown cancels jobs before this): not the job's
     // failure, so worth another attempt; what it printed, before and after the signal, is kept.
