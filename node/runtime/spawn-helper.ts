@@ -1,5 +1,5 @@
 /**
- * A spawner over rgrid-spawn (spawn-helper/rgrid-spawn.c), a small C program
+ * A spawner over rgrid-spawn (node/runtime/spawn-helper/), a small C program
  * that starts jobs with posix_spawn and keeps the tail of their output.
  *
  * Why: Node's child_process forks the whole calling process per job, 3-5 ms

@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const root = join(here, '..', '..', '..')
-const source = join(here, 'rgrid-spawn.c')
+const sources = ['rgrid-spawn.c', 'spawn-util.c'].map(f => join(here, f))
+const inputs = [...sources, join(here, 'spawn-util.h')]
 const target = join(root, 'dist', 'node', 'runtime', 'spawn-helper', 'rgrid-spawn')
 
 function mtime (path) {
@@ -26,11 +27,11 @@ if (process.env.RGRID_SPAWN_HELPER === 'off') {
   console.error('rgrid-spawn: skipped (RGRID_SPAWN_HELPER=off); the process runtime uses Node\'s child_process')
   process.exit(0)
 }
-if (mtime(target) >= mtime(source)) process.exit(0)
+if (mtime(target) >= Math.max(...inputs.map(mtime))) process.exit(0)
 
 mkdirSync(dirname(target), { recursive: true })
 const cc = process.env.CC ?? 'cc'
-const res = spawnSync(cc, ['-O2', '-Wall', '-Wextra', '-o', target, source], { stdio: ['ignore', 'inherit', 'inherit'] })
+const res = spawnSync(cc, ['-O2', '-Wall', '-Wextra', '-o', target, ...sources], { stdio: ['ignore', 'inherit', 'inherit'] })
 if (res.error != null || res.status !== 0) {
   rmSync(target, { force: true })
   const why = res.error != null ? res.error.message : `${cc} exited with ${res.status}`
