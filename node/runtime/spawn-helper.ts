@@ -5,7 +5,7 @@
  * Why: Node's child_process forks the whole calling process per job, 3-5 ms
  * of CPU each on the machines we measured; posix_spawn (vfork semantics)
  * costs a fraction of that. One helper serves the whole node, talking over
- * its stdin and stdout (wire format in the C source), so the node needs no
+ * its stdin and stdout (wire format in rgrid-spawn.c's header comment), so the node needs no
  * host process of its own for the process runtime.
  */
 import { spawn as spawnChild, type ChildProcess } from 'node:child_process'
