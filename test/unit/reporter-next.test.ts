@@ -59,3 +59,30 @@ describe('Reporter and the next attempt (session 1.1)', () => {
     expect(errors).toHaveLength(1)
   })
 })
+
+describe('Reporter holding `started`', () => {
+  const started = { type: 'started' as const, jobId: JOB, attempt: 1, token: 'a'.repeat(32), startedAt: 1 }
+
+  it('sends no `started` for a job whose result comes within the hold (200 ms by default)', async () => {
+    const { session, sent } = fakeSession(false, () => ({ type: 'ack', rid: 1 }))
+    const r = new Reporter({ log: silentLogger, session: () => session })
+    r.started(started)
+    // Well past the old 20 ms hold, well within the default.
+    await new Promise(resolve => setTimeout(resolve, 60))
+    await r.result(report)
+    expect(sent.map(f => f.type)).toEqual(['result'])
+  })
+
+  it('sends `started` once the hold is over while the job still runs', async () => {
+    const { session, sent } = fakeSession(false, () => ({ type: 'ack', rid: 1 }))
+    const r = new Reporter({ log: silentLogger, session: () => session, startedDelayMs: 30 })
+    const t0 = Date.now()
+    r.started(started)
+    const deadline = Date.now() + 5000
+    while (sent.length === 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 5))
+    expect(sent.map(f => f.type)).toEqual(['started'])
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(25)
+    await r.result(report)
+    expect(sent.map(f => f.type)).toEqual(['started', 'result'])
+  })
+})
