@@ -490,6 +490,7 @@ export class PostgresStore implements Store {
     const { result } = input
     const detail = jsonText({ outcome: result.outcome, exitCode: result.exitCode, errorCode: result.error?.code ?? null })
     const error = result.error === null ? null : jsonText(result.error)
+    const startedDetail = jsonText({ startedAt: result.startedAt })
     for (let run = 1; ; run++) {
       const rows = await this.db(async (sql) => await sql`
         WITH j AS (
@@ -506,14 +507,25 @@ export class PostgresStore implements Store {
                  ${noNul(result.stderr)}::text, ${result.stdoutTruncated}::boolean, ${result.stderrTruncated}::boolean,
                  ${result.startedAt}::bigint, ${result.finishedAt}::bigint, ${error}::text::jsonb, ${jsonText(result.artifacts)}::text::jsonb
           FROM j
+        ), pre AS (
+          -- Every CTE sees the rows as they were before this statement: was a start reported?
+          SELECT started_at FROM attempts WHERE job_id = ${input.jobId} AND number = ${input.attempt}
         ), a AS (
           UPDATE attempts SET state = ${result.outcome}::text,
                               started_at = COALESCE(attempts.started_at, ${result.startedAt}::bigint),
                               finished_at = ${result.finishedAt}::bigint
           FROM j WHERE attempts.job_id = j.id AND attempts.number = j.attempt
         ), e AS (
+          -- A job that ended within the node's hold on started is reported by its result alone; its
+          -- log still gets a started event, before finished (rows are numbered in this order).
           INSERT INTO job_events (job_id, at, type, actor, attempt, detail)
-          SELECT id, ${input.now}::bigint, 'finished', ${input.node}::text, attempt, ${detail}::text::jsonb FROM j
+          SELECT id, at, type, actor, attempt, detail FROM (
+            SELECT 1 AS k, j.id, ${input.now}::bigint AS at, 'started' AS type, ${input.node}::text AS actor, j.attempt,
+                   ${startedDetail}::text::jsonb AS detail
+            FROM j, pre WHERE pre.started_at IS NULL AND ${result.startedAt}::bigint IS NOT NULL
+            UNION ALL
+            SELECT 2, j.id, ${input.now}::bigint, 'finished', ${input.node}::text, j.attempt, ${detail}::text::jsonb FROM j
+          ) ev ORDER BY k
         )
         SELECT 1 AS ok FROM j`)
       if (rows.length === 1) return 'recorded'

@@ -466,6 +466,14 @@ export class SqliteStore implements Store {
           error: result.error === null ? null : JSON.stringify(result.error),
           artifacts: JSON.stringify(result.artifacts)
         })
+        // A job that ended within the node's hold on `started` is reported by its result alone;
+        // its log still says when it started, as for every other job.
+        if (result.startedAt !== null && q.getAttempt.get(input.jobId, input.attempt)?.started_at == null) {
+          q.insertEvent.run({
+            jobId: input.jobId, at: input.now, type: 'started', actor: input.node, attempt: input.attempt,
+            detail: JSON.stringify({ startedAt: result.startedAt })
+          })
+        }
         q.attemptFinished.run(result.outcome, result.startedAt, result.finishedAt, input.jobId, input.attempt)
         q.insertEvent.run({
           jobId: input.jobId, at: input.now, type: 'finished', actor: input.node, attempt: input.attempt,

@@ -560,6 +560,24 @@ describe.each(backends)('Store contract: $name', (backend) => {
     expect(finished[0]).toMatchObject({ actor: nodeId(1), attempt: 1, detail: { outcome: 'failed', exitCode: 2, errorCode: 'exit-nonzero' } })
   })
 
+  it('logs a started event for a result that came without a started report, once, before finished', async () => {
+    const store = await backend.open()
+    const id = await newJob(store, T0)
+    const { token } = await awardTo(store, id, nodeId(1), T0 + 1)
+    const input = { jobId: id, attempt: 1, token, node: nodeId(1), now: T0 + 30, result: resultOf('succeeded') }
+    expect(await store.recordResult(input)).toBe('recorded')
+    expect(await store.recordResult({ ...input, now: T0 + 40 })).toBe('duplicate')
+    const events = (await store.listEvents(id)).filter(e => e.type === 'started' || e.type === 'finished')
+    expect(events.map(e => e.type)).toEqual(['started', 'finished'])
+    expect(events[0]).toMatchObject({ actor: nodeId(1), attempt: 1, at: T0 + 30, detail: { startedAt: input.result.startedAt } })
+    // With a started report first, the result adds none.
+    const other = await newJob(store, T0 + 50)
+    const second = await awardTo(store, other, nodeId(2), T0 + 51)
+    await store.markStarted({ jobId: other, attempt: 1, token: second.token, node: nodeId(2), startedAt: T0 + 52, now: T0 + 53 })
+    await store.recordResult({ jobId: other, attempt: 1, token: second.token, node: nodeId(2), now: T0 + 60, result: resultOf('succeeded') })
+    expect((await store.listEvents(other)).filter(e => e.type === 'started')).toHaveLength(1)
+  })
+
   it('fences a result with a wrong token and logs a stale report', async () => {
     const store = await backend.open()
     const id = await newJob(store, T0)
