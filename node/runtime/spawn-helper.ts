@@ -64,14 +64,12 @@ export interface SpawnHelperOptions {
 }
 
 interface Entry {
-  program: string
   request: SpawnRequest
   started: { resolve: (pid: number) => void, reject: (err: Error) => void } | null
   pid: number | null
   end: (e: ProcessEnd) => void
   exited: boolean
   done: () => void
-  isDone: boolean
 }
 
 /** Starts jobs through one long-lived rgrid-spawn process; restarts it when it dies. */
@@ -171,7 +169,7 @@ export class SpawnHelper implements Spawner {
     const ended = new Promise<ProcessEnd>(resolve => { end = resolve })
     const drained = new Promise<void>(resolve => { done = resolve })
     const started = new Promise<number>((resolve, reject) => {
-      this.entries.set(id, { program: request.program, request, started: { resolve, reject }, pid: null, end, exited: false, done, isDone: false })
+      this.entries.set(id, { request, started: { resolve, reject }, pid: null, end, exited: false, done })
     })
     child.stdin?.write(Buffer.concat([head, ...encoded]))
     const pid = await started
@@ -179,8 +177,8 @@ export class SpawnHelper implements Spawner {
   }
 
   private async drain (id: number, drained: Promise<void>, timeoutMs: number): Promise<boolean> {
-    const entry = this.entries.get(id)
-    if (entry == null || entry.isDone) return true
+    // An entry leaves the map once its output is complete.
+    if (!this.entries.has(id)) return true
     let timer: NodeJS.Timeout | undefined
     const timedOut = new Promise<'timeout'>(resolve => { timer = setTimeout(() => { resolve('timeout') }, timeoutMs) })
     const result = await Promise.race([drained, timedOut])
@@ -260,7 +258,7 @@ export class SpawnHelper implements Spawner {
         const code = errnoNames.get(errno) ?? `errno ${errno}`
         this.entries.delete(id)
         // The same words as Node's own spawn error, so logs read alike.
-        entry.started?.reject(new SpawnFailedError(`spawn ${entry.program} ${code}`, code))
+        entry.started?.reject(new SpawnFailedError(`spawn ${entry.request.program} ${code}`, code))
         return
       }
       case REP_OUTPUT: {
@@ -292,7 +290,6 @@ export class SpawnHelper implements Spawner {
           entry.request.stderr.restore(err, errTotal)
         }
         this.entries.delete(id)
-        entry.isDone = true
         entry.done()
         return
       }
@@ -317,7 +314,6 @@ export class SpawnHelper implements Spawner {
       // Nobody can reap or stop these any more; their groups must not outlive the helper.
       if (entry.pid != null && !entry.exited) killOrphanedJob(entry.pid, this.options.log)
       if (!entry.exited) entry.end({ kind: 'lost', message })
-      entry.isDone = true
       entry.done()
     }
   }
